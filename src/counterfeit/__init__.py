@@ -1,0 +1,3 @@
+"""counterfeit: teach a machine to forge images."""
+
+__version__ = "0.1.0"
