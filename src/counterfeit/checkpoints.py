@@ -1,0 +1,131 @@
+"""Checkpoints: one safetensors file per snapshot, tensors plus a JSON state in its metadata.
+
+Nothing is pickled: weights, optimiser moments and RNG states are tensors; counters, the
+config and optimiser hyper-parameters are JSON. Each file is written to a temp name, fsynced
+and renamed, so a crash mid-write never leaves a half checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as st_save
+from torch import nn
+
+from .fileio import atomic_write_bytes
+
+FORMAT = "counterfeit-checkpoint-v1"
+_NAME = re.compile(r"^ckpt-(\d{10})\.safetensors$")
+
+
+class CheckpointError(Exception):
+    """A missing, unreadable or foreign checkpoint; the message is one line naming the file."""
+
+
+def _module_tensors(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+def _optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    sd = opt.state_dict()
+    tensors = {}
+    for idx, slots in sd["state"].items():
+        for slot, value in slots.items():
+            tensors[f"{prefix}.{idx}.{slot}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    return tensors, sd["param_groups"]
+
+
+def _optimizer_state_dict(prefix: str, tensors: dict[str, torch.Tensor], groups: list[dict]) -> dict:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "."):
+            idx, slot = key[len(prefix) + 1 :].split(".", 1)
+            state.setdefault(int(idx), {})[slot] = value
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    return {"state": state, "param_groups": groups}
+
+
+def checkpoint_path(run_dir: Path, cur_nimg: int) -> Path:
+    """Where the checkpoint taken after `cur_nimg` images lives."""
+    return Path(run_dir) / "checkpoints" / f"ckpt-{cur_nimg:010d}.safetensors"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """A run's checkpoints, oldest first."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
+
+
+def save_checkpoint(
+    run_dir: Path,
+    cur_nimg: int,
+    modules: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    state: dict[str, Any],
+    keep: int = 3,
+) -> Path:
+    """Write modules, optimisers, RNG states and `state` (JSON-able) atomically; prune to the newest `keep`."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, module in modules.items():
+        tensors.update(_module_tensors(name, getattr(module, "module", module)))  # unwrap DDP
+    groups = {}
+    for name, opt in optimizers.items():
+        t, groups[name] = _optimizer_tensors(name, opt)
+        tensors.update(t)
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    meta_state = dict(state, optimizer_groups=groups, cur_nimg=int(cur_nimg))
+    path = checkpoint_path(run_dir, cur_nimg)
+    atomic_write_bytes(path, st_save(tensors, metadata={"format": FORMAT, "state": json.dumps(meta_state)}))
+    for old in list_checkpoints(run_dir)[: -max(keep, 1)]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def read_checkpoint(path: Path, prefixes: tuple[str, ...] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, state) of a checkpoint, only the tensors under `prefixes` if given; never unpickles."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != FORMAT:
+                raise CheckpointError(f"{path} is not a counterfeit checkpoint (format {meta.get('format')!r})")
+            keys = [k for k in f.keys() if prefixes is None or k.split(".", 1)[0] in prefixes]
+            tensors = {k: f.get_tensor(k) for k in keys}
+        return tensors, json.loads(meta["state"])
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} not found") from None
+    except (SafetensorError, ValueError, KeyError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({e}); delete it to fall back to the previous one") from None
+
+
+def load_module(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, path: Path | str = "?") -> None:
+    """Load `prefix.*` tensors into `module` strictly, with a one-line error on a mismatch."""
+    sd = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+    try:
+        getattr(module, "module", module).load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights for {prefix} do not fit the model in config.json ({first})") from None
+
+
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], state: dict, prefix: str) -> None:
+    """Restore an optimiser saved by `save_checkpoint`."""
+    opt.load_state_dict(_optimizer_state_dict(prefix, tensors, state["optimizer_groups"][prefix]))
+
+
+def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
+    """Put back the global RNG states so a resumed run draws the same noise as an unbroken one."""
+    torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])

@@ -1,0 +1,247 @@
+"""Command line: a thin layer over the library (`counterfeit train | sample | runs`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from . import __version__
+
+EXAMPLES = {
+    "train": """examples:
+  counterfeit train                                   # DCGAN on Fashion-MNIST, the default run
+  counterfeit train --kimg 60 --seed 1                # a shorter run (one epoch = 60 kimg)
+  counterfeit train --model lecture                   # the lecture's Keras GAN, layer for layer
+  counterfeit train --data ~/pictures/pets --resolution 64 --channels 3
+  counterfeit train --data ring8                      # 2-D toy (picks --model mlp)
+  counterfeit train --resume runs/00003-fashion-mnist-dcgan""",
+    "sample": """examples:
+  counterfeit sample runs/00000-fashion-mnist-dcgan                       # 64-image grid PNG
+  counterfeit sample runs/00000-fashion-mnist-dcgan -n 10000 --format npz --out fakes.npz
+  counterfeit sample runs/00000-fashion-mnist-dcgan -n 100 --format folder --out fakes/""",
+    "runs": """examples:
+  counterfeit runs            # the runs under ./runs
+  counterfeit runs /data/my-runs""",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .losses import LOSSES
+    from .models import MODELS
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(prog="counterfeit", description="Teach a machine to forge images.", formatter_class=fmt,
+                                epilog="run 'counterfeit COMMAND --help' for examples")  # fmt: skip
+    p.add_argument("--version", action="version", version=f"counterfeit {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a GAN (or resume one)", description="Train a GAN: D and G take turns.",
+                       epilog=EXAMPLES["train"], formatter_class=fmt)  # fmt: skip
+    t.add_argument("--data", help="fashion-mnist (default) | mnist | ring8 | grid25 | ducks-cows | a folder of images")
+    t.add_argument("--model", choices=list(MODELS), help="model family (default dcgan; mlp for 2-D toys)")
+    t.add_argument("--loss", choices=list(LOSSES), help="ns: non-saturating (default) | minimax: the original game")
+    t.add_argument("--kimg", type=float, help="training length in thousands of real images (default 600 for dcgan)")
+    t.add_argument("--epochs", type=float, help="training length in passes over the data (instead of --kimg)")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--out", default="runs", help="folder for new run folders (default: runs)")
+    t.add_argument("--data-dir", help="where the Fashion-MNIST/MNIST idx files are (searched first)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest checkpoint")
+    t.add_argument("--resolution", type=int, help="image side in pixels (28; 32/64/128 for dcgan)")
+    t.add_argument("--channels", type=int, choices=[1, 3], help="1 = grey, 3 = RGB")
+    t.add_argument("--z-dim", type=int, help="noise vector length")
+    t.add_argument("--g-width", type=int, help="channels of G's finest hidden layer")
+    t.add_argument("--d-width", type=int, help="channels of D's first layer")
+    t.add_argument("--lr-g", type=float, help="G's Adam learning rate")
+    t.add_argument("--lr-d", type=float, help="D's Adam learning rate")
+    t.add_argument("--beta1", type=float, help="Adam beta1 (0.5 for DCGAN)")
+    t.add_argument("--d-steps", type=int, help="D updates per G update")
+    t.add_argument("--ema-halflife-kimg", type=float, help="half-life of G's moving average, in kimg")
+    t.add_argument("--tick-kimg", type=float, help="stats line every N kimg")
+    t.add_argument("--sample-kimg", type=float, help="sample grid every N kimg")
+    t.add_argument("--snapshot-kimg", type=float, help="checkpoint every N kimg")
+    t.add_argument("--keep-checkpoints", type=int, help="how many checkpoints to keep")
+    t.add_argument("--device", help="auto (default) | cpu | cuda")
+    t.add_argument("--dry-run", action="store_true", help="print the config and exit")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+
+    s = sub.add_parser("sample", help="draw samples from a trained run", epilog=EXAMPLES["sample"], formatter_class=fmt)
+    s.add_argument("run_dir", metavar="RUN_DIR")
+    s.add_argument("-n", type=int, default=64, help="how many samples (default 64)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="output path (default: inside RUN_DIR/samples)")
+    s.add_argument("--format", choices=["grid", "folder", "npz"], default="grid")
+    s.add_argument("--device", default="cpu")
+
+    r = sub.add_parser("runs", help="list runs with their progress", epilog=EXAMPLES["runs"], formatter_class=fmt)
+    r.add_argument("dir", nargs="?", default="runs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `counterfeit` console script; bad input ends in one line on stderr."""
+    from .checkpoints import CheckpointError
+    from .config import ConfigError
+    from .data import DataError
+    from .train import TrainingDiverged
+
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return 0
+    _console_logging()
+    try:
+        return {"train": cmd_train, "sample": cmd_sample, "runs": cmd_runs}[args.command](args)
+    except (ConfigError, DataError, CheckpointError, TrainingDiverged) as e:
+        print(f"counterfeit: error: {e}", file=sys.stderr)
+        return 1 if isinstance(e, TrainingDiverged) else 2
+
+
+class _NoTicks(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "tick", False)
+
+
+def _console_logging() -> None:
+    from tqdm import tqdm
+
+    class TqdmHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            tqdm.write(self.format(record), file=sys.stderr)
+
+    log = logging.getLogger("counterfeit")
+    log.setLevel(logging.INFO)
+    if not any(isinstance(h, TqdmHandler) for h in log.handlers):
+        h = TqdmHandler()
+        h.addFilter(_NoTicks())
+        h.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(h)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Build the config (or reload it for --resume), make the run folder and train with a progress bar."""
+    from .runs import create_run_dir, write_config
+    from .train import Callbacks, train
+
+    run_dir, cfg = _train_config(args)
+    if args.dry_run:
+        print(cfg.to_json())
+        return 0
+    if run_dir is None:
+        run_dir = create_run_dir(cfg, args.out)
+    else:
+        write_config(run_dir, cfg)
+    print(f"run folder: {run_dir}", file=sys.stderr)
+
+    stop = _StopFlag()
+    bar = None if args.no_progress else _progress_bar(cfg.loop.total_kimg)
+    cbs = Callbacks(should_stop=stop.is_set)
+    if bar is not None:
+        cbs.on_step = lambda cur, total: bar.update(min(cur, total) / 1000 - bar.n)
+        cbs.on_tick = lambda s: bar.set_postfix_str(
+            f"D {s['loss_D']:.3f} G {s['loss_G']:.3f} D(x) {s['D(x)']:.2f} D(G(z)) {s['D(G(z))']:.2f} {s['img/s']:.0f} img/s", refresh=False)  # fmt: skip
+    try:
+        with stop.installed():
+            result = train(cfg, run_dir, cbs)
+    finally:
+        if bar is not None:
+            bar.close()
+    if result.status == "stopped":
+        print(f"stopped at {result.cur_nimg / 1000:.1f} kimg and saved; continue with: counterfeit train --resume {run_dir}", file=sys.stderr)
+    else:
+        print(f"done: {result.cur_nimg / 1000:.1f} kimg. Samples: {run_dir / 'samples'}. Try: counterfeit sample {run_dir}", file=sys.stderr)
+    return 0
+
+
+_OPTIONS = ("data", "model", "loss", "kimg", "epochs", "batch_size", "seed", "data_dir", "resolution", "channels", "z_dim",
+            "g_width", "d_width", "lr_g", "lr_d", "beta1", "d_steps", "ema_halflife_kimg", "tick_kimg", "sample_kimg",
+            "snapshot_kimg", "keep_checkpoints", "device")  # fmt: skip
+_RESUMABLE = ("kimg", "epochs", "device")
+
+
+def _train_config(args: argparse.Namespace):
+    """(existing run folder or None, config) from the command line."""
+    from .config import ConfigError, extend_config, load_config, make_config
+
+    given = {k: getattr(args, k) for k in _OPTIONS if getattr(args, k) is not None}
+    if not args.resume:
+        return None, make_config(**given)
+    run_dir = Path(args.resume)
+    fixed = sorted(set(given) - set(_RESUMABLE))
+    if fixed:
+        flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
+        raise ConfigError(f"{flags} cannot change when resuming; a resumed run keeps its config.json (only --kimg, --epochs, --device may change)")
+    if not (run_dir / "config.json").is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no config.json); pass a folder such as runs/00000-fashion-mnist-dcgan")
+    return run_dir, extend_config(load_config(run_dir / "config.json"), **given)
+
+
+def _progress_bar(total_kimg: float):
+    from tqdm import tqdm
+
+    return tqdm(total=total_kimg, unit="kimg", dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} kimg [{elapsed}<{remaining}] {postfix}")
+
+
+class _StopFlag:
+    """First Ctrl-C (or SIGTERM) asks the loop to save and stop at the next step; a second one aborts."""
+
+    def __init__(self):
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def _handle(self, signum, frame) -> None:
+        if self._set and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self._set = True
+        print("\nstopping: saving a checkpoint at the end of this step (Ctrl-C again to abort without saving)", file=sys.stderr)
+
+    def installed(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def ctx():
+            old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for s, h in old.items():
+                    signal.signal(s, h)
+
+        return ctx()
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """Write samples of a run as a grid PNG, a folder of PNGs or an .npz."""
+    from .config import ConfigError
+    from .export import write_samples
+
+    if args.n < 1 or args.n > 1_000_000:
+        raise ConfigError(f"-n must be between 1 and 1,000,000, got {args.n}")
+    out = write_samples(args.run_dir, args.n, args.seed, args.format, args.out, args.device)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """Print a table of the runs in a folder."""
+    from .runs import run_table
+
+    rows = run_table(Path(args.dir))
+    if not rows:
+        print(f"no runs in {args.dir}")
+        return 0
+    cols = list(rows[0])
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

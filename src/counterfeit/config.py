@@ -1,0 +1,178 @@
+"""One frozen, nested config per run: enough to rebuild data, models, losses and the loop."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A config that cannot be built or read; the message is one line naming the fix."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "fashion-mnist"  # fashion-mnist | mnist | ring8 | grid25 | ducks-cows | a folder path
+    resolution: int = 28  # pixels per side; folders are resized and centre-cropped to it
+    channels: int = 1  # 1 = grey, 3 = RGB
+    data_dir: str | None = None  # where to look for idx files first (None: the usual search order)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "dcgan"
+    z_dim: int = 64  # length of the noise vector z
+    g_width: int = 64  # channels of G's last hidden layer (doubles per step down in resolution)
+    d_width: int = 64  # channels of D's first layer (doubles per step down in resolution)
+    g_max_width: int = 512
+    d_max_width: int = 512
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: str = "ns"  # ns (non-saturating) | minimax (the original log(1 - D(G(z))))
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5  # DCGAN's choice: a shorter momentum memory keeps the game from oscillating
+    beta2: float = 0.999
+    d_steps: int = 1  # D updates per G update
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    total_kimg: float = 600.0  # training length in thousands of real images shown to D
+    batch_size: int = 64
+    seed: int = 0
+    ema_halflife_kimg: float = 2.0  # G_ema forgets half of its past every this many kimg
+    tick_kimg: float = 2.0  # one stats.jsonl line every this many kimg
+    sample_kimg: float = 20.0  # one fixed-noise sample grid every this many kimg
+    snapshot_kimg: float = 20.0  # one checkpoint every this many kimg
+    keep_checkpoints: int = 3  # keep the newest K checkpoints
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict, ready for JSON."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """Pretty JSON text of the whole config."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        """Rebuild a config from `to_dict` output; unknown keys are an error, missing ones take defaults."""
+        return _from_dict(cls, d, "config")
+
+    def replace(self, **sections: Any) -> "RunConfig":
+        """Copy with some sections replaced by dataclasses or by dicts of field overrides."""
+        out = {}
+        for name, value in sections.items():
+            current = getattr(self, name)
+            out[name] = dataclasses.replace(current, **value) if isinstance(value, dict) else value
+        return dataclasses.replace(self, **out)
+
+
+def _from_dict(cls: type, d: Any, where: str) -> Any:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where} must be a JSON object, got {type(d).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ConfigError(f"{where} has unknown field(s) {', '.join(unknown)}; this counterfeit knows {', '.join(known)}")
+    kwargs = {}
+    for name, value in d.items():
+        sub = _section_types.get(name) if cls is RunConfig else None
+        kwargs[name] = _from_dict(sub, value, f"{where}.{name}") if sub else value
+    return cls(**kwargs)
+
+
+_section_types = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optim": OptimConfig, "loop": LoopConfig}
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a run's config.json with a one-line error for a missing or broken file."""
+    path = Path(path)
+    try:
+        return RunConfig.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found; is this a counterfeit run folder?") from None
+    except (json.JSONDecodeError, TypeError) as e:
+        raise ConfigError(f"{path} is not a valid config ({e}); restore it or start a new run") from None
+
+
+
+_FIELDS = {
+    "data": ("data", "name"), "model": ("model", "name"), "loss": ("loss", "name"), "kimg": ("loop", "total_kimg"),
+    **{f.name: (section, f.name) for section, cls in _section_types.items() for f in fields(cls) if f.name != "name"},
+}  # fmt: skip
+
+
+def make_config(**options: Any) -> RunConfig:
+    """Config from flat options (`data`, `model`, `kimg`, `epochs`, `lr_g`, ...) over the model family's defaults."""
+    from .data import TOY_DATASETS
+    from .models import get_spec
+
+    options = {k: v for k, v in options.items() if v is not None}
+    if options.get("data") in TOY_DATASETS and "model" not in options:
+        options["model"] = "mlp"  # toys are points, not images: the only family that eats them
+    spec = get_spec(options.get("model", ModelConfig.name))
+    cfg = RunConfig().replace(**{k: v for k, v in spec.defaults.items()})
+    return extend_config(cfg, **options)
+
+
+def extend_config(cfg: RunConfig, **options: Any) -> RunConfig:
+    """Copy of `cfg` with flat options applied; `epochs` is turned into kimg using the data set's size."""
+    options = {k: v for k, v in options.items() if v is not None}
+    epochs = options.pop("epochs", None)
+    if epochs is not None and "kimg" in options:
+        raise ConfigError("give --kimg or --epochs, not both")
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in options.items():
+        if key not in _FIELDS:
+            raise ConfigError(f"unknown option '{key}'")
+        section, name = _FIELDS[key]
+        sections.setdefault(section, {})[name] = value
+    cfg = cfg.replace(**sections)
+    if epochs is not None:
+        from .train import load_training_data
+
+        cfg = cfg.replace(loop={"total_kimg": round(epochs * load_training_data(cfg).x.shape[0] / 1000, 3)})
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: RunConfig) -> None:
+    L, O = cfg.loop, cfg.optim
+    checks = [
+        (L.total_kimg > 0, f"--kimg must be positive, got {L.total_kimg}"),
+        (L.batch_size >= 2, f"--batch-size must be at least 2 (batch norm needs it), got {L.batch_size}"),
+        (L.batch_size <= 65536, f"--batch-size {L.batch_size} is too large; try 64 to 1024"),
+        (O.lr_g > 0 and O.lr_d > 0, "learning rates must be positive"),
+        (0 <= O.beta1 < 1 and 0 <= O.beta2 < 1, "Adam betas must lie in [0, 1)"),
+        (O.d_steps >= 1, f"--d-steps must be at least 1, got {O.d_steps}"),
+        (cfg.model.z_dim >= 1, f"--z-dim must be at least 1, got {cfg.model.z_dim}"),
+        (cfg.model.g_width >= 1 and cfg.model.d_width >= 1, "widths must be at least 1"),
+        (cfg.data.channels in (1, 3), f"--channels must be 1 or 3, got {cfg.data.channels}"),
+        (min(L.tick_kimg, L.sample_kimg, L.snapshot_kimg) > 0, "--tick-kimg, --sample-kimg and --snapshot-kimg must be positive"),
+        (L.keep_checkpoints >= 1, "--keep-checkpoints must be at least 1"),
+        (L.ema_halflife_kimg >= 0, "--ema-halflife-kimg must be >= 0"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)

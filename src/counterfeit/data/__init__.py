@@ -1,0 +1,15 @@
+"""Datasets for counterfeit: Fashion-MNIST and MNIST (found, downloaded, verified), image folders, 2-D toys."""
+from .base import DataError, Dataset, cache_dir
+from .download import download_idx
+from .folder import load_folder
+from .idx import SYSTEM_DATA_DIRS, find_idx_dir, load_idx, search_dirs
+from .idxfile import IDX_DATASETS
+from .load import load_dataset
+from .sampler import batch_indices
+from .toys import TOY_DATASETS, load_toy, toy_modes
+
+__all__ = [
+    "IDX_DATASETS", "SYSTEM_DATA_DIRS", "TOY_DATASETS", "DataError", "Dataset", "batch_indices", "cache_dir",
+    "download_idx", "find_idx_dir", "load_dataset", "load_folder", "load_idx", "load_toy", "search_dirs",
+    "toy_modes",
+]

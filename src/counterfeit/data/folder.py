@@ -1,0 +1,162 @@
+"""Load a folder of the user's own images (one sub-folder per class, or none), with a decoded-tensor cache."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from ..fileio import atomic_path
+from . import base
+from .base import DataError, Dataset
+from .decode import DECODE_ERRORS, decode_failure, decode_image
+
+log = logging.getLogger("counterfeit")
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+CACHE_VERSION = 1  # bump when decoding changes, so old cache entries stop matching
+
+
+def load_folder(path: str, resolution: int, channels: int, cache_dir: str | None = None) -> Dataset:
+    """Load every readable image under `path` as (N, C, resolution, resolution) uint8, cached after the first time."""
+    if channels not in (1, 3):
+        raise DataError(f"cannot load {path} with {channels} channels; use 1 (greyscale) or 3 (colour)")
+    if resolution < 1:
+        raise DataError(f"cannot load {path} at resolution {resolution}; use a positive size such as 32 or 64")
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DataError(f"{path} does not exist; give a folder of images (optionally one sub-folder per class)")
+    if not root.is_dir():
+        raise DataError(f"{path} is a file, not a folder; give the folder that holds the images")
+    files = _scan(root)
+    if not files:
+        raise DataError(f"{path} holds no image files ({', '.join(IMAGE_EXTS)}); add some, "
+                        f"optionally one sub-folder per class, or choose another folder")
+    class_names, file_labels, note = _classes(files)
+    listing = [_stat(root / rel) for rel in files]  # (size, mtime_ns): a change to any file changes the key
+    key = _cache_key(files, listing, resolution, channels)
+    entry = (Path(cache_dir).expanduser() if cache_dir else base.cache_dir()) / "folders" / key
+    cached = _read_cache(entry, resolution, channels, labelled=file_labels is not None)
+    if cached is None:
+        x, labels, skipped = _decode_all(root, files, listing, file_labels, resolution, channels)
+        _write_cache(entry, x, labels, {"source": str(path), "root": str(root.resolve()),
+                                        "class_names": class_names, "skipped": skipped, "note": note})
+    else:
+        # Class names and the note follow from the file list, which the key covers; only `skipped` needs the cache.
+        x, labels, skipped = cached
+    if skipped:
+        log.warning("skipped %d of %d files in %s that could not be read: %s",
+                    len(skipped), len(files), path, _first(skipped, 5))
+    info = {"source": str(path), "root": str(root.resolve()), "files": len(files), "images": len(x),
+            "skipped": skipped, "note": note, "resolution": resolution, "channels": channels,
+            "cache": "miss" if cached is None else "hit", "cache_file": str(entry.with_suffix(".safetensors"))}
+    if labels is not None:
+        info["class_counts"] = torch.bincount(labels, minlength=len(class_names)).tolist()
+    return Dataset(name=str(path), kind="images", x=x, labels=labels, class_names=class_names, info=info)
+
+
+def _scan(root: Path) -> list[Path]:
+    # Relative paths of all image files, sorted so the order (and the labels) never depend on the filesystem.
+    found = []
+    for folder, dirs, names in os.walk(root):
+        # Hidden folders and files (.git, .ipynb_checkpoints, macOS "._x.jpg" shadows) are never pictures.
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        rel = Path(folder).relative_to(root)
+        found += [rel / n for n in names if not n.startswith(".") and n.lower().endswith(IMAGE_EXTS)]
+    return sorted(found, key=lambda p: p.as_posix())
+
+
+def _classes(files: list[Path]) -> tuple[list[str], list[int] | None, str]:
+    # Each first-level sub-folder is a class, unless loose images sit beside them or there is only one.
+    folders = sorted({rel.parts[0] for rel in files if len(rel.parts) > 1})
+    loose = sum(len(rel.parts) == 1 for rel in files)
+    if folders and loose:
+        return [], None, (f"unlabelled: {loose} images lie directly in the folder beside {len(folders)} "
+                          f"sub-folders; move them into sub-folders to use the sub-folders as classes")
+    if len(folders) < 2:
+        where = f"one sub-folder ({folders[0]})" if folders else "no sub-folders"
+        return [], None, f"unlabelled: {where}; put each class in its own sub-folder to get labels"
+    index = {name: i for i, name in enumerate(folders)}
+    return folders, [index[rel.parts[0]] for rel in files], f"labelled by sub-folder: {len(folders)} classes"
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError:  # e.g. a dangling link; decoding will fail and report it
+        return -1, 0
+    return st.st_size, st.st_mtime_ns
+
+
+def _cache_key(files: list[Path], listing: list[tuple[int, int]], resolution: int, channels: int) -> str:
+    recipe = {"version": CACHE_VERSION, "resolution": resolution, "channels": channels,
+              "files": [[rel.as_posix(), size, mtime] for rel, (size, mtime) in zip(files, listing)]}
+    return hashlib.sha256(json.dumps(recipe).encode()).hexdigest()
+
+
+def _decode_all(root: Path, files: list[Path], listing: list[tuple[int, int]], file_labels: list[int] | None,
+                resolution: int, channels: int) -> tuple[torch.Tensor, torch.Tensor | None, list[dict]]:
+    x = torch.empty(len(files), channels, resolution, resolution, dtype=torch.uint8)  # (N, C, H, W) uint8
+    kept, skipped = [], []
+    for i, rel in enumerate(tqdm(files, desc=f"decoding {root.name}", unit="img", disable=None)):
+        if listing[i][0] == 0:
+            skipped.append({"file": rel.as_posix(), "reason": "empty file"})
+            continue
+        try:
+            x[len(kept)] = torch.from_numpy(decode_image(root / rel, resolution, channels))  # (C, H, W) uint8
+        except DECODE_ERRORS as e:
+            skipped.append({"file": rel.as_posix(), "reason": decode_failure(e)})
+            continue
+        kept.append(i)
+    if not kept:
+        raise DataError(f"none of the {len(files)} image files in {root} could be read ({_first(skipped, 3)}); "
+                        f"check the files open in an image viewer, or choose another folder")
+    x = x[: len(kept)].clone() if skipped else x  # (N, C, H, W) uint8, only the good images
+    labels = None if file_labels is None else torch.tensor([file_labels[i] for i in kept], dtype=torch.int64)
+    return x, labels, skipped
+
+
+def _first(skipped: list[dict], k: int) -> str:
+    # "a.png (truncated), b.jpg (empty file), and 4 more": enough to act on, short enough for one line.
+    shown = ", ".join(f"{s['file']} ({s['reason']})" for s in skipped[:k])
+    return shown + (f", and {len(skipped) - k} more" if len(skipped) > k else "")
+
+
+def _read_cache(entry: Path, resolution: int, channels: int,
+                labelled: bool) -> tuple[torch.Tensor, torch.Tensor | None, list[dict]] | None:
+    # Any problem with an entry means "decode again": the cache may speed things up but never break a run.
+    tensors_path, meta_path = entry.with_suffix(".safetensors"), entry.with_suffix(".json")
+    if not (tensors_path.is_file() and meta_path.is_file()):
+        return None
+    try:
+        skipped = json.loads(meta_path.read_text())["skipped"]
+        tensors = load_file(tensors_path)
+        x, labels = tensors["x"], tensors.get("labels")
+        n = x.shape[0]
+        ok = (x.dtype == torch.uint8 and tuple(x.shape) == (n, channels, resolution, resolution)
+              and isinstance(skipped, list) and (labels is not None) == labelled
+              and (labels is None or (labels.dtype == torch.int64 and tuple(labels.shape) == (n,))))
+    except Exception as e:  # safetensors, json and the filesystem each raise their own kinds
+        log.warning("ignoring unreadable cache entry %s (%s); decoding the folder again", tensors_path, e)
+        return None
+    if not ok:
+        log.warning("ignoring inconsistent cache entry %s; decoding the folder again", tensors_path)
+        return None
+    return x, labels, skipped
+
+
+def _write_cache(entry: Path, x: torch.Tensor, labels: torch.Tensor | None, meta: dict) -> None:
+    # The tensors go first and the JSON last, and a reader needs both, so a crash in between leaves no half entry.
+    tensors = {"x": x} if labels is None else {"x": x, "labels": labels}
+    try:
+        with atomic_path(entry.with_suffix(".safetensors")) as tmp:
+            save_file(tensors, str(tmp))
+        with atomic_path(entry.with_suffix(".json")) as tmp:
+            tmp.write_text(json.dumps({"version": CACHE_VERSION, **meta}, indent=1))
+    except OSError as e:
+        log.warning("could not write the cache entry %s (%s); the next run will decode the folder again", entry, e)

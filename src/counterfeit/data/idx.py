@@ -1,0 +1,109 @@
+"""Find, download if need be, verify and load Fashion-MNIST and MNIST."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from .base import DataError, Dataset, cache_dir
+from .download import DownloadError, download_idx
+from .idxfile import (
+    IDX_DATASETS,
+    SPLIT_PREFIX,
+    IdxSpec,
+    file_candidates,
+    read_idx,
+    split_files,
+)
+
+# Where distributions install the files; a constant so tests can point it elsewhere.
+SYSTEM_DATA_DIRS: dict[str, list[Path]] = {
+    "fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")],  # Debian/Ubuntu: dataset-fashion-mnist
+}
+
+
+def _spec(name: str) -> IdxSpec:
+    if name not in IDX_DATASETS:
+        raise DataError(f"unknown IDX dataset '{name}'; choose one of {', '.join(IDX_DATASETS)}")
+    return IDX_DATASETS[name]
+
+
+def search_dirs(name: str, data_dir: str | None = None) -> list[Path]:
+    """The ordered folders that may hold the dataset: data_dir, $COUNTERFEIT_DATA_DIR, the cache, system dirs."""
+    spec = _spec(name)
+    dirs: list[Path] = []
+    for root in (data_dir, os.environ.get("COUNTERFEIT_DATA_DIR")):
+        if root:
+            root = Path(root).expanduser()
+            # The folder itself, or the dataset's sub-folder inside it (e.g. ~/data/fashion-mnist).
+            dirs += [root] + [root / sub for sub in spec.subdirs]
+    dirs.append(cache_dir() / name)
+    dirs += SYSTEM_DATA_DIRS.get(name, [])
+    return list(dict.fromkeys(dirs))  # drop repeats, keep order
+
+
+def _present(folder: Path, fname: str) -> Path | None:
+    return next((p for p in file_candidates(folder, fname) if p.is_file()), None)
+
+
+def find_idx_dir(name: str, data_dir: str | None = None) -> Path | None:
+    """The first folder in the search order holding all four files (plain or .gz), or None."""
+    files = _spec(name).files
+    for folder in search_dirs(name, data_dir):
+        if all(_present(folder, fname) for fname in files):
+            return folder
+    return None
+
+
+def load_idx(name: str, split: str = "train", data_dir: str | None = None, download: bool = True) -> Dataset:
+    """Load one split of Fashion-MNIST or MNIST as (N, 1, 28, 28) uint8 images with int64 labels."""
+    spec = _spec(name)
+    if split not in SPLIT_PREFIX:
+        raise DataError(f"unknown split '{split}' for {name}; use 'train' or 'test'")
+    folder, downloaded = find_idx_dir(name, data_dir), False
+    if folder is None:
+        folder = _fetch(name, data_dir, download)
+        downloaded = True
+    start = time.perf_counter()
+    images_name, labels_name = split_files(spec, split)
+    images_path, labels_path = _present(folder, images_name), _present(folder, labels_name)
+    fix = _fix_hint(name, folder)
+    images = read_idx(images_path, spec.files[images_name], fix)  # (N, H, W) uint8
+    labels = read_idx(labels_path, spec.files[labels_name], fix).to(torch.int64)  # (N,) int64
+    if labels.shape[0] != images.shape[0]:
+        raise DataError(f"{labels_path} has {labels.shape[0]} labels for {images.shape[0]} images; {fix}")
+    if labels.numel() and int(labels.max()) >= len(spec.class_names):
+        raise DataError(f"{labels_path} has label {int(labels.max())} but {name} has "
+                        f"{len(spec.class_names)} classes; {fix}")
+    info = {"source": str(folder), "files": [str(images_path), str(labels_path)], "split": split,
+            "verified": "sha256", "downloaded": downloaded, "load_s": round(time.perf_counter() - start, 3)}
+    return Dataset(name=name, kind="images", x=images.unsqueeze(1), labels=labels,  # x: (N, 1, H, W) uint8
+                   class_names=list(spec.class_names), info=info)
+
+
+def _fetch(name: str, data_dir: str | None, download: bool) -> Path:
+    # Nothing found locally: download into the cache, or explain every way to get the files.
+    reason = "downloading is off"
+    if download:
+        try:
+            return download_idx(name, cache_dir() / name)
+        except DownloadError as e:
+            reason = f"download failed: {'; '.join(e.failures) or e}"
+        except DataError as e:
+            reason = f"download failed: {e}"
+    looked = ", ".join(str(d) for d in search_dirs(name, data_dir))
+    apt = " or `sudo apt install dataset-fashion-mnist` (Debian/Ubuntu)," if name == "fashion-mnist" else ""
+    raise DataError(f"{name} not found: looked in {looked} ({reason}); put the four idx files (.gz or plain) "
+                    f"in a folder and pass --data-dir DIR or set COUNTERFEIT_DATA_DIR,{apt} "
+                    f"or go online so they download into {cache_dir() / name}")
+
+
+def _fix_hint(name: str, folder: Path) -> str:
+    # Files we downloaded can simply be fetched again; anyone else's copy needs replacing by hand.
+    if folder == cache_dir() / name:
+        return "delete it and run again to download a fresh copy"
+    if folder in SYSTEM_DATA_DIRS.get(name, []):
+        return f"reinstall the package that provides {folder} or pass --data-dir DIR with a good copy"
+    return f"delete it and run again to download a fresh copy, or replace it with a good copy of {name}"

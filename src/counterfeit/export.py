@@ -1,0 +1,57 @@
+"""Write samples of a trained run to disk: a grid PNG, a folder of PNGs, or an .npz."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .config import ConfigError
+from .fileio import atomic_write_bytes
+from .runs import load_run
+from .sample import generate, png_bytes, save_grid, save_scatter
+
+
+def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out: str | Path | None = None, device: str = "cpu") -> Path:
+    """Sample n items with a seed from a run's EMA generator and write them as `grid`, `folder` or `npz`."""
+    run = load_run(run_dir, device)
+    points = run.spec.data_kind == "points"
+    default_name = f"sample-seed{seed}-n{n}" + {"grid": ".png", "folder": "", "npz": ".npz"}[fmt]
+    out = Path(out) if out else run.run_dir / "samples" / default_name
+    x = generate(run.G, None if points else run.spec.pixel_range, n, seed, device)  # (n, C, H, W) uint8 or (n, 2)
+    if points:
+        if fmt == "folder":
+            raise ConfigError("2-D toy runs sample points: use --format npz (points + scatter PNG) or grid (scatter PNG)")
+        png = out.with_suffix(".png")
+        save_scatter(x, png)
+        if fmt == "npz":
+            _save_npz(out, points=x.numpy().astype(np.float32))
+        return out if fmt == "npz" else png
+    if fmt == "grid":
+        return save_grid(x, out)
+    if fmt == "npz":
+        return _save_npz(out, images=x.permute(0, 2, 3, 1).numpy())  # (n, H, W, C) uint8
+    out.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(x):
+        arr = img.permute(1, 2, 0).numpy()
+        atomic_write_bytes(out / f"{i:06d}.png", png_bytes(Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)))
+    return out
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> Path:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def read_npz_images(path: str | Path) -> torch.Tensor:
+    """uint8 images (N, C, H, W) from an .npz with `images` (N, H, W, C) or (N, H, W)."""
+    with np.load(path) as f:
+        arr = f["images"]
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()

@@ -1,0 +1,48 @@
+"""Model registry: each family registers a builder for (G, D) and the defaults that suit it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch import nn
+
+from ..config import ConfigError, RunConfig
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    build: Callable[[RunConfig], tuple[nn.Module, nn.Module]]
+    data_kind: str  # "images" or "points"
+    pixel_range: tuple[float, float]  # range of G's output and of the reals D sees
+    summary: str
+    defaults: dict = field(default_factory=dict)  # {"model": {...}, "optim": {...}, "loop": {...}} overrides
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, *, data_kind: str, pixel_range=(-1.0, 1.0), summary: str, defaults: dict | None = None):
+    """Decorator: register `build(cfg) -> (G, D)` under `name` (feeds the CLI's --model choices)."""
+
+    def wrap(build):
+        MODELS[name] = ModelSpec(name, build, data_kind, tuple(pixel_range), summary, defaults or {})
+        return build
+
+    return wrap
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The registered spec for `name`, or a one-line error listing the choices."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model '{name}'; choose one of {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def build_models(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
+    """Build (G, D) for a run config."""
+    return get_spec(cfg.model.name).build(cfg)
+
+
+from . import dcgan, lecture, mlp  # noqa: E402,F401  (registers the families)

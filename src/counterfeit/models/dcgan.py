@@ -1,0 +1,81 @@
+"""DCGAN (Radford et al. 2016, https://arxiv.org/abs/1511.06434): strided convs, batch norm, no pooling."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..config import ConfigError, RunConfig
+from . import register_model
+from .layers import Reshape, down_block, init_dcgan_, up_block
+
+
+def resolution_plan(resolution: int) -> tuple[int, int]:
+    """(start side, number of doublings) that reach `resolution`: 28 = 7*2*2, 32/64/128 = 4*2^n."""
+    if resolution == 28:
+        return 7, 2
+    if resolution in (32, 64, 128):
+        return 4, int(math.log2(resolution // 4))
+    raise ConfigError(f"dcgan supports resolutions 28, 32, 64 and 128, not {resolution}; pass --resolution 32 or 64")
+
+
+def _widths(base: int, n: int, cap: int) -> list[int]:
+    return [min(base * 2**i, cap) for i in range(n)]
+
+
+class Generator(nn.Module):
+    """z (N, z_dim) -> image (N, C, H, W) in [-1, 1]."""
+
+    def __init__(self, z_dim: int, resolution: int, channels: int, width: int, max_width: int):
+        super().__init__()
+        self.z_dim = z_dim
+        start, n = resolution_plan(resolution)
+        widths = _widths(width, n, max_width)[::-1]  # coarse to fine, e.g. [128, 64] for 7 -> 14
+        self.stem = nn.Sequential(
+            nn.Linear(z_dim, widths[0] * start * start, bias=False),
+            Reshape(widths[0], start, start),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
+        self.body = nn.Sequential(*[up_block(a, b) for a, b in zip(widths[:-1], widths[1:])])
+        self.to_image = nn.Sequential(nn.ConvTranspose2d(widths[-1], channels, 4, stride=2, padding=1), nn.Tanh())
+        init_dcgan_(self)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.stem(z)  # (N, W0, 7, 7) at 28x28
+        h = self.body(h)  # (N, W_last, H/2, W/2)
+        return self.to_image(h)  # (N, C, H, W)
+
+
+class Discriminator(nn.Module):
+    """Image (N, C, H, W) in [-1, 1] -> one logit per image (N,)."""
+
+    def __init__(self, resolution: int, channels: int, width: int, max_width: int):
+        super().__init__()
+        start, n = resolution_plan(resolution)
+        widths = _widths(width, n, max_width)  # fine to coarse, e.g. [64, 128] for 14 -> 7
+        blocks = [down_block(channels, widths[0], norm=False)]  # DCGAN: no batch norm on D's input layer
+        blocks += [down_block(a, b) for a, b in zip(widths[:-1], widths[1:])]
+        self.body = nn.Sequential(*blocks)
+        self.head = nn.Linear(widths[-1] * start * start, 1)
+        init_dcgan_(self)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.body(x)  # (N, W_last, 7, 7) at 28x28
+        return self.head(h.flatten(1)).squeeze(1)  # (N,)
+
+
+@register_model(
+    "dcgan",
+    data_kind="images",
+    pixel_range=(-1.0, 1.0),
+    summary="DCGAN: transposed convs + batch norm + ReLU in G, strided convs + LeakyReLU in D (default)",
+)
+def build(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
+    """DCGAN pair sized by the model config."""
+    m, d = cfg.model, cfg.data
+    G = Generator(m.z_dim, d.resolution, d.channels, m.g_width, m.g_max_width)
+    D = Discriminator(d.resolution, d.channels, m.d_width, m.d_max_width)
+    return G, D

@@ -1,0 +1,124 @@
+"""Run folders: `runs/NNNNN-<data>-<model>/` with config.json, log.txt, stats.jsonl, samples/, checkpoints/."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoints import CheckpointError, list_checkpoints, load_module, read_checkpoint
+from .config import RunConfig, load_config
+from .fileio import atomic_write_text
+from .models import ModelSpec, build_models, get_spec
+
+_RUN = re.compile(r"^(\d{5})-")
+
+
+def data_label(data_name: str) -> str:
+    """Short, filesystem-safe label for a data source (a folder becomes its base name)."""
+    label = Path(data_name.rstrip("/\\")).name or "data"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label)[:40]
+
+
+def create_run_dir(cfg: RunConfig, out_dir: str | Path) -> Path:
+    """Make a fresh numbered run folder (create-exclusive, so two runs never share one) and write config.json."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = f"{data_label(cfg.data.name)}-{cfg.model.name}"
+    while True:
+        numbers = [int(m.group(1)) for p in out.iterdir() if (m := _RUN.match(p.name))]
+        run_dir = out / f"{max(numbers, default=-1) + 1:05d}-{suffix}"
+        try:
+            run_dir.mkdir()
+            break
+        except FileExistsError:  # another process took this number first: look again
+            continue
+    for sub in ("samples", "checkpoints"):
+        (run_dir / sub).mkdir()
+    write_config(run_dir, cfg)
+    return run_dir
+
+
+def write_config(run_dir: Path, cfg: RunConfig) -> None:
+    """Save the run's config.json atomically."""
+    atomic_write_text(Path(run_dir) / "config.json", cfg.to_json() + "\n")
+
+
+def is_run_dir(path: Path) -> bool:
+    """True for a folder holding a config.json."""
+    return (Path(path) / "config.json").is_file()
+
+
+def read_stats(run_dir: Path) -> list[dict[str, Any]]:
+    """All parseable lines of a run's stats.jsonl (a torn last line from a crash is skipped)."""
+    path = Path(run_dir) / "stats.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    config: RunConfig
+    spec: ModelSpec
+    G: nn.Module  # the EMA generator, in eval mode, used for every sample
+    state: dict[str, Any]
+    checkpoint: Path
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str | Path | None = None) -> LoadedRun:
+    """Rebuild a run's EMA generator from config.json and its newest (or the given) checkpoint."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir} is not a folder; pass a run folder such as runs/00000-fashion-mnist-dcgan")
+    cfg = load_config(run_dir / "config.json")
+    ckpts = [Path(checkpoint)] if checkpoint else list_checkpoints(run_dir)
+    if not ckpts:
+        raise CheckpointError(f"{run_dir} has no checkpoint yet; train longer or resume it with counterfeit train --resume {run_dir}")
+    tensors, state = read_checkpoint(ckpts[-1], prefixes=("G_ema",))
+    G, _ = build_models(cfg)
+    load_module(G, tensors, "G_ema", ckpts[-1])
+    G.to(device).eval().requires_grad_(False)
+    return LoadedRun(run_dir, cfg, get_spec(cfg.model.name), G, state, ckpts[-1])
+
+
+def run_table(root: Path) -> list[dict[str, Any]]:
+    """One row per run folder under `root`: run, data, model, kimg, last losses, status."""
+    rows = []
+    if not root.is_dir():
+        return rows
+    for run_dir in sorted(p for p in root.iterdir() if is_run_dir(p)):
+        try:
+            cfg = load_config(run_dir / "config.json")
+        except Exception as e:  # a broken run must not hide the others
+            rows.append({"run": run_dir.name, "data": "?", "model": "?", "kimg": "?", "loss_D": "", "loss_G": "", "status": f"unreadable: {e}"})
+            continue
+        stats = read_stats(run_dir)
+        last = stats[-1] if stats else {}
+        ckpts = list_checkpoints(run_dir)
+        status = "no checkpoint"
+        if ckpts:
+            try:
+                _, state = read_checkpoint(ckpts[-1], prefixes=())
+                status = "done" if state.get("done") else f"stopped at {state['cur_nimg'] / 1000:.1f}"
+            except CheckpointError:
+                status = "bad checkpoint"
+        rows.append({
+            "run": run_dir.name, "data": data_label(cfg.data.name), "model": cfg.model.name,
+            "kimg": f"{last.get('kimg', 0):.1f}/{cfg.loop.total_kimg:g}",
+            "loss_D": f"{last['loss_D']:.3f}" if "loss_D" in last else "",
+            "loss_G": f"{last['loss_G']:.3f}" if "loss_G" in last else "", "status": status,
+        })  # fmt: skip
+    return rows

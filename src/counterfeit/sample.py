@@ -1,0 +1,99 @@
+"""The one sampling path: seeded noise in, uint8 images (or 2-D points) out; grids and scatter plots."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch import nn
+
+from .fileio import atomic_write_bytes
+
+
+def make_noise(n: int, z_dim: int, seed: int, device: str | torch.device = "cpu") -> torch.Tensor:
+    """(n, z_dim) standard normal noise, the same for a seed on every device."""
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.randn(n, z_dim, generator=g).to(device)  # (n, z_dim)
+
+
+@torch.inference_mode()
+def sample(G: nn.Module, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 1000) -> torch.Tensor:
+    """Run G on z in batches (batch-independent: G must be in eval mode); output in G's own range."""
+    outs = [G(zb, None if labels is None else labels[i : i + batch_size]) for i, zb in zip(range(0, len(z), batch_size), z.split(batch_size))]
+    return torch.cat(outs).float().cpu()  # (n, C, H, W) or (n, 2)
+
+
+def to_uint8(x: torch.Tensor, pixel_range: tuple[float, float]) -> torch.Tensor:
+    """Map images from `pixel_range` to uint8 [0, 255] with rounding."""
+    lo, hi = pixel_range
+    return ((x - lo) * (255.0 / (hi - lo))).round().clamp_(0, 255).to(torch.uint8)
+
+
+def from_uint8(x: torch.Tensor, pixel_range: tuple[float, float]) -> torch.Tensor:
+    """Map uint8 images to floats in `pixel_range` (the reals' preprocessing, done per batch)."""
+    lo, hi = pixel_range
+    return x.float().mul_((hi - lo) / 255.0).add_(lo)
+
+
+def generate(G: nn.Module, pixel_range: tuple[float, float] | None, n: int, seed: int, device="cpu") -> torch.Tensor:
+    """n samples for a seed: uint8 images (n, C, H, W), or float points (n, 2) when pixel_range is None."""
+    out = sample(G, make_noise(n, G.z_dim, seed, device))
+    return out if pixel_range is None else to_uint8(out, pixel_range)
+
+
+def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> Image.Image:
+    """Tile uint8 images (N, C, H, W) into one PIL image with `nrow` per row (default: square-ish)."""
+    n, c, h, w = images.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / nrow)
+    canvas = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 40, dtype=np.uint8)
+    arr = images.permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
+    for i in range(n):
+        r, q = divmod(i, nrow)
+        canvas[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = arr[i]
+    return Image.fromarray(canvas[..., 0] if c == 1 else canvas)
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    """Encode a PIL image as PNG bytes."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 1) -> Path:
+    """Write a grid PNG of uint8 images atomically, optionally enlarged `scale` times (nearest)."""
+    img = image_grid(images, nrow)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    atomic_write_bytes(Path(path), png_bytes(img))
+    return Path(path)
+
+
+def scatter_image(points: torch.Tensor, reals: torch.Tensor | None = None, size: int = 512, lim: float | None = None) -> Image.Image:
+    """Scatter plot of 2-D points (green fakes over grey reals) as a PIL image, no plotting library needed."""
+    pts = [p for p in (reals, points) if p is not None]
+    lim = lim or float(torch.cat(pts).abs().max()) * 1.1 + 1e-6
+    img = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(img)
+    mid = size / 2
+    draw.line([(0, mid), (size, mid)], fill=(220, 220, 220))
+    draw.line([(mid, 0), (mid, size)], fill=(220, 220, 220))
+    for p, color, r in ((reals, (150, 150, 150), 1.5), (points, (20, 150, 60), 1.5)):
+        if p is None:
+            continue
+        xy = ((p.float().numpy() / lim) * (size / 2 - 4)) * np.array([1, -1]) + mid
+        for x, y in xy:
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=color)
+    draw.text((4, 4), f"axes: +/-{lim:.2f}", fill=(90, 90, 90))
+    return img
+
+
+def save_scatter(points: torch.Tensor, path: str | Path, reals: torch.Tensor | None = None, lim: float | None = None) -> Path:
+    """Write a scatter-plot PNG of 2-D points atomically."""
+    atomic_write_bytes(Path(path), png_bytes(scatter_image(points, reals, lim=lim)))
+    return Path(path)

@@ -1,0 +1,275 @@
+"""The training loop: D learns on reals and fakes, then G learns from frozen D's verdict on fresh fakes."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import __version__
+from .checkpoints import (
+    checkpoint_path,
+    list_checkpoints,
+    load_module,
+    load_optimizer,
+    read_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from .config import ConfigError, RunConfig
+from .data import Dataset, batch_indices, load_dataset
+from .fileio import atomic_write_text
+from .losses import build_loss
+from .models import build_models, get_spec
+from .runs import read_stats
+from .sample import from_uint8, make_noise, sample, save_grid, save_scatter, to_uint8
+
+log = logging.getLogger("counterfeit")
+
+GRID_SEED = 20240  # the fixed noise behind every progress grid, so grids over time show the same z
+GRID_SIZE = 64
+
+
+class TrainingDiverged(Exception):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class Callbacks:
+    """How the CLI or the studio watches and steers a run; every hook is optional."""
+
+    on_step: Callable[[int, int], None] | None = None  # (cur_nimg, total_nimg) after every G step
+    on_tick: Callable[[dict[str, Any]], None] | None = None  # each stats.jsonl row as it is written
+    should_stop: Callable[[], bool] | None = None  # polled between steps: True saves and returns
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    cur_nimg: int
+    status: str  # "done" or "stopped"
+    last_stats: dict[str, Any] = field(default_factory=dict)
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' means CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
+def load_training_data(cfg: RunConfig) -> Dataset:
+    """The run's training set, checked against what the model family eats."""
+    spec = get_spec(cfg.model.name)
+    data = load_dataset(cfg.data.name, "train", cfg.data.resolution, cfg.data.channels, cfg.data.data_dir)
+    if data.kind != spec.data_kind:
+        hint = "--model mlp" if data.kind == "points" else "--model dcgan"
+        raise ConfigError(f"model '{spec.name}' trains on {spec.data_kind} but '{cfg.data.name}' holds {data.kind}; use {hint}")
+    return data
+
+
+@torch.no_grad()
+def ema_update(G_ema: nn.Module, G: nn.Module, beta: float) -> None:
+    """G_ema <- beta * G_ema + (1 - beta) * G for parameters; buffers (batch-norm stats) are copied."""
+    ema_p, p = list(G_ema.parameters()), list(G.parameters())
+    torch._foreach_lerp_(ema_p, p, 1.0 - beta)
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        b_ema.copy_(b)
+
+
+def d_step(G: nn.Module, D: nn.Module, opt_D, loss, real: torch.Tensor, z: torch.Tensor):
+    """One D update on reals (labelled real) and G(z) (labelled fake); G is only run, never changed."""
+    with torch.no_grad():
+        fake = G(z)  # (B, C, H, W)
+    real_logits, fake_logits = D(real), D(fake)  # (B,), (B,)
+    loss_D = loss.d_loss(real_logits, fake_logits)
+    opt_D.zero_grad(set_to_none=True)
+    loss_D.backward()
+    opt_D.step()
+    return loss_D.detach(), real_logits.detach(), fake_logits.detach()
+
+
+def g_step(G: nn.Module, D: nn.Module, opt_G, loss, z: torch.Tensor):
+    """One G update from frozen D's verdict on fresh fakes G(z) labelled real; the gradient flows through D."""
+    D.requires_grad_(False)
+    try:
+        fake_logits = D(G(z))  # (B,)
+        loss_G = loss.g_loss(fake_logits)
+        opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        opt_G.step()
+    finally:
+        D.requires_grad_(True)
+    return loss_G.detach(), fake_logits.detach()
+
+
+def train(cfg: RunConfig, run_dir: str | Path, callbacks: Callbacks | None = None) -> TrainResult:
+    """Train (or resume, when the run folder holds a checkpoint) until cfg.loop.total_kimg; returns the final state."""
+    cb = callbacks or Callbacks()
+    run_dir = Path(run_dir)
+    file_log = logging.FileHandler(run_dir / "log.txt")
+    file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    log.addHandler(file_log)
+    try:
+        return _train(cfg, run_dir, cb)
+    finally:
+        log.removeHandler(file_log)
+        file_log.close()
+
+
+def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks) -> TrainResult:
+    L, O = cfg.loop, cfg.optim
+    device = pick_device(L.device)
+    spec = get_spec(cfg.model.name)
+    data = load_training_data(cfg)
+    images = data.kind == "images"
+    x_all = data.x.to(device)  # whole split resident: (N, C, H, W) uint8 or (N, 2) float32
+    n_data = x_all.shape[0]
+    if n_data < L.batch_size:
+        raise ConfigError(f"{cfg.data.name} has {n_data} items, fewer than --batch-size {L.batch_size}; use a smaller batch")
+
+    torch.manual_seed(L.seed)
+    G, D = build_models(cfg)
+    G, D = G.to(device).train(), D.to(device).train()
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    fused = device.type == "cuda"
+    opt_G = torch.optim.Adam(G.parameters(), lr=O.lr_g, betas=(O.beta1, O.beta2), fused=fused, foreach=None if fused else True)
+    opt_D = torch.optim.Adam(D.parameters(), lr=O.lr_d, betas=(O.beta1, O.beta2), fused=fused, foreach=None if fused else True)
+    loss = build_loss(cfg.loss.name)
+    prep = (lambda xb: from_uint8(xb, spec.pixel_range)) if images else (lambda xb: xb)
+
+    cur_nimg, elapsed_prev = 0, 0.0
+    ckpts = list_checkpoints(run_dir)
+    if ckpts:
+        tensors, state = read_checkpoint(ckpts[-1])
+        for name, module in (("G", G), ("D", D), ("G_ema", G_ema)):
+            load_module(module, tensors, name, ckpts[-1])
+        load_optimizer(opt_G, tensors, state, "opt_G")
+        load_optimizer(opt_D, tensors, state, "opt_D")
+        restore_rng(tensors)
+        cur_nimg, elapsed_prev = state["cur_nimg"], state.get("seconds", 0.0)
+        log.info(f"resuming {run_dir} from {ckpts[-1].name} at {cur_nimg / 1000:.1f} kimg")
+    else:
+        log.info(f"starting {run_dir}: {cfg.model.name} on {cfg.data.name} ({n_data} items) on {device}")
+    _truncate_stats(run_dir, cur_nimg)
+    writer = _tensorboard(run_dir, purge_step=cur_nimg)
+
+    total_nimg = int(round(L.total_kimg * 1000))
+    tick_nimg, sample_nimg, snap_nimg = (max(int(k * 1000), 1) for k in (L.tick_kimg, L.sample_kimg, L.snapshot_kimg))
+    grid_z = make_noise(GRID_SIZE if images else 2000, G.z_dim, GRID_SEED, device)
+    if images and cur_nimg == 0:
+        save_grid(x_all[batch_indices(n_data, GRID_SIZE, L.seed + 1, 0)].cpu(), run_dir / "samples" / "reals.png", nrow=8)
+
+    def snapshot_grid() -> None:
+        fakes = sample(G_ema, grid_z)
+        name = run_dir / "samples" / f"fakes{cur_nimg // 1000:06d}.png"
+        if images:
+            save_grid(to_uint8(fakes, spec.pixel_range), name, nrow=8)
+        else:
+            save_scatter(fakes, name, reals=x_all[:2000].cpu())
+
+    def checkpoint(done: bool) -> None:
+        state = {"version": __version__, "torch": torch.__version__, "config": cfg.to_dict(), "done": done,
+                 "seconds": elapsed_prev + time.time() - t_start, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+        save_checkpoint(run_dir, cur_nimg, {"G": G, "D": D, "G_ema": G_ema}, {"opt_G": opt_G, "opt_D": opt_D}, state, L.keep_checkpoints)
+
+    acc = torch.zeros(5, device=device)  # running sums of loss_D, loss_G, D(x), D(G(z)), D(G(z)) after D's step
+    acc_steps, t_start = 0, time.time()
+    t_tick, nimg_tick = t_start, cur_nimg
+    last: dict[str, Any] = {}
+    status = "done"
+
+    while cur_nimg < total_nimg:
+        if cb.should_stop and cb.should_stop():
+            status = "stopped"
+            break
+        prev_nimg = cur_nimg
+
+        # Step 1: D learns on reals labelled real and fakes labelled fake; G only generates.
+        for _ in range(O.d_steps):
+            real = prep(x_all[batch_indices(n_data, L.batch_size, L.seed, cur_nimg)])  # (B, C, H, W) in G's range
+            z = torch.randn(L.batch_size, G.z_dim, device=device)  # (B, z_dim)
+            loss_D, real_logits, fake_logits = d_step(G, D, opt_D, loss, real, z)
+            cur_nimg += L.batch_size
+        # Step 2: D is frozen; G learns from D's verdict on fresh fakes labelled real.
+        loss_G, fake_logits_g = g_step(G, D, opt_G, loss, torch.randn(L.batch_size, G.z_dim, device=device))
+
+        halflife_nimg = L.ema_halflife_kimg * 1000
+        ema_update(G_ema, G, 0.5 ** (L.batch_size / max(halflife_nimg, 1e-8)) if halflife_nimg > 0 else 0.0)
+
+        with torch.no_grad():
+            acc += torch.stack([loss_D, loss_G, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean(),
+                                torch.sigmoid(fake_logits_g).mean()]).detach()  # fmt: skip
+        acc_steps += 1
+        if cb.on_step:
+            cb.on_step(cur_nimg, total_nimg)
+
+        crossed = lambda every: cur_nimg // every > prev_nimg // every or cur_nimg >= total_nimg  # noqa: E731
+        if crossed(tick_nimg) or crossed(snap_nimg):
+            now = time.time()
+            means = (acc / acc_steps).tolist()  # the one host sync per tick
+            acc.zero_()
+            acc_steps = 0
+            last = {"kimg": round(cur_nimg / 1000, 3), "loss_D": means[0], "loss_G": means[1], "D(x)": means[2],
+                    "D(G(z))": means[3], "D(G(z))_after_D": means[4],
+                    "img/s": round((cur_nimg - nimg_tick) / max(now - t_tick, 1e-9), 1),
+                    "seconds": round(elapsed_prev + now - t_start, 2)}  # fmt: skip
+            t_tick, nimg_tick = now, cur_nimg
+            if not all(math.isfinite(v) for v in means):
+                kept = list_checkpoints(run_dir)
+                where = f"the last good checkpoint {kept[-1].name} is kept" if kept else "no checkpoint was written yet"
+                msg = (f"training diverged at {cur_nimg / 1000:.1f} kimg (loss_D={means[0]}, loss_G={means[1]}); {where}; "
+                       f"try lower learning rates (--lr-g/--lr-d) or another --seed")  # fmt: skip
+                log.error(msg)
+                raise TrainingDiverged(msg)
+            with open(run_dir / "stats.jsonl", "a") as f:
+                f.write(json.dumps(last) + "\n")
+            if writer:
+                for k, v in last.items():
+                    if k != "kimg":
+                        writer.add_scalar(f"train/{k}", v, cur_nimg)
+                writer.flush()
+            log.info(" ".join(f"{k} {v:.4g}" for k, v in last.items()), extra={"tick": True})
+            if cb.on_tick:
+                cb.on_tick(last)
+        if crossed(sample_nimg):
+            snapshot_grid()
+        if crossed(snap_nimg) and cur_nimg < total_nimg:
+            checkpoint(done=False)
+
+    if cur_nimg > 0 and checkpoint_path(run_dir, cur_nimg) not in list_checkpoints(run_dir):
+        snapshot_grid()
+        checkpoint(done=status == "done")
+    if writer:
+        writer.close()
+    log.info(f"{'finished' if status == 'done' else 'stopped'} at {cur_nimg / 1000:.1f} kimg; checkpoint in {run_dir / 'checkpoints'}")
+    return TrainResult(run_dir, cur_nimg, status, last)
+
+
+def _truncate_stats(run_dir: Path, cur_nimg: int) -> None:
+    """Drop stats rows written after the checkpoint we resume from, so the log has no doubled stretch."""
+    path = run_dir / "stats.jsonl"
+    if not path.exists():
+        return
+    keep = [r for r in read_stats(run_dir) if r.get("kimg", 0) * 1000 <= cur_nimg + 0.5]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+def _tensorboard(run_dir: Path, purge_step: int):
+    """A TensorBoard SummaryWriter in the run folder, or None when tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("tensorboard is not installed; TensorBoard scalars are skipped (pip install tensorboard)")
+        return None
+    return SummaryWriter(log_dir=str(run_dir), purge_step=purge_step or None)
