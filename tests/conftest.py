@@ -1,5 +1,63 @@
-"""Make `import counterfeit` work from a plain checkout, without installing the package."""
+"""Shared fixtures: a private cache folder, a tiny labelled image folder, tiny training configs."""
+
+import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # a plain checkout works without installing
+
+SHARED_FASHION = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
+
+
+# Tiny test models gain nothing from a second thread, and on a busy machine two threads can be 10x slower.
+torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"  # for the CLI subprocesses
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Never touch the user's ~/.cache: every test session gets its own cache folder."""
+    old = os.environ.get("COUNTERFEIT_CACHE_DIR")
+    os.environ["COUNTERFEIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("COUNTERFEIT_CACHE_DIR", None)
+    else:
+        os.environ["COUNTERFEIT_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def fashion_dir():
+    """A folder with the real Fashion-MNIST files (Debian's package or ../shared), else skip."""
+    for d in (Path("/usr/share/datasets/fashion-mnist"), SHARED_FASHION):
+        if (d / "train-images-idx3-ubyte.gz").exists():
+            return str(d)
+    pytest.skip("Fashion-MNIST files not found (apt install dataset-fashion-mnist)")
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory):
+    """96 grey 28x28 PNGs in two class folders: bright squares and dark rings on noise."""
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:28, :28]
+    for cls in ("squares", "rings"):
+        (root / cls).mkdir()
+        for i in range(48):
+            img = rng.integers(0, 40, (28, 28)).astype(np.uint8)
+            cx, cy, r = rng.integers(9, 19), rng.integers(9, 19), rng.integers(4, 8)
+            if cls == "squares":
+                img[cy - r : cy + r, cx - r : cx + r] = 230
+            else:
+                d = np.hypot(yy - cy, xx - cx)
+                img[(d > r - 2) & (d < r)] = 200
+            Image.fromarray(img).save(root / cls / f"{i:03d}.png")
+    return str(root)
+
+
+TINY = ["--g-width", "8", "--d-width", "8", "--z-dim", "8", "--batch-size", "16"]

@@ -120,6 +120,8 @@ def train(cfg: RunConfig, run_dir: str | Path, callbacks: Callbacks | None = Non
     file_log = logging.FileHandler(run_dir / "log.txt")
     file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     log.addHandler(file_log)
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)
     try:
         return _train(cfg, run_dir, cb)
     finally:
@@ -172,7 +174,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks) -> TrainResult:
 
     def snapshot_grid() -> None:
         fakes = sample(G_ema, grid_z)
-        name = run_dir / "samples" / f"fakes{cur_nimg // 1000:06d}.png"
+        name = run_dir / "samples" / f"fakes{cur_nimg / 1000:08.1f}kimg.png"  # sorts by time
         if images:
             save_grid(to_uint8(fakes, spec.pixel_range), name, nrow=8)
         else:

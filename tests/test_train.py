@@ -1,0 +1,182 @@
+"""Training loop: the two alternating steps, EMA, exact resume (also after SIGKILL), divergence and stop handling."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from counterfeit.checkpoints import list_checkpoints, read_checkpoint
+from counterfeit.config import make_config
+from counterfeit.losses import NonSaturatingLoss, build_loss
+from counterfeit.models import build_models
+from counterfeit.runs import create_run_dir, read_stats
+from counterfeit.train import (
+    Callbacks,
+    TrainingDiverged,
+    d_step,
+    ema_update,
+    g_step,
+    train,
+)
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def tiny_cfg(folder, **kw):
+    opts = dict(data=folder, g_width=8, d_width=8, z_dim=8, batch_size=16, kimg=0.256, tick_kimg=0.064,
+                sample_kimg=0.128, snapshot_kimg=0.064, seed=7)  # fmt: skip
+    return make_config(**{**opts, **kw})
+
+
+def _snapshot(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture
+def pair():
+    torch.manual_seed(0)
+    G, D = build_models(make_config(g_width=8, d_width=8, z_dim=8))
+    return G, D, torch.optim.Adam(G.parameters(), 1e-3), torch.optim.Adam(D.parameters(), 1e-3)
+
+
+def test_d_step_does_not_touch_g(pair):
+    G, D, opt_G, opt_D = pair
+    g_before, d_before = _snapshot(G), _snapshot(D)
+    d_step(G, D, opt_D, build_loss("ns"), torch.rand(8, 1, 28, 28) * 2 - 1, torch.randn(8, 8))
+    assert _same({k: v for k, v in _snapshot(G).items() if "running" not in k and "num_batches" not in k},
+                 {k: v for k, v in g_before.items() if "running" not in k and "num_batches" not in k})  # fmt: skip
+    assert all(p.grad is None for p in G.parameters())
+    assert not _same(_snapshot(D), d_before)
+
+
+def test_g_step_leaves_d_unchanged_and_unfrozen(pair):
+    G, D, opt_G, opt_D = pair
+    g_before, d_before = _snapshot(G), _snapshot(D)
+    g_step(G, D, opt_G, build_loss("ns"), torch.randn(8, 8))
+    assert _same(_snapshot(D), d_before)  # parameters and buffers: D has no running stats to drift
+    assert all(p.grad is None for p in D.parameters())
+    assert all(p.requires_grad for p in D.parameters())
+    assert not _same(_snapshot(G), g_before)
+
+
+def test_ema_update_is_a_lerp_and_copies_buffers(pair):
+    G, _, _, _ = pair
+    torch.manual_seed(1)
+    G2, _ = build_models(make_config(g_width=8, d_width=8, z_dim=8))
+    with torch.no_grad():
+        for b in G.buffers():
+            b.add_(1)
+    expect = [0.75 * e + 0.25 * p for e, p in zip(G2.parameters(), G.parameters())]
+    ema_update(G2, G, 0.75)
+    assert all(torch.allclose(a, b) for a, b in zip(G2.parameters(), expect))
+    assert all(torch.equal(a, b) for a, b in zip(G2.buffers(), G.buffers()))
+
+
+def test_run_folder_contents(tiny_folder, tmp_path):
+    cfg = tiny_cfg(tiny_folder)
+    run = create_run_dir(cfg, tmp_path)
+    assert run.name == "00000-tiny0-dcgan" or run.name.startswith("00000-")
+    result = train(cfg, run)
+    assert result.status == "done" and result.cur_nimg == 256
+    rows = read_stats(run)
+    assert [r["kimg"] for r in rows] == [0.064, 0.128, 0.192, 0.256]
+    assert {"kimg", "loss_D", "loss_G", "D(x)", "D(G(z))", "img/s", "seconds"} <= set(rows[0])
+    assert json.loads((run / "config.json").read_text())["loop"]["total_kimg"] == 0.256
+    assert (run / "samples" / "reals.png").exists() and list((run / "samples").glob("fakes*.png"))
+    assert len(list_checkpoints(run)) == 3  # keep_checkpoints
+    assert list(run.glob("events.out.tfevents.*"))
+    assert "finished at 0.3 kimg" in (run / "log.txt").read_text()
+    _, state = read_checkpoint(list_checkpoints(run)[-1], prefixes=())
+    assert state["done"] and state["cur_nimg"] == 256 and state["config"] == cfg.to_dict()
+
+
+def _final_tensors(run):
+    tensors, _ = read_checkpoint(list_checkpoints(run)[-1])
+    return {k: v for k, v in tensors.items() if not k.startswith("rng")}
+
+
+def test_stop_and_resume_equals_straight_run(tiny_folder, tmp_path):
+    cfg = tiny_cfg(tiny_folder)
+    straight = create_run_dir(cfg, tmp_path)
+    train(cfg, straight)
+
+    broken = create_run_dir(cfg, tmp_path)
+    calls = []
+    stop = Callbacks(should_stop=lambda: len(calls) >= 5, on_step=lambda c, t: calls.append(c))
+    first = train(cfg, broken, stop)
+    assert first.status == "stopped" and first.cur_nimg == 5 * 16
+    second = train(cfg, broken)
+    assert second.status == "done"
+    assert _same(_final_tensors(straight), _final_tensors(broken))
+    assert [r["kimg"] for r in read_stats(broken)] == [r["kimg"] for r in read_stats(straight)]
+
+
+def test_sigkill_and_resume_equals_straight_run(tiny_folder, tmp_path):
+    """Kill -9 a CLI run after its first checkpoint, resume it, and get bit-identical weights."""
+    args = ["--data", tiny_folder, "--g-width", "8", "--d-width", "8", "--z-dim", "8", "--batch-size", "16",
+            "--kimg", "6.4", "--snapshot-kimg", "0.32", "--tick-kimg", "0.32", "--sample-kimg", "3.2", "--seed", "3",
+            "--no-progress"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": SRC}
+    cli = [sys.executable, "-m", "counterfeit", "train"]
+    subprocess.run(cli + args + ["--out", str(tmp_path / "a")], env=env, check=True, capture_output=True)
+    straight = next((tmp_path / "a").iterdir())
+
+    proc = subprocess.Popen(cli + args + ["--out", str(tmp_path / "b")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "b").glob("*/checkpoints/ckpt-*.safetensors")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = next((tmp_path / "b").iterdir())
+    ckpts = list_checkpoints(killed)
+    assert ckpts, "the run should have written a checkpoint before it was killed"
+    _, state = read_checkpoint(ckpts[-1], prefixes=())
+    assert state["cur_nimg"] < 6400 and not state["done"]
+    subprocess.run(cli + ["--resume", str(killed), "--no-progress"], env=env, check=True, capture_output=True)
+    assert _same(_final_tensors(straight), _final_tensors(killed))
+    assert [r["kimg"] for r in read_stats(killed)] == [r["kimg"] for r in read_stats(straight)]
+
+
+class _NaNAfter(NonSaturatingLoss):
+    def __init__(self, steps):
+        self.calls, self.steps = 0, steps
+
+    def g_loss(self, fake_logits):
+        self.calls += 1
+        out = super().g_loss(fake_logits)
+        return out * float("nan") if self.calls > self.steps else out
+
+
+def test_nan_stops_with_a_clear_message_and_keeps_the_good_checkpoint(tiny_folder, tmp_path, monkeypatch):
+    cfg = tiny_cfg(tiny_folder, kimg=0.512)
+    monkeypatch.setattr("counterfeit.train.build_loss", lambda name: _NaNAfter(steps=10))
+    run = create_run_dir(cfg, tmp_path)
+    with pytest.raises(TrainingDiverged, match="diverged at 0.2 kimg.*ckpt-0000000128.safetensors is kept"):
+        train(cfg, run)
+    assert [p.name for p in list_checkpoints(run)] == ["ckpt-0000000064.safetensors", "ckpt-0000000128.safetensors"]
+    assert all(all(v == v for v in r.values()) for r in read_stats(run))  # no NaN row was logged
+
+
+def test_d_steps_counts_real_images(tiny_folder, tmp_path):
+    cfg = tiny_cfg(tiny_folder, kimg=0.128, d_steps=2)
+    steps = []
+    result = train(cfg, create_run_dir(cfg, tmp_path), Callbacks(on_step=lambda c, t: steps.append(c)))
+    assert result.cur_nimg == 128 and steps == [32, 64, 96, 128]
+
+
+def test_toy_run_writes_scatter_plots(tmp_path):
+    cfg = make_config(data="ring8", g_width=16, d_width=16, kimg=0.512, batch_size=64, tick_kimg=0.256, sample_kimg=0.256, snapshot_kimg=0.256)
+    assert cfg.model.name == "mlp"
+    run = create_run_dir(cfg, tmp_path)
+    train(cfg, run)
+    assert len(list((run / "samples").glob("fakes*.png"))) >= 1 and len(read_stats(run)) == 2
