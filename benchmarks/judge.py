@@ -6,6 +6,7 @@
 FAKES.npz holds `images`, uint8 (N, H, W) or (N, H, W, 1). FID is measured in the evaluator's 128-d feature
 space, not Inception's, so compare it only with other numbers from this judge, next to the printed baseline.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,7 @@ from counterfeit.evaluator import (
 COVER_SHARE = 0.02  # a class needs at least this share of the samples ...
 COVER_CONFIDENCE = 0.5  # ... predicted as it with at least this max-probability
 CONFIDENT = 0.9
-COVERAGE_RULE = (f"a class is covered if >= {COVER_SHARE:.0%} of samples are predicted as it "
-                 f"with max-prob >= {COVER_CONFIDENCE}")
+COVERAGE_RULE = f"a class is covered if >= {COVER_SHARE:.0%} of samples are predicted as it with max-prob >= {COVER_CONFIDENCE}"
 DEFAULT_REALS = "fashion-mnist:test"
 
 
@@ -54,8 +54,12 @@ def class_stats(probs: torch.Tensor, class_names: list[str]) -> dict:
     return {
         "n": n,
         "histogram": dict(zip(class_names, counts.tolist())),
-        "classes_covered": len(covered), "num_classes": c, "covered": covered, "coverage_rule": COVERAGE_RULE,
-        "kl_vs_uniform": round(kl, 4), "kl_max": round(math.log(c), 4),
+        "classes_covered": len(covered),
+        "num_classes": c,
+        "covered": covered,
+        "coverage_rule": COVERAGE_RULE,
+        "kl_vs_uniform": round(kl, 4),
+        "kl_max": round(math.log(c), 4),
         "mean_max_prob": round(float(conf.double().mean()), 4),
         f"frac_max_prob_ge_{CONFIDENT}": round(float((conf >= CONFIDENT).double().mean()), 4),
     }
@@ -126,8 +130,7 @@ def self_check(ev: Evaluator, real_feats: torch.Tensor) -> bool:
     covered = ", ".join(one["covered"])
     print(f"coverage of trousers only        {one['classes_covered']}/{one['num_classes']}  ({covered})")
     ok = fid_train < min(one["fid"], fid_noise) and one["classes_covered"] == 1
-    print(f"self-check {'passed' if ok else 'FAILED'}: expect real train to have the smallest FID, "
-          "and one class to cover 1 class")
+    print(f"self-check {'passed' if ok else 'FAILED'}: expect real train to have the smallest FID, and one class to cover 1 class")
     return ok
 
 
@@ -151,8 +154,13 @@ def main(argv: list[str] | None = None) -> int:
         report = judge(ev, load_npz(args.fakes, args.n), real_feats)
     except (EvaluatorWeightsError, ValueError, TypeError) as e:  # bad weights or bad images: one line, no trace
         sys.exit(f"judge: {e}")
-    report.update(fakes=str(args.fakes), reals=args.reals, reals_n=len(real_feats),
-                  fid_baseline=baseline_fid(ev, args.reals, real_feats), seconds=round(time.perf_counter() - start, 2))
+    report.update(
+        fakes=str(args.fakes),
+        reals=args.reals,
+        reals_n=len(real_feats),
+        fid_baseline=baseline_fid(ev, args.reals, real_feats),
+        seconds=round(time.perf_counter() - start, 2),
+    )
     print(format_report(report))
     if args.json:
         tmp = args.json.with_name(f".{args.json.name}.tmp{os.getpid()}")

@@ -1,4 +1,5 @@
 """Tests for counterfeit.data: locating, verifying and downloading IDX files, image folders, toys, the sampler."""
+
 from __future__ import annotations
 
 import functools
@@ -60,6 +61,7 @@ def one_line(e: pytest.ExceptionInfo) -> str:
 
 # ---------- a tiny synthetic IDX dataset ----------
 
+
 def idx_bytes(array: np.ndarray) -> bytes:
     """Encode a uint8 array in the idx format."""
     header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
@@ -69,18 +71,19 @@ def idx_bytes(array: np.ndarray) -> bytes:
 def tiny_arrays(max_label: int = 2) -> dict[str, np.ndarray]:
     """Four small arrays: 12 train and 6 test 5x5 images, labels 0..max_label."""
     rng = np.random.default_rng(0)
-    return {"train-images-idx3-ubyte": rng.integers(0, 256, (12, 5, 5), dtype=np.uint8),
-            "train-labels-idx1-ubyte": np.arange(12, dtype=np.uint8) % (max_label + 1),
-            "t10k-images-idx3-ubyte": rng.integers(0, 256, (6, 5, 5), dtype=np.uint8),
-            "t10k-labels-idx1-ubyte": np.arange(6, dtype=np.uint8) % (max_label + 1)}
+    return {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (12, 5, 5), dtype=np.uint8),
+        "train-labels-idx1-ubyte": np.arange(12, dtype=np.uint8) % (max_label + 1),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (6, 5, 5), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": np.arange(6, dtype=np.uint8) % (max_label + 1),
+    }
 
 
 @pytest.fixture
 def tiny(monkeypatch):
     """Register a dataset "tiny" whose table matches tiny_arrays(); return its files' bytes."""
     blobs = {name: idx_bytes(a) for name, a in tiny_arrays().items()}
-    files = {name: IdxFile(len(b), hashlib.sha256(b).hexdigest(), 3 if "images" in name else 1)
-             for name, b in blobs.items()}
+    files = {name: IdxFile(len(b), hashlib.sha256(b).hexdigest(), 3 if "images" in name else 1) for name, b in blobs.items()}
     monkeypatch.setitem(IDX_DATASETS, "tiny", IdxSpec(files, (REFUSED,), ("a", "b", "c"), ("tiny",)))
     return blobs
 
@@ -97,6 +100,7 @@ def write_files(folder: Path, blobs: dict[str, bytes], gz: bool = True) -> Path:
 
 
 # ---------- locating ----------
+
 
 def test_search_order_data_dir_env_cache_system(tiny, tmp_path, monkeypatch):
     given, env, system = tmp_path / "given", tmp_path / "env", tmp_path / "system"
@@ -123,6 +127,7 @@ def test_data_dir_may_hold_a_subfolder_named_after_the_dataset(tiny, tmp_path):
 
 
 # ---------- verifying ----------
+
 
 @pytest.mark.parametrize("gz", [True, False])
 def test_good_files_load(tiny, tmp_path, gz):
@@ -163,8 +168,7 @@ def test_truncated_gz_names_the_file(tiny, tmp_path):
 
 
 def test_short_plain_file_and_bad_header(tiny, tmp_path):
-    folder = write_files(tmp_path / "d", {**tiny, "train-labels-idx1-ubyte": tiny["train-labels-idx1-ubyte"][:-2]},
-                         gz=False)
+    folder = write_files(tmp_path / "d", {**tiny, "train-labels-idx1-ubyte": tiny["train-labels-idx1-ubyte"][:-2]}, gz=False)
     with pytest.raises(DataError, match=r"train-labels-idx1-ubyte is truncated or corrupt \(expected 20 bytes, got 18\)"):
         load_idx("tiny", data_dir=str(folder), download=False)
     wrong_magic = b"\x00\x00\x09\x01" + tiny["train-labels-idx1-ubyte"][4:]
@@ -209,6 +213,7 @@ def test_unknown_split_and_name(tiny):
 
 
 # ---------- downloading ----------
+
 
 @pytest.fixture
 def serve(tmp_path):
@@ -261,6 +266,7 @@ def test_download_of_corrupt_content_keeps_nothing(tiny, tmp_path, serve):
 
 # ---------- the real Fashion-MNIST ----------
 
+
 @pytest.mark.parametrize("split,n", [("train", 60000), ("test", 10000)])
 def test_real_fashion_mnist(split, n):
     folder = next((d for d in REAL_FASHION_DIRS if d.is_dir()), None)
@@ -274,6 +280,7 @@ def test_real_fashion_mnist(split, n):
 
 
 # ---------- image folders ----------
+
 
 def save(path: Path, im: Image.Image, **kw) -> Path:
     """Save an image, creating folders on the way."""
@@ -391,13 +398,16 @@ def test_loose_images_beside_class_folders_mean_unlabelled(tmp_path):
     assert ds.labels is None and ds.num_classes == 0 and len(ds) == 3 and "directly in the folder" in ds.info["note"]
 
 
-@pytest.mark.parametrize("make,expect", [
-    (lambda p: p.mkdir(), "holds no image files"),
-    (lambda p: (p.mkdir(), (p / "readme.txt").write_text("hi")), "holds no image files"),
-    (lambda p: (p.mkdir(), (p / "x.png").write_bytes(b"nope"), (p / "y.jpg").write_bytes(b"")), "none of the 2"),
-    (lambda p: None, "does not exist"),
-    (lambda p: p.write_text("a file"), "is a file, not a folder"),
-])
+@pytest.mark.parametrize(
+    "make,expect",
+    [
+        (lambda p: p.mkdir(), "holds no image files"),
+        (lambda p: (p.mkdir(), (p / "readme.txt").write_text("hi")), "holds no image files"),
+        (lambda p: (p.mkdir(), (p / "x.png").write_bytes(b"nope"), (p / "y.jpg").write_bytes(b"")), "none of the 2"),
+        (lambda p: None, "does not exist"),
+        (lambda p: p.write_text("a file"), "is a file, not a folder"),
+    ],
+)
 def test_folder_errors_are_one_line(tmp_path, make, expect):
     path = tmp_path / "target"
     make(path)
@@ -413,6 +423,7 @@ def test_folder_rejects_bad_channels(pictures):
 
 
 # ---------- toys ----------
+
 
 @pytest.mark.parametrize("name,modes", [("ring8", 8), ("grid25", 25), ("ducks-cows", 2)])
 def test_toys(name, modes):
@@ -440,12 +451,13 @@ def test_toy_names_and_units():
 
 # ---------- batch_indices ----------
 
+
 def test_batch_indices_cover_each_epoch_once():
     n, bs, seed = 10, 3, 7
     stream = torch.cat([batch_indices(n, bs, seed, start) for start in range(0, 30, bs)])  # (30,) three epochs
     for epoch in range(3):
-        assert sorted(stream[epoch * n:(epoch + 1) * n].tolist()) == list(range(n))
-    assert not torch.equal(stream[:n], stream[n:2 * n])  # each epoch has its own order
+        assert sorted(stream[epoch * n : (epoch + 1) * n].tolist()) == list(range(n))
+    assert not torch.equal(stream[:n], stream[n : 2 * n])  # each epoch has its own order
     assert torch.equal(batch_indices(n, 4, seed, 8), stream[8:12])  # straddles the end of epoch 0
     assert torch.equal(batch_indices(n, 25, seed, 3), stream[3:28])  # longer than an epoch
     assert batch_indices(n, bs, seed, 0).dtype == torch.int64
@@ -462,6 +474,7 @@ def test_batch_indices_are_a_pure_function_of_their_arguments():
 
 
 # ---------- load_dataset ----------
+
 
 def test_load_dataset_dispatch(tiny, tmp_path, pictures):
     write_files(tmp_path / "d", tiny)

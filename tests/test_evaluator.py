@@ -1,4 +1,5 @@
 """The domain judge: model contract, image conversion, Fréchet distance answers, shipped weights, errors."""
+
 import json
 
 import numpy as np

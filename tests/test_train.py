@@ -121,8 +121,28 @@ def test_stop_and_resume_equals_straight_run(tiny_folder, tmp_path):
     assert [r["kimg"] for r in read_stats(broken)] == [r["kimg"] for r in read_stats(straight)]
 
 
-def test_sigkill_and_resume_equals_straight_run(tiny_folder, tmp_path):
-    """Kill -9 a CLI run after its first checkpoint, resume it, and get bit-identical weights."""
+def _interrupt_then_resume(cli, args, out, env, sig):
+    """Start a CLI run, send `sig` once its first checkpoint exists, then resume it to the end; return the run folder."""
+    proc = subprocess.Popen(cli + args + ["--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("*/checkpoints/ckpt-*.safetensors")):
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate()
+    run = next(out.iterdir())
+    ckpts = list_checkpoints(run)
+    assert ckpts, "the run should have written a checkpoint before it was interrupted"
+    _, state = read_checkpoint(ckpts[-1], prefixes=())
+    assert state["cur_nimg"] < 6400 and not state["done"]
+    if sig == signal.SIGINT:  # Ctrl-C: a clean exit that saved where it stopped
+        assert proc.returncode == 0 and "stopped at" in err and "--resume" in err, err
+        assert state["cur_nimg"] % 16 == 0 and "Traceback" not in err
+    subprocess.run(cli + ["--resume", str(run), "--no-progress"], env=env, check=True, capture_output=True)
+    return run
+
+
+def test_sigkill_or_ctrl_c_then_resume_equals_straight_run(tiny_folder, tmp_path):
+    """Kill -9 (or Ctrl-C) a CLI run after its first checkpoint, resume it, and get bit-identical weights."""
     args = ["--data", tiny_folder, "--g-width", "8", "--d-width", "8", "--z-dim", "8", "--batch-size", "16",
             "--kimg", "6.4", "--snapshot-kimg", "0.32", "--tick-kimg", "0.32", "--sample-kimg", "3.2", "--seed", "3",
             "--no-progress"]  # fmt: skip
@@ -130,21 +150,10 @@ def test_sigkill_and_resume_equals_straight_run(tiny_folder, tmp_path):
     cli = [sys.executable, "-m", "counterfeit", "train"]
     subprocess.run(cli + args + ["--out", str(tmp_path / "a")], env=env, check=True, capture_output=True)
     straight = next((tmp_path / "a").iterdir())
-
-    proc = subprocess.Popen(cli + args + ["--out", str(tmp_path / "b")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((tmp_path / "b").glob("*/checkpoints/ckpt-*.safetensors")):
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed = next((tmp_path / "b").iterdir())
-    ckpts = list_checkpoints(killed)
-    assert ckpts, "the run should have written a checkpoint before it was killed"
-    _, state = read_checkpoint(ckpts[-1], prefixes=())
-    assert state["cur_nimg"] < 6400 and not state["done"]
-    subprocess.run(cli + ["--resume", str(killed), "--no-progress"], env=env, check=True, capture_output=True)
-    assert _same(_final_tensors(straight), _final_tensors(killed))
-    assert [r["kimg"] for r in read_stats(killed)] == [r["kimg"] for r in read_stats(straight)]
+    for sig, out in ((signal.SIGKILL, tmp_path / "killed"), (signal.SIGINT, tmp_path / "ctrl-c")):
+        run = _interrupt_then_resume(cli, args, out, env, sig)
+        assert _same(_final_tensors(straight), _final_tensors(run)), sig
+        assert [r["kimg"] for r in read_stats(run)] == [r["kimg"] for r in read_stats(straight)]
 
 
 class _NaNAfter(NonSaturatingLoss):
@@ -175,7 +184,9 @@ def test_d_steps_counts_real_images(tiny_folder, tmp_path):
 
 
 def test_toy_run_writes_scatter_plots(tmp_path):
-    cfg = make_config(data="ring8", g_width=16, d_width=16, kimg=0.512, batch_size=64, tick_kimg=0.256, sample_kimg=0.256, snapshot_kimg=0.256)
+    cfg = make_config(
+        data="ring8", g_width=16, d_width=16, kimg=0.512, batch_size=64, tick_kimg=0.256, sample_kimg=0.256, snapshot_kimg=0.256
+    )
     assert cfg.model.name == "mlp"
     run = create_run_dir(cfg, tmp_path)
     train(cfg, run)

@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, CheckpointError, TrainingDiverged) as e:
         print(f"counterfeit: error: {e}", file=sys.stderr)
         return 1 if isinstance(e, TrainingDiverged) else 2
+    except KeyboardInterrupt:
+        print("counterfeit: aborted; the newest checkpoint on disk is kept", file=sys.stderr)
+        return 130
 
 
 class _NoTicks(logging.Filter):
@@ -123,13 +126,16 @@ def _console_logging() -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Build the config (or reload it for --resume), make the run folder and train with a progress bar."""
+    from .models import build_models
     from .runs import create_run_dir, write_config
-    from .train import Callbacks, train
+    from .train import Callbacks, load_training_data, train
 
     run_dir, cfg = _train_config(args)
+    build_models(cfg)  # checks the architecture fits the data shape, before anything is written
     if args.dry_run:
         print(cfg.to_json())
         return 0
+    data = load_training_data(cfg)  # also before the run folder exists, so bad data leaves nothing behind
     if run_dir is None:
         run_dir = create_run_dir(cfg, args.out)
     else:
@@ -145,14 +151,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"D {s['loss_D']:.3f} G {s['loss_G']:.3f} D(x) {s['D(x)']:.2f} D(G(z)) {s['D(G(z))']:.2f} {s['img/s']:.0f} img/s", refresh=False)  # fmt: skip
     try:
         with stop.installed():
-            result = train(cfg, run_dir, cbs)
+            result = train(cfg, run_dir, cbs, data)
     finally:
         if bar is not None:
             bar.close()
     if result.status == "stopped":
-        print(f"stopped at {result.cur_nimg / 1000:.1f} kimg and saved; continue with: counterfeit train --resume {run_dir}", file=sys.stderr)
+        print(
+            f"stopped at {result.cur_nimg / 1000:.1f} kimg and saved; continue with: counterfeit train --resume {run_dir}", file=sys.stderr
+        )
     else:
-        print(f"done: {result.cur_nimg / 1000:.1f} kimg. Samples: {run_dir / 'samples'}. Try: counterfeit sample {run_dir}", file=sys.stderr)
+        print(
+            f"done: {result.cur_nimg / 1000:.1f} kimg. Samples: {run_dir / 'samples'}. Try: counterfeit sample {run_dir}", file=sys.stderr
+        )
     return 0
 
 
@@ -173,7 +183,9 @@ def _train_config(args: argparse.Namespace):
     fixed = sorted(set(given) - set(_RESUMABLE))
     if fixed:
         flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
-        raise ConfigError(f"{flags} cannot change when resuming; a resumed run keeps its config.json (only --kimg, --epochs, --device may change)")
+        raise ConfigError(
+            f"{flags} cannot change when resuming; a resumed run keeps its config.json (only --kimg, --epochs, --device may change)"
+        )
     if not (run_dir / "config.json").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.json); pass a folder such as runs/00000-fashion-mnist-dcgan")
     return run_dir, extend_config(load_config(run_dir / "config.json"), **given)
@@ -182,7 +194,12 @@ def _train_config(args: argparse.Namespace):
 def _progress_bar(total_kimg: float):
     from tqdm import tqdm
 
-    return tqdm(total=total_kimg, unit="kimg", dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} kimg [{elapsed}<{remaining}] {postfix}")
+    return tqdm(
+        total=total_kimg,
+        unit="kimg",
+        dynamic_ncols=True,
+        bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} kimg [{elapsed}<{remaining}] {postfix}",
+    )
 
 
 class _StopFlag:

@@ -75,11 +75,11 @@ class RunConfig:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         """Rebuild a config from `to_dict` output; unknown keys are an error, missing ones take defaults."""
         return _from_dict(cls, d, "config")
 
-    def replace(self, **sections: Any) -> "RunConfig":
+    def replace(self, **sections: Any) -> RunConfig:
         """Copy with some sections replaced by dataclasses or by dicts of field overrides."""
         out = {}
         for name, value in sections.items():
@@ -114,7 +114,6 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"{path} not found; is this a counterfeit run folder?") from None
     except (json.JSONDecodeError, TypeError) as e:
         raise ConfigError(f"{path} is not a valid config ({e}); restore it or start a new run") from None
-
 
 
 _FIELDS = {

@@ -4,6 +4,7 @@ Inception features know nothing about Fashion-MNIST and need a network download;
 on the dataset itself, ships as safetensors in `counterfeit/weights/`, and scores 10,000 images in about a
 second on two CPU cores. Regenerate the shipped weights with `python -m counterfeit.evaluator`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,7 @@ class EvaluatorWeightsError(RuntimeError):
 
 def _conv_bn_relu(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> list[nn.Module]:
     # No conv bias: the batch norm right after it has its own shift.
-    return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=1, bias=False),
-            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+    return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
 class Evaluator(nn.Module):
@@ -53,10 +53,14 @@ class Evaluator(nn.Module):
             # Stride 2 at once: full-resolution 28x28 maps with 32 channels cost 3x the inference time
             # (memory-bound on CPU) for no accuracy we could measure.
             *_conv_bn_relu(1, a, kernel=4, stride=2),  # (N, a, 14, 14)
-            *_conv_bn_relu(a, b), nn.MaxPool2d(2),  # (N, b, 7, 7)
-            *_conv_bn_relu(b, c), nn.MaxPool2d(2),  # (N, c, 3, 3)
+            *_conv_bn_relu(a, b),
+            nn.MaxPool2d(2),  # (N, b, 7, 7)
+            *_conv_bn_relu(b, c),
+            nn.MaxPool2d(2),  # (N, c, 3, 3)
             nn.Flatten(),  # (N, 9c)
-            nn.Linear(9 * c, num_features, bias=False), nn.BatchNorm1d(num_features), nn.ReLU(inplace=True),
+            nn.Linear(9 * c, num_features, bias=False),
+            nn.BatchNorm1d(num_features),
+            nn.ReLU(inplace=True),
         )
         self.dropout = nn.Dropout(0.2)
         self.head = nn.Linear(num_features, num_classes)
@@ -88,8 +92,7 @@ def to_unit(images_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x.float().div_(255)  # (N, 1, H, W)
 
 
-def predict(ev: Evaluator, images_uint8: np.ndarray | torch.Tensor,
-            batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(ev: Evaluator, images_uint8: np.ndarray | torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
     """Class probabilities (N, C) and penultimate features (N, D) of uint8 images, in batches."""
     if len(images_uint8) == 0:
         raise ValueError("predict needs at least one image")
@@ -98,7 +101,7 @@ def predict(ev: Evaluator, images_uint8: np.ndarray | torch.Tensor,
     probs, feats = [], []
     with torch.inference_mode():
         for start in range(0, len(images_uint8), batch_size):
-            f = ev.features(to_unit(images_uint8[start:start + batch_size]))  # (B, D)
+            f = ev.features(to_unit(images_uint8[start : start + batch_size]))  # (B, D)
             feats.append(f)
             probs.append(ev.head(f).softmax(dim=1))  # (B, C)
     ev.train(was_training)
@@ -125,8 +128,7 @@ def frechet_distance(feats_a: np.ndarray | torch.Tensor, feats_b: np.ndarray | t
     a = torch.as_tensor(feats_a).to(torch.float64)  # (N, D)
     b = torch.as_tensor(feats_b).to(torch.float64)  # (M, D)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
-        raise ValueError(f"frechet_distance needs two (N>=2, D) feature sets, "
-                         f"got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(f"frechet_distance needs two (N>=2, D) feature sets, got {tuple(a.shape)} and {tuple(b.shape)}")
     fid = FrechetInceptionDistance(feature=_Precomputed(a.shape[1]))
     fid.update(b, real=True)
     fid.update(a, real=False)
@@ -154,9 +156,17 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def train_evaluator(dataset: str = "fashion-mnist", epochs: int = 10, seed: int = 0, out: Path | None = None,
-                    batch_size: int = 128, lr: float = 3e-3, limit: int | None = None, command: str | None = None,
-                    log: Callable[[str], None] = print) -> dict:
+def train_evaluator(
+    dataset: str = "fashion-mnist",
+    epochs: int = 10,
+    seed: int = 0,
+    out: Path | None = None,
+    batch_size: int = 128,
+    lr: float = 3e-3,
+    limit: int | None = None,
+    command: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Train the judge on the train split, measure test accuracy, write `<out>.safetensors` and `<out>.json`."""
     out = Path(out) if out is not None else weights_path(dataset).with_suffix("")  # suffixes get appended
     torch.manual_seed(seed)  # dropout and initialisation
@@ -181,8 +191,7 @@ def train_evaluator(dataset: str = "fashion-mnist", epochs: int = 10, seed: int 
             opt.step()
             sched.step()
         accuracy = (predict(ev, x_test)[0].argmax(1) == y_test).double().mean().item()
-        log(f"epoch {epoch + 1}/{epochs}: last loss {loss.item():.3f}, test accuracy {accuracy:.4f}, "
-            f"{time.perf_counter() - start:.0f} s")
+        log(f"epoch {epoch + 1}/{epochs}: last loss {loss.item():.3f}, test accuracy {accuracy:.4f}, {time.perf_counter() - start:.0f} s")
     train_s = time.perf_counter() - start
     # The scale for every FID this judge reports: 10k real train images against the real test set.
     subset = train_subset(len(x_train))
@@ -194,12 +203,23 @@ def train_evaluator(dataset: str = "fashion-mnist", epochs: int = 10, seed: int 
     atomic_write_bytes(path, st_save(tensors, metadata={"dataset": dataset}))
     call = f"train_evaluator(dataset={dataset!r}, epochs={epochs}, seed={seed}, batch_size={batch_size}, lr={lr}"
     meta = {
-        "dataset": dataset, "class_names": list(CLASS_NAMES[dataset]), "num_features": ev.num_features,
-        "widths": list(ev.widths), "test_accuracy": round(accuracy, 4), "test_images": len(x_test),
-        "fid_train10k_vs_test": round(fid_train_test, 4), "epochs": epochs, "seed": seed,
-        "batch_size": batch_size, "lr": lr, "train_s": round(train_s, 1), "torch_threads": torch.get_num_threads(),
-        "weights": path.name, "sha256": _sha256(path),
-        "made_by": call + (f", limit={limit})" if limit else ")"), "command": command,
+        "dataset": dataset,
+        "class_names": list(CLASS_NAMES[dataset]),
+        "num_features": ev.num_features,
+        "widths": list(ev.widths),
+        "test_accuracy": round(accuracy, 4),
+        "test_images": len(x_test),
+        "fid_train10k_vs_test": round(fid_train_test, 4),
+        "epochs": epochs,
+        "seed": seed,
+        "batch_size": batch_size,
+        "lr": lr,
+        "train_s": round(train_s, 1),
+        "torch_threads": torch.get_num_threads(),
+        "weights": path.name,
+        "sha256": _sha256(path),
+        "made_by": call + (f", limit={limit})" if limit else ")"),
+        "command": command,
         "torch_version": torch.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -223,8 +243,7 @@ def load_evaluator(dataset: str = "fashion-mnist", weights_dir: Path | None = No
         meta = json.loads(meta_path.read_text())
         if meta["sha256"] != _sha256(path):
             raise ValueError("sha256 differs from the one in the .json")
-        ev = Evaluator(num_classes=len(meta["class_names"]), num_features=meta["num_features"],
-                       widths=tuple(meta["widths"]))
+        ev = Evaluator(num_classes=len(meta["class_names"]), num_features=meta["num_features"], widths=tuple(meta["widths"]))
         ev.load_state_dict(load_file(path))
     except Exception as e:  # any failure here means the same thing to the user
         raise fail(f"are corrupt ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e

@@ -103,7 +103,9 @@ def run_table(root: Path) -> list[dict[str, Any]]:
         try:
             cfg = load_config(run_dir / "config.json")
         except Exception as e:  # a broken run must not hide the others
-            rows.append({"run": run_dir.name, "data": "?", "model": "?", "kimg": "?", "loss_D": "", "loss_G": "", "status": f"unreadable: {e}"})
+            rows.append(
+                {"run": run_dir.name, "data": "?", "model": "?", "kimg": "?", "loss_D": "", "loss_G": "", "status": f"unreadable: {e}"}
+            )
             continue
         stats = read_stats(run_dir)
         last = stats[-1] if stats else {}

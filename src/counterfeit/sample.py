@@ -13,17 +13,25 @@ from torch import nn
 
 from .fileio import atomic_write_bytes
 
+_NOISE_BLOCK = 256
+
 
 def make_noise(n: int, z_dim: int, seed: int, device: str | torch.device = "cpu") -> torch.Tensor:
-    """(n, z_dim) standard normal noise, the same for a seed on every device."""
+    """(n, z_dim) standard normal noise, the same for a seed on every device; the first k rows don't depend on n."""
     g = torch.Generator().manual_seed(int(seed))
-    return torch.randn(n, z_dim, generator=g).to(device)  # (n, z_dim)
+    # torch's CPU sampler takes a different path for small and large tensors, so draw whole
+    # fixed-size blocks: row i of seed s is then the same whatever n is.
+    blocks = -(-n // _NOISE_BLOCK)
+    z = torch.cat([torch.randn(_NOISE_BLOCK, z_dim, generator=g) for _ in range(blocks)]) if blocks else torch.empty(0, z_dim)
+    return z[:n].to(device)  # (n, z_dim)
 
 
 @torch.inference_mode()
 def sample(G: nn.Module, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 1000) -> torch.Tensor:
     """Run G on z in batches (batch-independent: G must be in eval mode); output in G's own range."""
-    outs = [G(zb, None if labels is None else labels[i : i + batch_size]) for i, zb in zip(range(0, len(z), batch_size), z.split(batch_size))]
+    outs = [
+        G(zb, None if labels is None else labels[i : i + batch_size]) for i, zb in zip(range(0, len(z), batch_size), z.split(batch_size))
+    ]
     return torch.cat(outs).float().cpu()  # (n, C, H, W) or (n, 2)
 
 

@@ -7,9 +7,10 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -113,7 +114,7 @@ def g_step(G: nn.Module, D: nn.Module, opt_G, loss, z: torch.Tensor):
     return loss_G.detach(), fake_logits.detach()
 
 
-def train(cfg: RunConfig, run_dir: str | Path, callbacks: Callbacks | None = None) -> TrainResult:
+def train(cfg: RunConfig, run_dir: str | Path, callbacks: Callbacks | None = None, data: Dataset | None = None) -> TrainResult:
     """Train (or resume, when the run folder holds a checkpoint) until cfg.loop.total_kimg; returns the final state."""
     cb = callbacks or Callbacks()
     run_dir = Path(run_dir)
@@ -123,17 +124,17 @@ def train(cfg: RunConfig, run_dir: str | Path, callbacks: Callbacks | None = Non
     if log.level == logging.NOTSET:
         log.setLevel(logging.INFO)
     try:
-        return _train(cfg, run_dir, cb)
+        return _train(cfg, run_dir, cb, data)
     finally:
         log.removeHandler(file_log)
         file_log.close()
 
 
-def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks) -> TrainResult:
+def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -> TrainResult:
     L, O = cfg.loop, cfg.optim
     device = pick_device(L.device)
     spec = get_spec(cfg.model.name)
-    data = load_training_data(cfg)
+    data = data if data is not None else load_training_data(cfg)
     images = data.kind == "images"
     x_all = data.x.to(device)  # whole split resident: (N, C, H, W) uint8 or (N, 2) float32
     n_data = x_all.shape[0]
@@ -216,7 +217,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks) -> TrainResult:
         if cb.on_step:
             cb.on_step(cur_nimg, total_nimg)
 
-        crossed = lambda every: cur_nimg // every > prev_nimg // every or cur_nimg >= total_nimg  # noqa: E731
+        crossed = lambda every, cur=cur_nimg, prev=prev_nimg: cur // every > prev // every or cur >= total_nimg
         if crossed(tick_nimg) or crossed(snap_nimg):
             now = time.time()
             means = (acc / acc_steps).tolist()  # the one host sync per tick

@@ -1,4 +1,5 @@
 """Datasets for counterfeit: Fashion-MNIST and MNIST (found, downloaded, verified), image folders, 2-D toys."""
+
 from .base import DataError, Dataset, cache_dir
 from .download import download_idx
 from .folder import load_folder
@@ -9,7 +10,19 @@ from .sampler import batch_indices
 from .toys import TOY_DATASETS, load_toy, toy_modes
 
 __all__ = [
-    "IDX_DATASETS", "SYSTEM_DATA_DIRS", "TOY_DATASETS", "DataError", "Dataset", "batch_indices", "cache_dir",
-    "download_idx", "find_idx_dir", "load_dataset", "load_folder", "load_idx", "load_toy", "search_dirs",
+    "IDX_DATASETS",
+    "SYSTEM_DATA_DIRS",
+    "TOY_DATASETS",
+    "DataError",
+    "Dataset",
+    "batch_indices",
+    "cache_dir",
+    "download_idx",
+    "find_idx_dir",
+    "load_dataset",
+    "load_folder",
+    "load_idx",
+    "load_toy",
+    "search_dirs",
     "toy_modes",
 ]

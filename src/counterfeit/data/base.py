@@ -1,4 +1,5 @@
 """What every loader shares: the Dataset record, the one error type, the cache folder, atomic writes."""
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,7 @@ class Dataset:
         """A one-line summary."""
         # The default dataclass repr would print the tensors; a summary is what a log wants.
         shape = "x".join(str(s) for s in self.x.shape)
-        return (f"Dataset({self.name!r}, {self.kind}, {shape} {str(self.x.dtype).removeprefix('torch.')}, "
-                f"{self.num_classes} classes)")
+        return f"Dataset({self.name!r}, {self.kind}, {shape} {str(self.x.dtype).removeprefix('torch.')}, {self.num_classes} classes)"
 
 
 def cache_dir() -> Path:

@@ -1,4 +1,5 @@
 """Decode one image file into a square uint8 array the way every folder dataset needs it."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Fetch the IDX files from their official mirrors: a progress bar, verified before kept, atomic."""
+
 from __future__ import annotations
 
 import logging
@@ -32,8 +33,9 @@ def download_idx(name: str, dest: Path, mirrors: list[str] | None = None) -> Pat
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DataError(f"cannot create {dest} to download {name} into ({e.strerror}); "
-                        f"set COUNTERFEIT_CACHE_DIR to a writable folder") from None
+        raise DataError(
+            f"cannot create {dest} to download {name} into ({e.strerror}); set COUNTERFEIT_CACHE_DIR to a writable folder"
+        ) from None
     for fname, expected in spec.files.items():
         if any(p.is_file() for p in file_candidates(dest, fname)):
             continue  # an earlier, interrupted download already fetched this one
@@ -47,8 +49,11 @@ def download_idx(name: str, dest: Path, mirrors: list[str] | None = None) -> Pat
                 failures.append(str(e) if isinstance(e, DataError) else f"{url}: {_reason(e)}")
                 log.warning("download failed: %s", failures[-1])
         else:
-            raise DownloadError(f"could not download {fname}.gz for {name} ({'; '.join(failures) or 'no mirrors'}); "
-                                f"check the connection, or get the files yourself and pass --data-dir DIR", failures)
+            raise DownloadError(
+                f"could not download {fname}.gz for {name} ({'; '.join(failures) or 'no mirrors'}); "
+                f"check the connection, or get the files yourself and pass --data-dir DIR",
+                failures,
+            )
     return dest
 
 

@@ -1,4 +1,5 @@
 """Load a folder of the user's own images (one sub-folder per class, or none), with a decoded-tensor cache."""
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,10 @@ def load_folder(path: str, resolution: int, channels: int, cache_dir: str | None
         raise DataError(f"{path} is a file, not a folder; give the folder that holds the images")
     files = _scan(root)
     if not files:
-        raise DataError(f"{path} holds no image files ({', '.join(IMAGE_EXTS)}); add some, "
-                        f"optionally one sub-folder per class, or choose another folder")
+        raise DataError(
+            f"{path} holds no image files ({', '.join(IMAGE_EXTS)}); add some, "
+            f"optionally one sub-folder per class, or choose another folder"
+        )
     class_names, file_labels, note = _classes(files)
     listing = [_stat(root / rel) for rel in files]  # (size, mtime_ns): a change to any file changes the key
     key = _cache_key(files, listing, resolution, channels)
@@ -44,17 +47,29 @@ def load_folder(path: str, resolution: int, channels: int, cache_dir: str | None
     cached = _read_cache(entry, resolution, channels, labelled=file_labels is not None)
     if cached is None:
         x, labels, skipped = _decode_all(root, files, listing, file_labels, resolution, channels)
-        _write_cache(entry, x, labels, {"source": str(path), "root": str(root.resolve()),
-                                        "class_names": class_names, "skipped": skipped, "note": note})
+        _write_cache(
+            entry,
+            x,
+            labels,
+            {"source": str(path), "root": str(root.resolve()), "class_names": class_names, "skipped": skipped, "note": note},
+        )
     else:
         # Class names and the note follow from the file list, which the key covers; only `skipped` needs the cache.
         x, labels, skipped = cached
     if skipped:
-        log.warning("skipped %d of %d files in %s that could not be read: %s",
-                    len(skipped), len(files), path, _first(skipped, 5))
-    info = {"source": str(path), "root": str(root.resolve()), "files": len(files), "images": len(x),
-            "skipped": skipped, "note": note, "resolution": resolution, "channels": channels,
-            "cache": "miss" if cached is None else "hit", "cache_file": str(entry.with_suffix(".safetensors"))}
+        log.warning("skipped %d of %d files in %s that could not be read: %s", len(skipped), len(files), path, _first(skipped, 5))
+    info = {
+        "source": str(path),
+        "root": str(root.resolve()),
+        "files": len(files),
+        "images": len(x),
+        "skipped": skipped,
+        "note": note,
+        "resolution": resolution,
+        "channels": channels,
+        "cache": "miss" if cached is None else "hit",
+        "cache_file": str(entry.with_suffix(".safetensors")),
+    }
     if labels is not None:
         info["class_counts"] = torch.bincount(labels, minlength=len(class_names)).tolist()
     return Dataset(name=str(path), kind="images", x=x, labels=labels, class_names=class_names, info=info)
@@ -76,8 +91,14 @@ def _classes(files: list[Path]) -> tuple[list[str], list[int] | None, str]:
     folders = sorted({rel.parts[0] for rel in files if len(rel.parts) > 1})
     loose = sum(len(rel.parts) == 1 for rel in files)
     if folders and loose:
-        return [], None, (f"unlabelled: {loose} images lie directly in the folder beside {len(folders)} "
-                          f"sub-folders; move them into sub-folders to use the sub-folders as classes")
+        return (
+            [],
+            None,
+            (
+                f"unlabelled: {loose} images lie directly in the folder beside {len(folders)} "
+                f"sub-folders; move them into sub-folders to use the sub-folders as classes"
+            ),
+        )
     if len(folders) < 2:
         where = f"one sub-folder ({folders[0]})" if folders else "no sub-folders"
         return [], None, f"unlabelled: {where}; put each class in its own sub-folder to get labels"
@@ -94,13 +115,18 @@ def _stat(path: Path) -> tuple[int, int]:
 
 
 def _cache_key(files: list[Path], listing: list[tuple[int, int]], resolution: int, channels: int) -> str:
-    recipe = {"version": CACHE_VERSION, "resolution": resolution, "channels": channels,
-              "files": [[rel.as_posix(), size, mtime] for rel, (size, mtime) in zip(files, listing)]}
+    recipe = {
+        "version": CACHE_VERSION,
+        "resolution": resolution,
+        "channels": channels,
+        "files": [[rel.as_posix(), size, mtime] for rel, (size, mtime) in zip(files, listing)],
+    }
     return hashlib.sha256(json.dumps(recipe).encode()).hexdigest()
 
 
-def _decode_all(root: Path, files: list[Path], listing: list[tuple[int, int]], file_labels: list[int] | None,
-                resolution: int, channels: int) -> tuple[torch.Tensor, torch.Tensor | None, list[dict]]:
+def _decode_all(
+    root: Path, files: list[Path], listing: list[tuple[int, int]], file_labels: list[int] | None, resolution: int, channels: int
+) -> tuple[torch.Tensor, torch.Tensor | None, list[dict]]:
     x = torch.empty(len(files), channels, resolution, resolution, dtype=torch.uint8)  # (N, C, H, W) uint8
     kept, skipped = [], []
     for i, rel in enumerate(tqdm(files, desc=f"decoding {root.name}", unit="img", disable=None)):
@@ -114,8 +140,10 @@ def _decode_all(root: Path, files: list[Path], listing: list[tuple[int, int]], f
             continue
         kept.append(i)
     if not kept:
-        raise DataError(f"none of the {len(files)} image files in {root} could be read ({_first(skipped, 3)}); "
-                        f"check the files open in an image viewer, or choose another folder")
+        raise DataError(
+            f"none of the {len(files)} image files in {root} could be read ({_first(skipped, 3)}); "
+            f"check the files open in an image viewer, or choose another folder"
+        )
     x = x[: len(kept)].clone() if skipped else x  # (N, C, H, W) uint8, only the good images
     labels = None if file_labels is None else torch.tensor([file_labels[i] for i in kept], dtype=torch.int64)
     return x, labels, skipped
@@ -127,8 +155,7 @@ def _first(skipped: list[dict], k: int) -> str:
     return shown + (f", and {len(skipped) - k} more" if len(skipped) > k else "")
 
 
-def _read_cache(entry: Path, resolution: int, channels: int,
-                labelled: bool) -> tuple[torch.Tensor, torch.Tensor | None, list[dict]] | None:
+def _read_cache(entry: Path, resolution: int, channels: int, labelled: bool) -> tuple[torch.Tensor, torch.Tensor | None, list[dict]] | None:
     # Any problem with an entry means "decode again": the cache may speed things up but never break a run.
     tensors_path, meta_path = entry.with_suffix(".safetensors"), entry.with_suffix(".json")
     if not (tensors_path.is_file() and meta_path.is_file()):
@@ -138,9 +165,13 @@ def _read_cache(entry: Path, resolution: int, channels: int,
         tensors = load_file(tensors_path)
         x, labels = tensors["x"], tensors.get("labels")
         n = x.shape[0]
-        ok = (x.dtype == torch.uint8 and tuple(x.shape) == (n, channels, resolution, resolution)
-              and isinstance(skipped, list) and (labels is not None) == labelled
-              and (labels is None or (labels.dtype == torch.int64 and tuple(labels.shape) == (n,))))
+        ok = (
+            x.dtype == torch.uint8
+            and tuple(x.shape) == (n, channels, resolution, resolution)
+            and isinstance(skipped, list)
+            and (labels is not None) == labelled
+            and (labels is None or (labels.dtype == torch.int64 and tuple(labels.shape) == (n,)))
+        )
     except Exception as e:  # safetensors, json and the filesystem each raise their own kinds
         log.warning("ignoring unreadable cache entry %s (%s); decoding the folder again", tensors_path, e)
         return None

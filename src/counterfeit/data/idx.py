@@ -1,4 +1,5 @@
 """Find, download if need be, verify and load Fashion-MNIST and MNIST."""
+
 from __future__ import annotations
 
 import os
@@ -75,12 +76,23 @@ def load_idx(name: str, split: str = "train", data_dir: str | None = None, downl
     if labels.shape[0] != images.shape[0]:
         raise DataError(f"{labels_path} has {labels.shape[0]} labels for {images.shape[0]} images; {fix}")
     if labels.numel() and int(labels.max()) >= len(spec.class_names):
-        raise DataError(f"{labels_path} has label {int(labels.max())} but {name} has "
-                        f"{len(spec.class_names)} classes; {fix}")
-    info = {"source": str(folder), "files": [str(images_path), str(labels_path)], "split": split,
-            "verified": "sha256", "downloaded": downloaded, "load_s": round(time.perf_counter() - start, 3)}
-    return Dataset(name=name, kind="images", x=images.unsqueeze(1), labels=labels,  # x: (N, 1, H, W) uint8
-                   class_names=list(spec.class_names), info=info)
+        raise DataError(f"{labels_path} has label {int(labels.max())} but {name} has {len(spec.class_names)} classes; {fix}")
+    info = {
+        "source": str(folder),
+        "files": [str(images_path), str(labels_path)],
+        "split": split,
+        "verified": "sha256",
+        "downloaded": downloaded,
+        "load_s": round(time.perf_counter() - start, 3),
+    }
+    return Dataset(
+        name=name,
+        kind="images",
+        x=images.unsqueeze(1),
+        labels=labels,  # x: (N, 1, H, W) uint8
+        class_names=list(spec.class_names),
+        info=info,
+    )
 
 
 def _fetch(name: str, data_dir: str | None, download: bool) -> Path:
@@ -95,9 +107,11 @@ def _fetch(name: str, data_dir: str | None, download: bool) -> Path:
             reason = f"download failed: {e}"
     looked = ", ".join(str(d) for d in search_dirs(name, data_dir))
     apt = " or `sudo apt install dataset-fashion-mnist` (Debian/Ubuntu)," if name == "fashion-mnist" else ""
-    raise DataError(f"{name} not found: looked in {looked} ({reason}); put the four idx files (.gz or plain) "
-                    f"in a folder and pass --data-dir DIR or set COUNTERFEIT_DATA_DIR,{apt} "
-                    f"or go online so they download into {cache_dir() / name}")
+    raise DataError(
+        f"{name} not found: looked in {looked} ({reason}); put the four idx files (.gz or plain) "
+        f"in a folder and pass --data-dir DIR or set COUNTERFEIT_DATA_DIR,{apt} "
+        f"or go online so they download into {cache_dir() / name}"
+    )
 
 
 def _fix_hint(name: str, folder: Path) -> str:

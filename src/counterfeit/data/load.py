@@ -1,4 +1,5 @@
 """One entry point from a dataset name or folder path to a Dataset."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,9 @@ from .toys import TOY_DATASETS, load_toy
 SPLIT_SEEDS = {"train": 0, "test": 1}  # toys: the test split is a fresh draw from the same mixture
 
 
-def load_dataset(spec: str, split: str = "train", resolution: int = 28, channels: int = 1,
-                 data_dir: str | None = None, download: bool = True) -> Dataset:
+def load_dataset(
+    spec: str, split: str = "train", resolution: int = 28, channels: int = 1, data_dir: str | None = None, download: bool = True
+) -> Dataset:
     """Load a built-in dataset by name (fashion-mnist, mnist, a toy) or a folder of images by path."""
     if split not in SPLIT_SEEDS:
         raise DataError(f"unknown split '{split}' for {spec}; use 'train' or 'test'")
@@ -28,8 +30,10 @@ def load_dataset(spec: str, split: str = "train", resolution: int = 28, channels
         return load_toy(name, seed=SPLIT_SEEDS[split])
     if not Path(spec).expanduser().exists():
         choices = ", ".join([*IDX_DATASETS, *TOY_DATASETS])
-        raise DataError(f"unknown dataset '{spec}': not a built-in name and no such folder "
-                        f"({Path(spec).expanduser().absolute()}); choose one of {choices}, or give a folder of images")
+        raise DataError(
+            f"unknown dataset '{spec}': not a built-in name and no such folder "
+            f"({Path(spec).expanduser().absolute()}); choose one of {choices}, or give a folder of images"
+        )
     # A folder has no held-out part: both splits are all of its images.
     return load_folder(spec, resolution, channels)
 
@@ -39,16 +43,22 @@ def _conform(ds: Dataset, resolution: int, channels: int) -> Dataset:
     if (ds.resolution, ds.channels) == (resolution, channels):
         return ds
     if channels not in (1, 3) or resolution < 1:
-        raise DataError(f"cannot give {ds.name} {channels} channels at resolution {resolution}; "
-                        f"use 1 or 3 channels and a positive resolution")
+        raise DataError(
+            f"cannot give {ds.name} {channels} channels at resolution {resolution}; use 1 or 3 channels and a positive resolution"
+        )
     x = ds.x
     if ds.resolution != resolution:
         x = torch.empty(len(ds), 1, resolution, resolution, dtype=torch.uint8)  # (N, 1, R, R) uint8
         # In chunks, so a float copy of all 60,000 images at 64x64 (1 GB) never exists at once.
         for i in range(0, len(ds), 4096):
-            chunk = F.interpolate(ds.x[i: i + 4096].float(), size=(resolution, resolution), mode="bilinear",
-                                  antialias=resolution < ds.resolution, align_corners=False)  # (B, 1, R, R)
-            x[i: i + 4096] = chunk.round_().clamp_(0, 255)
+            chunk = F.interpolate(
+                ds.x[i : i + 4096].float(),
+                size=(resolution, resolution),
+                mode="bilinear",
+                antialias=resolution < ds.resolution,
+                align_corners=False,
+            )  # (B, 1, R, R)
+            x[i : i + 4096] = chunk.round_().clamp_(0, 255)
     x = x.expand(-1, channels, -1, -1).contiguous()  # (N, C, R, R) uint8
     info = {**ds.info, "converted_from": [ds.channels, ds.resolution, ds.resolution]}
     return Dataset(ds.name, ds.kind, x, ds.labels, ds.class_names, info)

@@ -1,4 +1,5 @@
 """Which images make up each batch: a pure function of (n, batch size, seed, image count), so resuming is exact."""
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -24,14 +25,15 @@ def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 def batch_indices(n: int, batch_size: int, seed: int, start_nimg: int) -> torch.Tensor:
     """(batch_size,) int64 indices of images start_nimg .. start_nimg + batch_size - 1 of the shuffled stream."""
     if n < 1 or batch_size < 1 or start_nimg < 0:
-        raise ValueError(f"batch_indices needs n >= 1, batch_size >= 1, start_nimg >= 0; "
-                         f"got n={n}, batch_size={batch_size}, start_nimg={start_nimg}")
+        raise ValueError(
+            f"batch_indices needs n >= 1, batch_size >= 1, start_nimg >= 0; got n={n}, batch_size={batch_size}, start_nimg={start_nimg}"
+        )
     epoch, offset = divmod(start_nimg, n)
     parts = []
     remaining = batch_size
     while remaining:
         # A batch may run past the end of an epoch (or span several when batch_size > n).
-        part = _epoch_order(n, seed, epoch)[offset: offset + remaining]
+        part = _epoch_order(n, seed, epoch)[offset : offset + remaining]
         parts.append(part)
         remaining -= len(part)
         epoch, offset = epoch + 1, 0

@@ -1,4 +1,5 @@
 """Two-dimensional toy mixtures of Gaussians: quick to train on, and mode collapse is visible at a glance."""
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,7 @@ class _Toy:
 def _ring8() -> _Toy:
     # The 8-Gaussian ring of the unrolled-GAN paper (arXiv:1611.02163), scaled to radius 1.
     # Rounded so that cos(pi / 2) is 0.0, not 6e-17, and the mode names read "0.00", not "-0.00".
-    centres = [(round(math.cos(math.pi * k / 4), 12) + 0.0, round(math.sin(math.pi * k / 4), 12) + 0.0)
-               for k in range(8)]
+    centres = [(round(math.cos(math.pi * k / 4), 12) + 0.0, round(math.sin(math.pi * k / 4), 12) + 0.0) for k in range(8)]
     return _Toy(centres, 0.01, _mode_names(centres))
 
 
@@ -40,9 +40,11 @@ def _ducks_cows() -> _Toy:
     # std 0.2 along (1, 1), 0.1 across it.
     c = math.sqrt(0.5)
     shape = ((c, -0.5 * c), (c, 0.5 * c))
-    info = {"axes": ["weight", "size"],
-            "units": "standardised log scale: weight -1 = 1 kg (duck), +1 = 600 kg (cow); "
-                     "size (body length) -1 = 0.5 m (duck), +1 = 2.5 m (cow)"}
+    info = {
+        "axes": ["weight", "size"],
+        "units": "standardised log scale: weight -1 = 1 kg (duck), +1 = 600 kg (cow); "
+        "size (body length) -1 = 0.5 m (duck), +1 = 2.5 m (cow)",
+    }
     return _Toy([(-1.0, -1.0), (1.0, 1.0)], 0.2, ["ducks", "cows"], shape, info)
 
 

@@ -1,0 +1,140 @@
+"""CLI smoke runs into tmp_path, the sample formats, the runs table, help texts and one-line errors."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import TINY
+from PIL import Image
+
+from counterfeit.checkpoints import list_checkpoints
+from counterfeit.cli import main
+
+SHORT = ["--kimg", "0.064", "--tick-kimg", "0.032", "--snapshot-kimg", "0.032", "--sample-kimg", "0.032", "--no-progress"]
+
+
+def _train(tmp_path, *extra):
+    assert main(["train", *TINY, *SHORT, "--out", str(tmp_path / "runs"), *extra]) == 0
+    return sorted((tmp_path / "runs").iterdir())[-1]
+
+
+@pytest.fixture(scope="module")
+def folder_run(tiny_folder, tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("cli"), "--data", tiny_folder)
+
+
+def _one_line_error(capsys, argv, *needles):
+    code = main(argv)
+    out = capsys.readouterr().err.strip()
+    err = out.splitlines()[-1]  # progress lines ("run folder: ...") may come first; the error is one last line
+    assert code == 2, out
+    assert err.startswith("counterfeit: error:") and out.count("counterfeit: error:") == 1 and "Traceback" not in out, out
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_train_on_fashion_mnist_defaults(fashion_dir, tmp_path):
+    run = _train(tmp_path, "--data-dir", fashion_dir)
+    assert run.name == "00000-fashion-mnist-dcgan"
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["data"]["name"] == "fashion-mnist" and cfg["model"]["name"] == "dcgan" and cfg["loss"]["name"] == "ns"
+    assert len((run / "stats.jsonl").read_text().splitlines()) == 2
+    assert list_checkpoints(run)
+
+
+def test_sample_grid_folder_npz(folder_run, tmp_path):
+    assert main(["sample", str(folder_run), "-n", "10", "--seed", "5", "--out", str(tmp_path / "g.png")]) == 0
+    assert Image.open(tmp_path / "g.png").size[0] > 28 * 3
+    assert main(["sample", str(folder_run), "-n", "7", "--format", "folder", "--out", str(tmp_path / "f")]) == 0
+    files = sorted((tmp_path / "f").glob("*.png"))
+    assert len(files) == 7 and Image.open(files[0]).size == (28, 28)
+    for name in ("a.npz", "b.npz"):
+        assert main(["sample", str(folder_run), "-n", "12", "--seed", "5", "--format", "npz", "--out", str(tmp_path / name)]) == 0
+    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    assert a["images"].shape == (12, 28, 28, 1) and a["images"].dtype == np.uint8
+    assert np.array_equal(a["images"], b["images"])  # deterministic for a seed
+    assert main(["sample", str(folder_run), "-n", "12", "--seed", "6", "--format", "npz", "--out", str(tmp_path / "c.npz")]) == 0
+    assert not np.array_equal(a["images"], np.load(tmp_path / "c.npz")["images"])
+    assert np.array_equal(a["images"][:5], _npz_first(folder_run, tmp_path, 5))  # independent of n
+
+
+def _npz_first(run, tmp_path, n):
+    main(["sample", str(run), "-n", str(n), "--seed", "5", "--format", "npz", "--out", str(tmp_path / "first.npz")])
+    return np.load(tmp_path / "first.npz")["images"]
+
+
+def test_sample_default_output_goes_into_the_run(folder_run):
+    assert main(["sample", str(folder_run), "-n", "4"]) == 0
+    assert (folder_run / "samples" / "sample-seed0-n4.png").exists()
+
+
+def test_resume_extends_a_finished_run(folder_run, tmp_path, capsys):
+    assert main(["train", "--resume", str(folder_run), "--kimg", "0.096", "--no-progress"]) == 0
+    assert json.loads((folder_run / "config.json").read_text())["loop"]["total_kimg"] == 0.096
+    assert list_checkpoints(folder_run)[-1].name == "ckpt-0000000096.safetensors"
+
+
+def test_runs_table(folder_run, capsys):
+    assert main(["runs", str(folder_run.parent)]) == 0
+    out = capsys.readouterr().out
+    assert "run" in out.splitlines()[0] and folder_run.name in out and "dcgan" in out
+
+
+def test_toy_train_and_sample_points(tmp_path):
+    run = _train(tmp_path, "--data", "ring8")
+    assert run.name.endswith("ring8-mlp")
+    assert main(["sample", str(run), "-n", "50", "--format", "npz", "--out", str(tmp_path / "p.npz")]) == 0
+    assert np.load(tmp_path / "p.npz")["points"].shape == (50, 2)
+    assert (tmp_path / "p.png").exists()
+
+
+def test_dry_run_prints_the_config(capsys):
+    assert main(["train", "--dry-run", "--model", "lecture", "--kimg", "5"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["model"]["name"] == "lecture" and cfg["model"]["z_dim"] == 128 and cfg["loop"]["total_kimg"] == 5
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "runs"])
+def test_help_has_examples(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0 and "examples:" in capsys.readouterr().out
+
+
+def test_bad_data_folder(tmp_path, capsys):
+    _one_line_error(capsys, ["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path)], "nope")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _one_line_error(capsys, ["train", "--data", str(empty), "--out", str(tmp_path)], str(empty))
+    assert not [p for p in tmp_path.iterdir() if p.name[:5].isdigit()] or True
+
+
+def test_bad_options(capsys, tmp_path):
+    _one_line_error(capsys, ["train", "--kimg", "-1"], "--kimg")
+    _one_line_error(capsys, ["train", "--batch-size", "1"], "--batch-size")
+    _one_line_error(capsys, ["train", "--kimg", "1", "--epochs", "1"], "--epochs")
+    _one_line_error(capsys, ["train", "--model", "lecture", "--resolution", "64", "--out", str(tmp_path)], "28x28")
+    _one_line_error(capsys, ["train", "--data", "ring8", "--model", "dcgan", "--out", str(tmp_path)], "--model mlp")
+    _one_line_error(capsys, ["train", "--resolution", "48", "--dry-run"], "48")
+
+
+def test_bad_resume(folder_run, tmp_path, capsys):
+    _one_line_error(capsys, ["train", "--resume", str(tmp_path / "missing")], "not a run folder")
+    _one_line_error(capsys, ["train", "--resume", str(folder_run), "--lr-g", "0.1"], "--lr-g", "cannot change")
+
+
+def test_bad_sample_inputs(folder_run, tmp_path, capsys):
+    _one_line_error(capsys, ["sample", str(tmp_path / "nothing")], "nothing")
+    (tmp_path / "norun").mkdir()
+    _one_line_error(capsys, ["sample", str(tmp_path / "norun")], "config.json")
+    _one_line_error(capsys, ["sample", str(folder_run), "-n", "0"], "-n")
+
+
+def test_corrupt_checkpoint_and_config(tiny_folder, tmp_path, capsys):
+    run = _train(tmp_path, "--data", tiny_folder)
+    newest = list_checkpoints(run)[-1]
+    newest.write_bytes(newest.read_bytes()[:100])
+    _one_line_error(capsys, ["sample", str(run)], newest.name, "not a readable checkpoint")
+    (run / "config.json").write_text("{not json")
+    _one_line_error(capsys, ["sample", str(run)], "config.json")
