@@ -63,7 +63,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--md", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = p.parse_args()
-    command = "python benchmarks/throughput.py " + shlex.join(sys.argv[1:])
+    command = shlex.join(["python", "benchmarks/throughput.py", *sys.argv[1:]])
     machine = f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, counterfeit {counterfeit.__version__}"
     if args.device.startswith("cuda"):
         machine += f", {torch.cuda.get_device_name()}"
