@@ -1,4 +1,4 @@
-"""Command line: a thin layer over the library (`counterfeit train | sample | runs`)."""
+"""Command line: a thin layer over the library (`counterfeit train | sample | runs | eval | report | evaluator`)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,17 @@ EXAMPLES = {
     "runs": """examples:
   counterfeit runs            # the runs under ./runs
   counterfeit runs /data/my-runs""",
+    "eval": """examples:
+  counterfeit eval runs/00000-fashion-mnist-dcgan                          # FID, KID, precision/recall, coverage
+  counterfeit eval runs/00000-fashion-mnist-dcgan --metrics fid,coverage,memorisation --n 5000
+  counterfeit eval --fakes fakes.npz --reals fashion-mnist:test           # any .npz or folder of images
+  counterfeit eval runs/00001-ring8-mlp                                    # 2-D toys: modes covered, % high quality""",
+    "report": """examples:
+  counterfeit report runs/00000-fashion-mnist-dcgan       # writes RUN/report.html and RUN/report/*.png""",
+    "evaluator": """examples:
+  counterfeit evaluator train                             # retrain the shipped Fashion-MNIST judge (~15 min on 2 cores)
+  counterfeit evaluator train --dataset mnist             # the MNIST judge (needs the MNIST files or internet)
+  counterfeit evaluator show                              # accuracy, sha256 and the command that made the weights""",
 }
 
 
@@ -66,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--sample-kimg", type=float, help="sample grid every N kimg")
     t.add_argument("--snapshot-kimg", type=float, help="checkpoint every N kimg")
     t.add_argument("--keep-checkpoints", type=int, help="how many checkpoints to keep")
+    t.add_argument(
+        "--eval-every-kimg",
+        type=float,
+        help="class coverage, duplicates, quick FID and the collapse alarm every N kimg (default 20; 0 = off)",
+    )
+    t.add_argument("--eval-n", type=int, help="samples per training-time evaluation (default 2000)")
     t.add_argument("--device", help="auto (default) | cpu | cuda")
     t.add_argument("--dry-run", action="store_true", help="print the config and exit")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
@@ -80,6 +97,30 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("runs", help="list runs with their progress", epilog=EXAMPLES["runs"], formatter_class=fmt)
     r.add_argument("dir", nargs="?", default="runs")
+
+    e = sub.add_parser("eval", help="score a run (or any images) with FID, KID, precision/recall, coverage, memorisation",
+                       epilog=EXAMPLES["eval"], formatter_class=fmt)  # fmt: skip
+    e.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a run folder (or give --fakes)")
+    e.add_argument("--n", type=int, default=10_000, help="how many fakes (default 10000)")
+    e.add_argument("--metrics", help="comma list of fid,kid,pr,coverage,memorisation (default fid,kid,pr,coverage)")
+    e.add_argument("--seed", type=int, default=0, help="noise seed of the fakes (default 0)")
+    e.add_argument("--backbone", choices=["evaluator", "inception"], help="feature network (default: evaluator for grey 28x28)")
+    e.add_argument("--fakes", help="instead of a run: an .npz with 'images' or a folder of images")
+    e.add_argument("--reals", default="fashion-mnist:test", help="reference for --fakes: DATASET:SPLIT, .npz or folder")
+    e.add_argument("--json", help="with --fakes: also write the results to this JSON file")
+
+    rp = sub.add_parser("report", help="write a self-contained HTML report of a run", epilog=EXAMPLES["report"], formatter_class=fmt)
+    rp.add_argument("run_dir", metavar="RUN_DIR")
+    rp.add_argument("--out", help="HTML path (default RUN_DIR/report.html)")
+
+    ev = sub.add_parser(
+        "evaluator", help="train or inspect the domain evaluator behind the metrics", epilog=EXAMPLES["evaluator"], formatter_class=fmt
+    )
+    ev.add_argument("action", choices=["train", "show"])
+    ev.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
+    ev.add_argument("--epochs", type=int, default=10)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--out", help="weights path without suffix (default: the package's weights folder)")
     return p
 
 
@@ -88,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoints import CheckpointError
     from .config import ConfigError
     from .data import DataError
+    from .evaluator import EvaluatorWeightsError
+    from .metrics.features import BackboneUnavailable
     from .train import TrainingDiverged
 
     args = _parser().parse_args(argv)
@@ -96,8 +139,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _console_logging()
     try:
-        return {"train": cmd_train, "sample": cmd_sample, "runs": cmd_runs}[args.command](args)
-    except (ConfigError, DataError, CheckpointError, TrainingDiverged) as e:
+        commands = {
+            "train": cmd_train,
+            "sample": cmd_sample,
+            "runs": cmd_runs,
+            "eval": cmd_eval,
+            "report": cmd_report,
+            "evaluator": cmd_evaluator,
+        }
+        return commands[args.command](args)
+    except (ConfigError, DataError, CheckpointError, TrainingDiverged, EvaluatorWeightsError, BackboneUnavailable) as e:
         print(f"counterfeit: error: {e}", file=sys.stderr)
         return 1 if isinstance(e, TrainingDiverged) else 2
     except KeyboardInterrupt:
@@ -149,8 +200,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cbs = Callbacks(should_stop=stop.is_set)
     if bar is not None:
         cbs.on_step = lambda cur, total: bar.update(min(cur, total) / 1000 - bar.n)
-        cbs.on_tick = lambda s: bar.set_postfix_str(
-            f"D {s['loss_D']:.3f} G {s['loss_G']:.3f} D(x) {s['D(x)']:.2f} D(G(z)) {s['D(G(z))']:.2f} {s['img/s']:.0f} img/s", refresh=False)  # fmt: skip
+        cbs.on_tick = lambda s: bar.set_postfix_str(_postfix(s), refresh=False)
     try:
         with stop.installed():
             result = train(cfg, run_dir, cbs, data)
@@ -168,9 +218,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _postfix(s: dict) -> str:
+    text = f"D {s['loss_D']:.3f} G {s['loss_G']:.3f} D(x) {s['D(x)']:.2f} D(G(z)) {s['D(G(z))']:.2f} {s['img/s']:.0f} img/s"
+    if "cov/classes" in s:
+        text += f" classes {s['cov/classes']}/{s['cov/num_classes']}"
+    if "toy/modes" in s:
+        text += f" modes {s['toy/modes']}/{s['toy/modes_total']}"
+    return text + (" COLLAPSING" if "alarm" in s else "")
+
+
 _OPTIONS = ("data", "model", "loss", "kimg", "epochs", "batch_size", "seed", "data_dir", "resolution", "channels", "z_dim",
             "g_width", "d_width", "lr_g", "lr_d", "beta1", "d_steps", "ema_halflife_kimg", "tick_kimg", "sample_kimg",
-            "snapshot_kimg", "keep_checkpoints", "device")  # fmt: skip
+            "snapshot_kimg", "keep_checkpoints", "eval_every_kimg", "eval_n", "device")  # fmt: skip
 _RESUMABLE = ("kimg", "epochs", "device")
 
 
@@ -259,6 +318,92 @@ def cmd_runs(args: argparse.Namespace) -> int:
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
     for r in rows:
         print("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths)))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Score a run's fakes (or a set of images) and print a short summary."""
+    import json
+
+    from .config import ConfigError
+    from .metrics.evaluate import evaluate_images, evaluate_run, load_image_source, parse_metrics
+
+    if args.n < 2:
+        raise ConfigError(f"--n must be at least 2, got {args.n}")
+    if args.fakes:
+        if args.run_dir:
+            raise ConfigError("give a RUN_DIR or --fakes, not both")
+        names = [m for m in parse_metrics(args.metrics) if m != "memorisation"]
+        fakes, fdesc = load_image_source(args.fakes, args.n)
+        reals, rdesc = load_image_source(args.reals)
+        dataset = args.reals.partition(":")[0] if args.reals.partition(":")[0] in ("fashion-mnist", "mnist") else "fashion-mnist"
+        prov = {"fakes": fdesc["source"], "reference": rdesc["source"]}
+        results = evaluate_images(fakes, reals, names, args.backbone or "evaluator", dataset, rdesc.get("class_labels"), None, prov)
+        if args.json:
+            from .fileio import atomic_write_text
+
+            atomic_write_text(Path(args.json), json.dumps({"metrics": results}, indent=2) + "\n")
+    elif args.run_dir:
+        results = evaluate_run(args.run_dir, args.n, args.metrics, args.seed, args.backbone)["metrics"]
+        print(f"wrote {Path(args.run_dir) / 'metrics.json'}")
+    else:
+        raise ConfigError("give a RUN_DIR to evaluate, or --fakes PATH [--reals fashion-mnist:test]")
+    for line in _summary(results):
+        print(line)
+    return 0
+
+
+def _summary(results: dict) -> list[str]:
+    out = []
+    if "fid" in results:
+        out.append(
+            f"FID {results['fid']['fid']:.3f}  ({results['fid']['provenance']['backbone']}, {results['fid']['provenance']['n_fakes']} fakes)"
+        )
+        if "warning" in results["fid"]["provenance"]:
+            out.append("warning: " + results["fid"]["provenance"]["warning"])
+    if "kid" in results:
+        out.append(f"KID {results['kid']['kid']:.5f} +- {results['kid']['kid_std']:.5f}")
+    if "pr" in results:
+        r = results["pr"]
+        out.append(f"precision {r['precision']:.3f}  recall {r['recall']:.3f}  density {r['density']:.3f}  coverage {r['coverage']:.3f}")
+    if "coverage" in results:
+        c = results["coverage"]
+        missing = f"; missing: {', '.join(c['missing'])}" if c["missing"] else ""
+        out.append(
+            f"classes {c['classes_covered']}/{c['num_classes']}  KL to real {c['kl']:.4f}  duplicates {c['duplicate_rate']:.2%}{missing}"
+        )
+    if "memorisation" in results:
+        m = results["memorisation"]
+        out.append(f"near-copies {m['near_copy_fraction']:.2%} (expected about {m['near_copy_expected']:.0%}); "
+                   f"median distance to train: fakes {m['fake_to_train_median']:.3f}, test images {m['test_to_train_median']:.3f}")  # fmt: skip
+    if "toy" in results:
+        t = results["toy"]
+        kl = "n/a" if t["reverse_kl"] is None else f"{t['reverse_kl']:.3f}"
+        out.append(f"modes {t['modes_covered']}/{t['modes_total']}  high quality {t['high_quality_pct']:.1f}%  reverse KL {kl}")
+    return out
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the run's HTML report and PNG plots."""
+    from .report import write_report
+
+    out = write_report(Path(args.run_dir), Path(args.out) if args.out else None)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_evaluator(args: argparse.Namespace) -> int:
+    """Train the domain evaluator, or show the record of the shipped one."""
+    import json
+
+    from .evaluator import load_evaluator, train_evaluator
+
+    if args.action == "show":
+        print(json.dumps(load_evaluator(args.dataset).meta, indent=2))
+        return 0
+    command = " ".join(["counterfeit evaluator train", "--dataset", args.dataset, "--epochs", str(args.epochs), "--seed", str(args.seed)])
+    meta = train_evaluator(args.dataset, epochs=args.epochs, seed=args.seed, out=Path(args.out) if args.out else None, command=command)
+    print(json.dumps(meta, indent=2))
     return 0
 
 

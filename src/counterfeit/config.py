@@ -58,6 +58,9 @@ class LoopConfig:
     sample_kimg: float = 20.0  # one fixed-noise sample grid every this many kimg
     snapshot_kimg: float = 20.0  # one checkpoint every this many kimg
     keep_checkpoints: int = 3  # keep the newest K checkpoints
+    eval_every_kimg: float = 20.0  # class coverage, duplicates and a quick FID every this many kimg (0 = off)
+    eval_n: int = 2000  # samples per training-time evaluation
+    alarm_after_kimg: float = 20.0  # the collapse alarm judges absolute coverage only after this much training
     device: str = "auto"  # auto | cpu | cuda
 
 
@@ -174,6 +177,8 @@ def _validate(cfg: RunConfig) -> None:
         (min(L.tick_kimg, L.sample_kimg, L.snapshot_kimg) > 0, "--tick-kimg, --sample-kimg and --snapshot-kimg must be positive"),
         (L.keep_checkpoints >= 1, "--keep-checkpoints must be at least 1"),
         (L.ema_halflife_kimg >= 0, "--ema-halflife-kimg must be >= 0"),
+        (L.eval_every_kimg >= 0, f"--eval-every-kimg must be >= 0 (0 turns it off), got {L.eval_every_kimg}"),
+        (L.eval_n >= 10, f"--eval-n must be at least 10, got {L.eval_n}"),
     ]
     for ok, msg in checks:
         if not ok:

@@ -26,6 +26,7 @@ from torch import nn
 
 from .data import IDX_DATASETS, load_idx
 from .fileio import atomic_write_bytes, atomic_write_text
+from .metrics.fid import fid as frechet_distance  # noqa: F401  (re-exported: the judge's FID)
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 CLASS_NAMES = {name: spec.class_names for name, spec in IDX_DATASETS.items()}
@@ -106,34 +107,6 @@ def predict(ev: Evaluator, images_uint8: np.ndarray | torch.Tensor, batch_size: 
             probs.append(ev.head(f).softmax(dim=1))  # (B, C)
     ev.train(was_training)
     return torch.cat(probs), torch.cat(feats)
-
-
-class _Precomputed(nn.Module):
-    """Identity 'feature extractor', so torchmetrics' FID accumulates features we have already computed."""
-
-    def __init__(self, num_features: int):
-        super().__init__()
-        self.num_features = num_features
-
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        """Return the features unchanged."""
-        return feats
-
-
-def frechet_distance(feats_a: np.ndarray | torch.Tensor, feats_b: np.ndarray | torch.Tensor) -> float:
-    """Fréchet distance between Gaussians fitted to feature sets (N, D) and (M, D), in float64."""
-    # Imported here, not at the top: torchmetrics alone takes ~1 s to import.
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
-    a = torch.as_tensor(feats_a).to(torch.float64)  # (N, D)
-    b = torch.as_tensor(feats_b).to(torch.float64)  # (M, D)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
-        raise ValueError(f"frechet_distance needs two (N>=2, D) feature sets, got {tuple(a.shape)} and {tuple(b.shape)}")
-    fid = FrechetInceptionDistance(feature=_Precomputed(a.shape[1]))
-    fid.update(b, real=True)
-    fid.update(a, real=False)
-    # The distance is >= 0; a result like -1e-12 for identical sets is round-off.
-    return max(float(fid.compute()), 0.0)
 
 
 def load_split(dataset: str = "fashion-mnist", split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:

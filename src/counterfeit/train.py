@@ -170,6 +170,16 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     total_nimg = int(round(L.total_kimg * 1000))
     tick_nimg, sample_nimg, snap_nimg = (max(int(k * 1000), 1) for k in (L.tick_kimg, L.sample_kimg, L.snapshot_kimg))
     grid_z = make_noise(GRID_SIZE if images else 2000, G.z_dim, GRID_SEED, device)
+    eval_nimg = max(int(L.eval_every_kimg * 1000), 1)
+    monitor = None
+    if L.eval_every_kimg > 0:
+        from .metrics.monitor import build_monitor
+
+        monitor = build_monitor(
+            cfg.data.name, data, cfg.data.channels, cfg.data.resolution, L.eval_n, L.alarm_after_kimg, spec.pixel_range, cfg.data.data_dir
+        )
+        if monitor is not None:
+            monitor.replay(read_stats(run_dir))
     if images and cur_nimg == 0:
         save_grid(x_all[batch_indices(n_data, GRID_SIZE, L.seed + 1, 0)].cpu(), run_dir / "samples" / "reals.png", nrow=8)
 
@@ -218,7 +228,8 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
             cb.on_step(cur_nimg, total_nimg)
 
         crossed = lambda every, cur=cur_nimg, prev=prev_nimg: cur // every > prev // every or cur >= total_nimg
-        if crossed(tick_nimg) or crossed(snap_nimg):
+        evaluate = monitor is not None and crossed(eval_nimg)
+        if crossed(tick_nimg) or crossed(snap_nimg) or evaluate:
             now = time.time()
             means = (acc / acc_steps).tolist()  # the one host sync per tick
             acc.zero_()
@@ -235,14 +246,18 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
                        f"try lower learning rates (--lr-g/--lr-d) or another --seed")  # fmt: skip
                 log.error(msg)
                 raise TrainingDiverged(msg)
+            if evaluate:
+                last.update(monitor(G_ema, cur_nimg / 1000))
+                if "alarm" in last:
+                    log.warning(last["alarm"])
             with open(run_dir / "stats.jsonl", "a") as f:
                 f.write(json.dumps(last) + "\n")
             if writer:
                 for k, v in last.items():
-                    if k != "kimg":
-                        writer.add_scalar(f"train/{k}", v, cur_nimg)
+                    if k not in ("kimg", "alarm"):
+                        writer.add_scalar(k if "/" in k else f"train/{k}", v, cur_nimg)
                 writer.flush()
-            log.info(" ".join(f"{k} {v:.4g}" for k, v in last.items()), extra={"tick": True})
+            log.info(" ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "alarm"), extra={"tick": True})
             if cb.on_tick:
                 cb.on_tick(last)
         if crossed(sample_nimg):

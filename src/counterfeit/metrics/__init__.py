@@ -1,0 +1,1 @@
+"""Evaluation metrics: FID/KID, precision/recall, class coverage, memorisation, toy-mode metrics."""

@@ -1,0 +1,102 @@
+"""Class coverage, duplicates and the mode-collapse alarm: is the forger still making every kind of item?"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .prdc import pairwise_distances
+
+# A class counts as covered when it gets at least this fraction of its fair share of the samples,
+# each predicted with at least this confidence: blobs that the judge cannot name don't count.
+COVER_FRACTION_OF_SHARE = 0.2
+COVER_CONFIDENCE = 0.5
+COVERAGE_RULE = (f"a class is covered when >= {COVER_FRACTION_OF_SHARE:.0%} of its real share of the samples are predicted "
+                 f"as it with probability >= {COVER_CONFIDENCE}")  # fmt: skip
+# Two samples are duplicates when they are closer in feature space than this quantile of the
+# nearest-neighbour distances among the same number of real images.
+DUPLICATE_QUANTILE = 0.01
+
+
+def class_coverage(probs: torch.Tensor, class_names: list[str], real_share: torch.Tensor | None = None) -> dict:
+    """Histogram, classes covered, KL to the real class distribution and an Inception-Score-style score, from probs (N, C)."""
+    n, c = probs.shape
+    real_share = torch.full((c,), 1.0 / c, dtype=torch.float64) if real_share is None else real_share.double() / real_share.sum()
+    conf, pred = probs.max(dim=1)  # (N,), (N,)
+    counts = torch.bincount(pred, minlength=c)  # (C,)
+    sure = torch.bincount(pred[conf >= COVER_CONFIDENCE], minlength=c).double()  # (C,)
+    covered = sure >= COVER_FRACTION_OF_SHARE * real_share * n  # (C,) bool
+    share = counts.double() / n  # (C,)
+    nz = share > 0
+    kl = float((share[nz] * (share[nz] / real_share[nz]).log()).sum())  # KL(fake || real); 0 log 0 = 0
+    p = probs.double().clamp_min(1e-12)  # (N, C)
+    p_y = p.mean(dim=0, keepdim=True)  # (1, C)
+    score = math.exp(float((p * (p.log() - p_y.log())).sum(dim=1).mean()))  # exp E[KL(p(y|x) || p(y))], at most C
+    return {
+        "n": n,
+        "num_classes": c,
+        "classes_covered": int(covered.sum()),
+        "missing": [name for name, ok in zip(class_names, covered.tolist()) if not ok],
+        "histogram": dict(zip(class_names, counts.tolist())),
+        "real_share": dict(zip(class_names, [round(float(s), 4) for s in real_share])),
+        "kl": round(kl, 5),
+        "kl_max": round(float(-real_share.min().log()), 4),
+        "class_score": round(score, 4),
+        "mean_confidence": round(float(conf.double().mean()), 4),
+        "rule": COVERAGE_RULE,
+    }
+
+
+def duplicate_threshold(real_feats: torch.Tensor, n: int) -> float:
+    """Feature distance below which two of n samples count as duplicates, calibrated on n real images."""
+    x = real_feats[:n]  # (n, D)
+    d = pairwise_distances(x, x)  # (n, n)
+    d.fill_diagonal_(float("inf"))
+    return float(torch.quantile(d.min(dim=1).values, DUPLICATE_QUANTILE))
+
+
+def duplicate_rate(feats: torch.Tensor, threshold: float) -> float:
+    """Fraction of samples (N, D) whose nearest other sample is closer than `threshold`."""
+    d = pairwise_distances(feats, feats)  # (N, N)
+    d.fill_diagonal_(float("inf"))
+    return float((d.min(dim=1).values < threshold).float().mean())
+
+
+@dataclass
+class CollapseAlarm:
+    """Watches coverage over training and says in plain words when the generator is collapsing.
+
+    It fires when, after `warmup_kimg`, more than `max_missing` classes are missing or the duplicate
+    rate exceeds `max_duplicates`; or at any time when coverage falls by 2+ classes below the best
+    seen so far. `since_kimg` is where the current bad streak began.
+    """
+
+    warmup_kimg: float = 20.0
+    max_missing: int = 1
+    max_duplicates: float = 0.10
+    unit: str = "classes"  # or "modes" for the 2-D toys
+    best_covered: int = 0
+    since_kimg: float | None = None
+    history: list[str] = field(default_factory=list)
+
+    def update(self, kimg: float, covered: int, num_classes: int, dup_rate: float | None = None) -> str | None:
+        """Feed one evaluation; returns the alarm message, or None when all is well."""
+        self.best_covered = max(self.best_covered, covered)
+        missing = num_classes - covered
+        reasons = []
+        if kimg >= self.warmup_kimg and missing > self.max_missing:
+            reasons.append(f"{missing} of {num_classes} {self.unit} missing")
+        elif self.best_covered - covered >= 2:
+            reasons.append(f"coverage fell from {self.best_covered} to {covered} of {num_classes} {self.unit}")
+        if kimg >= self.warmup_kimg and dup_rate is not None and dup_rate > self.max_duplicates:
+            reasons.append(f"{dup_rate:.0%} of samples are near-duplicates")
+        if not reasons:
+            self.since_kimg = None
+            return None
+        if self.since_kimg is None:
+            self.since_kimg = kimg
+        msg = f"generator is collapsing: {' and '.join(reasons)} since {self.since_kimg:g} kimg"
+        self.history.append(msg)
+        return msg

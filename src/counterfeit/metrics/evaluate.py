@@ -1,0 +1,205 @@
+"""Evaluate fakes against reals: every metric from one feature pass, each score saved with its provenance."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..config import ConfigError
+from ..data import IDX_DATASETS, TOY_DATASETS, load_dataset, toy_modes
+from ..fileio import atomic_write_text
+from .classes import class_coverage, duplicate_rate, duplicate_threshold
+from .features import BackboneUnavailable, Features, as_nhwc_or_nchw_uint8, extract
+from .fid import fid, kid, small_n_warning
+from .memorisation import memorisation
+from .prdc import prdc
+from .toy import toy_metrics_from_centres
+
+IMAGE_METRICS = ("fid", "kid", "pr", "coverage", "memorisation")
+DEFAULT_METRICS = ("fid", "kid", "pr", "coverage")
+MEMORISATION_N = 2000
+
+
+def parse_metrics(text: str | None, images: bool = True) -> list[str]:
+    """Validate a comma-separated metric list ('fid,kid,pr,coverage,memorisation' or 'toy')."""
+    if not images:
+        return ["toy"]
+    names = list(DEFAULT_METRICS) if not text else [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in IMAGE_METRICS]
+    if bad:
+        raise ConfigError(f"unknown metric '{bad[0]}' in --metrics; choose from {','.join(IMAGE_METRICS)}")
+    return names
+
+
+def load_image_source(
+    spec: str, n: int | None = None, resolution: int | None = None, channels: int | None = None
+) -> tuple[torch.Tensor, dict]:
+    """uint8 images (N, C, H, W) and a description from 'dataset:split', an .npz with `images`, or an image folder."""
+    name, _, split = spec.partition(":")
+    if name in IDX_DATASETS:
+        ds = load_dataset(name, split or "test")
+        x, desc = ds.x, {"source": f"{name}:{split or 'test'}", "class_labels": ds.labels}
+    elif spec.endswith(".npz"):
+        path = Path(spec)
+        if not path.is_file():
+            raise ConfigError(f"{path} not found; pass an .npz written by `counterfeit sample --format npz`")
+        with np.load(path) as f:
+            if "images" not in f:
+                raise ConfigError(
+                    f"{path} has no 'images' array (it has {', '.join(f.files) or 'nothing'}); write one with `counterfeit sample --format npz`"
+                )
+            x = as_nhwc_or_nchw_uint8(f["images"])  # (N, C, H, W)
+        desc = {"source": str(path)}
+    elif Path(spec).is_dir():
+        ds = load_dataset(spec, "train", resolution or 28, channels or 1)
+        x, desc = ds.x, {"source": f"folder {spec}"}
+    else:
+        raise ConfigError(f"cannot read images from '{spec}'; pass fashion-mnist:test, mnist:test, an .npz or an image folder")
+    if n is not None and len(x) > n:
+        x = x[:n]
+        desc = {**desc, "class_labels": desc["class_labels"][:n]} if "class_labels" in desc else desc
+    return x, desc
+
+
+def evaluate_images(
+    fakes: torch.Tensor,
+    reals: torch.Tensor,
+    metrics: list[str],
+    backbone: str = "evaluator",
+    dataset: str = "fashion-mnist",
+    real_labels: torch.Tensor | None = None,
+    train_images: torch.Tensor | None = None,
+    provenance: dict | None = None,
+) -> dict[str, dict]:
+    """Score uint8 fakes (N, C, H, W) against reals (M, C, H, W); one dict per metric, each with a provenance block."""
+    t0 = time.time()
+    need_feats = any(m in metrics for m in ("fid", "kid", "pr", "coverage"))
+    out: dict[str, dict] = {}
+    if need_feats:
+        ff, fr = extract(fakes, backbone, dataset), extract(reals, backbone, dataset)
+        prov = {**(provenance or {}), **ff.provenance, "n_fakes": len(fakes), "n_reals": len(reals), "counterfeit": __version__}
+        warn = small_n_warning(len(fakes), len(reals), ff.feats.shape[1])
+        if "fid" in metrics:
+            out["fid"] = {"fid": round(fid(ff.feats, fr.feats), 4), "provenance": {**prov, **({"warning": warn} if warn else {})}}
+        if "kid" in metrics:
+            mean, std = kid(ff.feats, fr.feats)
+            out["kid"] = {
+                "kid": round(mean, 6),
+                "kid_std": round(std, 6),
+                "provenance": {**prov, "kernel": "cubic polynomial", "subsets": 100},
+            }
+        if "pr" in metrics:
+            out["pr"] = {**{k: round(v, 4) if isinstance(v, float) else v for k, v in prdc(ff.feats, fr.feats).items()}, "provenance": prov}
+        if "coverage" in metrics:
+            out["coverage"] = _coverage(ff, fr, real_labels, prov)
+    if "memorisation" in metrics:
+        if train_images is None:
+            raise ConfigError(
+                "the memorisation check needs the training images; evaluate a run, or pass --reals DATASET:test with an idx dataset"
+            )
+        # Pixel-space nearest neighbours over the whole training set are the costly part: 2,000 of each
+        # side pin the near-copy fraction to within about a percent in a few seconds.
+        m = memorisation(fakes[:MEMORISATION_N], train_images, reals[:MEMORISATION_N])
+        out["memorisation"] = {**m, "provenance": {**(provenance or {}), "space": "pixels in [0, 1], L2", "counterfeit": __version__}}
+    for v in out.values():
+        v["provenance"]["seconds"] = round(time.time() - t0, 2)
+    return out
+
+
+def _coverage(ff: Features, fr: Features, real_labels: torch.Tensor | None, prov: dict) -> dict:
+    if ff.probs is None:
+        raise BackboneUnavailable("class coverage needs a classifier backbone; use --backbone evaluator")
+    c = ff.probs.shape[1]
+    real_counts = torch.bincount(real_labels, minlength=c) if real_labels is not None else torch.bincount(fr.probs.argmax(1), minlength=c)
+    cov = class_coverage(ff.probs, ff.class_names, real_counts)
+    n = min(len(ff.feats), len(fr.feats))
+    cov["real_histogram"] = dict(zip(ff.class_names, real_counts.tolist()))
+    cov["duplicate_rate"] = round(duplicate_rate(ff.feats[:n], duplicate_threshold(fr.feats, n)), 5)
+    cov["duplicate_rule"] = f"share of {n} fakes whose nearest other fake is closer than 99% of {n} reals' nearest neighbours"
+    return {**cov, "provenance": prov}
+
+
+def evaluate_points(points: torch.Tensor, dataset: str) -> dict[str, dict]:
+    """Toy metrics (PacGAN/VEEGAN protocol) of 2-D points (N, 2) for a toy dataset."""
+    centres, sigma = toy_modes(dataset)
+    r = toy_metrics_from_centres(points, centres, sigma)
+    return {
+        "toy": {**r, "provenance": {"dataset": dataset, "protocol": "PacGAN/VEEGAN", "n_fakes": len(points), "counterfeit": __version__}}
+    }
+
+
+def evaluate_run(
+    run_dir: str | Path, n: int = 10_000, metrics: str | None = None, seed: int = 0, backbone: str | None = None
+) -> dict[str, Any]:
+    """Evaluate a run's newest EMA generator; writes metrics.json and appends metric-<name>.jsonl in the run folder."""
+    from ..runs import load_run
+    from ..sample import generate
+
+    run = load_run(run_dir)
+    cfg, run_dir = run.config, run.run_dir
+    kimg = run.state["cur_nimg"] / 1000
+    base = {"generator": "G_ema", "checkpoint": run.checkpoint.name, "kimg": kimg, "seed": seed}
+    if run.spec.data_kind == "points":
+        if cfg.data.name not in TOY_DATASETS:
+            raise ConfigError(f"{run_dir} trained on points but '{cfg.data.name}' is not a known toy dataset")
+        results = evaluate_points(generate(run.G, None, n, seed), cfg.data.name)  # (n, 2)
+        for v in results.values():
+            v["provenance"].update(base)
+    else:
+        names = parse_metrics(metrics)
+        fakes = generate(run.G, run.spec.pixel_range, n, seed)  # (n, C, H, W) uint8
+        bb, dataset = _pick_backbone(cfg, backbone)
+        if cfg.data.name in IDX_DATASETS:
+            test = load_dataset(cfg.data.name, "test", cfg.data.resolution, cfg.data.channels, cfg.data.data_dir)
+            reals, labels, ref = test.x, test.labels, f"{cfg.data.name}:test ({len(test.x)} images)"
+            train_x = (
+                load_dataset(cfg.data.name, "train", cfg.data.resolution, cfg.data.channels, cfg.data.data_dir).x
+                if "memorisation" in names
+                else None
+            )
+        else:
+            ds = load_dataset(cfg.data.name, "train", cfg.data.resolution, cfg.data.channels, cfg.data.data_dir)
+            reals, labels, ref, train_x = ds.x, None, f"the training folder {cfg.data.name} ({len(ds.x)} images)", ds.x
+        results = evaluate_images(fakes, reals, names, bb, dataset, labels, train_x, {**base, "reference": ref})
+        if "memorisation" in results:
+            results["memorisation"]["pairs_png"] = _save_pairs(run_dir, fakes, train_x, results["memorisation"]["closest_pairs"])
+    return write_results(run_dir, results, kimg, run.checkpoint.name)
+
+
+def _pick_backbone(cfg, backbone: str | None) -> tuple[str, str]:
+    grey28 = cfg.data.channels == 1 and cfg.data.resolution == 28
+    dataset = cfg.data.name if cfg.data.name in IDX_DATASETS else "fashion-mnist"
+    if backbone:
+        return backbone, dataset
+    return ("evaluator" if grey28 else "inception"), dataset
+
+
+def _save_pairs(run_dir: Path, fakes: torch.Tensor, train: torch.Tensor, pairs: list[dict]) -> str:
+    from ..sample import save_grid
+
+    if not pairs:
+        return ""
+    tiles = torch.stack([t for p in pairs for t in (fakes[p["fake"]], train[p["train"]])])  # (2P, C, H, W): fake, its nearest real
+    rel = Path("eval") / "nearest-pairs.png"
+    (run_dir / "eval").mkdir(exist_ok=True)
+    save_grid(tiles, run_dir / rel, nrow=2, scale=3)
+    return str(rel)
+
+
+def write_results(run_dir: Path, results: dict[str, dict], kimg: float, checkpoint: str) -> dict[str, Any]:
+    """Write metrics.json (the latest evaluation) and append one line per metric to metric-<name>.jsonl."""
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    doc = {"run": run_dir.name, "kimg": kimg, "checkpoint": checkpoint, "created": now, "metrics": results}
+    atomic_write_text(run_dir / "metrics.json", json.dumps(doc, indent=2) + "\n")
+    for name, r in results.items():
+        flat = {k: v for k, v in r.items() if isinstance(v, (int, float, str)) and k not in ("rule",)}
+        with open(run_dir / f"metric-{name}.jsonl", "a") as f:
+            f.write(json.dumps({"kimg": kimg, "created": now, **flat}) + "\n")
+    return doc

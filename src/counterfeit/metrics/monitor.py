@@ -1,0 +1,83 @@
+"""Cheap evaluation during training: class coverage, duplicates and a quick FID, plus the mode-collapse alarm."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import IDX_DATASETS, TOY_DATASETS, Dataset, load_dataset, toy_modes
+from ..evaluator import EvaluatorWeightsError, load_evaluator, predict
+from ..sample import make_noise, sample, to_uint8
+from .classes import CollapseAlarm, class_coverage, duplicate_rate, duplicate_threshold
+from .fid import fid
+from .toy import toy_metrics_from_centres
+
+log = logging.getLogger("counterfeit")
+MONITOR_SEED = 1234  # its own noise, so evaluating never moves the training RNG (resume stays exact)
+
+
+class TrainingMonitor:
+    """Scores the EMA generator every few kimg; `__call__` returns stats for stats.jsonl (with 'alarm' when it fires)."""
+
+    def __init__(self, kind: str, n: int, warmup_kimg: float, evaluator=None, real_feats=None, real_share=None, class_names=None,
+                 dup_threshold=None, centres=None, sigma=None, pixel_range=None):  # fmt: skip
+        self.kind, self.n, self.pixel_range = kind, n, pixel_range
+        self.evaluator, self.real_feats, self.real_share, self.class_names = evaluator, real_feats, real_share, class_names
+        self.dup_threshold, self.centres, self.sigma = dup_threshold, centres, sigma
+        self.alarm = CollapseAlarm(warmup_kimg=warmup_kimg, unit="classes" if kind == "images" else "modes")
+
+    def replay(self, rows: list[dict[str, Any]]) -> None:
+        """Rebuild the alarm's memory from stats rows of a resumed run."""
+        for r in rows:
+            if "cov/classes" in r:
+                self.alarm.update(r["kimg"], r["cov/classes"], r["cov/num_classes"], r.get("cov/dup"))
+            elif "toy/modes" in r:
+                self.alarm.update(r["kimg"], r["toy/modes"], r["toy/modes_total"])
+
+    @torch.no_grad()
+    def __call__(self, G_ema: nn.Module, kimg: float) -> dict[str, Any]:
+        """Evaluate n samples from fixed noise; returns the stats row fragment."""
+        device = next(G_ema.parameters()).device
+        out = sample(G_ema, make_noise(self.n, G_ema.z_dim, MONITOR_SEED, device))  # (n, C, H, W) or (n, 2)
+        if self.kind == "points":
+            t = toy_metrics_from_centres(out, self.centres, self.sigma)
+            row = {"toy/modes": t["modes_covered"], "toy/modes_total": t["modes_total"], "toy/hq": round(t["high_quality_pct"], 2)}
+            msg = self.alarm.update(kimg, t["modes_covered"], t["modes_total"])
+        else:
+            probs, feats = predict(self.evaluator, to_uint8(out, self.pixel_range))  # (n, C), (n, D)
+            cov = class_coverage(probs, self.class_names, self.real_share)
+            dup = duplicate_rate(feats, self.dup_threshold)
+            row = {"cov/classes": cov["classes_covered"], "cov/num_classes": cov["num_classes"], "cov/kl": cov["kl"],
+                   "cov/dup": round(dup, 4), "cov/fid": round(fid(feats, self.real_feats), 3)}  # fmt: skip
+            msg = self.alarm.update(kimg, cov["classes_covered"], cov["num_classes"], dup)
+            if msg and cov["missing"]:
+                msg += f" (missing: {', '.join(cov['missing'])})"
+        if msg:
+            row["alarm"] = msg
+        return row
+
+
+def build_monitor(data_name: str, data: Dataset, channels: int, resolution: int, n: int, warmup_kimg: float, pixel_range,
+                  data_dir: str | None = None) -> TrainingMonitor | None:  # fmt: skip
+    """A monitor for this run's data, or None (with a log line) when there is nothing to judge it with."""
+    if data.kind == "points":
+        if data_name not in TOY_DATASETS:
+            return None
+        centres, sigma = toy_modes(data_name)
+        return TrainingMonitor("points", n, warmup_kimg, centres=centres, sigma=sigma)
+    if data_name not in IDX_DATASETS or channels != 1 or resolution != 28:
+        log.info("training-time coverage is off: there is no evaluator for this data (it exists for grey 28x28 Fashion-MNIST)")
+        return None
+    try:
+        ev = load_evaluator(data_name)
+    except EvaluatorWeightsError as e:
+        log.warning(f"training-time coverage is off: {e}")
+        return None
+    test = load_dataset(data_name, "test", data_dir=data_dir)
+    _, real_feats = predict(ev, test.x)  # (10000, D)
+    real_share = torch.bincount(test.labels, minlength=len(test.class_names))  # (C,)
+    return TrainingMonitor("images", n, warmup_kimg, evaluator=ev, real_feats=real_feats, real_share=real_share,
+                           class_names=list(test.class_names), dup_threshold=duplicate_threshold(real_feats, n), pixel_range=pixel_range)  # fmt: skip

@@ -1,0 +1,43 @@
+"""Precision/recall (Kynkäänniemi et al. 2019) and density/coverage (Naeem et al. 2020) on feature sets.
+
+Neither is in torchmetrics; both are a few lines on top of k-nearest-neighbour radii, written here in
+torch with the same definitions as the authors' reference code (`prdc` by clovaai).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def pairwise_distances(a: torch.Tensor, b: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Euclidean distances (N, M) between rows of a (N, D) and b (M, D), in chunks to bound memory."""
+    a, b = a.float(), b.float()
+    return torch.cat([torch.cdist(a[i : i + chunk], b) for i in range(0, len(a), chunk)])  # (N, M)
+
+
+def knn_radii(x: torch.Tensor, ks: tuple[int, ...], chunk: int = 2048) -> dict[int, torch.Tensor]:
+    """For each k: distance (N,) from each row of x (N, D) to its k-th nearest other row."""
+    kmax = max(ks)
+    if len(x) <= kmax:
+        raise ValueError(f"k-NN radii need more than k={kmax} points, got {len(x)}")
+    x = x.float()
+    # topk of a chunk is far cheaper than kthvalue over the full (N, N) matrix; the self-distance 0 comes first.
+    near = torch.cat(
+        [torch.cdist(x[i : i + chunk], x).topk(kmax + 1, dim=1, largest=False).values for i in range(0, len(x), chunk)]
+    )  # (N, kmax+1)
+    return {k: near[:, k] for k in ks}
+
+
+def prdc(fake: torch.Tensor, real: torch.Tensor, k_pr: int = 3, k_dc: int = 5) -> dict[str, float]:
+    """Precision and recall (k=3) and density and coverage (k=5) of fake (N, D) against real (M, D) features."""
+    real_r = knn_radii(real, (k_pr, k_dc))  # k -> (M,)
+    fake_r = knn_radii(fake, (k_pr,))[k_pr]  # (N,)
+    d_fr = pairwise_distances(fake, real)  # (N, M)
+    # Precision: fakes inside some real k-NN ball; recall: reals inside some fake k-NN ball.
+    precision = (d_fr <= real_r[k_pr][None, :]).any(dim=1).float().mean()
+    recall = (d_fr <= fake_r[:, None]).any(dim=0).float().mean()
+    inside = d_fr <= real_r[k_dc][None, :]  # (N, M)
+    density = inside.sum(dim=1).float().mean() / k_dc
+    coverage = (d_fr.min(dim=0).values <= real_r[k_dc]).float().mean()  # reals with a fake inside their ball
+    return {"precision": float(precision), "recall": float(recall), "density": float(density), "coverage": float(coverage),
+            "k_precision_recall": k_pr, "k_density_coverage": k_dc}  # fmt: skip

@@ -1,0 +1,510 @@
+"""One self-contained HTML page per run: curves, coverage, metrics, sample grids and config, readable offline."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError
+from .fileio import atomic_write_bytes, atomic_write_text
+from .runs import is_run_dir, read_stats
+
+MAX_GRIDS = 8  # enough to see training unfold without making the page tens of megabytes
+PLOT_NAMES = ("losses", "d_outputs", "fid", "coverage", "classes")
+_FAKES = re.compile(r"^fakes(\d+(?:\.\d+)?)kimg\.png$")
+_LN2 = math.log(2)
+
+_CSS = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 980px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 1.8em; }
+table { border-collapse: collapse; margin: .5em 0; } td, th { border: 1px solid #ddd; padding: .25em .6em; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: 13px; }
+code { background: #f2f2f2; padding: 0 .25em; }
+img { max-width: 100%; image-rendering: pixelated; } img.plot { image-rendering: auto; }
+.missing { color: #777; font-style: italic; } .alarm { color: #b00020; }
+.grids { display: flex; flex-wrap: wrap; gap: 12px; } figure { margin: 0; } figcaption { font-size: 13px; color: #555; text-align: center; }
+.grids img { width: 220px; } nav a { margin-right: .8em; }
+"""
+
+
+def write_report(run_dir: str | Path, out: Path | None = None) -> Path:
+    """Write RUN/report.html (every image inlined) and its plots as PNGs in RUN/report/; return the HTML path."""
+    run_dir = Path(run_dir)
+    if not is_run_dir(run_dir):
+        raise ConfigError(f"{run_dir} is not a run folder (no config.json); pass a folder such as runs/00000-fashion-mnist-dcgan")
+    out = Path(out) if out is not None else run_dir / "report.html"
+    if out.is_dir():
+        out = out / "report.html"
+    plot_dir = run_dir / "report"
+
+    config, config_text, config_error = _read_config(run_dir)
+    stats = [r for r in read_stats(run_dir) if isinstance(r.get("kimg"), (int, float))]
+    metrics, metrics_error = _read_metrics(run_dir)
+    fid_evals = _read_metric_lines(run_dir, "fid")
+    coverage_evals = _read_metric_lines(run_dir, "coverage")
+    alarms = [(r["kimg"], str(r["alarm"])) for r in stats if r.get("alarm")]
+
+    plots = _make_plots(config, stats, metrics, fid_evals, coverage_evals, alarms)
+    for name in PLOT_NAMES:
+        # A plot that lost its data (say, metrics.json was deleted) must not linger beside the new report.
+        if name not in plots:
+            (plot_dir / f"{name}.png").unlink(missing_ok=True)
+    for name, png in plots.items():
+        atomic_write_bytes(plot_dir / f"{name}.png", png)
+
+    eval_hint = f"run <code>counterfeit eval {_e(str(run_dir))}</code>"
+    sections = [
+        _header(run_dir, config, stats),
+        _section_training(stats, plots, config),
+        _section_health(stats, plots, alarms, eval_hint),
+        _section_classes(plots, metrics, metrics_error, eval_hint),
+        _section_metrics(metrics, metrics_error, eval_hint),
+        _section_samples(run_dir),
+        _section_pairs(run_dir, metrics, eval_hint),
+        _section_config(config_text, config_error),
+    ]
+    page = (
+        "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
+        f"<title>{_e(run_dir.name)}: counterfeit report</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(sections)
+        + "\n</body>\n</html>\n"
+    )
+    atomic_write_text(out, page)
+    return out
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _read_config(run_dir: Path) -> tuple[dict[str, Any], str, str | None]:
+    # Read config.json as plain JSON, not RunConfig: a report must still work for runs from older or newer versions.
+    text = (run_dir / "config.json").read_text(errors="replace")
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as e:
+        return {}, text, f"config.json is not valid JSON ({e}); shown as written"
+    if not isinstance(config, dict):
+        return {}, text, "config.json is not a JSON object; shown as written"
+    return config, json.dumps(config, indent=2), None
+
+
+def _read_metrics(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None, None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        return None, f"metrics.json could not be read ({e}); run the evaluation again"
+    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
+        return None, "metrics.json has no 'metrics' object; run the evaluation again"
+    return data, None
+
+
+def _read_metric_lines(run_dir: Path, name: str) -> list[dict[str, Any]]:
+    path = run_dir / f"metric-{name}.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a torn last line from an interrupted evaluation
+            continue
+        if isinstance(row, dict) and isinstance(row.get("kimg"), (int, float)):
+            rows.append(row)
+    return sorted(rows, key=lambda r: r["kimg"])
+
+
+def _section_of(config: dict[str, Any], section: str, key: str, default: Any = None) -> Any:
+    value = config.get(section)
+    return value.get(key, default) if isinstance(value, dict) else default
+
+
+def _g_reference(loss_name: Any) -> float | None:
+    # At D = 1/2 everywhere: ns gives -log(1/2) = ln 2 and minimax gives log(1 - 1/2) = -ln 2; other losses have no such point.
+    return {"ns": _LN2, "minimax": -_LN2}.get(loss_name) if isinstance(loss_name, str) else None
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _make_plots(
+    config: dict[str, Any],
+    stats: list[dict[str, Any]],
+    metrics: dict[str, Any] | None,
+    fid_evals: list[dict[str, Any]],
+    coverage_evals: list[dict[str, Any]],
+    alarms: list[tuple[float, str]],
+) -> dict[str, bytes]:
+    # Figure objects rather than pyplot: no global backend switch (a notebook keeps its own) and no figure registry to leak.
+    from matplotlib.figure import Figure
+
+    def new_axes(title: str, ylabel: str) -> tuple[Any, Any]:
+        fig = Figure(figsize=(6, 3.5), dpi=100)
+        ax = fig.add_subplot()
+        ax.set_title(title, fontsize=11)
+        ax.set_xlabel("kimg (thousands of real images shown to D)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        return fig, ax
+
+    def series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+        pairs = [(r["kimg"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    def mark_alarms(ax: Any) -> None:
+        for i, (kimg, _) in enumerate(alarms):
+            ax.axvline(kimg, color="#b00020", ls=":", lw=1.2, label="alarm" if i == 0 else None)
+
+    def png(fig: Any) -> bytes:
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        return buf.getvalue()
+
+    plots: dict[str, bytes] = {}
+
+    xs_d, loss_d = series(stats, "loss_D")
+    xs_g, loss_g = series(stats, "loss_G")
+    if loss_d or loss_g:
+        fig, ax = new_axes("Losses", "loss")
+        ax.plot(xs_d, loss_d, color="C0", label="loss_D")
+        ax.plot(xs_g, loss_g, color="C1", label="loss_G")
+        if loss_d:
+            ax.axhline(2 * _LN2, color="C0", ls="--", lw=1, alpha=0.7, label="2 ln 2 (D cannot tell)")
+        g_ref = _g_reference(_section_of(config, "loss", "name", "ns"))
+        if loss_g and g_ref is not None:
+            ax.axhline(g_ref, color="C1", ls="--", lw=1, alpha=0.7, label=f"{'-' if g_ref < 0 else ''}ln 2 (D cannot tell)")
+        ax.legend(fontsize=8)
+        plots["losses"] = png(fig)
+
+    d_keys = [k for k in ("D(x)", "D(G(z))", "D(G(z))_after_D") if series(stats, k)[0]]
+    if d_keys:
+        fig, ax = new_axes("D's outputs", "mean probability 'real'")
+        for k in d_keys:
+            ax.plot(*series(stats, k), label=k, ls=":" if k.endswith("_after_D") else "-")
+        ax.axhline(0.5, color="grey", ls="--", lw=1, label="0.5 (D cannot tell)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=8)
+        plots["d_outputs"] = png(fig)
+
+    quick = series(stats, "cov/fid")
+    full = series(fid_evals, "fid")
+    if quick[0] or full[0]:
+        fig, ax = new_axes("FID over training (lower is better)", "FID")
+        if quick[0]:
+            ax.plot(*quick, marker=".", color="C2", label="quick FID during training")
+        if full[0]:
+            ax.plot(*full, marker="o", color="C3", label="FID from counterfeit eval")
+        mark_alarms(ax)
+        ax.legend(fontsize=8)
+        plots["fid"] = png(fig)
+
+    classes = series(stats, "cov/classes")
+    eval_classes = series(coverage_evals, "classes_covered")
+    modes = series(stats, "toy/modes")
+    if classes[0] or eval_classes[0] or modes[0]:
+        what = " and ".join(w for w, xs in (("classes", classes[0] or eval_classes[0]), ("modes", modes[0])) if xs)
+        fig, ax = new_axes("Coverage over training", f"{what} covered")
+        totals = []
+        if classes[0]:
+            ax.plot(*classes, marker=".", color="C0", drawstyle="steps-post", label="classes covered")
+            totals.append(("classes", max(series(stats, "cov/num_classes")[1], default=None), "C0"))
+        if eval_classes[0]:
+            ax.plot(*eval_classes, marker="o", ls="", color="C3", label="classes covered (counterfeit eval)")
+            if not classes[0]:
+                totals.append(("classes", max(series(coverage_evals, "num_classes")[1], default=None), "C0"))
+        if modes[0]:
+            ax.plot(*modes, marker=".", color="C4", drawstyle="steps-post", label="toy modes covered")
+            totals.append(("modes", max(series(stats, "toy/modes_total")[1], default=None), "C4"))
+        for what, total, color in totals:
+            if total is not None:
+                ax.axhline(total, color=color, ls="--", lw=1, alpha=0.7, label=f"all {total:g} {what}")
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.05)  # keep the "all N" line off the frame
+        mark_alarms(ax)
+        hq = series(stats, "toy/hq")
+        if hq[0]:
+            ax2 = ax.twinx()
+            ax2.plot(*hq, color="C5", alpha=0.7, label="high-quality samples (%)")
+            ax2.set_ylabel("high-quality samples (%)")
+            ax2.set_ylim(0, 100)
+            ax2.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="lower left")
+        plots["coverage"] = png(fig)
+
+    hist_fake, hist_real = _histograms(metrics)
+    if hist_fake:
+        names = list(hist_fake) + [n for n in (hist_real or {}) if n not in hist_fake]
+        # Shares, not counts: the fakes and the reals are rarely the same number of images.
+        fake_share = _shares(hist_fake, names)
+        fig = Figure(figsize=(6, 3.5), dpi=100)
+        ax = fig.add_subplot()
+        ax.set_title("Classes the judge sees in the fakes vs the reals", fontsize=11)
+        ax.set_ylabel("share of images (%)")
+        width = 0.4 if hist_real else 0.8
+        pos = list(range(len(names)))
+        ax.bar([p - width / 2 if hist_real else p for p in pos], fake_share, width, color="C1", label="fakes")
+        if hist_real:
+            ax.bar([p + width / 2 for p in pos], _shares(hist_real, names), width, color="C0", label="reals")
+        ax.set_xticks(pos)
+        ax.set_xticklabels(names, rotation=45 if len(names) > 5 else 0, ha="right" if len(names) > 5 else "center", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+        plots["classes"] = png(fig)
+    return plots
+
+
+def _histograms(metrics: dict[str, Any] | None) -> tuple[dict[str, float] | None, dict[str, float] | None]:
+    cov = (metrics or {}).get("metrics", {}).get("coverage")
+    if not isinstance(cov, dict):
+        return None, None
+
+    def clean(h: Any) -> dict[str, float] | None:
+        if not isinstance(h, dict):
+            return None
+        out = {str(k): float(v) for k, v in h.items() if isinstance(v, (int, float))}
+        return out or None
+
+    return clean(cov.get("histogram")), clean(cov.get("real_histogram"))
+
+
+def _shares(hist: dict[str, float], names: list[str]) -> list[float]:
+    total = sum(hist.values()) or 1.0
+    return [100 * hist.get(n, 0.0) / total for n in names]
+
+
+# ---------------------------------------------------------------- HTML
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _missing(text: str) -> str:
+    # `text` may carry markup (a <code> hint); every caller escapes the variable parts itself.
+    return f"<p class='missing'>{text}</p>"
+
+
+def _img(data: bytes, alt: str, cls: str = "", mime: str = "image/png") -> str:
+    src = f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+    return f"<img{f' class={cls!r}' if cls else ''} alt='{_e(alt)}' src='{src}'>"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _header(run_dir: Path, config: dict[str, Any], stats: list[dict[str, Any]]) -> str:
+    last = stats[-1] if stats else {}
+    total = _section_of(config, "loop", "total_kimg")
+    kimg = f"{last['kimg']:g}" if "kimg" in last else "0 (no stats yet)"
+    if isinstance(total, (int, float)):
+        kimg += f" of {total:g}"
+    seconds = last.get("seconds")
+    wall = f"{seconds:g} s ({_duration(seconds)})" if isinstance(seconds, (int, float)) else "unknown"
+    rows = [
+        ("data", _section_of(config, "data", "name", "?")),
+        ("model", _section_of(config, "model", "name", "?")),
+        ("loss", _section_of(config, "loss", "name", "?")),
+        ("kimg reached", kimg),
+        ("wall-clock", wall),
+    ]
+    if isinstance(last.get("img/s"), (int, float)):
+        rows.append(("speed at the end", f"{last['img/s']:g} img/s"))
+    table = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    nav = "".join(
+        f"<a href='#{a}'>{t}</a>"
+        for a, t in [("training", "training"), ("health", "FID and coverage"), ("classes", "classes"), ("metrics", "metrics"),
+                     ("samples", "samples"), ("pairs", "nearest neighbours"), ("config", "config")]
+    )  # fmt: skip
+    return f"<h1>{_e(run_dir.name)}</h1>\n<table>{table}</table>\n<nav>{nav}</nav>"
+
+
+def _section_training(stats: list[dict[str, Any]], plots: dict[str, bytes], config: dict[str, Any]) -> str:
+    parts = ["<h2 id='training'>Training curves</h2>"]
+    if not stats:
+        parts.append(_missing("no training statistics yet: stats.jsonl is missing or empty; train with <code>counterfeit train</code>"))
+        return "\n".join(parts)
+    if "losses" in plots:
+        g_ref = _g_reference(_section_of(config, "loss", "name", "ns"))
+        g_text = f" and {'-' if g_ref < 0 else ''}ln 2 &asymp; {g_ref:.3f} for G" if g_ref is not None else ""
+        parts.append(
+            f"<p>The dashed lines, 2 ln 2 &asymp; 1.386 for D{g_text}, are where the losses sit when D cannot tell reals from fakes.</p>"
+        )
+        parts.append(_img(plots["losses"], "loss curves", "plot"))
+    else:
+        parts.append(_missing("no losses in stats.jsonl"))
+    if "d_outputs" in plots:
+        parts.append(
+            "<p>D(x) is D's mean verdict on reals, D(G(z)) on fakes (before D's step; _after_D: after it); "
+            "both drift to 0.5 when D cannot tell them apart.</p>"
+        )
+        parts.append(_img(plots["d_outputs"], "D outputs", "plot"))
+    else:
+        parts.append(_missing("no D outputs in stats.jsonl"))
+    return "\n".join(parts)
+
+
+def _section_health(stats: list[dict[str, Any]], plots: dict[str, bytes], alarms: list[tuple[float, str]], eval_hint: str) -> str:
+    parts = ["<h2 id='health'>FID and coverage over training</h2>"]
+    if "fid" in plots:
+        parts.append(_img(plots["fid"], "FID over training", "plot"))
+    else:
+        parts.append(_missing(f"no FID yet: no training-time evaluation in stats.jsonl and no metric-fid.jsonl; {eval_hint}"))
+    if "coverage" in plots:
+        parts.append(_img(plots["coverage"], "coverage over training", "plot"))
+    else:
+        parts.append(_missing(f"no coverage measurements yet; {eval_hint}"))
+    if alarms:
+        items = "".join(f"<li><b>{_e(f'{k:g}')} kimg</b>: {_e(text)}</li>" for k, text in alarms)
+        parts.append(f"<p class='alarm'>Mode-collapse alarms (dotted red lines above):</p>\n<ul class='alarm'>{items}</ul>")
+    elif any(k.startswith(("cov/", "toy/")) for r in stats for k in r):
+        parts.append("<p>No mode-collapse alarm fired.</p>")
+    return "\n".join(parts)
+
+
+def _section_classes(plots: dict[str, bytes], metrics: dict[str, Any] | None, metrics_error: str | None, eval_hint: str) -> str:
+    parts = ["<h2 id='classes'>Classes in the fakes</h2>"]
+    if "classes" in plots:
+        cov = metrics["metrics"]["coverage"] if metrics else {}
+        facts = [
+            f"{_e(_fmt(cov[k]))} {label}"
+            for k, label in (("classes_covered", "classes covered"), ("num_classes", "classes in all"), ("kl", "KL to the reals"),
+                             ("duplicate_rate", "duplicate rate"))
+            if k in cov
+        ]  # fmt: skip
+        if facts:
+            parts.append(f"<p>{', '.join(facts)}.</p>")
+        parts.append(_img(plots["classes"], "class histogram", "plot"))
+    elif metrics_error:
+        parts.append(_missing(_e(metrics_error)))
+    elif metrics is None:
+        parts.append(_missing(f"no evaluation yet: {eval_hint}"))
+    else:
+        parts.append(_missing(f"metrics.json has no class histogram; {eval_hint} with the coverage metric"))
+    return "\n".join(parts)
+
+
+def _section_metrics(metrics: dict[str, Any] | None, metrics_error: str | None, eval_hint: str) -> str:
+    parts = ["<h2 id='metrics'>Metrics</h2>"]
+    if metrics_error:
+        parts.append(_missing(_e(metrics_error)))
+        return "\n".join(parts)
+    if metrics is None:
+        parts.append(_missing(f"no evaluation yet: {eval_hint}"))
+        return "\n".join(parts)
+    about = [f"{k} {_e(_fmt(metrics[k]))}" for k in ("kimg", "checkpoint", "created") if k in metrics]
+    if about:
+        parts.append(f"<p>From metrics.json: {', '.join(about)}.</p>")
+    if not metrics["metrics"]:
+        parts.append(_missing(f"metrics.json lists no metrics; {eval_hint}"))
+    for name, values in metrics["metrics"].items():
+        parts.append(f"<h3>{_e(name)}</h3>")
+        if not isinstance(values, dict):
+            parts.append(f"<p>{_e(_fmt(values))}</p>")
+            continue
+        # Histograms and other nested values are drawn above or belong to provenance; the table keeps the scalars.
+        rows = [(k, v) for k, v in values.items() if k != "provenance" and not isinstance(v, (dict, list))]
+        if rows:
+            cells = "".join(
+                f"<tr><th>{_e(k)}</th><td{' class=num' if isinstance(v, (int, float)) else ''}>{_e(_fmt(v))}</td></tr>" for k, v in rows
+            )
+            parts.append(f"<table>{cells}</table>")
+        prov = values.get("provenance")
+        if isinstance(prov, dict) and prov:
+            cells = "".join(
+                f"<tr><th>{_e(k)}</th><td>{_e(json.dumps(v) if isinstance(v, (dict, list)) else _fmt(v))}</td></tr>"
+                for k, v in prov.items()
+            )
+            parts.append(f"<details><summary>provenance</summary><table>{cells}</table></details>")
+    return "\n".join(parts)
+
+
+def _sample_grids(run_dir: Path) -> list[tuple[float, Path]]:
+    folder = run_dir / "samples"
+    if not folder.is_dir():
+        return []
+    found = [(float(m.group(1)), p) for p in folder.iterdir() if (m := _FAKES.match(p.name)) and p.is_file()]
+    return sorted(found)
+
+
+def _evenly(items: list[Any], k: int) -> list[Any]:
+    """Up to `k` items spread evenly from first to last."""
+    if len(items) <= k:
+        return items
+    return [items[round(i * (len(items) - 1) / (k - 1))] for i in range(k)]
+
+
+def _section_samples(run_dir: Path) -> str:
+    parts = ["<h2 id='samples'>Samples over training</h2>"]
+    grids = _sample_grids(run_dir)
+    reals = run_dir / "samples" / "reals.png"
+    if not grids and not reals.is_file():
+        parts.append(_missing("no sample grids yet: samples/ holds no fakes*.png or reals.png"))
+        return "\n".join(parts)
+    if grids:
+        shown = _evenly(grids, MAX_GRIDS)
+        note = f" ({len(shown)} of {len(grids)}, evenly spaced)" if len(shown) < len(grids) else ""
+        parts.append(f"<p>The same fixed noise through G at each point of training{note}.</p>")
+    else:
+        shown = []
+        parts.append(_missing("no fake sample grids yet"))
+    figures = []
+    for kimg, path in shown:
+        figures.append(
+            f"<figure>{_img(path.read_bytes(), f'fakes at {kimg:g} kimg')}<figcaption>{_e(f'{kimg:g}')} kimg</figcaption></figure>"
+        )
+    if reals.is_file():
+        figures.append(f"<figure>{_img(reals.read_bytes(), 'real images')}<figcaption>reals</figcaption></figure>")
+    parts.append(f"<div class='grids'>{''.join(figures)}</div>")
+    return "\n".join(parts)
+
+
+def _section_pairs(run_dir: Path, metrics: dict[str, Any] | None, eval_hint: str) -> str:
+    parts = ["<h2 id='pairs'>Nearest training images</h2>"]
+    mem = (metrics or {}).get("metrics", {}).get("memorisation")
+    rel = mem.get("pairs_png") if isinstance(mem, dict) else None
+    path = run_dir / rel if isinstance(rel, str) and rel else None
+    if path is None or not path.is_file():
+        why = f"{_e(rel)} is missing" if isinstance(rel, str) and rel else f"no memorisation check yet; {eval_hint}"
+        parts.append(_missing(f"no nearest-neighbour pairs: {why}"))
+        return "\n".join(parts)
+    facts = [
+        f"{label} {_e(_fmt(mem[k]))}"
+        for k, label in (("near_copy_fraction", "near-copy fraction"), ("fake_to_train_median", "median fake-to-train distance"),
+                         ("test_to_train_median", "median test-to-train distance"))
+        if k in mem
+    ]  # fmt: skip
+    parts.append(
+        "<p>Each fake beside its closest training image; fakes much closer to the training set than held-out reals are may be copies.</p>"
+    )
+    if facts:
+        parts.append(f"<p>{', '.join(facts)}.</p>")
+    mime = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}.get(path.suffix.lower(), "image/png")
+    parts.append(_img(path.read_bytes(), "closest fake/train pairs", mime=mime))
+    return "\n".join(parts)
+
+
+def _section_config(config_text: str, config_error: str | None) -> str:
+    parts = ["<h2 id='config'>Config</h2>"]
+    if config_error:
+        parts.append(_missing(_e(config_error)))
+    parts.append(f"<pre>{html.escape(config_text, quote=False)}</pre>")  # quotes stay readable in the page source
+    return "\n".join(parts)

@@ -1,0 +1,202 @@
+"""Metrics with known answers: FID/KID, precision/recall, coverage and the alarm, memorisation, provenance, `counterfeit eval`."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY
+
+from counterfeit.cli import main
+from counterfeit.metrics.classes import CollapseAlarm, class_coverage, duplicate_rate, duplicate_threshold
+from counterfeit.metrics.evaluate import evaluate_images, load_image_source
+from counterfeit.metrics.features import BackboneUnavailable, extract, inception_weights_path
+from counterfeit.metrics.fid import kid, small_n_warning
+from counterfeit.metrics.memorisation import memorisation
+from counterfeit.metrics.prdc import prdc
+
+NAMES = [f"c{i}" for i in range(10)]
+
+
+@pytest.fixture(scope="module")
+def fashion(fashion_dir, monkeypatch_module):
+    """(test images, test labels, 10k train images) of the real Fashion-MNIST."""
+    monkeypatch_module.setenv("COUNTERFEIT_DATA_DIR", fashion_dir)
+    test, desc = load_image_source("fashion-mnist:test")
+    train, _ = load_image_source("fashion-mnist:train")
+    return test, desc["class_labels"], train
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_fid_real_vs_real_near_zero_and_far_below_noise(fashion):
+    test, labels, train = fashion
+    reals = evaluate_images(train[:5000], test[:5000], ["fid", "coverage"], real_labels=labels[:5000])
+    noise = torch.randint(0, 256, (5000, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    fake = evaluate_images(noise, test[:5000], ["fid", "coverage"], real_labels=labels[:5000])
+    assert reals["fid"]["fid"] < 1.0 < 50.0 < fake["fid"]["fid"]
+    assert reals["coverage"]["classes_covered"] == 10 and reals["coverage"]["duplicate_rate"] < 0.05
+    assert fake["coverage"]["classes_covered"] < 10
+
+
+def test_one_class_only_is_flagged_as_collapsed(fashion):
+    test, labels, _ = fashion
+    boots = test[labels == 9][:500]  # (500, 1, 28, 28): 500 ankle boots, each shown 4 times
+    r = evaluate_images(boots.repeat(4, 1, 1, 1), test[:2000], ["coverage"], real_labels=labels[:2000])["coverage"]
+    # The judge calls a few real boots sneakers, so at most one neighbouring class creeps in.
+    assert r["classes_covered"] <= 2 and len(r["missing"]) >= 8 and "Ankle boot" not in r["missing"]
+    assert r["kl"] > 1.5 and r["duplicate_rate"] == 1.0
+    alarm = CollapseAlarm(warmup_kimg=0)
+    missing = 10 - r["classes_covered"]
+    assert alarm.update(40, r["classes_covered"], 10, r["duplicate_rate"]) == (
+        f"generator is collapsing: {missing} of 10 classes missing and 100% of samples are near-duplicates since 40 kimg"
+    )
+
+
+def test_provenance_fields(fashion):
+    test, labels, train = fashion
+    r = evaluate_images(train[:300], test[:300], ["fid", "kid", "pr", "coverage"], real_labels=labels[:300], provenance={"reference": "t"})
+    for name in ("fid", "kid", "pr", "coverage"):
+        p = r[name]["provenance"]
+        assert p["backbone"] == "counterfeit fashion-mnist evaluator" and len(p["weights_sha256"]) == 64
+        assert p["n_fakes"] == 300 and p["n_reals"] == 300 and p["reference"] == "t" and "preprocessing" in p
+    assert "biased" in r["fid"]["provenance"]["warning"]  # 300 samples for 128 dimensions is too few
+
+
+def test_small_n_warning():
+    assert small_n_warning(100, 10_000, 128) is not None
+    assert small_n_warning(10_000, 10_000, 128) is None
+
+
+def test_kid_same_distribution_near_zero_shifted_positive():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(600, 16, generator=g), torch.randn(600, 16, generator=g)
+    same, _ = kid(a, b, subsets=20, subset_size=200)
+    shifted, _ = kid(a + 1.0, b, subsets=20, subset_size=200)
+    assert abs(same) < 0.01 < shifted
+
+
+def test_prdc_known_answers():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(500, 4, generator=g)
+    same = prdc(torch.randn(500, 4, generator=g), real)
+    assert same["precision"] > 0.8 and same["recall"] > 0.8 and same["coverage"] > 0.8 and 0.7 < same["density"] < 1.3
+    far = prdc(torch.randn(500, 4, generator=g) + 10.0, real)
+    assert far["precision"] == 0.0 and far["recall"] == 0.0 and far["coverage"] == 0.0
+    # Half the real distribution (one side of a plane): precise but recalls about half.
+    half = real[real[:, 0] > 0]
+    r = prdc(half, real)
+    assert r["precision"] > 0.95 and 0.3 < r["recall"] < 0.7
+
+
+def test_class_coverage_counts_and_kl():
+    probs = torch.zeros(100, 10)
+    probs[torch.arange(100), torch.arange(100) % 10] = 1.0  # perfectly balanced, confident
+    r = class_coverage(probs, NAMES)
+    assert r["classes_covered"] == 10 and r["kl"] == pytest.approx(0.0, abs=1e-9) and r["class_score"] == pytest.approx(10.0, rel=1e-3)
+    unsure = torch.full((100, 10), 0.1)  # nobody is sure of anything: blobs cover no class
+    assert class_coverage(unsure, NAMES)["classes_covered"] == 0
+    two = torch.zeros(100, 10)
+    two[:, 0], two[50:, 0], two[50:, 1] = 1.0, 0.0, 1.0
+    r = class_coverage(two, NAMES)
+    assert r["classes_covered"] == 2 and r["kl"] == pytest.approx(np.log(5), abs=1e-5) and r["missing"] == NAMES[2:]
+
+
+def test_duplicates():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(400, 8, generator=g)
+    thr = duplicate_threshold(real, 400)
+    assert duplicate_rate(torch.randn(400, 8, generator=g), thr) < 0.05
+    assert duplicate_rate(real[:100].repeat(4, 1), thr) == 1.0
+
+
+def test_alarm_quiet_on_healthy_fires_on_collapse_and_remembers_since():
+    a = CollapseAlarm(warmup_kimg=20)
+    assert a.update(10, 3, 10) is None  # early blobs: still warming up
+    assert a.update(20, 10, 10, 0.01) is None and a.update(40, 9, 10, 0.01) is None
+    assert a.update(60, 6, 10) == "generator is collapsing: 4 of 10 classes missing since 60 kimg"
+    assert a.update(80, 3, 10).endswith("since 60 kimg")
+    assert a.update(100, 10, 10) is None and a.since_kimg is None
+    b = CollapseAlarm(warmup_kimg=1000)
+    b.update(10, 8, 10)
+    assert b.update(12, 5, 10) == "generator is collapsing: coverage fell from 8 to 5 of 10 classes since 12 kimg"
+
+
+def test_memorisation_catches_copies(fashion):
+    test, _, train = fashion
+    copies = memorisation(train[:200], train[:5000], test[:500])
+    assert copies["near_copy_fraction"] == 1.0 and copies["fake_to_train_median"] == 0.0
+    fresh = memorisation(test[500:700], train[:5000], test[:500])
+    assert fresh["near_copy_fraction"] < 0.1 and copies["closest_pairs"][0]["distance"] == 0.0
+
+
+def test_inception_offline_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert not inception_weights_path().exists()
+    with pytest.raises(BackboneUnavailable, match="--backbone evaluator") as e:
+        extract(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), "inception")
+    assert "\n" not in str(e.value)
+
+
+def test_eval_run_and_fakes_cli(tiny_folder, fashion_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COUNTERFEIT_DATA_DIR", fashion_dir)
+    short = [
+        "--kimg",
+        "0.064",
+        "--tick-kimg",
+        "0.032",
+        "--snapshot-kimg",
+        "0.032",
+        "--sample-kimg",
+        "0.032",
+        "--no-progress",
+        "--eval-every-kimg",
+        "0.032",
+    ]
+    assert main(["train", *TINY, *short, "--eval-n", "50", "--out", str(tmp_path / "runs")]) == 0
+    run = next((tmp_path / "runs").iterdir())
+    rows = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
+    assert all("cov/classes" in r and "cov/fid" in r for r in rows)
+    assert main(["eval", str(run), "--n", "300", "--metrics", "fid,kid,pr,coverage,memorisation"]) == 0
+    doc = json.loads((run / "metrics.json").read_text())
+    assert set(doc["metrics"]) == {"fid", "kid", "pr", "coverage", "memorisation"} and doc["kimg"] == pytest.approx(0.064)
+    assert (run / doc["metrics"]["memorisation"]["pairs_png"]).is_file()
+    assert main(["eval", str(run), "--n", "300", "--metrics", "fid"]) == 0
+    assert len((run / "metric-fid.jsonl").read_text().splitlines()) == 2
+    assert main(["sample", str(run), "-n", "300", "--format", "npz", "--out", str(tmp_path / "f.npz")]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--fakes", str(tmp_path / "f.npz"), "--reals", "fashion-mnist:test", "--metrics", "fid,coverage"]) == 0
+    assert "FID" in capsys.readouterr().out
+    assert main(["report", str(run)]) == 0 and (run / "report.html").is_file()
+
+
+def test_eval_toy_run(tmp_path):
+    opts = ["--data", "ring8", "--kimg", "0.512", "--batch-size", "64", "--g-width", "16", "--d-width", "16", "--tick-kimg", "0.256",
+            "--sample-kimg", "0.256", "--snapshot-kimg", "0.256", "--eval-every-kimg", "0.256", "--eval-n", "500", "--no-progress"]  # fmt: skip
+    assert main(["train", *opts, "--out", str(tmp_path)]) == 0
+    run = next(tmp_path.iterdir())
+    assert "toy/modes" in json.loads((run / "stats.jsonl").read_text().splitlines()[-1])
+    assert main(["eval", str(run), "--n", "2500"]) == 0
+    toy = json.loads((run / "metrics.json").read_text())["metrics"]["toy"]
+    assert toy["modes_total"] == 8 and 0 <= toy["modes_covered"] <= 8
+
+
+def test_eval_bad_inputs(tmp_path, capsys):
+    np.savez(tmp_path / "x.npz", images=np.zeros((4, 28, 28), np.uint8))
+    np.savez(tmp_path / "y.npz", pixels=np.zeros((4, 28, 28), np.uint8))
+    for argv, needle in [
+        (["eval"], "RUN_DIR"),
+        (["eval", "--fakes", str(tmp_path / "none.npz")], "not found"),
+        (["eval", str(tmp_path)], "config.json"),
+        (["eval", "--fakes", str(tmp_path / "x.npz"), "--metrics", "fid,bogus"], "bogus"),
+        (["eval", "--fakes", str(tmp_path / "y.npz")], "no 'images'"),
+        (["eval", "--fakes", str(tmp_path / "x.npz"), "--reals", "nowhere:test"], "cannot read images"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("counterfeit: error:") and needle in err, err
