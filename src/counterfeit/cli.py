@@ -83,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         help="class coverage, duplicates, quick FID and the collapse alarm every N kimg (default 20; 0 = off)",
     )
     t.add_argument("--eval-n", type=int, help="samples per training-time evaluation (default 2000)")
+    t.add_argument("--alarm-after-kimg", type=float, help="the collapse alarm judges absolute coverage only after N kimg (default 40)")
     t.add_argument("--device", help="auto (default) | cpu | cuda")
     t.add_argument("--dry-run", action="store_true", help="print the config and exit")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
@@ -229,7 +230,7 @@ def _postfix(s: dict) -> str:
 
 _OPTIONS = ("data", "model", "loss", "kimg", "epochs", "batch_size", "seed", "data_dir", "resolution", "channels", "z_dim",
             "g_width", "d_width", "lr_g", "lr_d", "beta1", "d_steps", "ema_halflife_kimg", "tick_kimg", "sample_kimg",
-            "snapshot_kimg", "keep_checkpoints", "eval_every_kimg", "eval_n", "device")  # fmt: skip
+            "snapshot_kimg", "keep_checkpoints", "eval_every_kimg", "eval_n", "alarm_after_kimg", "device")  # fmt: skip
 _RESUMABLE = ("kimg", "epochs", "device")
 
 

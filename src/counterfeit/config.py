@@ -60,7 +60,7 @@ class LoopConfig:
     keep_checkpoints: int = 3  # keep the newest K checkpoints
     eval_every_kimg: float = 20.0  # class coverage, duplicates and a quick FID every this many kimg (0 = off)
     eval_n: int = 2000  # samples per training-time evaluation
-    alarm_after_kimg: float = 20.0  # the collapse alarm judges absolute coverage only after this much training
+    alarm_after_kimg: float = 40.0  # the collapse alarm judges absolute coverage only after this much training
     device: str = "auto"  # auto | cpu | cuda
 
 

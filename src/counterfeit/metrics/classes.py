@@ -74,7 +74,7 @@ class CollapseAlarm:
     """
 
     warmup_kimg: float = 20.0
-    max_missing: int = 1
+    max_missing: int = 2
     max_duplicates: float = 0.10
     unit: str = "classes"  # or "modes" for the 2-D toys
     best_covered: int = 0
