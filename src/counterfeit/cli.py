@@ -201,7 +201,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     cbs = Callbacks(should_stop=stop.is_set)
     if bar is not None:
         cbs.on_step = lambda cur, total: bar.update(min(cur, total) / 1000 - bar.n)
-        cbs.on_tick = lambda s: bar.set_postfix_str(_postfix(s), refresh=False)
+        seen: dict = {}  # the last evaluation's fields stay on the bar between evaluations
+
+        def on_tick(s: dict) -> None:
+            if any(k.startswith(("cov/", "toy/")) for k in s):
+                seen.clear()
+                seen.update({k: v for k, v in s.items() if k.startswith(("cov/", "toy/")) or k == "alarm"})
+            bar.set_postfix_str(_postfix({**s, **seen}), refresh=False)
+
+        cbs.on_tick = on_tick
     try:
         with stop.installed():
             result = train(cfg, run_dir, cbs, data)
