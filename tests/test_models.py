@@ -13,7 +13,13 @@ CASES = {
     "dcgan": dict(g_width=8, d_width=8),
     "lecture": {},
     "mlp": dict(data="ring8", g_width=16, d_width=16),
+    "cdcgan": dict(g_width=8, d_width=8),
 }
+
+
+def _y(cfg, n):
+    """Class labels (n,) for a conditional model, else None."""
+    return torch.arange(n) % cfg.model.num_classes if MODELS[cfg.model.name].conditional else None
 
 
 def _cfg(name, **kw):
@@ -37,9 +43,9 @@ def test_shapes_and_output_range(name):
     torch.manual_seed(0)
     G, D = build_models(cfg)
     z = torch.randn(5, cfg.model.z_dim)
-    x = G(z)
+    x = G(z, _y(cfg, 5))
     assert x.shape == _real(cfg, 5).shape
-    assert D(x).shape == (5,)
+    assert D(x, _y(cfg, 5)).shape == (5,)
     if MODELS[name].data_kind == "images":
         lo, hi = MODELS[name].pixel_range
         assert x.min() >= lo and x.max() <= hi
@@ -52,9 +58,9 @@ def test_gradients_reach_both_players(name):
     G, D = build_models(cfg)
     opt_G, opt_D = torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters())
     loss = build_loss("ns")
-    d_step(G, D, opt_D, loss, _real(cfg, 8), torch.randn(8, cfg.model.z_dim))
+    d_step(G, D, opt_D, loss, _real(cfg, 8), torch.randn(8, cfg.model.z_dim), _y(cfg, 8), _y(cfg, 8))
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in D.parameters())
-    g_step(G, D, opt_G, loss, torch.randn(8, cfg.model.z_dim))
+    g_step(G, D, opt_G, loss, torch.randn(8, cfg.model.z_dim), _y(cfg, 8))
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in G.parameters())
 
 
@@ -76,7 +82,7 @@ def test_seeded_build_is_deterministic_and_checkpoint_round_trips(name, tmp_path
     load_module(G3, tensors, "G", path)
     G1.eval(), G3.eval()
     z = torch.randn(4, cfg.model.z_dim)
-    assert torch.equal(G1(z), G3(z))
+    assert torch.equal(G1(z, _y(cfg, 4)), G3(z, _y(cfg, 4)))
 
 
 @pytest.mark.parametrize("res,ch", [(28, 1), (32, 3), (64, 1), (64, 3)])

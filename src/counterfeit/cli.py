@@ -21,7 +21,8 @@ EXAMPLES = {
     "sample": """examples:
   counterfeit sample runs/00000-fashion-mnist-dcgan                       # 64-image grid PNG
   counterfeit sample runs/00000-fashion-mnist-dcgan -n 10000 --format npz --out fakes.npz
-  counterfeit sample runs/00000-fashion-mnist-dcgan -n 100 --format folder --out fakes/""",
+  counterfeit sample runs/00000-fashion-mnist-dcgan -n 100 --format folder --out fakes/
+  counterfeit sample runs/00001-fashion-mnist-cdcgan --class "Ankle boot"       # conditional: one class""",
     "runs": """examples:
   counterfeit runs            # the runs under ./runs
   counterfeit runs /data/my-runs""",
@@ -95,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="output path (default: inside RUN_DIR/samples)")
     s.add_argument("--format", choices=["grid", "folder", "npz"], default="grid")
     s.add_argument("--device", default="cpu")
+    s.add_argument("--class", dest="class_name", help="conditional runs: draw only this class (name or index)")
 
     r = sub.add_parser("runs", help="list runs with their progress", epilog=EXAMPLES["runs"], formatter_class=fmt)
     r.add_argument("dir", nargs="?", default="runs")
@@ -180,16 +182,19 @@ def _console_logging() -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Build the config (or reload it for --resume), make the run folder and train with a progress bar."""
-    from .models import build_models
+    from .models import build_models, get_spec
     from .runs import create_run_dir, write_config
-    from .train import Callbacks, load_training_data, train
+    from .train import Callbacks, conditional_config, load_training_data, train
 
     run_dir, cfg = _train_config(args)
-    build_models(cfg)  # checks the architecture fits the data shape, before anything is written
+    if not get_spec(cfg.model.name).conditional or cfg.model.num_classes:
+        build_models(cfg)  # checks the architecture fits the data shape, before anything is written
     if args.dry_run:
         print(cfg.to_json())
         return 0
     data = load_training_data(cfg)  # also before the run folder exists, so bad data leaves nothing behind
+    cfg = conditional_config(cfg, data)  # a conditional model learns how many classes the data has
+    build_models(cfg)
     if run_dir is None:
         run_dir = create_run_dir(cfg, args.out)
     else:
@@ -309,7 +314,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.n < 1 or args.n > 1_000_000:
         raise ConfigError(f"-n must be between 1 and 1,000,000, got {args.n}")
-    out = write_samples(args.run_dir, args.n, args.seed, args.format, args.out, args.device)
+    out = write_samples(args.run_dir, args.n, args.seed, args.format, args.out, args.device, args.class_name)
     print(f"wrote {out}")
     return 0
 
@@ -381,6 +386,8 @@ def _summary(results: dict) -> list[str]:
         out.append(
             f"classes {c['classes_covered']}/{c['num_classes']}  KL to real {c['kl']:.4f}  duplicates {c['duplicate_rate']:.2%}{missing}"
         )
+        if "label_accuracy" in c:
+            out.append(f"conditional: {c['label_accuracy']:.1%} of samples are judged to be the class they were asked for")
     if "memorisation" in results:
         m = results["memorisation"]
         out.append(f"near-copies {m['near_copy_fraction']:.2%} (expected about {m['near_copy_expected']:.0%}); "

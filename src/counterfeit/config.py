@@ -19,6 +19,7 @@ class DataConfig:
     resolution: int = 28  # pixels per side; folders are resized and centre-cropped to it
     channels: int = 1  # 1 = grey, 3 = RGB
     data_dir: str | None = None  # where to look for idx files first (None: the usual search order)
+    class_names: tuple[str, ...] = ()  # filled in for conditional models, so samples can be asked for by name
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class ModelConfig:
     d_width: int = 32  # channels of D's first layer (doubles per step down in resolution)
     g_max_width: int = 512
     d_max_width: int = 512
+    num_classes: int = 0  # conditional models: how many class labels G and D take (0 = unconditional)
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,8 @@ class RunConfig:
     loop: LoopConfig = field(default_factory=LoopConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict, ready for JSON."""
-        return dataclasses.asdict(self)
+        """Plain nested dict of JSON types (tuples become lists), so it equals what JSON gives back."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def to_json(self) -> str:
         """Pretty JSON text of the whole config."""
@@ -104,7 +106,7 @@ def _from_dict(cls: type, d: Any, where: str) -> Any:
     kwargs = {}
     for name, value in d.items():
         sub = _section_types.get(name) if cls is RunConfig else None
-        kwargs[name] = _from_dict(sub, value, f"{where}.{name}") if sub else value
+        kwargs[name] = _from_dict(sub, value, f"{where}.{name}") if sub else (tuple(value) if isinstance(value, list) else value)
     return cls(**kwargs)
 
 
@@ -138,6 +140,13 @@ def make_config(**options: Any) -> RunConfig:
         options["model"] = "mlp"  # toys are points, not images: the only family that eats them
     spec = get_spec(options.get("model", ModelConfig.name))
     cfg = RunConfig().replace(**{k: v for k, v in spec.defaults.items()})
+    if spec.conditional and "num_classes" not in options:
+        from .data import IDX_DATASETS
+
+        # idx datasets know their classes up front; for folders the trainer counts the sub-folders.
+        idx = IDX_DATASETS.get(options.get("data", DataConfig.name))
+        if idx is not None:
+            options["num_classes"], options["class_names"] = len(idx.class_names), tuple(idx.class_names)
     return extend_config(cfg, **options)
 
 

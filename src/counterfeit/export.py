@@ -15,13 +15,43 @@ from .runs import load_run
 from .sample import generate, png_bytes, save_grid, save_scatter
 
 
-def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out: str | Path | None = None, device: str = "cpu") -> Path:
-    """Sample n items with a seed from a run's EMA generator and write them as `grid`, `folder` or `npz`."""
+def resolve_class(run, name_or_index: str) -> int:
+    """The class index of a conditional run for a class name (case-insensitive) or an index."""
+    names = list(run.config.data.class_names) or [str(i) for i in range(run.config.model.num_classes)]
+    if not run.spec.conditional:
+        raise ConfigError(f"--class needs a conditional run; {run.run_dir.name} is '{run.config.model.name}' (train with --model cdcgan)")
+    lookup = {n.lower(): i for i, n in enumerate(names)}
+    if name_or_index.lower() in lookup:
+        return lookup[name_or_index.lower()]
+    if name_or_index.isdigit() and int(name_or_index) < len(names):
+        return int(name_or_index)
+    raise ConfigError(f"unknown class '{name_or_index}'; choose a name or index: {', '.join(f'{i}={n}' for i, n in enumerate(names))}")
+
+
+def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out: str | Path | None = None, device: str = "cpu",
+                  class_name: str | None = None) -> Path:  # fmt: skip
+    """Sample n items with a seed from a run's EMA generator and write them as `grid`, `folder` or `npz`.
+
+    Conditional runs draw `class_name` only when given; otherwise balanced classes, and a grid gets one class per row.
+    """
     run = load_run(run_dir, device)
     points = run.spec.data_kind == "points"
-    default_name = f"sample-seed{seed}-n{n}" + {"grid": ".png", "folder": "", "npz": ".npz"}[fmt]
+    tag = f"-class{resolve_class(run, class_name)}" if class_name is not None else ""
+    default_name = f"sample-seed{seed}-n{n}{tag}" + {"grid": ".png", "folder": "", "npz": ".npz"}[fmt]
     out = Path(out) if out else run.run_dir / "samples" / default_name
-    x = generate(run.G, None if points else run.spec.pixel_range, n, seed, device)  # (n, C, H, W) uint8 or (n, 2)
+    labels, nrow = None, None
+    if run.spec.conditional:
+        c = run.config.model.num_classes
+        if class_name is not None:
+            labels = torch.full((n,), resolve_class(run, class_name), dtype=torch.int64)  # (n,)
+        elif fmt == "grid":
+            nrow = -(-n // c)  # one row per class: ceil(n / C) columns
+            labels = torch.arange(c).repeat_interleave(nrow)[:n]  # (n,)
+        else:
+            labels = torch.arange(n) % c  # (n,) balanced
+    elif class_name is not None:
+        resolve_class(run, class_name)  # raises the one-line error
+    x = generate(run.G, None if points else run.spec.pixel_range, n, seed, device, labels)  # (n, C, H, W) uint8 or (n, 2)
     if points:
         if fmt == "folder":
             raise ConfigError("2-D toy runs sample points: use --format npz (points + scatter PNG) or grid (scatter PNG)")
@@ -31,9 +61,10 @@ def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out
             _save_npz(out, points=x.numpy().astype(np.float32))
         return out if fmt == "npz" else png
     if fmt == "grid":
-        return save_grid(x, out)
+        return save_grid(x, out, nrow=nrow)
     if fmt == "npz":
-        return _save_npz(out, images=x.permute(0, 2, 3, 1).numpy())  # (n, H, W, C) uint8
+        extra = {"labels": labels.numpy()} if labels is not None else {}
+        return _save_npz(out, images=x.permute(0, 2, 3, 1).numpy(), **extra)  # images (n, H, W, C) uint8
     out.mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(x):
         arr = img.permute(1, 2, 0).numpy()

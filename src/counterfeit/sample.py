@@ -47,9 +47,21 @@ def from_uint8(x: torch.Tensor, pixel_range: tuple[float, float]) -> torch.Tenso
     return x.float().mul_((hi - lo) / 255.0).add_(lo)
 
 
-def generate(G: nn.Module, pixel_range: tuple[float, float] | None, n: int, seed: int, device="cpu") -> torch.Tensor:
-    """n samples for a seed: uint8 images (n, C, H, W), or float points (n, 2) when pixel_range is None."""
-    out = sample(G, make_noise(n, G.z_dim, seed, device))
+def default_labels(G: nn.Module, n: int, device="cpu") -> torch.Tensor | None:
+    """Balanced labels (n,) 0,1,..,C-1,0,1,.. for a conditional G (one with `num_classes`), else None."""
+    c = getattr(G, "num_classes", 0)
+    return torch.arange(n, device=device) % c if c else None  # (n,)
+
+
+def generate(
+    G: nn.Module, pixel_range: tuple[float, float] | None, n: int, seed: int, device="cpu", labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """n samples for a seed: uint8 images (n, C, H, W), or float points (n, 2) when pixel_range is None.
+
+    A conditional G gets `labels`, or balanced labels (see default_labels) when none are given.
+    """
+    labels = default_labels(G, n, device) if labels is None else labels.to(device)
+    out = sample(G, make_noise(n, G.z_dim, seed, device), labels)
     return out if pixel_range is None else to_uint8(out, pixel_range)
 
 

@@ -37,6 +37,7 @@ log = logging.getLogger("counterfeit")
 
 GRID_SEED = 20240  # the fixed noise behind every progress grid, so grids over time show the same z
 GRID_SIZE = 64
+GRID_PER_CLASS = 8  # conditional grids: one row per class, this many columns
 
 
 class TrainingDiverged(Exception):
@@ -79,6 +80,25 @@ def load_training_data(cfg: RunConfig) -> Dataset:
     return data
 
 
+def conditional_config(cfg: RunConfig, data: Dataset) -> RunConfig:
+    """For a conditional model, fill model.num_classes from the data's classes (and check the data has labels)."""
+    if not get_spec(cfg.model.name).conditional:
+        return cfg
+    if data.labels is None or len(data.class_names or []) < 2:
+        raise ConfigError(
+            f"model '{cfg.model.name}' needs class labels, but '{cfg.data.name}' has none; use a folder with one sub-folder per class"
+        )
+    n = len(data.class_names)
+    if cfg.model.num_classes not in (0, n):
+        raise ConfigError(f"the config says {cfg.model.num_classes} classes but '{cfg.data.name}' has {n}")
+    return cfg.replace(model={"num_classes": n}, data={"class_names": tuple(data.class_names)})
+
+
+def class_grid_labels(num_classes: int, per_class: int, device="cpu") -> torch.Tensor:
+    """Labels (num_classes * per_class,) for a grid with one class per row: 0,0,..,1,1,.."""
+    return torch.arange(num_classes, device=device).repeat_interleave(per_class)  # (C * per_class,)
+
+
 @torch.no_grad()
 def ema_update(G_ema: nn.Module, G: nn.Module, beta: float) -> None:
     """G_ema <- beta * G_ema + (1 - beta) * G for parameters; buffers (batch-norm stats) are copied."""
@@ -88,11 +108,12 @@ def ema_update(G_ema: nn.Module, G: nn.Module, beta: float) -> None:
         b_ema.copy_(b)
 
 
-def d_step(G: nn.Module, D: nn.Module, opt_D, loss, real: torch.Tensor, z: torch.Tensor):
+def d_step(G: nn.Module, D: nn.Module, opt_D, loss, real: torch.Tensor, z: torch.Tensor,
+           real_labels: torch.Tensor | None = None, fake_labels: torch.Tensor | None = None):  # fmt: skip
     """One D update on reals (labelled real) and G(z) (labelled fake); G is only run, never changed."""
     with torch.no_grad():
-        fake = G(z)  # (B, C, H, W)
-    real_logits, fake_logits = D(real), D(fake)  # (B,), (B,)
+        fake = G(z, fake_labels)  # (B, C, H, W)
+    real_logits, fake_logits = D(real, real_labels), D(fake, fake_labels)  # (B,), (B,)
     loss_D = loss.d_loss(real_logits, fake_logits)
     opt_D.zero_grad(set_to_none=True)
     loss_D.backward()
@@ -100,11 +121,11 @@ def d_step(G: nn.Module, D: nn.Module, opt_D, loss, real: torch.Tensor, z: torch
     return loss_D.detach(), real_logits.detach(), fake_logits.detach()
 
 
-def g_step(G: nn.Module, D: nn.Module, opt_G, loss, z: torch.Tensor):
+def g_step(G: nn.Module, D: nn.Module, opt_G, loss, z: torch.Tensor, labels: torch.Tensor | None = None):
     """One G update from frozen D's verdict on fresh fakes G(z) labelled real; the gradient flows through D."""
     D.requires_grad_(False)
     try:
-        fake_logits = D(G(z))  # (B,)
+        fake_logits = D(G(z, labels), labels)  # (B,)
         loss_G = loss.g_loss(fake_logits)
         opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
@@ -135,8 +156,14 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     device = pick_device(L.device)
     spec = get_spec(cfg.model.name)
     data = data if data is not None else load_training_data(cfg)
+    cond = spec.conditional
+    if cond and cfg.model.num_classes == 0:
+        raise ConfigError("conditional model with num_classes=0: build the config with conditional_config(cfg, data) first")
+    if cond:
+        conditional_config(cfg, data)  # raises when the data's classes don't match the config
     images = data.kind == "images"
     x_all = data.x.to(device)  # whole split resident: (N, C, H, W) uint8 or (N, 2) float32
+    y_all = data.labels.to(device) if cond else None  # (N,) int64
     n_data = x_all.shape[0]
     if n_data < L.batch_size:
         raise ConfigError(f"{cfg.data.name} has {n_data} items, fewer than --batch-size {L.batch_size}; use a smaller batch")
@@ -169,7 +196,10 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
 
     total_nimg = int(round(L.total_kimg * 1000))
     tick_nimg, sample_nimg, snap_nimg = (max(int(k * 1000), 1) for k in (L.tick_kimg, L.sample_kimg, L.snapshot_kimg))
-    grid_z = make_noise(GRID_SIZE if images else 2000, G.z_dim, GRID_SEED, device)
+    C = cfg.model.num_classes
+    grid_n = (C * GRID_PER_CLASS if cond else GRID_SIZE) if images else 2000
+    grid_z = make_noise(grid_n, G.z_dim, GRID_SEED, device)
+    grid_labels = class_grid_labels(C, GRID_PER_CLASS, device) if cond else None  # one class per row
     eval_nimg = max(int(L.eval_every_kimg * 1000), 1)
     monitor = None
     if L.eval_every_kimg > 0:
@@ -184,10 +214,10 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
         save_grid(x_all[batch_indices(n_data, GRID_SIZE, L.seed + 1, 0)].cpu(), run_dir / "samples" / "reals.png", nrow=8)
 
     def snapshot_grid() -> None:
-        fakes = sample(G_ema, grid_z)
+        fakes = sample(G_ema, grid_z, grid_labels)
         name = run_dir / "samples" / f"fakes{cur_nimg / 1000:08.1f}kimg.png"  # sorts by time
         if images:
-            save_grid(to_uint8(fakes, spec.pixel_range), name, nrow=8)
+            save_grid(to_uint8(fakes, spec.pixel_range), name, nrow=GRID_PER_CLASS if cond else 8)
         else:
             save_scatter(fakes, name, reals=x_all[:2000].cpu())
 
@@ -210,12 +240,16 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
 
         # Step 1: D learns on reals labelled real and fakes labelled fake; G only generates.
         for _ in range(O.d_steps):
-            real = prep(x_all[batch_indices(n_data, L.batch_size, L.seed, cur_nimg)])  # (B, C, H, W) in G's range
+            idx = batch_indices(n_data, L.batch_size, L.seed, cur_nimg)  # (B,)
+            real = prep(x_all[idx])  # (B, C, H, W) in G's range
             z = torch.randn(L.batch_size, G.z_dim, device=device)  # (B, z_dim)
-            loss_D, real_logits, fake_logits = d_step(G, D, opt_D, loss, real, z)
+            real_y = y_all[idx] if cond else None  # (B,)
+            fake_y = torch.randint(C, (L.batch_size,), device=device) if cond else None  # (B,) uniform over classes
+            loss_D, real_logits, fake_logits = d_step(G, D, opt_D, loss, real, z, real_y, fake_y)
             cur_nimg += L.batch_size
         # Step 2: D is frozen; G learns from D's verdict on fresh fakes labelled real.
-        loss_G, fake_logits_g = g_step(G, D, opt_G, loss, torch.randn(L.batch_size, G.z_dim, device=device))
+        z = torch.randn(L.batch_size, G.z_dim, device=device)  # (B, z_dim)
+        loss_G, fake_logits_g = g_step(G, D, opt_G, loss, z, torch.randint(C, (L.batch_size,), device=device) if cond else None)
 
         halflife_nimg = L.ema_halflife_kimg * 1000
         ema_update(G_ema, G, 0.5 ** (L.batch_size / max(halflife_nimg, 1e-8)) if halflife_nimg > 0 else 0.0)

@@ -140,7 +140,7 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluate a run's newest EMA generator; writes metrics.json and appends metric-<name>.jsonl in the run folder."""
     from ..runs import load_run
-    from ..sample import generate
+    from ..sample import default_labels, generate
 
     run = load_run(run_dir)
     cfg, run_dir = run.config, run.run_dir
@@ -168,6 +168,11 @@ def evaluate_run(
             ds = load_dataset(cfg.data.name, "train", cfg.data.resolution, cfg.data.channels, cfg.data.data_dir)
             reals, labels, ref, train_x = ds.x, None, f"the training folder {cfg.data.name} ({len(ds.x)} images)", ds.x
         results = evaluate_images(fakes, reals, names, bb, dataset, labels, train_x, {**base, "reference": ref})
+        if run.spec.conditional and "coverage" in results and cfg.data.name in IDX_DATASETS:
+            # Asked for class k, does the judge see class k? Balanced labels, as generate() drew them.
+            asked = default_labels(run.G, n)  # (n,)
+            seen = extract(fakes, bb, dataset).probs.argmax(1)  # (n,), from the feature cache
+            results["coverage"]["label_accuracy"] = round(float((seen == asked).float().mean()), 4)
         if "memorisation" in results:
             results["memorisation"]["pairs_png"] = _save_pairs(run_dir, fakes, train_x, results["memorisation"]["closest_pairs"])
     return write_results(run_dir, results, kimg, run.checkpoint.name)

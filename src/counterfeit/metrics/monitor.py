@@ -10,7 +10,7 @@ from torch import nn
 
 from ..data import IDX_DATASETS, TOY_DATASETS, Dataset, load_dataset, toy_modes
 from ..evaluator import EvaluatorWeightsError, load_evaluator, predict
-from ..sample import make_noise, sample, to_uint8
+from ..sample import default_labels, make_noise, sample, to_uint8
 from .classes import CollapseAlarm, class_coverage, duplicate_rate, duplicate_threshold
 from .fid import fid
 from .toy import toy_metrics_from_centres
@@ -41,7 +41,8 @@ class TrainingMonitor:
     def __call__(self, G_ema: nn.Module, kimg: float) -> dict[str, Any]:
         """Evaluate n samples from fixed noise; returns the stats row fragment."""
         device = next(G_ema.parameters()).device
-        out = sample(G_ema, make_noise(self.n, G_ema.z_dim, MONITOR_SEED, device))  # (n, C, H, W) or (n, 2)
+        labels = default_labels(G_ema, self.n, device)  # (n,) balanced, or None when unconditional
+        out = sample(G_ema, make_noise(self.n, G_ema.z_dim, MONITOR_SEED, device), labels)  # (n, C, H, W) or (n, 2)
         if self.kind == "points":
             t = toy_metrics_from_centres(out, self.centres, self.sigma)
             row = {"toy/modes": t["modes_covered"], "toy/modes_total": t["modes_total"], "toy/hq": round(t["high_quality_pct"], 2)}
@@ -52,6 +53,8 @@ class TrainingMonitor:
             dup = duplicate_rate(feats, self.dup_threshold)
             row = {"cov/classes": cov["classes_covered"], "cov/num_classes": cov["num_classes"], "cov/kl": cov["kl"],
                    "cov/dup": round(dup, 4), "cov/fid": round(fid(feats, self.real_feats), 3)}  # fmt: skip
+            if labels is not None:  # does G draw the class it was asked for?
+                row["cov/label_acc"] = round(float((probs.argmax(1) == labels.cpu()).float().mean()), 4)
             msg = self.alarm.update(kimg, cov["classes_covered"], cov["num_classes"], dup)
             if msg and cov["missing"]:
                 msg += f" (missing: {', '.join(cov['missing'])})"

@@ -18,16 +18,19 @@ class ModelSpec:
     pixel_range: tuple[float, float]  # range of G's output and of the reals D sees
     summary: str
     defaults: dict = field(default_factory=dict)  # {"model": {...}, "optim": {...}, "loop": {...}} overrides
+    conditional: bool = False  # G and D take class labels (model.num_classes of them)
 
 
 MODELS: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, *, data_kind: str, pixel_range=(-1.0, 1.0), summary: str, defaults: dict | None = None):
+def register_model(
+    name: str, *, data_kind: str, pixel_range=(-1.0, 1.0), summary: str, defaults: dict | None = None, conditional: bool = False
+):
     """Decorator: register `build(cfg) -> (G, D)` under `name` (feeds the CLI's --model choices)."""
 
     def wrap(build):
-        MODELS[name] = ModelSpec(name, build, data_kind, tuple(pixel_range), summary, defaults or {})
+        MODELS[name] = ModelSpec(name, build, data_kind, tuple(pixel_range), summary, defaults or {}, conditional)
         return build
 
     return wrap
@@ -45,4 +48,4 @@ def build_models(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
     return get_spec(cfg.model.name).build(cfg)
 
 
-from . import dcgan, lecture, mlp  # noqa: E402,F401  (registers the families)
+from . import cdcgan, dcgan, lecture, mlp  # noqa: E402,F401  (registers the families)

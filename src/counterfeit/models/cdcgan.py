@@ -1,0 +1,70 @@
+"""Conditional DCGAN: the class label goes into G as a learned embedding beside z, and into D by projection.
+
+Projection (Miyato & Koyama 2018) adds <embed(y), features(x)> to D's unconditional logit, so D asks
+both "is this real?" and "is this a real *ankle boot*?" without a second head.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ConfigError, RunConfig
+from . import register_model
+from .dcgan import Discriminator, Generator
+
+LABEL_DIM = 16  # length of G's learned class code
+
+
+class ConditionalGenerator(nn.Module):
+    """(z (N, z_dim), labels (N,)) -> image (N, C, H, W): a DCGAN G fed [z, embed(label)]."""
+
+    def __init__(self, z_dim: int, num_classes: int, resolution: int, channels: int, width: int, max_width: int):
+        super().__init__()
+        self.z_dim, self.num_classes = z_dim, num_classes
+        # A short label code beside a long z: with a code as long as z, G learned to ignore z and drew one
+        # image per class (measured: 100 % near-duplicates at 40 kimg).
+        self.embed = nn.Embedding(num_classes, LABEL_DIM)
+        nn.init.normal_(self.embed.weight, 0.0, 1.0)
+        self.net = Generator(z_dim + LABEL_DIM, resolution, channels, width, max_width)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if labels is None:
+            raise ValueError("a conditional generator needs class labels")
+        return self.net(torch.cat([z, self.embed(labels)], dim=1))  # (N, C, H, W)
+
+
+class ProjectionDiscriminator(nn.Module):
+    """(image, labels) -> logit (N,): DCGAN D's logit plus the projection of its features on the label embedding."""
+
+    def __init__(self, num_classes: int, resolution: int, channels: int, width: int, max_width: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.net = Discriminator(resolution, channels, width, max_width)
+        # Projection on globally pooled features (N, W_last), as in the paper, not on every pixel's features.
+        self.embed = nn.Embedding(num_classes, self.net.body[-1][0].out_channels)
+        nn.init.normal_(self.embed.weight, 0.0, 0.02)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if labels is None:
+            raise ValueError("a conditional discriminator needs class labels")
+        h = self.net.body(x)  # (N, W_last, 7, 7) at 28x28
+        pooled = h.sum(dim=(2, 3))  # (N, W_last)
+        return self.net.head(h.flatten(1)).squeeze(1) + (self.embed(labels) * pooled).sum(dim=1)  # (N,)
+
+
+@register_model(
+    "cdcgan",
+    data_kind="images",
+    pixel_range=(-1.0, 1.0),
+    summary="conditional DCGAN: label embedding beside z in G, projection discriminator; needs labelled data",
+    conditional=True,
+)
+def build(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
+    """Conditional DCGAN pair for model.num_classes classes."""
+    m, d = cfg.model, cfg.data
+    if m.num_classes < 2:
+        raise ConfigError(f"the conditional model needs labelled data with at least 2 classes (got num_classes={m.num_classes})")
+    G = ConditionalGenerator(m.z_dim, m.num_classes, d.resolution, d.channels, m.g_width, m.g_max_width)
+    D = ProjectionDiscriminator(m.num_classes, d.resolution, d.channels, m.d_width, m.d_max_width)
+    return G, D

@@ -1,0 +1,92 @@
+"""Conditional DCGAN: labels reach G and D, training on labelled folders, exact resume, sampling by class."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY
+from test_train import _final_tensors, _same
+
+from counterfeit.cli import main
+from counterfeit.config import ConfigError, make_config
+from counterfeit.models import build_models
+from counterfeit.runs import create_run_dir, load_run
+from counterfeit.train import Callbacks, conditional_config, load_training_data, train
+
+SHORT = ["--kimg", "0.064", "--tick-kimg", "0.032", "--snapshot-kimg", "0.032", "--sample-kimg", "0.032", "--no-progress"]
+
+
+def _tiny_cfg(folder, **kw):
+    cfg = make_config(model="cdcgan", data=folder, g_width=8, d_width=8, z_dim=8, batch_size=16, kimg=0.256, tick_kimg=0.064,
+                      sample_kimg=0.128, snapshot_kimg=0.064, eval_every_kimg=0, seed=3, **kw)  # fmt: skip
+    return conditional_config(cfg, load_training_data(cfg))
+
+
+def test_labels_change_both_players():
+    torch.manual_seed(0)
+    cfg = make_config(model="cdcgan", g_width=8, d_width=8, z_dim=8)
+    assert cfg.model.num_classes == 10 and cfg.data.class_names[9] == "Ankle boot"
+    G, D = build_models(cfg)
+    G.eval(), D.eval()
+    z = torch.randn(4, 8).repeat(2, 1)  # (8, 8): the same noise twice
+    y = torch.tensor([0, 1, 2, 3, 9, 8, 7, 6])
+    x = G(z, y)  # (8, 1, 28, 28)
+    assert x.shape == (8, 1, 28, 28) and not torch.allclose(x[:4], x[4:])
+    logits = D(x, y)
+    assert logits.shape == (8,) and not torch.allclose(D(x, y), D(x, y.flip(0)))
+    with pytest.raises(ValueError):
+        G(z)
+
+
+def test_conditional_config_from_folder_and_errors(tiny_folder, tmp_path):
+    cfg = _tiny_cfg(tiny_folder)
+    assert cfg.model.num_classes == 2 and cfg.data.class_names == ("rings", "squares")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for f in sorted((Path(tiny_folder) / "rings").glob("*.png"))[:20]:
+        (flat / f.name).write_bytes(f.read_bytes())
+    no_labels = make_config(model="cdcgan", data=str(flat))
+    with pytest.raises(ConfigError, match="needs class labels"):
+        conditional_config(no_labels, load_training_data(no_labels))
+
+
+def test_stop_and_resume_is_exact(tiny_folder, tmp_path):
+    cfg = _tiny_cfg(tiny_folder)
+    straight = create_run_dir(cfg, tmp_path)
+    train(cfg, straight)
+    broken = create_run_dir(cfg, tmp_path)
+    calls = []
+    assert train(cfg, broken, Callbacks(should_stop=lambda: len(calls) >= 5, on_step=lambda c, t: calls.append(c))).status == "stopped"
+    assert train(cfg, broken).status == "done"
+    assert _same(_final_tensors(straight), _final_tensors(broken))
+
+
+def test_cli_train_and_sample_by_class(tiny_folder, tmp_path, capsys):
+    assert (
+        main(
+            ["train", "--model", "cdcgan", "--data", tiny_folder, *TINY, *SHORT, "--eval-every-kimg", "0", "--out", str(tmp_path / "runs")]
+        )
+        == 0
+    )
+    run = next((tmp_path / "runs").iterdir())
+    assert json.loads((run / "config.json").read_text())["model"]["num_classes"] == 2
+    assert load_run(run).config.data.class_names == ("rings", "squares")
+    assert main(["sample", str(run), "-n", "6", "--format", "npz", "--out", str(tmp_path / "all.npz")]) == 0
+    assert np.array_equal(np.load(tmp_path / "all.npz")["labels"], [0, 1, 0, 1, 0, 1])
+    assert main(["sample", str(run), "-n", "5", "--class", "Squares", "--format", "npz", "--out", str(tmp_path / "sq.npz")]) == 0
+    assert np.array_equal(np.load(tmp_path / "sq.npz")["labels"], [1] * 5)
+    assert main(["sample", str(run), "-n", "5", "--class", "1", "--format", "npz", "--out", str(tmp_path / "sq1.npz")]) == 0
+    assert np.array_equal(np.load(tmp_path / "sq.npz")["images"], np.load(tmp_path / "sq1.npz")["images"])
+    assert main(["sample", str(run), "-n", "8"]) == 0  # class-by-row grid
+    capsys.readouterr()
+    assert main(["sample", str(run), "--class", "triangles"]) == 2
+    assert "0=rings, 1=squares" in capsys.readouterr().err
+
+
+def test_class_on_unconditional_run_is_a_clear_error(tiny_folder, tmp_path, capsys):
+    assert main(["train", "--data", tiny_folder, *TINY, *SHORT, "--eval-every-kimg", "0", "--out", str(tmp_path / "runs")]) == 0
+    run = next((tmp_path / "runs").iterdir())
+    assert main(["sample", str(run), "--class", "rings"]) == 2
+    assert "--model cdcgan" in capsys.readouterr().err
