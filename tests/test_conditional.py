@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY
-from test_train import _final_tensors, _same
+from test_train import assert_stop_and_resume_is_exact
 
 from counterfeit.cli import main
 from counterfeit.config import ConfigError, make_config
 from counterfeit.models import build_models
-from counterfeit.runs import create_run_dir, load_run
-from counterfeit.train import Callbacks, conditional_config, load_training_data, train
+from counterfeit.runs import load_run
+from counterfeit.train import conditional_config, load_training_data
 
 SHORT = ["--kimg", "0.064", "--tick-kimg", "0.032", "--snapshot-kimg", "0.032", "--sample-kimg", "0.032", "--no-progress"]
 
@@ -53,14 +53,7 @@ def test_conditional_config_from_folder_and_errors(tiny_folder, tmp_path):
 
 
 def test_stop_and_resume_is_exact(tiny_folder, tmp_path):
-    cfg = _tiny_cfg(tiny_folder)
-    straight = create_run_dir(cfg, tmp_path)
-    train(cfg, straight)
-    broken = create_run_dir(cfg, tmp_path)
-    calls = []
-    assert train(cfg, broken, Callbacks(should_stop=lambda: len(calls) >= 5, on_step=lambda c, t: calls.append(c))).status == "stopped"
-    assert train(cfg, broken).status == "done"
-    assert _same(_final_tensors(straight), _final_tensors(broken))
+    assert_stop_and_resume_is_exact(_tiny_cfg(tiny_folder), tmp_path)
 
 
 def test_cli_train_and_sample_by_class(tiny_folder, tmp_path, capsys):

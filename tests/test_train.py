@@ -105,20 +105,24 @@ def _final_tensors(run):
     return {k: v for k, v in tensors.items() if not k.startswith("rng")}
 
 
-def test_stop_and_resume_equals_straight_run(tiny_folder, tmp_path):
-    cfg = tiny_cfg(tiny_folder)
+def assert_stop_and_resume_is_exact(cfg, tmp_path, stop_after_steps: int = 5) -> None:
+    """Train straight through, and again stopped after some steps then resumed: same weights, same stats rows."""
     straight = create_run_dir(cfg, tmp_path)
     train(cfg, straight)
 
     broken = create_run_dir(cfg, tmp_path)
     calls = []
-    stop = Callbacks(should_stop=lambda: len(calls) >= 5, on_step=lambda c, t: calls.append(c))
+    stop = Callbacks(should_stop=lambda: len(calls) >= stop_after_steps, on_step=lambda c, t: calls.append(c))
     first = train(cfg, broken, stop)
-    assert first.status == "stopped" and first.cur_nimg == 5 * 16
+    assert first.status == "stopped" and first.cur_nimg == stop_after_steps * cfg.loop.batch_size
     second = train(cfg, broken)
     assert second.status == "done"
     assert _same(_final_tensors(straight), _final_tensors(broken))
     assert [r["kimg"] for r in read_stats(broken)] == [r["kimg"] for r in read_stats(straight)]
+
+
+def test_stop_and_resume_equals_straight_run(tiny_folder, tmp_path):
+    assert_stop_and_resume_is_exact(tiny_cfg(tiny_folder), tmp_path)
 
 
 def _interrupt_then_resume(cli, args, out, env, sig):
