@@ -12,15 +12,16 @@ from test_train import assert_stop_and_resume_is_exact
 from counterfeit.cli import main
 from counterfeit.config import ConfigError, make_config
 from counterfeit.models import build_models
-from counterfeit.runs import load_run
-from counterfeit.train import conditional_config, load_training_data
+from counterfeit.runs import create_run_dir, load_run
+from counterfeit.train import conditional_config, load_training_data, train
 
 SHORT = ["--kimg", "0.064", "--tick-kimg", "0.032", "--snapshot-kimg", "0.032", "--sample-kimg", "0.032", "--no-progress"]
 
 
 def _tiny_cfg(folder, **kw):
-    cfg = make_config(model="cdcgan", data=folder, g_width=8, d_width=8, z_dim=8, batch_size=16, kimg=0.256, tick_kimg=0.064,
-                      sample_kimg=0.128, snapshot_kimg=0.064, eval_every_kimg=0, seed=3, **kw)  # fmt: skip
+    opts = {"g_width": 8, "d_width": 8, "z_dim": 8, "batch_size": 16, "kimg": 0.256, "tick_kimg": 0.064, "sample_kimg": 0.128,
+            "snapshot_kimg": 0.064, "eval_every_kimg": 0, "seed": 3}  # fmt: skip
+    cfg = make_config(model="cdcgan", data=folder, **{**opts, **kw})
     return conditional_config(cfg, load_training_data(cfg))
 
 
@@ -83,3 +84,12 @@ def test_class_on_unconditional_run_is_a_clear_error(tiny_folder, tmp_path, caps
     run = next((tmp_path / "runs").iterdir())
     assert main(["sample", str(run), "--class", "rings"]) == 2
     assert "--model cdcgan" in capsys.readouterr().err
+
+
+def test_stabilisers_reach_the_conditional_model(tiny_folder, tmp_path):
+    cfg = _tiny_cfg(tiny_folder, mbstd=True, spectral_norm=True, kimg=0.064)
+    G, D = build_models(cfg)
+    assert any("parametrizations" in k for k in D.state_dict()) and D.net.head.in_features == (8 * 2 + 1) * 7 * 7
+    assert train(cfg, create_run_dir(cfg, tmp_path)).status == "done"
+    with pytest.raises(ConfigError, match="--pack"):
+        build_models(_tiny_cfg(tiny_folder, pack=2))

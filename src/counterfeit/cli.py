@@ -54,7 +54,14 @@ def _parser() -> argparse.ArgumentParser:
                        epilog=EXAMPLES["train"], formatter_class=fmt)  # fmt: skip
     t.add_argument("--data", help="fashion-mnist (default) | mnist | ring8 | grid25 | ducks-cows | a folder of images")
     t.add_argument("--model", choices=list(MODELS), help="model family (default dcgan; mlp for 2-D toys)")
-    t.add_argument("--loss", choices=list(LOSSES), help="ns: non-saturating (default) | minimax: the original game")
+    t.add_argument(
+        "--loss",
+        choices=list(LOSSES),
+        help="ns: non-saturating (default) | minimax: the original game | lsgan: least squares | hinge | wgan-gp: Wasserstein + gradient penalty",
+    )
+    t.add_argument("--gp-weight", type=float, help="wgan-gp's gradient-penalty weight lambda (default 10)")
+    t.add_argument("--r1-gamma", type=float, help="R1 penalty weight gamma on D's gradient at reals, with any loss (default 0 = off)")
+    t.add_argument("--diffaug", help="DiffAugment policy for small image sets: a comma list of color, translation, cutout (default off)")
     t.add_argument(
         "--kimg", type=float, help="training length in thousands of real images (default 420 for dcgan, about 8 minutes on 2 CPU cores)"
     )
@@ -69,8 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--z-dim", type=int, help="noise vector length")
     t.add_argument("--g-width", type=int, help="channels of G's finest hidden layer")
     t.add_argument("--d-width", type=int, help="channels of D's first layer")
+    # BooleanOptionalAction leaves None when neither form is given, so a family's default is not overridden.
+    t.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction, help="spectral normalisation of D's layers (dcgan, mlp; off)")
+    t.add_argument("--mbstd", action=argparse.BooleanOptionalAction, help="minibatch-std feature in D against mode collapse (off)")
+    t.add_argument("--pack", type=int, help="PacGAN: D judges this many samples at once (default 1; must divide --batch-size)")
     t.add_argument("--lr-g", type=float, help="G's Adam learning rate")
-    t.add_argument("--lr-d", type=float, help="D's Adam learning rate")
+    t.add_argument("--lr-d", type=float, help="D's Adam learning rate; TTUR (Heusel et al. 2017): e.g. 4e-4 here with --lr-g 1e-4")
     t.add_argument("--beta1", type=float, help="Adam beta1 (0.5 for DCGAN)")
     t.add_argument("--d-steps", type=int, help="D updates per G update")
     t.add_argument("--ema-halflife-kimg", type=float, help="half-life of G's moving average, in kimg")
@@ -243,7 +254,8 @@ def _postfix(s: dict) -> str:
 
 _OPTIONS = ("data", "model", "loss", "kimg", "epochs", "batch_size", "seed", "data_dir", "resolution", "channels", "z_dim",
             "g_width", "d_width", "lr_g", "lr_d", "beta1", "d_steps", "ema_halflife_kimg", "tick_kimg", "sample_kimg",
-            "snapshot_kimg", "keep_checkpoints", "eval_every_kimg", "eval_n", "alarm_after_kimg", "device")  # fmt: skip
+            "snapshot_kimg", "keep_checkpoints", "eval_every_kimg", "eval_n", "alarm_after_kimg", "device",
+            "gp_weight", "r1_gamma", "diffaug", "spectral_norm", "mbstd", "pack")  # fmt: skip
 _RESUMABLE = ("kimg", "epochs", "device")
 
 

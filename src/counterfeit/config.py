@@ -29,6 +29,10 @@ class ModelConfig:
     # Width 32 beat 64 per CPU-second at 28x28 (benchmarks/RESULTS.md); raise it for 64x64 colour data.
     g_width: int = 32  # channels of G's last hidden layer (doubles per step down in resolution)
     d_width: int = 32  # channels of D's first layer (doubles per step down in resolution)
+    # D's stabilisers, all off by default (dcgan and mlp only; the lecture model stays layer for layer).
+    spectral_norm: bool = False  # spectral normalisation of D's weights (Miyato et al. 2018); dcgan's D then drops batch norm
+    mbstd: bool = False  # minibatch standard deviation feature before D's last layer (Karras et al. 2018), groups of 4
+    pack: int = 1  # PacGAN (Lin et al. 2018): D judges this many samples at once; must divide the batch size
     g_max_width: int = 512
     d_max_width: int = 512
     num_classes: int = 0  # conditional models: how many class labels G and D take (0 = unconditional)
@@ -36,7 +40,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    name: str = "ns"  # ns (non-saturating) | minimax (the original log(1 - D(G(z))))
+    name: str = "ns"  # ns (non-saturating) | minimax (the original log(1 - D(G(z)))) | lsgan | hinge | wgan-gp
+    gp_weight: float = 10.0  # wgan-gp's gradient-penalty weight lambda (Gulrajani et al. 2017's value)
+    r1_gamma: float = 0.0  # R1 penalty gamma/2 * E[|grad D(x)|^2] on reals in every D step (Mescheder et al. 2018); 0 = off
+    # DiffAugment policy (Zhao et al. 2020), e.g. "color,translation,cutout"; "" = off. It lives with the loss because
+    # it changes what D's objective is computed on (as StyleGAN2-ADA's loss owns its augment pipe); images only.
+    diffaug: str = ""
 
 
 @dataclass(frozen=True)
@@ -163,6 +172,8 @@ def extend_config(cfg: RunConfig, **options: Any) -> RunConfig:
         section, name = _FIELDS[key]
         sections.setdefault(section, {})[name] = value
     cfg = cfg.replace(**sections)
+    if "gp_weight" in options and cfg.loss.name != "wgan-gp":
+        raise ConfigError(f"--gp-weight only applies to --loss wgan-gp, not --loss {cfg.loss.name}")
     if epochs is not None:
         from .train import load_training_data
 
@@ -172,7 +183,11 @@ def extend_config(cfg: RunConfig, **options: Any) -> RunConfig:
 
 
 def _validate(cfg: RunConfig) -> None:
-    L, O = cfg.loop, cfg.optim
+    from .augment import parse_policy
+    from .losses import LOSSES
+    from .models import get_spec
+
+    L, O, M, Lo = cfg.loop, cfg.optim, cfg.model, cfg.loss
     checks = [
         (L.total_kimg > 0, f"--kimg must be positive, got {L.total_kimg}"),
         (L.batch_size >= 2, f"--batch-size must be at least 2 (batch norm needs it), got {L.batch_size}"),
@@ -188,7 +203,15 @@ def _validate(cfg: RunConfig) -> None:
         (L.ema_halflife_kimg >= 0, "--ema-halflife-kimg must be >= 0"),
         (L.eval_every_kimg >= 0, f"--eval-every-kimg must be >= 0 (0 turns it off), got {L.eval_every_kimg}"),
         (L.eval_n >= 10, f"--eval-n must be at least 10, got {L.eval_n}"),
+        (Lo.name in LOSSES, f"unknown loss '{Lo.name}'; choose one of {', '.join(LOSSES)}"),
+        (Lo.gp_weight >= 0, f"--gp-weight must be >= 0, got {Lo.gp_weight}"),
+        (Lo.r1_gamma >= 0, f"--r1-gamma must be >= 0 (0 turns it off), got {Lo.r1_gamma}"),
+        (M.pack >= 1, f"--pack must be at least 1, got {M.pack}"),
+        (L.batch_size % max(M.pack, 1) == 0, f"--pack {M.pack} must divide --batch-size {L.batch_size}; D sees the batch in packs"),
+        (L.batch_size // max(M.pack, 1) >= 2, f"--batch-size {L.batch_size} / --pack {M.pack} leaves D one packed sample"),
+        (not (Lo.diffaug and get_spec(M.name).data_kind == "points"), "--diffaug augments images; 2-D points have none to augment"),
     ]
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    parse_policy(Lo.diffaug)  # a one-line error naming --diffaug and the known parts

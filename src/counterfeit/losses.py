@@ -1,17 +1,27 @@
-"""GAN objectives as loss objects with one entry point per phase (D step, G step)."""
+"""GAN objectives as loss objects with one entry point per phase (D step, G step, D regulariser)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from .config import ConfigError
+from .augment import diff_augment
+from .config import ConfigError, LossConfig
 
 
 class GANLoss:
-    """Base: `d_loss(real_logits, fake_logits)` for the D step, `g_loss(fake_logits)` for the G step."""
+    """Base: `d_loss(real_logits, fake_logits)` for the D step, `g_loss(fake_logits)` for the G step,
+    `d_reg(D, real, fake)` for penalties added to D's loss, and `augment(x)` for what D is shown."""
 
     name = "base"
+    # Class-level defaults, so a subclass that skips __init__ is still a plain, unregularised loss.
+    r1_gamma = 0.0
+    diffaug = ""
+
+    def __init__(self, r1_gamma: float = 0.0, diffaug: str = ""):
+        self.r1_gamma = r1_gamma  # R1 weight gamma: the D step adds gamma/2 * E[|grad D(x)|^2] on reals (0 = off)
+        self.diffaug = diffaug  # DiffAugment policy for every image D sees ('' = none)
 
     def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
         """D learns: reals labelled real (1), fakes labelled fake (0): binary cross-entropy on D's logits."""
@@ -22,6 +32,16 @@ class GANLoss:
     def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
         """G's objective on D's verdict for fresh fakes."""
         raise NotImplementedError
+
+    def d_reg(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Penalties for the D step on the images D was shown, or None when there are none."""
+        if self.r1_gamma > 0:
+            return self.r1_gamma / 2 * r1_penalty(D, real, labels)
+        return None
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """The images as D sees them: through DiffAugment when a policy is set, else unchanged."""
+        return diff_augment(x, self.diffaug) if self.diffaug else x
 
 
 class NonSaturatingLoss(GANLoss):
@@ -44,11 +64,103 @@ class MinimaxLoss(GANLoss):
         return -F.softplus(fake_logits).mean()
 
 
-LOSSES: dict[str, type[GANLoss]] = {cls.name: cls for cls in (NonSaturatingLoss, MinimaxLoss)}
+class LeastSquaresLoss(GANLoss):
+    """LSGAN (Mao et al. 2017, https://arxiv.org/abs/1611.04076): squared distance of the raw logit from the target.
+
+    Fakes far on the right side of the boundary still get a gradient, which BCE's sigmoid flattens away.
+    """
+
+    name = "lsgan"
+
+    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        """0.5 E[(D(x) - 1)^2] + 0.5 E[D(G(z))^2]: reals pulled to 1, fakes to 0."""
+        return 0.5 * (real_logits - 1).square().mean() + 0.5 * fake_logits.square().mean()
+
+    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+        """0.5 E[(D(G(z)) - 1)^2]: fakes pulled to the real target."""
+        return 0.5 * (fake_logits - 1).square().mean()
 
 
-def build_loss(name: str) -> GANLoss:
-    """Loss object for a config name, or a one-line error listing the choices."""
-    if name not in LOSSES:
-        raise ConfigError(f"unknown loss '{name}'; choose one of {', '.join(LOSSES)}")
-    return LOSSES[name]()
+class HingeLoss(GANLoss):
+    """Hinge loss (Lim & Ye 2017; SNGAN, BigGAN): D stops pushing a sample once it is beyond the margin 1."""
+
+    name = "hinge"
+
+    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        """E[relu(1 - D(x))] + E[relu(1 + D(G(z)))]."""
+        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+
+    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+        """-E[D(G(z))]: G raises D's score of its fakes, with no margin."""
+        return -fake_logits.mean()
+
+
+class WGANGPLoss(GANLoss):
+    """WGAN-GP (Gulrajani et al. 2017, https://arxiv.org/abs/1704.00028): D is a critic estimating the
+    Wasserstein-1 distance, kept near 1-Lipschitz by a gradient penalty on interpolates of reals and fakes."""
+
+    name = "wgan-gp"
+    gp_weight = 10.0
+
+    def __init__(self, gp_weight: float = 10.0, **kw):
+        super().__init__(**kw)
+        self.gp_weight = gp_weight  # lambda: the paper's 10 worked across all its experiments
+
+    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        """E[D(G(z))] - E[D(x)]: the critic scores reals above fakes (the penalty comes from d_reg)."""
+        return fake_logits.mean() - real_logits.mean()
+
+    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+        """-E[D(G(z))]: G raises the critic's score of its fakes."""
+        return -fake_logits.mean()
+
+    def d_reg(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor | None:
+        """lambda * gradient penalty, plus R1 when it is on too."""
+        penalty = self.gp_weight * gradient_penalty(D, real, fake, labels)
+        r1 = super().d_reg(D, real, fake, labels)
+        return penalty if r1 is None else penalty + r1
+
+
+LOSSES: dict[str, type[GANLoss]] = {cls.name: cls for cls in (NonSaturatingLoss, MinimaxLoss, LeastSquaresLoss, HingeLoss, WGANGPLoss)}
+
+
+def build_loss(cfg: LossConfig | str) -> GANLoss:
+    """Loss object for a loss config (a bare name takes the default weights), or a one-line error listing the choices."""
+    cfg = LossConfig(name=cfg) if isinstance(cfg, str) else cfg
+    if cfg.name not in LOSSES:
+        raise ConfigError(f"unknown loss '{cfg.name}'; choose one of {', '.join(LOSSES)}")
+    cls = LOSSES[cfg.name]
+    extra = {"gp_weight": cfg.gp_weight} if issubclass(cls, WGANGPLoss) else {}
+    return cls(r1_gamma=cfg.r1_gamma, diffaug=cfg.diffaug, **extra)
+
+
+def _pack_of(D: nn.Module) -> int:
+    # A PacGAN D judges `pack` consecutive samples as one input, so penalties treat each pack as one point.
+    return getattr(getattr(D, "module", D), "pack", 1)
+
+
+def _input_grad(D: nn.Module, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """d sum(D(x)) / dx, kept in the graph so a penalty on it trains D; x must require grad."""
+    (grad,) = torch.autograd.grad(D(x, labels).sum(), x, create_graph=True)  # (B, C, H, W) or (B, F)
+    return grad
+
+
+def gradient_penalty(D: nn.Module, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """WGAN-GP's E[(|grad D(x_hat)| - 1)^2] at x_hat = eps * real + (1 - eps) * fake, one eps per sample (per pack for PacGAN)."""
+    B, pack = real.shape[0], _pack_of(D)
+    # One mixing weight per sample, broadcast over its pixels: x_hat lies on the straight line between a real
+    # and a fake, where the optimal critic has gradient norm 1. A per-pixel eps would leave that line.
+    eps = torch.rand(B // pack, *[1] * (real.dim() - 1), dtype=real.dtype, device=real.device)  # (B/pack, 1, 1, 1) or (B/pack, 1)
+    eps = eps.repeat_interleave(pack, dim=0)  # (B, 1, 1, 1): the members of a pack share one eps
+    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)  # (B, C, H, W)
+    grad = _input_grad(D, x_hat, labels)  # (B, C, H, W)
+    norm = grad.reshape(B // pack, -1).norm(dim=1)  # (B/pack,): over all dims but the batch (and across a pack)
+    return (norm - 1).square().mean()
+
+
+def r1_penalty(D: nn.Module, real: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018, https://arxiv.org/abs/1801.04406): E[|grad_x D(x)|^2] on reals, before the gamma/2 weight."""
+    B, pack = real.shape[0], _pack_of(D)
+    x = real.detach().requires_grad_(True)  # (B, C, H, W)
+    grad = _input_grad(D, x, labels)  # (B, C, H, W)
+    return grad.reshape(B // pack, -1).square().sum(dim=1).mean()

@@ -178,9 +178,9 @@ def _make_plots(
         fig, ax = new_axes("Losses", "loss")
         ax.plot(xs_d, loss_d, color="C0", label="loss_D")
         ax.plot(xs_g, loss_g, color="C1", label="loss_G")
-        if loss_d:
-            ax.axhline(2 * _LN2, color="C0", ls="--", lw=1, alpha=0.7, label="2 ln 2 (D cannot tell)")
         g_ref = _g_reference(_section_of(config, "loss", "name", "ns"))
+        if loss_d and g_ref is not None:  # 2 ln 2 is the cross-entropy losses' indifference point only
+            ax.axhline(2 * _LN2, color="C0", ls="--", lw=1, alpha=0.7, label="2 ln 2 (D cannot tell)")
         if loss_g and g_ref is not None:
             ax.axhline(g_ref, color="C1", ls="--", lw=1, alpha=0.7, label=f"{'-' if g_ref < 0 else ''}ln 2 (D cannot tell)")
         ax.legend(fontsize=8)
@@ -344,10 +344,11 @@ def _section_training(stats: list[dict[str, Any]], plots: dict[str, bytes], conf
         return "\n".join(parts)
     if "losses" in plots:
         g_ref = _g_reference(_section_of(config, "loss", "name", "ns"))
-        g_text = f" and {'-' if g_ref < 0 else ''}ln 2 &asymp; {g_ref:.3f} for G" if g_ref is not None else ""
-        parts.append(
-            f"<p>The dashed lines, 2 ln 2 &asymp; 1.386 for D{g_text}, are where the losses sit when D cannot tell reals from fakes.</p>"
-        )
+        if g_ref is not None:
+            g_text = f" and {'-' if g_ref < 0 else ''}ln 2 &asymp; {g_ref:.3f} for G"
+            parts.append(
+                f"<p>The dashed lines, 2 ln 2 &asymp; 1.386 for D{g_text}, are where the losses sit when D cannot tell reals from fakes.</p>"
+            )
         parts.append(_img(plots["losses"], "loss curves", "plot"))
     else:
         parts.append(_missing("no losses in stats.jsonl"))

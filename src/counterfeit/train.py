@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import _SpectralNorm
 
 from . import __version__
 from .checkpoints import (
@@ -113,8 +114,13 @@ def d_step(G: nn.Module, D: nn.Module, opt_D, loss, real: torch.Tensor, z: torch
     """One D update on reals (labelled real) and G(z) (labelled fake); G is only run, never changed."""
     with torch.no_grad():
         fake = G(z, fake_labels)  # (B, C, H, W)
+    real, fake = loss.augment(real), loss.augment(fake)  # DiffAugment: D only ever sees augmented images
     real_logits, fake_logits = D(real, real_labels), D(fake, fake_labels)  # (B,), (B,)
     loss_D = loss.d_loss(real_logits, fake_logits)
+    # The loss's penalties (WGAN-GP, R1) join loss_D; interpolates are judged with the reals' labels.
+    penalty = loss.d_reg(D, real, fake, real_labels)
+    if penalty is not None:
+        loss_D = loss_D + penalty
     opt_D.zero_grad(set_to_none=True)
     loss_D.backward()
     opt_D.step()
@@ -124,15 +130,28 @@ def d_step(G: nn.Module, D: nn.Module, opt_D, loss, real: torch.Tensor, z: torch
 def g_step(G: nn.Module, D: nn.Module, opt_G, loss, z: torch.Tensor, labels: torch.Tensor | None = None):
     """One G update from frozen D's verdict on fresh fakes G(z) labelled real; the gradient flows through D."""
     D.requires_grad_(False)
+    paused = _pause_power_iteration(D)
     try:
-        fake_logits = D(G(z, labels), labels)  # (B,)
+        fake_logits = D(loss.augment(G(z, labels)), labels)  # (B,)
         loss_G = loss.g_loss(fake_logits)
         opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         opt_G.step()
     finally:
         D.requires_grad_(True)
+        for m in paused:
+            m.train()
     return loss_G.detach(), fake_logits.detach()
+
+
+def _pause_power_iteration(D: nn.Module) -> list[nn.Module]:
+    """Put D's spectral-norm parametrisations in eval mode (they use, not refine, their estimate); returns them to resume."""
+    # Spectral norm refines its singular-vector estimate on every training-mode forward; pausing it in the
+    # G step keeps that step from changing any of D's state, as without spectral norm.
+    paused = [m for m in D.modules() if isinstance(m, _SpectralNorm) and m.training]
+    for m in paused:
+        m.eval()
+    return paused
 
 
 def train(cfg: RunConfig, run_dir: str | Path, callbacks: Callbacks | None = None, data: Dataset | None = None) -> TrainResult:
@@ -175,7 +194,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     fused = device.type == "cuda"
     opt_G = torch.optim.Adam(G.parameters(), lr=O.lr_g, betas=(O.beta1, O.beta2), fused=fused, foreach=None if fused else True)
     opt_D = torch.optim.Adam(D.parameters(), lr=O.lr_d, betas=(O.beta1, O.beta2), fused=fused, foreach=None if fused else True)
-    loss = build_loss(cfg.loss.name)
+    loss = build_loss(cfg.loss)
     prep = (lambda xb: from_uint8(xb, spec.pixel_range)) if images else (lambda xb: xb)
 
     cur_nimg, elapsed_prev = 0, 0.0

@@ -37,10 +37,11 @@ class ConditionalGenerator(nn.Module):
 class ProjectionDiscriminator(nn.Module):
     """(image, labels) -> logit (N,): DCGAN D's logit plus the projection of its features on the label embedding."""
 
-    def __init__(self, num_classes: int, resolution: int, channels: int, width: int, max_width: int):
+    def __init__(self, num_classes: int, resolution: int, channels: int, width: int, max_width: int, spectral_norm: bool = False,
+                 mbstd: bool = False):  # fmt: skip
         super().__init__()
         self.num_classes = num_classes
-        self.net = Discriminator(resolution, channels, width, max_width)
+        self.net = Discriminator(resolution, channels, width, max_width, spectral_norm=spectral_norm, mbstd=mbstd)
         # Projection on globally pooled features (N, W_last), as in the paper, not on every pixel's features.
         self.embed = nn.Embedding(num_classes, self.net.body[-1][0].out_channels)
         nn.init.normal_(self.embed.weight, 0.0, 0.02)
@@ -50,7 +51,8 @@ class ProjectionDiscriminator(nn.Module):
             raise ValueError("a conditional discriminator needs class labels")
         h = self.net.body(x)  # (N, W_last, 7, 7) at 28x28
         pooled = h.sum(dim=(2, 3))  # (N, W_last)
-        return self.net.head(h.flatten(1)).squeeze(1) + (self.embed(labels) * pooled).sum(dim=1)  # (N,)
+        logit = self.net.head(self.net.mbstd(h).flatten(1)).squeeze(1)  # (N,)
+        return logit + (self.embed(labels) * pooled).sum(dim=1)  # (N,)
 
 
 @register_model(
@@ -65,6 +67,8 @@ def build(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
     m, d = cfg.model, cfg.data
     if m.num_classes < 2:
         raise ConfigError(f"the conditional model needs labelled data with at least 2 classes (got num_classes={m.num_classes})")
+    if m.pack != 1:
+        raise ConfigError("--pack does not fit the conditional model (each sample has its own label); use --mbstd against collapse")
     G = ConditionalGenerator(m.z_dim, m.num_classes, d.resolution, d.channels, m.g_width, m.g_max_width)
-    D = ProjectionDiscriminator(m.num_classes, d.resolution, d.channels, m.d_width, m.d_max_width)
+    D = ProjectionDiscriminator(m.num_classes, d.resolution, d.channels, m.d_width, m.d_max_width, m.spectral_norm, m.mbstd)
     return G, D

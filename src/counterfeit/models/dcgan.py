@@ -9,7 +9,7 @@ from torch import nn
 
 from ..config import ConfigError, RunConfig
 from . import register_model
-from .layers import Reshape, down_block, init_dcgan_, up_block
+from .layers import MinibatchStd, Reshape, down_block, init_dcgan_, pack_samples, spectral_norm_, up_block
 
 
 def resolution_plan(resolution: int) -> tuple[int, int]:
@@ -50,20 +50,28 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Image (N, C, H, W) in [-1, 1] -> one logit per image (N,)."""
+    """Image (N, C, H, W) in [-1, 1] -> one logit per image (N,), or per pack of `pack` images (N / pack,)."""
 
-    def __init__(self, resolution: int, channels: int, width: int, max_width: int):
+    def __init__(self, resolution: int, channels: int, width: int, max_width: int, spectral_norm: bool = False, mbstd: bool = False,
+                 pack: int = 1):  # fmt: skip
         super().__init__()
+        self.pack = pack
         start, n = resolution_plan(resolution)
         widths = _widths(width, n, max_width)  # fine to coarse, e.g. [64, 128] for 14 -> 7
-        blocks = [down_block(channels, widths[0], norm=False)]  # DCGAN: no batch norm on D's input layer
-        blocks += [down_block(a, b) for a, b in zip(widths[:-1], widths[1:])]
+        blocks = [down_block(channels * pack, widths[0], norm=False)]  # DCGAN: no batch norm on D's input layer
+        # Spectral norm already keeps D's layers in check; batch norm on top mixes samples and fights it.
+        blocks += [down_block(a, b, norm=not spectral_norm) for a, b in zip(widths[:-1], widths[1:])]
         self.body = nn.Sequential(*blocks)
-        self.head = nn.Linear(widths[-1] * start * start, 1)
+        self.mbstd = MinibatchStd() if mbstd else nn.Identity()
+        self.head = nn.Linear((widths[-1] + mbstd) * start * start, 1)
         init_dcgan_(self)
+        if spectral_norm:
+            spectral_norm_(self)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        x = pack_samples(x, self.pack)  # (N / pack, pack * C, H, W)
         h = self.body(x)  # (N, W_last, 7, 7) at 28x28
+        h = self.mbstd(h)  # (N, W_last + 1, 7, 7) with the minibatch-std channel
         return self.head(h.flatten(1)).squeeze(1)  # (N,)
 
 
@@ -77,5 +85,5 @@ def build(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
     """DCGAN pair sized by the model config."""
     m, d = cfg.model, cfg.data
     G = Generator(m.z_dim, d.resolution, d.channels, m.g_width, m.g_max_width)
-    D = Discriminator(d.resolution, d.channels, m.d_width, m.d_max_width)
+    D = Discriminator(d.resolution, d.channels, m.d_width, m.d_max_width, m.spectral_norm, m.mbstd, m.pack)
     return G, D

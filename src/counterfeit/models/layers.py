@@ -48,3 +48,49 @@ def down_block(c_in: int, c_out: int, norm: bool = True) -> nn.Sequential:
         layers.append(nn.BatchNorm2d(c_out, track_running_stats=False))
     layers.append(nn.LeakyReLU(0.2, inplace=True))
     return nn.Sequential(*layers)
+
+
+def spectral_norm_(module: nn.Module) -> nn.Module:
+    """Spectral normalisation (Miyato et al. 2018, https://arxiv.org/abs/1802.05957) of every conv and linear weight."""
+    # Each weight is divided by its largest singular value, estimated by one power-iteration step per
+    # training-mode forward pass; this bounds how fast D's output can change with its input.
+    for m in list(module.modules()):  # list first: registering a parametrisation adds submodules
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.utils.parametrizations.spectral_norm(m)
+    return module
+
+
+def mbstd_group_size(n: int, max_group: int = 4) -> int:
+    """The largest group size <= max_group that divides the batch n."""
+    return next(g for g in range(min(max_group, n), 0, -1) if n % g == 0)
+
+
+class MinibatchStd(nn.Module):
+    """ProGAN's minibatch standard deviation (Karras et al. 2018, https://arxiv.org/abs/1710.10196), one extra feature.
+
+    Samples are split into groups of up to 4; the std of each feature over a group, averaged over all
+    features and pixels, is appended to each member as one more channel (or feature). A collapsed G
+    makes that number small, which D can see and punish.
+    """
+
+    def __init__(self, max_group: int = 4):
+        super().__init__()
+        self.max_group = max_group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        g = mbstd_group_size(n, self.max_group)
+        y = x.reshape(g, n // g, *x.shape[1:])  # (G, M, C, H, W): sample i sits in group i % M, as in ProGAN
+        y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()  # (M, C, H, W): std over each group
+        y = y.flatten(1).mean(dim=1).repeat(g)  # (N,): one number per group, handed to each of its members
+        y = y.view(n, 1, *[1] * (x.dim() - 2)).expand(n, 1, *x.shape[2:])  # (N, 1, H, W) or (N, 1)
+        return torch.cat([x, y], dim=1)  # (N, C + 1, H, W) or (N, F + 1)
+
+
+def pack_samples(x: torch.Tensor, pack: int) -> torch.Tensor:
+    """PacGAN (Lin et al. 2018, https://arxiv.org/abs/1712.04086): (B, C, ...) -> (B/pack, pack*C, ...), consecutive samples side by side."""
+    if pack == 1:
+        return x
+    if x.shape[0] % pack:
+        raise ValueError(f"a D with pack {pack} needs a batch divisible by {pack}, got {x.shape[0]}")
+    return x.reshape(x.shape[0] // pack, pack * x.shape[1], *x.shape[2:])  # (B/pack, pack*C, H, W) or (B/pack, pack*F)

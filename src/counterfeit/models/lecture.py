@@ -66,4 +66,8 @@ def build(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
     """The lecture's fixed 28x28 grey architecture."""
     if (cfg.data.resolution, cfg.data.channels) != (28, 1):
         raise ConfigError("the lecture model is built for 28x28 grey images; use --model dcgan for other sizes")
+    m = cfg.model
+    extras = [flag for flag, on in (("--spectral-norm", m.spectral_norm), ("--mbstd", m.mbstd), ("--pack", m.pack != 1)) if on]
+    if extras:
+        raise ConfigError(f"{', '.join(extras)} would change the lecture model's D, which stays layer for layer; use --model dcgan")
     return LectureGenerator(cfg.model.z_dim), LectureDiscriminator()

@@ -7,6 +7,7 @@ from torch import nn
 
 from ..config import RunConfig
 from . import register_model
+from .layers import MinibatchStd, pack_samples, spectral_norm_
 
 
 def _mlp(d_in: int, width: int, depth: int, d_out: int, norm: bool, act: type[nn.Module]) -> nn.Sequential:
@@ -33,14 +34,20 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """Point (N, 2) -> one logit (N,)."""
+    """Point (N, 2) -> one logit (N,), or one per pack of `pack` points (N / pack,)."""
 
-    def __init__(self, width: int = 200, depth: int = 3):
+    def __init__(self, width: int = 200, depth: int = 3, spectral_norm: bool = False, mbstd: bool = False, pack: int = 1):
         super().__init__()
-        self.net = _mlp(2, width, depth, 1, norm=False, act=lambda: nn.LeakyReLU(0.2))
+        self.pack = pack
+        layers = list(_mlp(2 * pack, width, depth, 1, norm=False, act=lambda: nn.LeakyReLU(0.2)))
+        if mbstd:  # the batch's spread as one more feature for the last layer
+            layers[-1:] = [MinibatchStd(), nn.Linear(width + 1, 1)]
+        self.net = nn.Sequential(*layers)
+        if spectral_norm:
+            spectral_norm_(self)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x).squeeze(1)  # (N,)
+        return self.net(pack_samples(x, self.pack)).squeeze(1)  # (N / pack, 2 * pack) -> (N / pack,)
 
 
 @register_model(
@@ -56,4 +63,5 @@ class MLPDiscriminator(nn.Module):
 )
 def build(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
     """MLP pair for 2-D points."""
-    return MLPGenerator(cfg.model.z_dim, cfg.model.g_width), MLPDiscriminator(cfg.model.d_width)
+    m = cfg.model
+    return MLPGenerator(m.z_dim, m.g_width), MLPDiscriminator(m.d_width, spectral_norm=m.spectral_norm, mbstd=m.mbstd, pack=m.pack)
