@@ -223,8 +223,8 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
         # One objective of encoder (D slot) and decoder (G slot), so one optimiser; the encoder gets an EMA
         # too, so reconstructions and anomaly scores pair two averages over the same stretch of training.
         D_ema = copy.deepcopy(D).eval().requires_grad_(False)
-        opt_G = torch.optim.Adam([*G.parameters(), *D.parameters()], lr=O.lr_g, **adam)
-        modules, optimizers = {"G": G, "D": D, "G_ema": G_ema, "D_ema": D_ema}, {"opt": opt_G}
+        opt_ae = torch.optim.Adam([*G.parameters(), *D.parameters()], lr=O.lr_g, **adam)
+        modules, optimizers = {"G": G, "D": D, "G_ema": G_ema, "D_ema": D_ema}, {"opt": opt_ae}
         stat_keys = ("loss", "loss_rec", "loss_kl") if D.variational else ("loss", "loss_rec")
     else:
         opt_G = torch.optim.Adam(G.parameters(), lr=O.lr_g, **adam)
@@ -301,7 +301,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
         if ae:
             # The one autoencoder step: encoder and decoder learn together to reconstruct a batch of reals.
             idx = batch_indices(n_data, L.batch_size, L.seed, cur_nimg)  # (B,)
-            losses = ae_step(D, G, opt_G, prep(x_all[idx]), cfg.loss.beta)
+            losses = ae_step(D, G, opt_ae, prep(x_all[idx]), cfg.loss.beta)
             cur_nimg += L.batch_size
             acc += torch.stack([losses[k] for k in stat_keys])
         else:

@@ -87,8 +87,10 @@ def build_dae(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
     return _build(cfg, noise_std=cfg.model.noise_std)
 
 
+# z_dim 16: its prior samples' quick FID (2,000 samples) was 35.6 / 28.4 / 26.5 at 20 / 40 / 60 kimg of Fashion-MNIST against
+# 40.4 / 31.6 / 28.8 with z_dim 32 (one seed each).
 @register_model("vae", data_kind="images", pixel_range=(-1.0, 1.0), family="autoencoder",
-                defaults={"model": {"z_dim": 32}, "optim": {"lr_g": 1e-3, "beta1": 0.9}},
+                defaults={"model": {"z_dim": 16}, "optim": {"lr_g": 1e-3, "beta1": 0.9}},
                 summary="variational autoencoder: encoder -> (mu, logvar), BCE reconstruction + beta * KL (--beta, default 1)")  # fmt: skip
 def build_vae(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
     """(decoder, encoder) of a VAE; the encoder gives mu and log-variance of q(z|x)."""
