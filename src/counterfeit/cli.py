@@ -17,6 +17,8 @@ EXAMPLES = {
   counterfeit train --model lecture                   # the lecture's Keras GAN, layer for layer
   counterfeit train --data ~/pictures/pets --resolution 64 --channels 3
   counterfeit train --data ring8                      # 2-D toy (picks --model mlp)
+  counterfeit train --model vae                       # variational autoencoder (also ae, dae)
+  counterfeit train --model vae --exclude-class Bag   # leave a class out, then: counterfeit eval RUN --anomaly
   counterfeit train --resume runs/00003-fashion-mnist-dcgan""",
     "sample": """examples:
   counterfeit sample runs/00000-fashion-mnist-dcgan                       # 64-image grid PNG
@@ -30,7 +32,8 @@ EXAMPLES = {
   counterfeit eval runs/00000-fashion-mnist-dcgan                          # FID, KID, precision/recall, coverage
   counterfeit eval runs/00000-fashion-mnist-dcgan --metrics fid,coverage,memorisation --n 5000
   counterfeit eval --fakes fakes.npz --reals fashion-mnist:test           # any .npz or folder of images
-  counterfeit eval runs/00001-ring8-mlp                                    # 2-D toys: modes covered, % high quality""",
+  counterfeit eval runs/00001-ring8-mlp                                    # 2-D toys: modes covered, % high quality
+  counterfeit eval runs/00002-fashion-mnist-vae --anomaly                  # AUROC at finding the --exclude-class class""",
     "report": """examples:
   counterfeit report runs/00000-fashion-mnist-dcgan       # writes RUN/report.html and RUN/report/*.png""",
     "evaluator": """examples:
@@ -50,10 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"counterfeit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train a GAN (or resume one)", description="Train a GAN: D and G take turns.",
+    t = sub.add_parser("train", help="train a GAN or an autoencoder (or resume one)",
+                       description="Train a GAN (D and G take turns) or an autoencoder (--model ae, dae, vae).",
                        epilog=EXAMPLES["train"], formatter_class=fmt)  # fmt: skip
     t.add_argument("--data", help="fashion-mnist (default) | mnist | ring8 | grid25 | ducks-cows | a folder of images")
-    t.add_argument("--model", choices=list(MODELS), help="model family (default dcgan; mlp for 2-D toys)")
+    t.add_argument("--model", choices=list(MODELS), help="model family (default dcgan; mlp for 2-D toys; ae, dae, vae: autoencoders)")
     t.add_argument(
         "--loss",
         choices=list(LOSSES),
@@ -62,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--gp-weight", type=float, help="wgan-gp's gradient-penalty weight lambda (default 10)")
     t.add_argument("--r1-gamma", type=float, help="R1 penalty weight gamma on D's gradient at reals, with any loss (default 0 = off)")
     t.add_argument("--diffaug", help="DiffAugment policy for small image sets: a comma list of color, translation, cutout (default off)")
+    t.add_argument("--beta", type=float, help="vae: weight of the KL term (default 1; beta-VAE above 1)")
+    t.add_argument("--noise-std", type=float, help="dae: std of the Gaussian pixel noise in [-1, 1] units (default 0.3)")
+    t.add_argument("--exclude-class", help="leave this class (name or index) out of training, for counterfeit eval RUN --anomaly")
     t.add_argument(
         "--kimg", type=float, help="training length in thousands of real images (default 420 for dcgan, about 8 minutes on 2 CPU cores)"
     )
@@ -80,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction, help="spectral normalisation of D's layers (dcgan, mlp; off)")
     t.add_argument("--mbstd", action=argparse.BooleanOptionalAction, help="minibatch-std feature in D against mode collapse (off)")
     t.add_argument("--pack", type=int, help="PacGAN: D judges this many samples at once (default 1; must divide --batch-size)")
-    t.add_argument("--lr-g", type=float, help="G's Adam learning rate")
+    t.add_argument("--lr-g", type=float, help="G's Adam learning rate (autoencoders: of encoder and decoder)")
     t.add_argument("--lr-d", type=float, help="D's Adam learning rate; TTUR (Heusel et al. 2017): e.g. 4e-4 here with --lr-g 1e-4")
     t.add_argument("--beta1", type=float, help="Adam beta1 (0.5 for DCGAN)")
     t.add_argument("--d-steps", type=int, help="D updates per G update")
@@ -122,6 +129,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--fakes", help="instead of a run: an .npz with 'images' or a folder of images")
     e.add_argument("--reals", default="fashion-mnist:test", help="reference for --fakes: DATASET:SPLIT, .npz or folder")
     e.add_argument("--json", help="with --fakes: also write the results to this JSON file")
+    e.add_argument("--anomaly", action="store_true", help="instead: AUROC of finding a run's --exclude-class class among the test images")
+    e.add_argument("--device", default="cpu", help="with --anomaly: where to score (default cpu)")
 
     rp = sub.add_parser("report", help="write a self-contained HTML report of a run", epilog=EXAMPLES["report"], formatter_class=fmt)
     rp.add_argument("run_dir", metavar="RUN_DIR")
@@ -244,7 +253,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _postfix(s: dict) -> str:
-    text = f"D {s['loss_D']:.3f} G {s['loss_G']:.3f} D(x) {s['D(x)']:.2f} D(G(z)) {s['D(G(z))']:.2f} {s['img/s']:.0f} img/s"
+    if "loss_D" in s:
+        text = f"D {s['loss_D']:.3f} G {s['loss_G']:.3f} D(x) {s['D(x)']:.2f} D(G(z)) {s['D(G(z))']:.2f} {s['img/s']:.0f} img/s"
+    else:  # autoencoders: per-image losses; a row may lack any key
+        text = " ".join(f"{short} {s[k]:.1f}" for k, short in (("loss", "loss"), ("loss_rec", "rec"), ("loss_kl", "KL")) if k in s)
+        text += f" {s['img/s']:.0f} img/s" if "img/s" in s else ""
     if "cov/classes" in s:
         text += f" classes {s['cov/classes']}/{s['cov/num_classes']}"
     if "toy/modes" in s:
@@ -255,7 +268,7 @@ def _postfix(s: dict) -> str:
 _OPTIONS = ("data", "model", "loss", "kimg", "epochs", "batch_size", "seed", "data_dir", "resolution", "channels", "z_dim",
             "g_width", "d_width", "lr_g", "lr_d", "beta1", "d_steps", "ema_halflife_kimg", "tick_kimg", "sample_kimg",
             "snapshot_kimg", "keep_checkpoints", "eval_every_kimg", "eval_n", "alarm_after_kimg", "device",
-            "gp_weight", "r1_gamma", "diffaug", "spectral_norm", "mbstd", "pack")  # fmt: skip
+            "gp_weight", "r1_gamma", "diffaug", "spectral_norm", "mbstd", "pack", "beta", "noise_std", "exclude_class")  # fmt: skip
 _RESUMABLE = ("kimg", "epochs", "device")
 
 
@@ -356,7 +369,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.n < 2:
         raise ConfigError(f"--n must be at least 2, got {args.n}")
-    if args.fakes:
+    if args.anomaly:
+        from .metrics.anomaly import evaluate_anomaly
+
+        if args.fakes or not args.run_dir:
+            raise ConfigError("--anomaly scores a run: give a RUN_DIR trained with --exclude-class, and no --fakes")
+        results = evaluate_anomaly(args.run_dir, args.device)["metrics"]
+        results = {"anomaly": results["anomaly"]}  # metrics.json may keep older metrics beside it; print only this one
+        print(f"wrote {Path(args.run_dir) / 'metrics.json'}")
+    elif args.fakes:
         if args.run_dir:
             raise ConfigError("give a RUN_DIR or --fakes, not both")
         names = [m for m in parse_metrics(args.metrics) if m != "memorisation"]
@@ -404,6 +425,10 @@ def _summary(results: dict) -> list[str]:
         m = results["memorisation"]
         out.append(f"near-copies {m['near_copy_fraction']:.2%} (expected about {m['near_copy_expected']:.0%}); "
                    f"median distance to train: fakes {m['fake_to_train_median']:.3f}, test images {m['test_to_train_median']:.3f}")  # fmt: skip
+    if "anomaly" in results:
+        a, prov = results["anomaly"], results["anomaly"]["provenance"]
+        out.append(f"anomaly AUROC {a['auroc']:.4f} at finding '{prov['excluded_class']}' among {prov['n_test']} images; "
+                   f"mean score normal {a['mean_score_normal']:.4g}, anomalous {a['mean_score_anomalous']:.4g} (higher = more anomalous)")  # fmt: skip
     if "toy" in results:
         t = results["toy"]
         kl = "n/a" if t["reverse_kl"] is None else f"{t['reverse_kl']:.3f}"

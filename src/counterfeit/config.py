@@ -20,6 +20,7 @@ class DataConfig:
     channels: int = 1  # 1 = grey, 3 = RGB
     data_dir: str | None = None  # where to look for idx files first (None: the usual search order)
     class_names: tuple[str, ...] = ()  # filled in for conditional models, so samples can be asked for by name
+    exclude_class: str | None = None  # a class name or index left out of training (anomaly detection: eval --anomaly)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class ModelConfig:
     g_max_width: int = 512
     d_max_width: int = 512
     num_classes: int = 0  # conditional models: how many class labels G and D take (0 = unconditional)
+    # dae: std of the Gaussian noise added to each input pixel in [-1, 1] units while training (Vincent et al. 2008
+    # used masking; additive Gaussian noise is the other classic corruption); 0.3 is 15 % of the pixel range.
+    noise_std: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class LossConfig:
     # DiffAugment policy (Zhao et al. 2020), e.g. "color,translation,cutout"; "" = off. It lives with the loss because
     # it changes what D's objective is computed on (as StyleGAN2-ADA's loss owns its augment pipe); images only.
     diffaug: str = ""
+    beta: float = 1.0  # vae: weight of KL(q(z|x) || N(0, I)) beside the reconstruction term (Higgins et al. 2017's beta-VAE)
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,8 @@ def extend_config(cfg: RunConfig, **options: Any) -> RunConfig:
     """Copy of `cfg` with flat options applied; `epochs` is turned into kimg using the data set's size."""
     options = {k: v for k, v in options.items() if v is not None}
     epochs = options.pop("epochs", None)
+    if "exclude_class" in options:
+        options["exclude_class"] = str(options["exclude_class"]).strip()  # an index given from Python is kept as text, as the CLI gives it
     if epochs is not None and "kimg" in options:
         raise ConfigError("give --kimg or --epochs, not both")
     sections: dict[str, dict[str, Any]] = {}
@@ -174,12 +181,31 @@ def extend_config(cfg: RunConfig, **options: Any) -> RunConfig:
     cfg = cfg.replace(**sections)
     if "gp_weight" in options and cfg.loss.name != "wgan-gp":
         raise ConfigError(f"--gp-weight only applies to --loss wgan-gp, not --loss {cfg.loss.name}")
+    _check_family_options(cfg, options)
     if epochs is not None:
         from .train import load_training_data
 
         cfg = cfg.replace(loop={"total_kimg": round(epochs * load_training_data(cfg).x.shape[0] / 1000, 3)})
     _validate(cfg)
     return cfg
+
+
+_GAN_ONLY = ("loss", "gp_weight", "r1_gamma", "diffaug", "spectral_norm", "mbstd", "pack", "lr_d", "d_steps")
+
+
+def _check_family_options(cfg: RunConfig, options: dict[str, Any]) -> None:
+    """One-line errors for options given to a family that has no use for them."""
+    from .models import get_spec
+
+    name = cfg.model.name
+    if get_spec(name).family == "autoencoder":
+        gan_only = [k for k in _GAN_ONLY if k in options]
+        if gan_only:
+            raise ConfigError(f"--{gan_only[0].replace('_', '-')} is a GAN option; --model {name} has no discriminator, drop the flag")
+    if "beta" in options and name != "vae":
+        raise ConfigError(f"--beta weights the VAE's KL term; use it with --model vae, not --model {name}")
+    if "noise_std" in options and name != "dae":
+        raise ConfigError(f"--noise-std is the denoising autoencoder's input noise; use it with --model dae, not --model {name}")
 
 
 def _validate(cfg: RunConfig) -> None:
@@ -206,6 +232,9 @@ def _validate(cfg: RunConfig) -> None:
         (Lo.name in LOSSES, f"unknown loss '{Lo.name}'; choose one of {', '.join(LOSSES)}"),
         (Lo.gp_weight >= 0, f"--gp-weight must be >= 0, got {Lo.gp_weight}"),
         (Lo.r1_gamma >= 0, f"--r1-gamma must be >= 0 (0 turns it off), got {Lo.r1_gamma}"),
+        (Lo.beta >= 0, f"--beta must be >= 0, got {Lo.beta}"),
+        (M.noise_std >= 0, f"--noise-std must be >= 0, got {M.noise_std}"),
+        (cfg.data.exclude_class is None or str(cfg.data.exclude_class).strip() != "", "--exclude-class needs a class name or index"),
         (M.pack >= 1, f"--pack must be at least 1, got {M.pack}"),
         (L.batch_size % max(M.pack, 1) == 0, f"--pack {M.pack} must divide --batch-size {L.batch_size}; D sees the batch in packs"),
         (L.batch_size // max(M.pack, 1) >= 2, f"--batch-size {L.batch_size} / --pack {M.pack} leaves D one packed sample"),

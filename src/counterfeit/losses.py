@@ -164,3 +164,20 @@ def r1_penalty(D: nn.Module, real: torch.Tensor, labels: torch.Tensor | None = N
     x = real.detach().requires_grad_(True)  # (B, C, H, W)
     grad = _input_grad(D, x, labels)  # (B, C, H, W)
     return grad.reshape(B // pack, -1).square().sum(dim=1).mean()
+
+
+# ---------------------------------------------------------------- autoencoders (one phase: reconstruct)
+
+
+def reconstruction_loss(pre_tanh: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy between the decoder's image and the real one, both read as [0, 1] pixels, summed per image, batch mean."""
+    # The decoder's image is tanh(h) in [-1, 1], i.e. sigmoid(2h) in [0, 1]: BCE on the logits 2h is exact and
+    # never takes log(0). Kingma & Welling's Bernoulli decoder; summed over pixels so that one image's likelihood
+    # is weighed against its KL term at the scale the ELBO asks for. Grey targets make its minimum > 0.
+    target = (real + 1) / 2  # (B, C, H, W) in [0, 1]
+    return F.binary_cross_entropy_with_logits(2 * pre_tanh, target, reduction="sum") / real.shape[0]
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) in closed form, summed over z's dimensions, batch mean."""
+    return -0.5 * (1 + logvar - mu.square() - logvar.exp()).sum(dim=1).mean()  # mu, logvar: (B, z_dim)

@@ -18,6 +18,8 @@ from .runs import is_run_dir, read_stats
 MAX_GRIDS = 8  # enough to see training unfold without making the page tens of megabytes
 PLOT_NAMES = ("losses", "d_outputs", "fid", "coverage", "classes")
 _FAKES = re.compile(r"^fakes(\d+(?:\.\d+)?)kimg\.png$")
+_RECON = re.compile(r"^recon(\d+(?:\.\d+)?)kimg\.png$")
+AE_LOSSES = ("loss", "loss_rec", "loss_kl")  # an autoencoder's stats.jsonl rows (no loss_D / loss_G)
 _LN2 = math.log(2)
 
 _CSS = """
@@ -185,6 +187,13 @@ def _make_plots(
             ax.axhline(g_ref, color="C1", ls="--", lw=1, alpha=0.7, label=f"{'-' if g_ref < 0 else ''}ln 2 (D cannot tell)")
         ax.legend(fontsize=8)
         plots["losses"] = png(fig)
+    elif any(series(stats, k)[0] for k in AE_LOSSES):
+        fig, ax = new_axes("Losses (per image)", "loss")
+        for i, k in enumerate(AE_LOSSES):
+            if series(stats, k)[0]:
+                ax.plot(*series(stats, k), color=f"C{i}", label=k, ls=":" if k == "loss" else "-")
+        ax.legend(fontsize=8)
+        plots["losses"] = png(fig)
 
     d_keys = [k for k in ("D(x)", "D(G(z))", "D(G(z))_after_D") if series(stats, k)[0]]
     if d_keys:
@@ -342,7 +351,14 @@ def _section_training(stats: list[dict[str, Any]], plots: dict[str, bytes], conf
     if not stats:
         parts.append(_missing("no training statistics yet: stats.jsonl is missing or empty; train with <code>counterfeit train</code>"))
         return "\n".join(parts)
-    if "losses" in plots:
+    ae = not any("loss_D" in r or "loss_G" in r for r in stats) and any(k in r for r in stats for k in AE_LOSSES)
+    if "losses" in plots and ae:
+        parts.append(
+            "<p>An autoencoder's losses, per image: loss_rec is the binary cross-entropy of its reconstructions (above 0 even "
+            "when perfect, for grey pixels), loss_kl the VAE's KL term, loss = loss_rec + beta * loss_kl.</p>"
+        )
+        parts.append(_img(plots["losses"], "loss curves", "plot"))
+    elif "losses" in plots:
         g_ref = _g_reference(_section_of(config, "loss", "name", "ns"))
         if g_ref is not None:
             g_text = f" and {'-' if g_ref < 0 else ''}ln 2 &asymp; {g_ref:.3f} for G"
@@ -358,7 +374,7 @@ def _section_training(stats: list[dict[str, Any]], plots: dict[str, bytes], conf
             "both drift to 0.5 when D cannot tell them apart.</p>"
         )
         parts.append(_img(plots["d_outputs"], "D outputs", "plot"))
-    else:
+    elif not ae:  # an autoencoder has no D to report on
         parts.append(_missing("no D outputs in stats.jsonl"))
     return "\n".join(parts)
 
@@ -474,6 +490,11 @@ def _section_samples(run_dir: Path) -> str:
         )
     if reals.is_file():
         figures.append(f"<figure>{_img(reals.read_bytes(), 'real images')}<figcaption>reals</figcaption></figure>")
+    recons = sorted((float(m.group(1)), p) for p in (run_dir / "samples").iterdir() if (m := _RECON.match(p.name)) and p.is_file())
+    if recons:  # autoencoders: the newest reconstruction grid
+        kimg, path = recons[-1]
+        figures.append(f"<figure>{_img(path.read_bytes(), f'reconstructions at {kimg:g} kimg')}"
+                       f"<figcaption>reals (top), reconstructions (bottom), {_e(f'{kimg:g}')} kimg</figcaption></figure>")  # fmt: skip
     parts.append(f"<div class='grids'>{''.join(figures)}</div>")
     return "\n".join(parts)
 

@@ -35,6 +35,13 @@ def sample(G: nn.Module, z: torch.Tensor, labels: torch.Tensor | None = None, ba
     return torch.cat(outs).float().cpu()  # (n, C, H, W) or (n, 2)
 
 
+@torch.inference_mode()
+def reconstruct(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Autoencoders: decoder(code of x) for images x in the model's range, in batches (both in eval mode; a VAE decodes mu)."""
+    outs = [decoder(encoder(xb)[0]) for xb in x.split(batch_size)]  # each (b, C, H, W)
+    return torch.cat(outs).float().cpu()  # (n, C, H, W)
+
+
 def to_uint8(x: torch.Tensor, pixel_range: tuple[float, float]) -> torch.Tensor:
     """Map images from `pixel_range` to uint8 [0, 255] with rounding."""
     lo, hi = pixel_range

@@ -1,4 +1,8 @@
-"""The training loop: D learns on reals and fakes, then G learns from frozen D's verdict on fresh fakes."""
+"""The training loop: D learns on reals and fakes, then G learns from frozen D's verdict on fresh fakes.
+
+Autoencoders (model family "autoencoder") run through the same loop with one reconstruction step instead:
+their decoder sits in G's place (so sampling and EMA are shared) and their encoder in D's.
+"""
 
 from __future__ import annotations
 
@@ -27,18 +31,20 @@ from .checkpoints import (
     save_checkpoint,
 )
 from .config import ConfigError, RunConfig
-from .data import Dataset, batch_indices, load_dataset
+from .data import Dataset, batch_indices, drop_class, load_dataset
 from .fileio import atomic_write_text
-from .losses import build_loss
+from .losses import build_loss, gaussian_kl, reconstruction_loss
 from .models import build_models, get_spec
 from .runs import read_stats
-from .sample import from_uint8, make_noise, sample, save_grid, save_scatter, to_uint8
+from .sample import from_uint8, make_noise, reconstruct, sample, save_grid, save_scatter, to_uint8
 
 log = logging.getLogger("counterfeit")
 
 GRID_SEED = 20240  # the fixed noise behind every progress grid, so grids over time show the same z
 GRID_SIZE = 64
 GRID_PER_CLASS = 8  # conditional grids: one row per class, this many columns
+RECON_SIZE = 32  # reconstruction grids: this many fixed reals (the first of reals.png) above their reconstructions
+GAN_STATS = ("loss_D", "loss_G", "D(x)", "D(G(z))", "D(G(z))_after_D")
 
 
 class TrainingDiverged(Exception):
@@ -78,6 +84,8 @@ def load_training_data(cfg: RunConfig) -> Dataset:
     if data.kind != spec.data_kind:
         hint = "--model mlp" if data.kind == "points" else "--model dcgan"
         raise ConfigError(f"model '{spec.name}' trains on {spec.data_kind} but '{cfg.data.name}' holds {data.kind}; use {hint}")
+    if cfg.data.exclude_class is not None:
+        data = drop_class(data, cfg.data.exclude_class)  # the class left for eval --anomaly to find
     return data
 
 
@@ -144,6 +152,24 @@ def g_step(G: nn.Module, D: nn.Module, opt_G, loss, z: torch.Tensor, labels: tor
     return loss_G.detach(), fake_logits.detach()
 
 
+def ae_step(encoder: nn.Module, decoder: nn.Module, opt, real: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
+    """One update of encoder and decoder together on reals (B, C, H, W) in [-1, 1]; returns the detached per-image losses."""
+    mu, logvar = encoder(real)  # (B, z_dim) each (logvar None unless variational); a dae's encoder corrupts `real` itself
+    z = mu
+    if logvar is not None:
+        # Reparameterisation: the randomness is an input, so the gradient of the loss reaches mu and logvar.
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # (B, z_dim)
+    loss_rec = reconstruction_loss(decoder.pre_tanh(z), real)
+    losses = {"loss": loss_rec, "loss_rec": loss_rec}
+    if logvar is not None:
+        loss_kl = gaussian_kl(mu, logvar)
+        losses = {"loss": loss_rec + beta * loss_kl, "loss_rec": loss_rec, "loss_kl": loss_kl}
+    opt.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    opt.step()
+    return {k: v.detach() for k, v in losses.items()}
+
+
 def _pause_power_iteration(D: nn.Module) -> list[nn.Module]:
     """Put D's spectral-norm parametrisations in eval mode (they use, not refine, their estimate); returns them to resume."""
     # Spectral norm refines its singular-vector estimate on every training-mode forward; pausing it in the
@@ -175,7 +201,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     device = pick_device(L.device)
     spec = get_spec(cfg.model.name)
     data = data if data is not None else load_training_data(cfg)
-    cond = spec.conditional
+    cond, ae = spec.conditional, spec.family == "autoencoder"
     if cond and cfg.model.num_classes == 0:
         raise ConfigError("conditional model with num_classes=0: build the config with conditional_config(cfg, data) first")
     if cond:
@@ -192,19 +218,29 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     G, D = G.to(device).train(), D.to(device).train()
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     fused = device.type == "cuda"
-    opt_G = torch.optim.Adam(G.parameters(), lr=O.lr_g, betas=(O.beta1, O.beta2), fused=fused, foreach=None if fused else True)
-    opt_D = torch.optim.Adam(D.parameters(), lr=O.lr_d, betas=(O.beta1, O.beta2), fused=fused, foreach=None if fused else True)
-    loss = build_loss(cfg.loss)
+    adam = dict(betas=(O.beta1, O.beta2), fused=fused, foreach=None if fused else True)
+    if ae:
+        # One objective of encoder (D slot) and decoder (G slot), so one optimiser; the encoder gets an EMA
+        # too, so reconstructions and anomaly scores pair two averages over the same stretch of training.
+        D_ema = copy.deepcopy(D).eval().requires_grad_(False)
+        opt_ae = torch.optim.Adam([*G.parameters(), *D.parameters()], lr=O.lr_g, **adam)
+        modules, optimizers = {"G": G, "D": D, "G_ema": G_ema, "D_ema": D_ema}, {"opt": opt_ae}
+        stat_keys = ("loss", "loss_rec", "loss_kl") if D.variational else ("loss", "loss_rec")
+    else:
+        opt_G = torch.optim.Adam(G.parameters(), lr=O.lr_g, **adam)
+        opt_D = torch.optim.Adam(D.parameters(), lr=O.lr_d, **adam)
+        modules, optimizers, stat_keys = {"G": G, "D": D, "G_ema": G_ema}, {"opt_G": opt_G, "opt_D": opt_D}, GAN_STATS
+        loss = build_loss(cfg.loss)
     prep = (lambda xb: from_uint8(xb, spec.pixel_range)) if images else (lambda xb: xb)
 
     cur_nimg, elapsed_prev = 0, 0.0
     ckpts = list_checkpoints(run_dir)
     if ckpts:
         tensors, state = read_checkpoint(ckpts[-1])
-        for name, module in (("G", G), ("D", D), ("G_ema", G_ema)):
+        for name, module in modules.items():
             load_module(module, tensors, name, ckpts[-1])
-        load_optimizer(opt_G, tensors, state, "opt_G")
-        load_optimizer(opt_D, tensors, state, "opt_D")
+        for name, opt in optimizers.items():
+            load_optimizer(opt, tensors, state, name)
         restore_rng(tensors)
         cur_nimg, elapsed_prev = state["cur_nimg"], state.get("seconds", 0.0)
         log.info(f"resuming {run_dir} from {ckpts[-1].name} at {cur_nimg / 1000:.1f} kimg")
@@ -229,8 +265,9 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
         )
         if monitor is not None:
             monitor.replay(read_stats(run_dir))
+    grid_reals = x_all[batch_indices(n_data, GRID_SIZE, L.seed + 1, 0)] if images else None  # (64, C, H, W) uint8
     if images and cur_nimg == 0:
-        save_grid(x_all[batch_indices(n_data, GRID_SIZE, L.seed + 1, 0)].cpu(), run_dir / "samples" / "reals.png", nrow=8)
+        save_grid(grid_reals.cpu(), run_dir / "samples" / "reals.png", nrow=8)
 
     def snapshot_grid() -> None:
         fakes = sample(G_ema, grid_z, grid_labels)
@@ -239,13 +276,17 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
             save_grid(to_uint8(fakes, spec.pixel_range), name, nrow=GRID_PER_CLASS if cond else 8)
         else:
             save_scatter(fakes, name, reals=x_all[:2000].cpu())
+        if ae:  # top half: fixed reals; bottom half: what the EMA encoder and decoder make of them
+            recon = reconstruct(D_ema, G_ema, prep(grid_reals[:RECON_SIZE]))  # (32, C, H, W) in [-1, 1]
+            tiles = torch.cat([grid_reals[:RECON_SIZE].cpu(), to_uint8(recon, spec.pixel_range)])  # (64, C, H, W) uint8
+            save_grid(tiles, run_dir / "samples" / f"recon{cur_nimg / 1000:08.1f}kimg.png", nrow=8)
 
     def checkpoint(done: bool) -> None:
         state = {"version": __version__, "torch": torch.__version__, "config": cfg.to_dict(), "done": done,
                  "seconds": elapsed_prev + time.time() - t_start, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
-        save_checkpoint(run_dir, cur_nimg, {"G": G, "D": D, "G_ema": G_ema}, {"opt_G": opt_G, "opt_D": opt_D}, state, L.keep_checkpoints)
+        save_checkpoint(run_dir, cur_nimg, modules, optimizers, state, L.keep_checkpoints)
 
-    acc = torch.zeros(5, device=device)  # running sums of loss_D, loss_G, D(x), D(G(z)), D(G(z)) after D's step
+    acc = torch.zeros(len(stat_keys), device=device)  # running sums of the stats: GAN_STATS, or the autoencoder's losses
     acc_steps, t_start = 0, time.time()
     t_tick, nimg_tick = t_start, cur_nimg
     last: dict[str, Any] = {}
@@ -257,25 +298,34 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
             break
         prev_nimg = cur_nimg
 
-        # Step 1: D learns on reals labelled real and fakes labelled fake; G only generates.
-        for _ in range(O.d_steps):
+        if ae:
+            # The one autoencoder step: encoder and decoder learn together to reconstruct a batch of reals.
             idx = batch_indices(n_data, L.batch_size, L.seed, cur_nimg)  # (B,)
-            real = prep(x_all[idx])  # (B, C, H, W) in G's range
-            z = torch.randn(L.batch_size, G.z_dim, device=device)  # (B, z_dim)
-            real_y = y_all[idx] if cond else None  # (B,)
-            fake_y = torch.randint(C, (L.batch_size,), device=device) if cond else None  # (B,) uniform over classes
-            loss_D, real_logits, fake_logits = d_step(G, D, opt_D, loss, real, z, real_y, fake_y)
+            losses = ae_step(D, G, opt_ae, prep(x_all[idx]), cfg.loss.beta)
             cur_nimg += L.batch_size
-        # Step 2: D is frozen; G learns from D's verdict on fresh fakes labelled real.
-        z = torch.randn(L.batch_size, G.z_dim, device=device)  # (B, z_dim)
-        loss_G, fake_logits_g = g_step(G, D, opt_G, loss, z, torch.randint(C, (L.batch_size,), device=device) if cond else None)
+            acc += torch.stack([losses[k] for k in stat_keys])
+        else:
+            # Step 1: D learns on reals labelled real and fakes labelled fake; G only generates.
+            for _ in range(O.d_steps):
+                idx = batch_indices(n_data, L.batch_size, L.seed, cur_nimg)  # (B,)
+                real = prep(x_all[idx])  # (B, C, H, W) in G's range
+                z = torch.randn(L.batch_size, G.z_dim, device=device)  # (B, z_dim)
+                real_y = y_all[idx] if cond else None  # (B,)
+                fake_y = torch.randint(C, (L.batch_size,), device=device) if cond else None  # (B,) uniform over classes
+                loss_D, real_logits, fake_logits = d_step(G, D, opt_D, loss, real, z, real_y, fake_y)
+                cur_nimg += L.batch_size
+            # Step 2: D is frozen; G learns from D's verdict on fresh fakes labelled real.
+            z = torch.randn(L.batch_size, G.z_dim, device=device)  # (B, z_dim)
+            loss_G, fake_logits_g = g_step(G, D, opt_G, loss, z, torch.randint(C, (L.batch_size,), device=device) if cond else None)
+            with torch.no_grad():
+                acc += torch.stack([loss_D, loss_G, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean(),
+                                    torch.sigmoid(fake_logits_g).mean()]).detach()  # fmt: skip
 
         halflife_nimg = L.ema_halflife_kimg * 1000
-        ema_update(G_ema, G, 0.5 ** (L.batch_size / max(halflife_nimg, 1e-8)) if halflife_nimg > 0 else 0.0)
-
-        with torch.no_grad():
-            acc += torch.stack([loss_D, loss_G, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean(),
-                                torch.sigmoid(fake_logits_g).mean()]).detach()  # fmt: skip
+        ema_beta = 0.5 ** (L.batch_size / max(halflife_nimg, 1e-8)) if halflife_nimg > 0 else 0.0
+        ema_update(G_ema, G, ema_beta)
+        if ae:
+            ema_update(D_ema, D, ema_beta)
         acc_steps += 1
         if cb.on_step:
             cb.on_step(cur_nimg, total_nimg)
@@ -287,15 +337,15 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
             means = (acc / acc_steps).tolist()  # the one host sync per tick
             acc.zero_()
             acc_steps = 0
-            last = {"kimg": round(cur_nimg / 1000, 3), "loss_D": means[0], "loss_G": means[1], "D(x)": means[2],
-                    "D(G(z))": means[3], "D(G(z))_after_D": means[4],
+            last = {"kimg": round(cur_nimg / 1000, 3), **dict(zip(stat_keys, means)),
                     "img/s": round((cur_nimg - nimg_tick) / max(now - t_tick, 1e-9), 1),
                     "seconds": round(elapsed_prev + now - t_start, 2)}  # fmt: skip
             t_tick, nimg_tick = now, cur_nimg
             if not all(math.isfinite(v) for v in means):
                 kept = list_checkpoints(run_dir)
                 where = f"the last good checkpoint {kept[-1].name} is kept" if kept else "no checkpoint was written yet"
-                msg = (f"training diverged at {cur_nimg / 1000:.1f} kimg (loss_D={means[0]}, loss_G={means[1]}); {where}; "
+                losses_text = ", ".join(f"{k}={v}" for k, v in zip(stat_keys[:2], means))
+                msg = (f"training diverged at {cur_nimg / 1000:.1f} kimg ({losses_text}); {where}; "
                        f"try lower learning rates (--lr-g/--lr-d) or another --seed")  # fmt: skip
                 log.error(msg)
                 raise TrainingDiverged(msg)

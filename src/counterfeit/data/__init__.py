@@ -5,7 +5,7 @@ from .download import download_idx
 from .folder import load_folder
 from .idx import SYSTEM_DATA_DIRS, find_idx_dir, load_idx, search_dirs
 from .idxfile import IDX_DATASETS
-from .load import load_dataset
+from .load import class_index, drop_class, load_dataset
 from .sampler import batch_indices
 from .toys import TOY_DATASETS, load_toy, toy_modes
 
@@ -17,7 +17,9 @@ __all__ = [
     "Dataset",
     "batch_indices",
     "cache_dir",
+    "class_index",
     "download_idx",
+    "drop_class",
     "find_idx_dir",
     "load_dataset",
     "load_folder",

@@ -62,3 +62,25 @@ def _conform(ds: Dataset, resolution: int, channels: int) -> Dataset:
     x = x.expand(-1, channels, -1, -1).contiguous()  # (N, C, R, R) uint8
     info = {**ds.info, "converted_from": [ds.channels, ds.resolution, ds.resolution]}
     return Dataset(ds.name, ds.kind, x, ds.labels, ds.class_names, info)
+
+
+def class_index(ds: Dataset, name_or_index: str, flag: str = "--exclude-class") -> int:
+    """The index of a class of a labelled dataset, by name (case-insensitive) or index; one-line error otherwise."""
+    if ds.labels is None or not ds.class_names:
+        raise DataError(f"{flag} needs labelled data, but {ds.name} has no classes; put each class in its own sub-folder")
+    text = str(name_or_index).strip()
+    lookup = {n.lower(): i for i, n in enumerate(ds.class_names)}
+    if text.lower() in lookup:
+        return lookup[text.lower()]
+    if text.isdigit() and int(text) < len(ds.class_names):
+        return int(text)
+    choices = ", ".join(f"{i}={n}" for i, n in enumerate(ds.class_names))
+    raise DataError(f"unknown class '{text}' for {flag}; choose a name or index of {ds.name}: {choices}")
+
+
+def drop_class(ds: Dataset, name_or_index: str) -> Dataset:
+    """The dataset without one class (labels and class names keep their indices, so the class stays nameable)."""
+    k = class_index(ds, name_or_index)
+    keep = ds.labels != k  # (N,) bool
+    info = {**ds.info, "excluded_class": ds.class_names[k], "excluded_images": int((~keep).sum())}
+    return Dataset(ds.name, ds.kind, ds.x[keep].contiguous(), ds.labels[keep], ds.class_names, info)

@@ -198,10 +198,20 @@ def _save_pairs(run_dir: Path, fakes: torch.Tensor, train: torch.Tensor, pairs: 
     return str(rel)
 
 
-def write_results(run_dir: Path, results: dict[str, dict], kimg: float, checkpoint: str) -> dict[str, Any]:
-    """Write metrics.json (the latest evaluation) and append one line per metric to metric-<name>.jsonl."""
+def write_results(run_dir: Path, results: dict[str, dict], kimg: float, checkpoint: str, keep_others: bool = False) -> dict[str, Any]:
+    """Write metrics.json (the latest evaluation) and append one line per metric to metric-<name>.jsonl.
+
+    keep_others: metrics.json keeps the metrics it already holds for the same checkpoint (eval --anomaly beside FID).
+    """
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     doc = {"run": run_dir.name, "kimg": kimg, "checkpoint": checkpoint, "created": now, "metrics": results}
+    if keep_others:
+        try:
+            old = json.loads((run_dir / "metrics.json").read_text())
+            if old.get("checkpoint") == checkpoint and isinstance(old.get("metrics"), dict):
+                doc["metrics"] = {**old["metrics"], **results}
+        except (OSError, ValueError):  # none yet, or unreadable: this evaluation starts it afresh
+            pass
     atomic_write_text(run_dir / "metrics.json", json.dumps(doc, indent=2) + "\n")
     for name, r in results.items():
         flat = {k: v for k, v in r.items() if isinstance(v, (int, float, str)) and k not in ("rule",)}

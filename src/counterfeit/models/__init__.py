@@ -19,18 +19,24 @@ class ModelSpec:
     summary: str
     defaults: dict = field(default_factory=dict)  # {"model": {...}, "optim": {...}, "loop": {...}} overrides
     conditional: bool = False  # G and D take class labels (model.num_classes of them)
+    # "gan": D judges G's fakes. "autoencoder": G is a decoder z -> image and the D slot holds the encoder
+    # image -> z; the trainer takes its reconstruction step instead of the D and G steps.
+    family: str = "gan"
 
 
 MODELS: dict[str, ModelSpec] = {}
 
 
 def register_model(
-    name: str, *, data_kind: str, pixel_range=(-1.0, 1.0), summary: str, defaults: dict | None = None, conditional: bool = False
-):
+    name: str, *, data_kind: str, pixel_range=(-1.0, 1.0), summary: str, defaults: dict | None = None, conditional: bool = False,
+    family: str = "gan",
+):  # fmt: skip
     """Decorator: register `build(cfg) -> (G, D)` under `name` (feeds the CLI's --model choices)."""
+    if family not in ("gan", "autoencoder"):
+        raise ValueError(f"model family must be 'gan' or 'autoencoder', not {family!r}")
 
     def wrap(build):
-        MODELS[name] = ModelSpec(name, build, data_kind, tuple(pixel_range), summary, defaults or {}, conditional)
+        MODELS[name] = ModelSpec(name, build, data_kind, tuple(pixel_range), summary, defaults or {}, conditional, family)
         return build
 
     return wrap
@@ -48,4 +54,5 @@ def build_models(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
     return get_spec(cfg.model.name).build(cfg)
 
 
-from . import cdcgan, dcgan, lecture, mlp  # noqa: E402,F401  (registers the families)
+from . import cdcgan, dcgan, lecture, mlp  # noqa: E402,F401,I001  (registers the families)
+from . import autoencoders  # noqa: E402,F401,I001  (after the GANs, so --model lists them first)
