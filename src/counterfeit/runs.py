@@ -94,8 +94,14 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
     return LoadedRun(run_dir, cfg, get_spec(cfg.model.name), G, state, ckpts[-1])
 
 
+def _losses(row: dict[str, Any]) -> str:
+    if "loss_D" in row:
+        return f"D {row['loss_D']:.3f} G {row['loss_G']:.3f}"
+    return f"loss {row['loss']:.1f}" if "loss" in row else ""
+
+
 def run_table(root: Path) -> list[dict[str, Any]]:
-    """One row per run folder under `root`: run, data, model, kimg, last losses, status."""
+    """One row per run folder under `root`: run, data, model, kimg, last losses, classes covered, status."""
     rows = []
     if not root.is_dir():
         return rows
@@ -104,7 +110,7 @@ def run_table(root: Path) -> list[dict[str, Any]]:
             cfg = load_config(run_dir / "config.json")
         except Exception as e:  # a broken run must not hide the others
             rows.append(
-                {"run": run_dir.name, "data": "?", "model": "?", "kimg": "?", "loss_D": "", "loss_G": "", "status": f"unreadable: {e}"}
+                {"run": run_dir.name, "data": "?", "model": "?", "kimg": "?", "losses": "", "classes": "", "status": f"unreadable: {e}"}
             )
             continue
         stats = read_stats(run_dir)
@@ -120,7 +126,7 @@ def run_table(root: Path) -> list[dict[str, Any]]:
         rows.append({
             "run": run_dir.name, "data": data_label(cfg.data.name), "model": cfg.model.name,
             "kimg": f"{last.get('kimg', 0):.1f}/{cfg.loop.total_kimg:g}",
-            "loss_D": f"{last['loss_D']:.3f}" if "loss_D" in last else "",
-            "loss_G": f"{last['loss_G']:.3f}" if "loss_G" in last else "", "status": status,
+            "losses": _losses(last), "classes": f"{last['cov/classes']}/{last['cov/num_classes']}" if "cov/classes" in last else "",
+            "status": status + (" (collapse alarm)" if "alarm" in last else ""),
         })  # fmt: skip
     return rows
