@@ -61,3 +61,17 @@ def tiny_folder(tmp_path_factory):
 
 
 TINY = ["--g-width", "8", "--d-width", "8", "--z-dim", "8", "--batch-size", "16"]
+
+
+def reload_pair(cfg, G, D, tmp_path):
+    """Save (G, D) in a checkpoint, build a fresh pair from another seed and load the checkpoint into it."""
+    from counterfeit.checkpoints import load_module, read_checkpoint, save_checkpoint
+    from counterfeit.models import build_models
+
+    path = save_checkpoint(tmp_path, 1, {"G": G, "D": D}, {}, {})
+    tensors, _ = read_checkpoint(path)
+    torch.manual_seed(99)
+    G2, D2 = build_models(cfg)
+    load_module(G2, tensors, "G", path)
+    load_module(D2, tensors, "D", path)
+    return G2, D2

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, reload_pair
 from test_train import assert_stop_and_resume_is_exact
 
-from counterfeit.checkpoints import list_checkpoints, load_module, read_checkpoint, save_checkpoint
+from counterfeit.checkpoints import list_checkpoints, read_checkpoint
 from counterfeit.cli import _postfix, main
 from counterfeit.config import ConfigError, make_config
 from counterfeit.data import DataError, load_dataset
@@ -101,12 +101,7 @@ def test_checkpoint_round_trip(name, tmp_path):
     cfg = _cfg(name)
     torch.manual_seed(3)
     decoder, encoder = build_models(cfg)
-    path = save_checkpoint(tmp_path, 7, {"G": decoder, "D": encoder}, {}, {})
-    tensors, _ = read_checkpoint(path)
-    torch.manual_seed(99)
-    decoder2, encoder2 = build_models(cfg)
-    load_module(decoder2, tensors, "G", path)
-    load_module(encoder2, tensors, "D", path)
+    decoder2, encoder2 = reload_pair(cfg, decoder, encoder, tmp_path)
     x = torch.rand(4, 1, 28, 28) * 2 - 1
     for m in (decoder, encoder, decoder2, encoder2):
         m.eval()

@@ -189,12 +189,14 @@ def test_eval_toy_run(tmp_path):
 def test_eval_bad_inputs(tmp_path, capsys):
     np.savez(tmp_path / "x.npz", images=np.zeros((4, 28, 28), np.uint8))
     np.savez(tmp_path / "y.npz", pixels=np.zeros((4, 28, 28), np.uint8))
+    np.savez(tmp_path / "f.npz", images=np.zeros((4, 28, 28), np.float32))
     for argv, needle in [
         (["eval"], "RUN_DIR"),
         (["eval", "--fakes", str(tmp_path / "none.npz")], "not found"),
         (["eval", str(tmp_path)], "config.json"),
         (["eval", "--fakes", str(tmp_path / "x.npz"), "--metrics", "fid,bogus"], "bogus"),
         (["eval", "--fakes", str(tmp_path / "y.npz")], "no 'images'"),
+        (["eval", "--fakes", str(tmp_path / "f.npz")], "uint8"),
         (["eval", "--fakes", str(tmp_path / "x.npz"), "--reals", "nowhere:test"], "cannot read images"),
     ]:
         assert main(argv) == 2

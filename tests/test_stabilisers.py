@@ -6,10 +6,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import reload_pair
 from torch import nn
 
 from counterfeit.augment import diff_augment
-from counterfeit.checkpoints import list_checkpoints, load_module, read_checkpoint, save_checkpoint
+from counterfeit.checkpoints import list_checkpoints, read_checkpoint
 from counterfeit.cli import _parser, main
 from counterfeit.config import ConfigError, RunConfig, load_config, make_config
 from counterfeit.losses import build_loss
@@ -121,12 +122,7 @@ def test_checkpoint_round_trip_with_every_d_option(kw, x, tmp_path):
     torch.manual_seed(3)
     G1, D1 = build_models(cfg)
     D1(x)  # move the power-iteration vectors away from their initial values
-    path = save_checkpoint(tmp_path, 1, {"G": G1, "D": D1}, {}, {})
-    tensors, _ = read_checkpoint(path)
-    torch.manual_seed(99)
-    G2, D2 = build_models(cfg)
-    load_module(G2, tensors, "G", path)
-    load_module(D2, tensors, "D", path)
+    G2, D2 = reload_pair(cfg, G1, D1, tmp_path)
     D1.eval(), D2.eval()  # eval: spectral norm uses its stored vectors without refining them
     assert torch.equal(D1(x), D2(x))
     G1.eval(), G2.eval()

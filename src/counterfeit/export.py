@@ -79,10 +79,14 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> Path:
     return path
 
 
-def read_npz_images(path: str | Path) -> torch.Tensor:
-    """uint8 images (N, C, H, W) from an .npz with `images` (N, H, W, C) or (N, H, W)."""
+def read_npz_images(path: str | Path) -> np.ndarray:
+    """The `images` array of an .npz as written by `counterfeit sample --format npz`; one-line errors otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} not found; pass an .npz written by `counterfeit sample --format npz`")
     with np.load(path) as f:
-        arr = f["images"]
-    if arr.ndim == 3:
-        arr = arr[..., None]
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+        if "images" not in f:
+            raise ConfigError(
+                f"{path} has no 'images' array (it has {', '.join(f.files) or 'nothing'}); write one with `counterfeit sample --format npz`"
+            )
+        return f["images"]

@@ -8,12 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .. import __version__
 from ..config import ConfigError
 from ..data import IDX_DATASETS, TOY_DATASETS, load_dataset, toy_modes
+from ..export import read_npz_images
 from ..fileio import atomic_write_text
 from .classes import class_coverage, duplicate_rate, duplicate_threshold
 from .features import BackboneUnavailable, Features, as_nhwc_or_nchw_uint8, extract
@@ -47,16 +47,11 @@ def load_image_source(
         ds = load_dataset(name, split or "test")
         x, desc = ds.x, {"source": f"{name}:{split or 'test'}", "class_labels": ds.labels}
     elif spec.endswith(".npz"):
-        path = Path(spec)
-        if not path.is_file():
-            raise ConfigError(f"{path} not found; pass an .npz written by `counterfeit sample --format npz`")
-        with np.load(path) as f:
-            if "images" not in f:
-                raise ConfigError(
-                    f"{path} has no 'images' array (it has {', '.join(f.files) or 'nothing'}); write one with `counterfeit sample --format npz`"
-                )
-            x = as_nhwc_or_nchw_uint8(f["images"])  # (N, C, H, W)
-        desc = {"source": str(path)}
+        try:
+            x = as_nhwc_or_nchw_uint8(read_npz_images(spec))  # (N, C, H, W)
+        except ValueError as e:
+            raise ConfigError(f"{spec}: {e}; save uint8 pixels as `counterfeit sample --format npz` does") from None
+        desc = {"source": spec}
     elif Path(spec).is_dir():
         ds = load_dataset(spec, "train", resolution or 28, channels or 1)
         x, desc = ds.x, {"source": f"folder {spec}"}
