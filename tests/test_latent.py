@@ -184,6 +184,19 @@ def test_cli_on_a_fashion_mnist_gan(fashion_dir, tmp_path, capsys):
     assert main(["interpolate", str(run), "--from", f"{out / 'p.npz'}#1", "--to", "class:0", "--steps", "3", "--mode", "lerp",
                  "--out", str(out / "j.png")]) == 0  # fmt: skip
     assert _gif_frames(out / "j.gif") == 4
+    argv = [
+        "interpolate",
+        str(run),
+        "--from",
+        str(tmp_path / "grey.png"),
+        "--to",
+        "7",
+        "--project-steps",
+        "10",
+        "--out",
+        str(out / "k.png"),
+    ]
+    assert main(argv) == 0 and "projected grey.png: pixel error" in capsys.readouterr().out
     assert main(["arithmetic", str(run), f"{out / 'p.npz'}#0 - [1, 2] + 0.5*Bag", "--rows", "1", "--out", str(out / "b.png")]) == 0
 
 

@@ -175,9 +175,11 @@ def _latent_parsers(sub, fmt) -> None:
     walks.add_argument("--project-steps", type=int, default=100, help="optimisation steps for .png operands")
     i = sub.add_parser("interpolate", parents=[common, walks], help="walk between seeds, classes or images (PNG + GIF)",
                        epilog=EXAMPLES["interpolate"], formatter_class=fmt)  # fmt: skip
-    i.add_argument("--from", dest="start", required=True, help="SEED, CLASS (name or class:N), IMAGE.png or LATENTS.npz[#k]")
-    i.add_argument("--to", dest="end", required=True, help="the other end, same forms")
-    i.add_argument("--steps", type=int, default=10)
+    i.add_argument(
+        "--from", dest="start", metavar="FROM", required=True, help="SEED, CLASS (name or class:N), IMAGE.png or LATENTS.npz[#k]"
+    )
+    i.add_argument("--to", dest="end", metavar="TO", required=True, help="the other end, same forms")
+    i.add_argument("--steps", type=int, default=10, help="images along the way, both ends included")
     i.add_argument("--mode", choices=["lerp", "slerp"], default="slerp")
     i.add_argument("--rows", type=int, default=1, help="rows: images 0..rows-1 of seeds, or noise around other endpoints")
     a = sub.add_parser("arithmetic", parents=[common, walks], help='latent arithmetic: "Sneaker - Sandal + Ankle boot"',

@@ -63,6 +63,9 @@ def class_concepts(run, device="cpu", n: int = CONCEPT_N, seed: int = CONCEPT_SE
     """Mean z per class of an unconditional run, from n seeded samples judged by the evaluator."""
     names = class_names_for(run)
     ev = evaluator_for(run, need="class concepts") if names else None
+    if ev is None and names:
+        raise ConfigError(f"class names need the evaluator for {run.config.data.name}, and its weights are missing; "
+                          f"make them with: counterfeit evaluator train --dataset {run.config.data.name}")  # fmt: skip
     if ev is None:
         raise ConfigError(f"class names need a run on grey 28x28 {' or '.join(CLASS_NAMES)} (the evaluator's classes); "
                           f"{run.run_dir.name} has data '{run.config.data.name}': use seed lists like [12,40,77] instead")  # fmt: skip

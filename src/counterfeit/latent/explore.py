@@ -53,7 +53,7 @@ def _class_option(run, class_name: str | None) -> int | None:
 def _verdicts(run, images: torch.Tensor) -> list[str]:
     """'Ankle boot 0.93' per uint8 image, from the evaluator, or nothing when no evaluator fits the run."""
     ev = evaluator_for(run)
-    if ev is None:
+    if ev is None or ev.meta.get("dataset") != run.config.data.name:  # its classes mean nothing for other data
         return []
     p, _ = predict(ev, images)  # (N, C)
     top_p, top_k = p.max(dim=1)  # (N,)
