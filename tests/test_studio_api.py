@@ -7,7 +7,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import STUDIO_RUNS
 from PIL import Image
 
 pytest.importorskip("starlette")
@@ -17,19 +17,12 @@ from counterfeit.cli import main  # noqa: E402
 from counterfeit.studio import playground as pg  # noqa: E402
 from counterfeit.studio.app import create_app  # noqa: E402
 
-DCGAN, CDCGAN, TOY = "00000-tiny-dcgan", "00001-tiny-cdcgan", "00002-ring8-mlp"
-SHORT = ["--kimg", "0.064", "--tick-kimg", "0.032", "--snapshot-kimg", "0.032", "--sample-kimg", "0.032", "--no-progress"]
+DCGAN, CDCGAN, TOY = STUDIO_RUNS
 
 
-@pytest.fixture(scope="module")
-def runs(tiny_folder, tmp_path_factory):
-    """A runs folder with a tiny DCGAN, a tiny conditional DCGAN (both on the two-class folder) and a ring8 MLP."""
-    root = tmp_path_factory.mktemp("studio") / "runs"
-    tiny = root.parent / "tiny"  # a fixed folder name gives fixed run names
-    tiny.symlink_to(tiny_folder)
-    for extra in (["--data", str(tiny)], ["--data", str(tiny), "--model", "cdcgan"], ["--data", "ring8"]):
-        assert main(["train", *TINY, *SHORT, "--eval-every-kimg", "0", "--out", str(root), *extra]) == 0
-    return root
+@pytest.fixture()
+def runs(studio_runs):
+    return studio_runs
 
 
 @pytest.fixture()
