@@ -234,3 +234,35 @@ def test_studio_command_errors(capsys):
         assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
     finally:
         sock.close()
+
+
+def test_static_files_stay_in_their_folder(client):
+    assert client.get("/static/studio.js").status_code == 200
+    for url in ("/static/%2e%2e/app.py", "/static/..%2fapp.py", "/static/%2e%2e%2f%2e%2e%2fcli.py"):
+        r = client.get(url)
+        assert r.status_code == 404 and "def " not in r.text, url
+
+
+def test_studio_command_serves_the_page(studio_runs):
+    """`counterfeit studio` as the README starts it: it prints its address and answers there."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
+    proc = subprocess.Popen([sys.executable, "-m", "counterfeit", "studio", "--runs", str(studio_runs), "--port", "0"],
+                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    try:
+        line = proc.stderr.readline()
+        url = re.search(r"on (http://127\.0\.0\.1:\d+/)", line).group(1)
+        with urllib.request.urlopen(url, timeout=30) as r:
+            assert "<title>Counterfeit Studio</title>" in r.read().decode()
+        with urllib.request.urlopen(url + "api/runs", timeout=30) as r:
+            assert [x["run"] for x in json.loads(r.read())["runs"]][-1] == DCGAN
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -19,15 +19,15 @@ _SUMMARY = {"fid": ("fid",), "kid": ("kid",), "pr": ("precision", "recall"), "co
 
 def list_runs(root: Path, jobs: Jobs) -> dict[str, Any]:
     """Every run folder directly under `root` with its summary row, plus the studio's training jobs."""
-    runs = []
+    runs, all_jobs = [], jobs.list()
     if root.is_dir():
-        live = {j["run"]: j for j in jobs.list() if j["alive"] and j.get("run")}
+        live = {j["run"] for j in all_jobs if j["alive"] and j.get("run")}
         for run_dir in sorted((p for p in root.iterdir() if is_run_dir(p)), reverse=True):
             row = run_row(run_dir)
             row["training"] = run_dir.name in live
             row["has_checkpoint"] = bool(list_checkpoints(run_dir))
             runs.append(row)
-    return {"runs": runs, "jobs": jobs.list()[:20]}
+    return {"runs": runs, "jobs": all_jobs[:20]}
 
 
 def run_detail(run_dir: Path, jobs: Jobs, since: int = 0) -> dict[str, Any]:

@@ -175,7 +175,7 @@ function drawJob() {
   const d = RunPage.detail, job = d.job, el = $("#run-job");
   const live = job && job.alive;
   let html = live ? `<span class="status">training (job ${esc(job.id)}, ${esc(job.state)})</span> <button id="run-stop" class="secondary">Stop</button>`
-    : job ? `<span class="status">last job: ${esc(job.state)} ${esc(job.message)}</span>` : "";
+    : job ? `<span class="status">last job (${esc(job.state)}): ${esc(job.message)}</span>` : "";
   if (!live && d.checkpoints.length) {
     html += ` <label>train on to <input id="resume-kimg" type="number" step="any" min="0" placeholder="kimg"></label> <button id="run-resume" class="secondary">Resume</button>`;
   }
