@@ -266,3 +266,32 @@ def test_studio_command_serves_the_page(studio_runs):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_latent_dims_sliders(client):
+    base = f"/api/latent/dims?run={CDCGAN}&seed=4&class=squares"
+    own = client.get(base).json()
+    assert own["dims"] == [0, 1, 2, 3, 4, 5] and own["values"] == own["original"] and own["image"].startswith("data:image/png;base64,")
+    moved = client.get(base + "&values=" + ",".join(["3"] + [str(v) for v in own["original"][1:]])).json()
+    assert moved["values"][0] == 3.0 and moved["image"] != own["image"]
+    assert client.get(f"/api/latent/dims?run={CDCGAN}&seed=4&first=6").json()["dims"] == [6, 7]  # z of 8: the last two
+    assert "6 numbers" in _error(client.get(base + "&values=1,2"), 400)
+    assert "-4 to 4" in _error(client.get(base + "&values=9,0,0,0,0,0"), 400)
+    assert "'first'" in _error(client.get(base + "&first=8"), 400)
+    assert "2-D toy run" in _error(client.get(f"/api/latent/dims?run={TOY}"), 400)
+
+
+def test_latent_interpolation_and_arithmetic(client):
+    pytest.importorskip("counterfeit.latent", reason="the latent module (lerp/slerp, expressions) is not in this build")
+    walk = client.get(f"/api/latent/interpolate?run={DCGAN}&a=1&b=2&steps=5&mode=lerp").json()
+    assert len(walk["frames"]) == 5 and len(set(walk["frames"])) == 5 and walk["labels"] == ["seed 1", "seed 2"]
+    same = client.get(f"/api/latent/interpolate?run={DCGAN}&a=1&b=2&steps=5&mode=slerp").json()["frames"]
+    assert same[0] == walk["frames"][0] and same[-1] == walk["frames"][-1]  # the same endpoints, another path
+    out = client.get(f"/api/latent/arithmetic?run={CDCGAN}&expr=squares%20-%20rings%20%2B%20[3]&rows=2").json()
+    assert [(t["coef"], t["label"]) for t in out["terms"]] == [(1.0, "squares"), (-1.0, "rings"), (1.0, "seeds 3")]
+    assert out["result"].startswith("data:image/png;base64,")
+    assert "files are not available" in _error(client.get(f"/api/latent/arithmetic?run={DCGAN}&expr=/etc/passwd.png"), 400)
+    assert "files are not available" in _error(client.get(f"/api/latent/interpolate?run={DCGAN}&a=x.npz&b=1"), 400)
+    assert "'steps'" in _error(client.get(f"/api/latent/interpolate?run={DCGAN}&steps=100000"), 400)
+    assert "'expr'" in _error(client.get(f"/api/latent/arithmetic?run={DCGAN}&expr=" + "x" * 300), 400)
+    assert "unknown name 'Unicorn'" in _error(client.get(f"/api/latent/arithmetic?run={CDCGAN}&expr=Unicorn"), 400)

@@ -59,10 +59,15 @@ def page(browser, url):
     page.close()
 
 
+def _open_with_run(page, url, tab, run_form):
+    """Open a tab and pick the tiny DCGAN in its model menu once the menu is filled."""
+    page.goto(url + "#" + tab)
+    page.wait_for_selector(f"{run_form} select[name=run] option[value='{DCGAN}']", state="attached")
+    page.select_option(f"{run_form} select[name=run]", DCGAN)
+
+
 def test_generate_shows_an_image_and_a_clear_error(page, url):
-    page.goto(url + "#generate")
-    page.wait_for_selector(f"#gen-form select[name=run] option[value='{DCGAN}']", state="attached")
-    page.select_option("#gen-form select[name=run]", DCGAN)
+    _open_with_run(page, url, "generate", "#gen-form")
     page.fill("#gen-form [name=n]", "16")
     page.click("#gen-form button[type=submit]")
     page.wait_for_function("document.querySelector('#gen-img').naturalWidth > 0")
@@ -98,3 +103,18 @@ def test_playground_steps(page, url):
     assert page.inner_text("#pg-train") == "Train"
     page.click("#pg-reset")
     page.wait_for_function("document.querySelector('#pg-stepno').textContent === '0'")
+
+
+def test_latent_interpolation_slider(page, url):
+    pytest.importorskip("counterfeit.latent", reason="the latent module (lerp/slerp) is not in this build")
+    _open_with_run(page, url, "latent", "#lat-run-form")
+    page.fill("#lat-interp-form [name=steps]", "8")
+    page.click("#lat-interp-form button[type=submit]")
+    page.wait_for_function("document.querySelector('#lat-frame').naturalWidth > 0")
+    first = page.get_attribute("#lat-frame", "src")
+    page.fill("#lat-slider", "7")  # to the other end of the walk
+    assert page.get_attribute("#lat-frame", "src") != first and "t = 1.00" in page.inner_text("#lat-t")
+    page.wait_for_selector("#lat-sliders input[data-i='0']")
+    before = page.get_attribute("#lat-dims-img", "src")
+    page.fill("#lat-sliders input[data-i='0']", "3.5")
+    page.wait_for_function(f"document.querySelector('#lat-dims-img').src !== {before!r}")

@@ -29,6 +29,7 @@ from ..checkpoints import CheckpointError
 from ..config import ConfigError
 from ..data import DataError
 from . import generate as gen
+from . import latent_panel
 from .jobs import RESUMABLE, Jobs, check_config, parse_options
 from .params import MAX_BODY_BYTES, Params, StudioError, parse_body, run_file, run_path
 from .playground import Playground
@@ -227,6 +228,24 @@ def playground_reset(studio: Studio, request: Request, params: Params) -> dict:
         return s.view(with_reals=True)
 
 
+def latent_interpolate(studio: Studio, request: Request, params: Params) -> dict:
+    """Frames of a walk between two seeds or classes."""
+    with studio.compute:
+        return latent_panel.interpolate(studio.models, studio.runs_dir, params)
+
+
+def latent_arithmetic(studio: Studio, request: Request, params: Params) -> dict:
+    """The pictures of an expression's operands and its result."""
+    with studio.compute:
+        return latent_panel.arithmetic(studio.models, studio.runs_dir, params)
+
+
+def latent_dims(studio: Studio, request: Request, params: Params) -> dict:
+    """A sample with a few z dimensions set by sliders."""
+    with studio.compute:
+        return latent_panel.dims(studio.models, studio.runs_dir, params)
+
+
 def not_found(studio: Studio, request: Request, params: Params) -> dict:
     """Unknown API paths get a JSON 404 too."""
     raise StudioError(f"no API endpoint {request.method} {request.url.path}; see the README's Studio section", 404)
@@ -261,6 +280,9 @@ def create_app(runs_dir: str | Path, allowed_hosts: list[str] | None = None) -> 
         Route("/api/playground/{sid}", api(playground_get)),
         Route("/api/playground/{sid}/step", api(playground_step), methods=["POST"]),
         Route("/api/playground/{sid}/reset", api(playground_reset), methods=["POST"]),
+        Route("/api/latent/interpolate", api(latent_interpolate)),
+        Route("/api/latent/arithmetic", api(latent_arithmetic)),
+        Route("/api/latent/dims", api(latent_dims)),
         Route("/api/{rest:path}", api(not_found), methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
     ]
     hosts = allowed_hosts or ["127.0.0.1", "localhost", "::1", "[::1]"]
