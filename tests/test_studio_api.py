@@ -295,3 +295,13 @@ def test_latent_interpolation_and_arithmetic(client):
     assert "'steps'" in _error(client.get(f"/api/latent/interpolate?run={DCGAN}&steps=100000"), 400)
     assert "'expr'" in _error(client.get(f"/api/latent/arithmetic?run={DCGAN}&expr=" + "x" * 300), 400)
     assert "unknown name 'Unicorn'" in _error(client.get(f"/api/latent/arithmetic?run={CDCGAN}&expr=Unicorn"), 400)
+
+
+def test_playground_divergence_is_reported_not_a_crash(client):
+    v = client.post("/api/playground", json={"data": "ring8"}).json()
+    session = client.app.state.studio.playground.get(v["id"])
+    session.last = {"loss_D": float("nan"), "loss_G": float("inf")}  # as after a blow-up
+    shown = client.get(f"/api/playground/{v['id']}").json()
+    assert shown["diverged"] and shown["last"] == {"loss_D": None, "loss_G": None}
+    assert "press Reset" in _error(client.post(f"/api/playground/{v['id']}/step", json={"steps": 1}), 409)
+    assert not client.post(f"/api/playground/{v['id']}/reset", json={}).json()["diverged"]

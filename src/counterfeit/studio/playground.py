@@ -38,7 +38,7 @@ REMEDIES = {
     "r1": {"r1_gamma": 1.0},
     "ttur": {"lr_g": 2.5e-4, "lr_d": 1e-3},
 }
-# Smaller than the benchmark's 4x400 / 3x200 nets: 128 wide trains ring8 to 8 of 8 modes in ~1,500 steps at
+# Smaller than the benchmark's 4x400 / 3x200 nets: 128 wide first covers all 8 ring8 modes after 700-1,150 steps at
 # ~18 ms a step on one shared core, against ~57 ms for the full size (measured; see the README).
 _NETS = {"g_width": 128, "d_width": 128, "batch_size": 128}
 _VIEW = {"ring8": 1.6, "grid25": 5.5, "ducks-cows": 2.2}  # half-width of the square view
@@ -73,7 +73,9 @@ class Session:
         self.last: dict[str, float] = {}
 
     def train(self, steps: int) -> None:
-        """`steps` D-then-G updates on fresh batches."""
+        """`steps` D-then-G updates on fresh batches (none once the game has diverged)."""
+        if self.diverged:
+            raise StudioError("this game diverged (a loss became NaN or infinite); press Reset, or pick a lower learning rate", 409)
         B = self.cfg.loop.batch_size
         self.G.train()
         for _ in range(steps):
@@ -87,6 +89,11 @@ class Session:
             self.last = {"loss_D": float(loss_D), "loss_G": float(loss_G),
                          "D(x)": float(torch.sigmoid(real_logits).mean()), "D(G(z))": float(torch.sigmoid(fake_logits).mean())}  # fmt: skip
 
+    @property
+    def diverged(self) -> bool:
+        """True once a loss is NaN or infinite: more steps cannot bring the game back, only Reset."""
+        return any(not math.isfinite(v) for v in self.last.values())
+
     @torch.no_grad()
     def view(self, with_reals: bool = False) -> dict[str, Any]:
         """What the page draws: fakes from fixed noise, D's heat map, modes covered, losses (and the reals when asked)."""
@@ -96,7 +103,8 @@ class Session:
         m = toy_metrics(fakes, self.data)
         lim = _VIEW[self.data]
         if not self.history or self.history[-1]["step"] != self.step:
-            self.history.append({"step": self.step, "modes": m["modes_covered"], "hq": round(m["high_quality_pct"], 1), **self.last})
+            losses = {k: v for k, v in self.last.items() if math.isfinite(v)}
+            self.history.append({"step": self.step, "modes": m["modes_covered"], "hq": round(m["high_quality_pct"], 1), **losses})
             del self.history[:-500]
         out = {
             "id": self.id, "data": self.data, "loss": self.loss_name, "remedy": self.remedy, "seed": self.seed, "lr": self.lr,
@@ -104,7 +112,8 @@ class Session:
             "heat": {"n": HEAT, "values": self._heat(lim)},
             "modes": {"covered": m["modes_covered"], "total": m["modes_total"], "high_quality_pct": round(m["high_quality_pct"], 1),
                       "histogram": m["mode_histogram"]},
-            "last": {k: round(v, 4) for k, v in self.last.items()}, "history": self.history[-200:],
+            "last": {k: round(v, 4) if math.isfinite(v) else None for k, v in self.last.items()}, "history": self.history[-200:],
+            "diverged": self.diverged,
         }  # fmt: skip
         if with_reals:
             out["reals"] = _round(self.reals[:N_SHOWN])
@@ -125,7 +134,7 @@ class Session:
             v = torch.sigmoid(logits)
         else:
             v = 0.5 + 0.5 * logits / logits.abs().max().clamp_min(1e-6)
-        return [round(float(a), 3) for a in v]
+        return [round(float(a), 3) if math.isfinite(a) else 0.5 for a in v.tolist()]  # a NaN verdict shows as undecided
 
 
 def _round(x: torch.Tensor) -> list[list[float]]:

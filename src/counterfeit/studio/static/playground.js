@@ -48,7 +48,8 @@ function pgDraw() {
   $("#pg-modes").textContent = `${v.modes.covered} / ${v.modes.total}`;
   $("#pg-hq").textContent = v.modes.high_quality_pct;
   const l = v.last;
-  $("#pg-losses").textContent = "loss_D" in l ? `loss D ${l.loss_D}, G ${l.loss_G} \u00b7 D(x) ${l["D(x)"]}, D(G(z)) ${l["D(G(z))"]}` : "not trained yet";
+  $("#pg-losses").textContent = v.diverged ? "diverged: a loss became NaN or infinite; press Reset (or lower the learning rate)"
+    : "loss_D" in l ? `loss D ${l.loss_D}, G ${l.loss_G} \u00b7 D(x) ${l["D(x)"]}, D(G(z)) ${l["D(G(z))"]}` : "not trained yet";
   const h = v.history;
   Plot.line($("#pg-chart"), { title: "Modes covered", xlabel: "step", ymin: 0, ymax: v.modes.total,
     series: [{ label: "modes", color: "#1f6f43", points: h.map((r) => [r.step, r.modes]) }] });

@@ -202,8 +202,9 @@ async function refreshRun(first = false) {
   try {
     const d = await api(`/api/runs/${encodeURIComponent(name)}?since=${first ? 0 : RunPage.stats.length}`);
     if (name !== RunPage.name) return;
+    if (!first && d.stats_total < RunPage.stats.length) return refreshRun(true);  // a resumed run dropped rows: start over
     showError("#run-error", null);
-    RunPage.stats = first || d.stats_total < RunPage.stats.length ? d.stats : RunPage.stats.concat(d.stats);
+    RunPage.stats = first ? d.stats : RunPage.stats.concat(d.stats);
     RunPage.detail = d;
     const s = d.summary;
     $("#run-summary").textContent = `${s.data} \u00b7 ${s.model} \u00b7 ${s.kimg} kimg \u00b7 ${s.losses} ${s.classes ? "\u00b7 classes " + s.classes : ""} \u00b7 ${s.status}`;
