@@ -173,7 +173,7 @@ def test_train_stop_and_find_the_job_again(client, runs):
     opts = {"data": "ring8", "g_width": 8, "d_width": 8, "batch_size": 16, "kimg": 50, "tick_kimg": 0.032, "snapshot_kimg": 25,
             "sample_kimg": 25, "eval_every_kimg": 0}  # fmt: skip
     job = client.post("/api/train", json=opts).json()
-    assert job["alive"] and "--g-width" in job["argv"]
+    assert job["alive"] and "--g-width=8" in job["argv"] and "--kimg=50.0" in job["argv"]
     deadline = time.time() + 60
     while time.time() < deadline:  # until the first stats line: then there is something to checkpoint
         job = client.get("/api/jobs").json()["jobs"][0]
@@ -305,3 +305,14 @@ def test_playground_divergence_is_reported_not_a_crash(client):
     assert shown["diverged"] and shown["last"] == {"loss_D": None, "loss_G": None}
     assert "press Reset" in _error(client.post(f"/api/playground/{v['id']}/step", json={"steps": 1}), 409)
     assert not client.post(f"/api/playground/{v['id']}/reset", json={}).json()["diverged"]
+
+
+def test_training_options_reach_the_cli_parser_unchanged():
+    """The flags the studio passes parse back, with the CLI's own parser, to exactly the options it checked."""
+    from counterfeit.cli import _parser
+    from counterfeit.studio.jobs import to_argv
+
+    given = {"data": "mnist", "model": "cdcgan", "kimg": 12.5, "lr_d": 2e-4, "batch_size": 32, "spectral_norm": True, "mbstd": False,
+             "exclude_class": "-3", "diffaug": "color,translation"}  # fmt: skip
+    args = _parser().parse_args(["train", *to_argv(given)])
+    assert {k: getattr(args, k) for k in given} == given

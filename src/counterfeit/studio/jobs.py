@@ -94,8 +94,8 @@ def to_argv(given: dict[str, Any]) -> list[str]:
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
             argv.append(flag if value else "--no-" + flag[2:])
-        else:
-            argv += [flag, repr(value) if isinstance(value, float) else str(value)]
+        else:  # --flag=value: a text value that starts with '-' can never pass for another flag
+            argv.append(f"{flag}={repr(value) if isinstance(value, float) else value}")
     return argv
 
 
