@@ -1,4 +1,4 @@
-"""Command line: a thin layer over the library (`counterfeit train | sample | runs | eval | report | evaluator | interpolate | ...`)."""
+"""Command line: a thin layer over the library (`counterfeit train | sample | runs | eval | report | interpolate | studio | ...`)."""
 
 from __future__ import annotations
 
@@ -58,6 +58,10 @@ EXAMPLES = {
   counterfeit project runs/00000-fashion-mnist-dcgan shoe.png coat.png --out proj.npz      # then --from proj.npz#0
   counterfeit project runs/00000-fashion-mnist-dcgan fashion-mnist:test:0 fashion-mnist:test:1
   counterfeit project runs/00002-fashion-mnist-vae fashion-mnist:test:0 --steps 0          # the encoder alone""",
+    "studio": """examples:
+  counterfeit studio                                      # http://127.0.0.1:8765/ over ./runs
+  counterfeit studio --runs /data/my-runs --port 9000
+  counterfeit studio --port 0                             # any free port (printed)""",
 }
 
 
@@ -171,6 +175,12 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", help="weights path without suffix (default: the package's weights folder)")
     _latent_parsers(sub, fmt)
+
+    st = sub.add_parser("studio", help="the web app: watch runs, generate, explore the latent space, play the 2D game",
+                        epilog=EXAMPLES["studio"], formatter_class=fmt)  # fmt: skip
+    st.add_argument("--runs", default="runs", help="the runs folder to show and train into (default: runs)")
+    st.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    st.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
     return p
 
 
@@ -227,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             "eval": cmd_eval,
             "report": cmd_report,
             "evaluator": cmd_evaluator,
+            "studio": cmd_studio,
             "export-onnx": cmd_export_onnx,
             "interpolate": cmd_latent,
             "arithmetic": cmd_latent,
@@ -546,6 +557,29 @@ def cmd_latent(args: argparse.Namespace) -> int:
         print(line)
     for f in o.files:
         print(f"wrote {f}")
+    return 0
+
+
+def cmd_studio(args: argparse.Namespace) -> int:
+    """Serve Counterfeit Studio until Ctrl-C."""
+    from .config import ConfigError
+
+    try:
+        from .studio.app import serve
+    except ImportError as e:
+        raise ConfigError(f"the studio needs starlette and uvicorn ({e}); pip install starlette uvicorn") from None
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be from 0 to 65535, got {args.port}")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}: anyone who can reach it can start training and read your runs", file=sys.stderr)
+
+    def ready(url: str) -> None:
+        print(
+            f"Counterfeit Studio on {url} (runs: {Path(args.runs).resolve()}); Ctrl-C stops it, training it started goes on",
+            file=sys.stderr,
+        )
+
+    serve(args.runs, args.host, args.port, ready)
     return 0
 
 

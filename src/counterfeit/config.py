@@ -150,6 +150,14 @@ _FIELDS = {
 }  # fmt: skip
 
 
+def option_type(option: str) -> type:
+    """The Python type (int, float, bool, str) of a flat option's config field, e.g. int for `batch_size`."""
+    if option not in _FIELDS:
+        raise ConfigError(f"unknown option '{option}'")
+    section, name = _FIELDS[option]
+    return {f.name: type(f.default) for f in fields(_section_types[section])}[name]
+
+
 def make_config(**options: Any) -> RunConfig:
     """Config from flat options (`data`, `model`, `kimg`, `epochs`, `lr_g`, ...) over the model family's defaults."""
     from .data import TOY_DATASETS
