@@ -104,7 +104,7 @@ def test_auxiliary_classifier_term(tiny_folder, tmp_path):
     torch.manual_seed(0)
     G, D = build_models(cfg)
     assert D.classifier is not None and D.classifier.out_features == 2
-    assert build_models(_tiny_cfg(tiny_folder))[1].classifier is None  # no idle head without the term
+    assert build_models(_tiny_cfg(tiny_folder, ac_weight=0.0))[1].classifier is None  # no idle head without the term
     loss = build_loss(cfg.loss)
     x, y = torch.rand(8, 1, 28, 28) * 2 - 1, torch.tensor([0, 1] * 4)  # (8, 1, 28, 28), (8,)
     logit, classes = D(x, y, with_classes=True)
