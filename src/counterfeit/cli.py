@@ -37,6 +37,9 @@ EXAMPLES = {
   counterfeit eval runs/00002-fashion-mnist-vae --anomaly                  # AUROC at finding the --exclude-class class""",
     "report": """examples:
   counterfeit report runs/00000-fashion-mnist-dcgan       # writes RUN/report.html and RUN/report/*.png""",
+    "export-onnx": """examples:
+  counterfeit export-onnx runs/00000-fashion-mnist-dcgan --out g.onnx     # inputs: z (N, z_dim); output: images (N, C, H, W)
+  counterfeit export-onnx runs/00001-fashion-mnist-cdcgan --out cg.onnx   # conditional: inputs z and labels (N,) int64""",
     "evaluator": """examples:
   counterfeit evaluator train                             # retrain the shipped Fashion-MNIST judge (~15 min on 2 cores)
   counterfeit evaluator train --dataset mnist             # the MNIST judge (needs the MNIST files or internet)
@@ -65,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
         help="ns: non-saturating (default) | minimax: the original game | lsgan: least squares | hinge | wgan-gp: Wasserstein + gradient penalty",
     )
     t.add_argument("--gp-weight", type=float, help="wgan-gp's gradient-penalty weight lambda (default 10)")
+    t.add_argument("--ac-weight", type=float, help="conditional models: weight of the auxiliary-classifier (AC-GAN) term (0 = off)")
+    t.add_argument("--ms-weight", type=float, help="mode-seeking term (MSGAN): pairs of fakes from different noise must differ (0 = off)")
     t.add_argument("--r1-gamma", type=float, help="R1 penalty weight gamma on D's gradient at reals, with any loss (default 0 = off)")
     t.add_argument("--diffaug", help="DiffAugment policy for small image sets: a comma list of color, translation, cutout (default off)")
     t.add_argument("--beta", type=float, help="vae: weight of the KL term (default 1; beta-VAE above 1)")
@@ -137,6 +142,12 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dir", metavar="RUN_DIR")
     rp.add_argument("--out", help="HTML path (default RUN_DIR/report.html)")
 
+    ox = sub.add_parser(
+        "export-onnx", help="write a run's EMA generator as an ONNX graph", epilog=EXAMPLES["export-onnx"], formatter_class=fmt
+    )
+    ox.add_argument("run", help="run folder")
+    ox.add_argument("--out", required=True, help="the .onnx file to write")
+    ox.add_argument("--opset", type=int, default=18, help="ONNX opset version (default 18)")
     ev = sub.add_parser(
         "evaluator", help="train or inspect the domain evaluator behind the metrics", epilog=EXAMPLES["evaluator"], formatter_class=fmt
     )
@@ -155,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DataError
     from .evaluator import EvaluatorWeightsError
     from .metrics.features import BackboneUnavailable
+    from .onnx_export import OnnxExportError
     from .train import TrainingDiverged
 
     args = _parser().parse_args(argv)
@@ -170,9 +182,10 @@ def main(argv: list[str] | None = None) -> int:
             "eval": cmd_eval,
             "report": cmd_report,
             "evaluator": cmd_evaluator,
+            "export-onnx": cmd_export_onnx,
         }
         return commands[args.command](args)
-    except (ConfigError, DataError, CheckpointError, TrainingDiverged, EvaluatorWeightsError, BackboneUnavailable) as e:
+    except (ConfigError, DataError, CheckpointError, TrainingDiverged, EvaluatorWeightsError, BackboneUnavailable, OnnxExportError) as e:
         if _launched_rank() == 0:  # under torchrun every rank meets the same error: say it once
             print(f"counterfeit: error: {e}", file=sys.stderr)
         return 1 if isinstance(e, TrainingDiverged) else 2
@@ -302,7 +315,7 @@ def _postfix(s: dict) -> str:
 _OPTIONS = ("data", "model", "loss", "kimg", "epochs", "batch_size", "seed", "data_dir", "resolution", "channels", "z_dim",
             "g_width", "d_width", "lr_g", "lr_d", "beta1", "d_steps", "ema_halflife_kimg", "tick_kimg", "sample_kimg",
             "snapshot_kimg", "keep_checkpoints", "eval_every_kimg", "eval_n", "alarm_after_kimg", "device",
-            "gp_weight", "r1_gamma", "diffaug", "spectral_norm", "mbstd", "pack", "beta", "noise_std", "exclude_class")  # fmt: skip
+            "gp_weight", "r1_gamma", "ac_weight", "ms_weight", "diffaug", "spectral_norm", "mbstd", "pack", "beta", "noise_std", "exclude_class")  # fmt: skip
 _RESUMABLE = ("kimg", "epochs", "device")
 
 
@@ -482,6 +495,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out = write_report(Path(args.run_dir), Path(args.out) if args.out else None)
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from .onnx_export import export_onnx
+
+    out = export_onnx(args.run, args.out, args.opset)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 

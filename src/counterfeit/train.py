@@ -124,8 +124,13 @@ def d_step(G: nn.Module, D: nn.Module, opt_D, loss, real: torch.Tensor, z: torch
     with torch.no_grad():
         fake = G(z, fake_labels)  # (B, C, H, W)
     real, fake = loss.augment(real), loss.augment(fake)  # DiffAugment: D only ever sees augmented images
-    real_logits, fake_logits = D(real, real_labels), D(fake, fake_labels)  # (B,), (B,)
-    loss_D = loss.d_loss(real_logits, fake_logits)
+    if loss.ac_weight > 0:
+        (real_logits, real_classes), fake_logits = D(real, real_labels, with_classes=True), D(fake, fake_labels)  # (B,), (B, C), (B,)
+        # The class head learns from reals only: taught on fakes too, it would learn G's quirks and let G off lightly.
+        loss_D = loss.d_loss(real_logits, fake_logits) + loss.ac_loss(real_classes, real_labels)
+    else:
+        real_logits, fake_logits = D(real, real_labels), D(fake, fake_labels)  # (B,), (B,)
+        loss_D = loss.d_loss(real_logits, fake_logits)
     # The loss's penalties (WGAN-GP, R1) join loss_D; interpolates are judged with the reals' labels.
     penalty = loss.d_reg(D, real, fake, real_labels)
     if penalty is not None:
@@ -141,8 +146,18 @@ def g_step(G: nn.Module, D: nn.Module, opt_G, loss, z: torch.Tensor, labels: tor
     D.requires_grad_(False)
     paused = _pause_power_iteration(D)
     try:
-        fake_logits = D(loss.augment(G(z, labels)), labels)  # (B,)
-        loss_G = loss.g_loss(fake_logits)
+        if loss.ms_weight > 0 and labels is not None:
+            half = labels.shape[0] // 2
+            labels = torch.cat([labels[:half], labels[:half], labels[2 * half :]])  # mode-seeking pairs share a class
+        fake = G(z, labels)  # (B, C, H, W)
+        if loss.ac_weight > 0:
+            fake_logits, fake_classes = D(loss.augment(fake), labels, with_classes=True)  # (B,), (B, C)
+            loss_G = loss.g_loss(fake_logits) + loss.ac_loss(fake_classes, labels)
+        else:
+            fake_logits = D(loss.augment(fake), labels)  # (B,)
+            loss_G = loss.g_loss(fake_logits)
+        if loss.ms_weight > 0:
+            loss_G = loss_G + loss.ms_loss(fake, z)
         opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         opt_G.step()
