@@ -73,6 +73,8 @@ def local_device(device: torch.device) -> torch.device:
 def check_batch(batch_size: int, pack: int = 1) -> None:
     """One-line error unless the batch splits evenly over the ranks (and each slice into whole PacGAN packs)."""
     n = world_size() if dist.is_available() and dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
+    if n == 1:
+        return  # the config already checked the pack against the batch
     if batch_size % n:
         raise ConfigError(f"--batch-size {batch_size} does not split over {n} processes; use a multiple of {n}")
     if (batch_size // n) % pack:
