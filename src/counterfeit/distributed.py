@@ -78,7 +78,7 @@ def check_batch(batch_size: int, pack: int = 1) -> None:
     if batch_size % n:
         raise ConfigError(f"--batch-size {batch_size} does not split over {n} processes; use a multiple of {n}")
     if (batch_size // n) % pack:
-        raise ConfigError(f"each process's {batch_size // n} images do not make whole packs of --pack {pack}; use a batch of {n * pack}*k")
+        raise ConfigError(f"each process's {batch_size // n} images do not make whole packs of --pack {pack}; use a multiple of {n * pack}")
 
 
 def shard(x: torch.Tensor) -> torch.Tensor:
