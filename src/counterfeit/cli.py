@@ -1,4 +1,4 @@
-"""Command line: a thin layer over the library (`counterfeit train | sample | runs | eval | report | evaluator`)."""
+"""Command line: a thin layer over the library (`counterfeit train | sample | runs | eval | report | evaluator | interpolate | ...`)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,21 @@ EXAMPLES = {
   counterfeit evaluator train                             # retrain the shipped Fashion-MNIST judge (~15 min on 2 cores)
   counterfeit evaluator train --dataset mnist             # the MNIST judge (needs the MNIST files or internet)
   counterfeit evaluator show                              # accuracy, sha256 and the command that made the weights""",
+    "interpolate": """examples:
+  counterfeit interpolate runs/00000-fashion-mnist-dcgan --from 3 --to 7                  # seed 3 to seed 7 (image 0 of each)
+  counterfeit interpolate runs/00000-fashion-mnist-dcgan --from Sneaker --to "Ankle boot" --rows 4
+  counterfeit interpolate runs/00000-fashion-mnist-dcgan --from shoe.png --to class:9 --mode lerp
+  counterfeit interpolate runs/00000-fashion-mnist-dcgan --from proj.npz#0 --to proj.npz#1   # latents from `project`
+  counterfeit interpolate runs/00001-fashion-mnist-cdcgan --from Trouser --to Dress --rows 6  # label code moves, z stays""",
+    "arithmetic": """examples:
+  counterfeit arithmetic runs/00000-fashion-mnist-dcgan "Sneaker - Sandal + Ankle boot"
+  counterfeit arithmetic runs/00000-fashion-mnist-dcgan "0.5*Pullover + 0.5*Trouser" --rows 6
+  counterfeit arithmetic runs/00000-fashion-mnist-dcgan "[12,40,77] - class:0 + proj.npz#0"
+  counterfeit arithmetic runs/00001-fashion-mnist-cdcgan "Sneaker - Sandal + Ankle boot"   # in the label-code space""",
+    "project": """examples:
+  counterfeit project runs/00000-fashion-mnist-dcgan shoe.png coat.png --out proj.npz      # then --from proj.npz#0
+  counterfeit project runs/00000-fashion-mnist-dcgan fashion-mnist:test:0 fashion-mnist:test:1
+  counterfeit project runs/00002-fashion-mnist-vae fashion-mnist:test:0 --steps 0          # the encoder alone""",
 }
 
 
@@ -156,7 +171,38 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--epochs", type=int, default=10)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", help="weights path without suffix (default: the package's weights folder)")
+    _latent_parsers(sub, fmt)
     return p
+
+
+def _latent_parsers(sub, fmt) -> None:
+    """interpolate, arithmetic, project: walks through a trained run's latent space."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("run_dir", metavar="RUN_DIR")
+    common.add_argument("--seed", type=int, default=0, help="noise of the rows (and of projection starts)")
+    common.add_argument("--out", help="output path (default: RUN_DIR/latent/...)")
+    common.add_argument("--device", default="cpu")
+    walks = argparse.ArgumentParser(add_help=False)
+    walks.add_argument("--class", dest="class_name", help="conditional runs: the class for operands that name none")
+    walks.add_argument("--project-steps", type=int, default=100, help="optimisation steps for .png operands")
+    i = sub.add_parser("interpolate", parents=[common, walks], help="walk between seeds, classes or images (PNG + GIF)",
+                       epilog=EXAMPLES["interpolate"], formatter_class=fmt)  # fmt: skip
+    i.add_argument(
+        "--from", dest="start", metavar="FROM", required=True, help="SEED, CLASS (name or class:N), IMAGE.png or LATENTS.npz[#k]"
+    )
+    i.add_argument("--to", dest="end", metavar="TO", required=True, help="the other end, same forms")
+    i.add_argument("--steps", type=int, default=10, help="images along the way, both ends included")
+    i.add_argument("--mode", choices=["lerp", "slerp"], default="slerp")
+    i.add_argument("--rows", type=int, default=1, help="rows: images 0..rows-1 of seeds, or noise around other endpoints")
+    a = sub.add_parser("arithmetic", parents=[common, walks], help='latent arithmetic: "Sneaker - Sandal + Ankle boot"',
+                       epilog=EXAMPLES["arithmetic"], formatter_class=fmt)  # fmt: skip
+    a.add_argument("expression", metavar="EXPR", help="class names, class:N, [seeds], .png or .npz#k, joined by + and -, with 0.5* factors")
+    a.add_argument("--rows", type=int, default=4)
+    pr = sub.add_parser("project", parents=[common], help="find the latents of real images (GAN inversion / encoder)",
+                        epilog=EXAMPLES["project"], formatter_class=fmt)  # fmt: skip
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files or DATASET:SPLIT:INDEX (fashion-mnist:test:17)")
+    pr.add_argument("--steps", type=int, default=100, help="optimisation steps (autoencoders: refinement after the encoder)")
+    pr.add_argument("--restarts", type=int, default=4, help="random starts per image (GANs)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
             "report": cmd_report,
             "evaluator": cmd_evaluator,
             "export-onnx": cmd_export_onnx,
+            "interpolate": cmd_latent,
+            "arithmetic": cmd_latent,
+            "project": cmd_latent,
         }
         return commands[args.command](args)
     except (ConfigError, DataError, CheckpointError, TrainingDiverged, EvaluatorWeightsError, BackboneUnavailable, OnnxExportError) as e:
@@ -518,6 +567,25 @@ def cmd_evaluator(args: argparse.Namespace) -> int:
     command = " ".join(["counterfeit evaluator train", "--dataset", args.dataset, "--epochs", str(args.epochs), "--seed", str(args.seed)])
     meta = train_evaluator(args.dataset, epochs=args.epochs, seed=args.seed, out=Path(args.out) if args.out else None, command=command)
     print(json.dumps(meta, indent=2))
+    return 0
+
+
+def cmd_latent(args: argparse.Namespace) -> int:
+    """interpolate / arithmetic / project: call the latent library and print what it wrote."""
+    from .latent import explore
+
+    if args.command == "interpolate":
+        o = explore.interpolate(args.run_dir, args.start, args.end, args.steps, args.mode, args.rows, args.seed, args.out, args.device,
+                                args.class_name, args.project_steps)  # fmt: skip
+    elif args.command == "arithmetic":
+        o = explore.arithmetic(args.run_dir, args.expression, args.rows, args.seed, args.out, args.device, args.class_name,
+                               args.project_steps)  # fmt: skip
+    else:
+        o = explore.project(args.run_dir, args.images, args.steps, args.restarts, args.seed, args.out, args.device)
+    for line in o.lines:
+        print(line)
+    for f in o.files:
+        print(f"wrote {f}")
     return 0
 
 

@@ -58,13 +58,13 @@ def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out
         png = out.with_suffix(".png")
         save_scatter(x, png)
         if fmt == "npz":
-            _save_npz(out, points=x.numpy().astype(np.float32))
+            save_npz(out, points=x.numpy().astype(np.float32))
         return out if fmt == "npz" else png
     if fmt == "grid":
         return save_grid(x, out, nrow=nrow)
     if fmt == "npz":
         extra = {"labels": labels.numpy()} if labels is not None else {}
-        return _save_npz(out, images=x.permute(0, 2, 3, 1).numpy(), **extra)  # images (n, H, W, C) uint8
+        return save_npz(out, images=x.permute(0, 2, 3, 1).numpy(), **extra)  # images (n, H, W, C) uint8
     out.mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(x):
         arr = img.permute(1, 2, 0).numpy()
@@ -72,7 +72,8 @@ def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out
     return out
 
 
-def _save_npz(path: Path, **arrays: np.ndarray) -> Path:
+def save_npz(path: Path, **arrays: np.ndarray) -> Path:
+    """Write arrays to a compressed .npz atomically."""
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())

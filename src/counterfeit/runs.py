@@ -94,6 +94,14 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
     return LoadedRun(run_dir, cfg, get_spec(cfg.model.name), G, state, ckpts[-1])
 
 
+def load_slot(run: LoadedRun, slot: str, device: str | torch.device = "cpu") -> nn.Module:
+    """The run's second network ("D", or "D_ema": an autoencoder's encoder) from the same checkpoint, in eval mode."""
+    tensors, _ = read_checkpoint(run.checkpoint, prefixes=(slot,))
+    _, net = build_models(run.config)
+    load_module(net, tensors, slot, run.checkpoint)
+    return net.to(device).eval().requires_grad_(False)
+
+
 def _losses(row: dict[str, Any]) -> str:
     if "loss_D" in row:
         return f"D {row['loss_D']:.3f} G {row['loss_G']:.3f}"
