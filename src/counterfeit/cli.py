@@ -415,7 +415,7 @@ class _StopFlag:
         self._set = True
         if not self._repeat_aborts:  # torchrun: one notice, from rank 0, and no second-Ctrl-C abort
             if _launched_rank() == 0:
-                print("\nstopping: all processes save a checkpoint at the end of this step", file=sys.stderr)
+                print("\nstopping: every process stops after this step, and rank 0 saves a checkpoint", file=sys.stderr)
             return
         print("\nstopping: saving a checkpoint at the end of this step (Ctrl-C again to abort without saving)", file=sys.stderr)
 
