@@ -19,7 +19,8 @@ EXAMPLES = {
   counterfeit train --data ring8                      # 2-D toy (picks --model mlp)
   counterfeit train --model vae                       # variational autoencoder (also ae, dae)
   counterfeit train --model vae --exclude-class Bag   # leave a class out, then: counterfeit eval RUN --anomaly
-  counterfeit train --resume runs/00003-fashion-mnist-dcgan""",
+  counterfeit train --resume runs/00003-fashion-mnist-dcgan
+  torchrun --standalone --nproc_per_node=2 -m counterfeit train --batch-size 128   # 2 GPUs (or CPU processes), one run""",
     "sample": """examples:
   counterfeit sample runs/00000-fashion-mnist-dcgan                       # 64-image grid PNG
   counterfeit sample runs/00000-fashion-mnist-dcgan -n 10000 --format npz --out fakes.npz
@@ -245,11 +246,19 @@ def main(argv: list[str] | None = None) -> int:
         }
         return commands[args.command](args)
     except (ConfigError, DataError, CheckpointError, TrainingDiverged, EvaluatorWeightsError, BackboneUnavailable, OnnxExportError) as e:
-        print(f"counterfeit: error: {e}", file=sys.stderr)
+        if _launched_rank() == 0:  # under torchrun every rank meets the same error: say it once
+            print(f"counterfeit: error: {e}", file=sys.stderr)
         return 1 if isinstance(e, TrainingDiverged) else 2
     except KeyboardInterrupt:
-        print("counterfeit: aborted; the newest checkpoint on disk is kept", file=sys.stderr)
+        if _launched_rank() == 0:
+            print("counterfeit: aborted; the newest checkpoint on disk is kept", file=sys.stderr)
         return 130
+
+
+def _launched_rank() -> int:
+    from .distributed import launched_rank
+
+    return launched_rank()
 
 
 class _NoTicks(logging.Filter):
@@ -275,27 +284,42 @@ def _console_logging() -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Build the config (or reload it for --resume), make the run folder and train with a progress bar."""
+    from .distributed import check_batch, process_group
     from .models import build_models, get_spec
-    from .runs import create_run_dir, write_config
-    from .train import Callbacks, conditional_config, load_training_data, train
+    from .train import conditional_config, load_training_data
 
     run_dir, cfg = _train_config(args)
     if not get_spec(cfg.model.name).conditional or cfg.model.num_classes:
         build_models(cfg)  # checks the architecture fits the data shape, before anything is written
+    check_batch(cfg.loop.batch_size, cfg.model.pack)  # under torchrun: the batch must split over the processes
     if args.dry_run:
-        print(cfg.to_json())
+        if _launched_rank() == 0:
+            print(cfg.to_json())
         return 0
     data = load_training_data(cfg)  # also before the run folder exists, so bad data leaves nothing behind
     cfg = conditional_config(cfg, data)  # a conditional model learns how many classes the data has
     build_models(cfg)
-    if run_dir is None:
-        run_dir = create_run_dir(cfg, args.out)
-    else:
-        write_config(run_dir, cfg)
-    print(f"run folder: {run_dir}", file=sys.stderr)
+    with process_group(cfg.loop.device):  # torchrun: join the other processes (no-op for one)
+        return _train_run(args, cfg, run_dir, data)
 
-    stop = _StopFlag()
-    bar = None if args.no_progress else _progress_bar(cfg.loop.total_kimg)
+
+def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int:
+    """Make (or reuse) the run folder, train with a progress bar and say how it ended; under torchrun rank 0 alone talks."""
+    from .distributed import from_main, is_main, world_size
+    from .runs import create_run_dir, write_config
+    from .train import Callbacks, train
+
+    main = is_main()
+    if run_dir is None:
+        run_dir = from_main(create_run_dir(cfg, args.out) if main else None)  # one folder, numbered by rank 0
+    elif main:
+        write_config(run_dir, cfg)
+    if main:
+        print(f"run folder: {run_dir}", file=sys.stderr)
+
+    # torchrun passes a Ctrl-C on to its workers, who also got it from the terminal: a repeat must not abort the save.
+    stop = _StopFlag(repeat_aborts=world_size() == 1)
+    bar = None if args.no_progress or not main else _progress_bar(cfg.loop.total_kimg)
     cbs = Callbacks(should_stop=stop.is_set)
     if bar is not None:
         cbs.on_step = lambda cur, total: bar.update(min(cur, total) / 1000 - bar.n)
@@ -314,15 +338,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if not main:
+        return 0
     if result.status == "stopped":
         print(
-            f"stopped at {result.cur_nimg / 1000:.1f} kimg and saved; continue with: counterfeit train --resume {run_dir}", file=sys.stderr
+            f"stopped at {result.cur_nimg / 1000:.1f} kimg and saved; continue with: {_launcher()}counterfeit train --resume {run_dir}",
+            file=sys.stderr,
         )
     else:
         print(
             f"done: {result.cur_nimg / 1000:.1f} kimg. Samples: {run_dir / 'samples'}. Try: counterfeit sample {run_dir}", file=sys.stderr
         )
     return 0
+
+
+def _launcher() -> str:
+    """'torchrun --nproc_per_node=N -m ' under torchrun, else ''; the start of a command that continues this run."""
+    from .distributed import world_size
+
+    return f"torchrun --nproc_per_node={world_size()} -m " if world_size() > 1 else ""
 
 
 def _postfix(s: dict) -> str:
@@ -378,16 +412,22 @@ def _progress_bar(total_kimg: float):
 class _StopFlag:
     """First Ctrl-C (or SIGTERM) asks the loop to save and stop at the next step; a second one aborts."""
 
-    def __init__(self):
-        self._set = False
+    def __init__(self, repeat_aborts: bool = True):
+        self._set, self._repeat_aborts = False, repeat_aborts
 
     def is_set(self) -> bool:
         return self._set
 
     def _handle(self, signum, frame) -> None:
-        if self._set and signum == signal.SIGINT:
+        if self._set and signum == signal.SIGINT and self._repeat_aborts:
             raise KeyboardInterrupt
+        if self._set:
+            return
         self._set = True
+        if not self._repeat_aborts:  # torchrun: one notice, from rank 0, and no second-Ctrl-C abort
+            if _launched_rank() == 0:
+                print("\nstopping: every process stops after this step, and rank 0 saves a checkpoint", file=sys.stderr)
+            return
         print("\nstopping: saving a checkpoint at the end of this step (Ctrl-C again to abort without saving)", file=sys.stderr)
 
     def installed(self):
