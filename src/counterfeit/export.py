@@ -20,12 +20,18 @@ def resolve_class(run, name_or_index: str) -> int:
     names = list(run.config.data.class_names) or [str(i) for i in range(run.config.model.num_classes)]
     if not run.spec.conditional:
         raise ConfigError(f"--class needs a conditional run; {run.run_dir.name} is '{run.config.model.name}' (train with --model cdcgan)")
+    return pick_class(names, name_or_index)
+
+
+def pick_class(names: list[str], name_or_index: str) -> int:
+    """The index of a class among `names`, by name (case-insensitive) or index; a one-line ConfigError otherwise."""
+    text = str(name_or_index).strip()
     lookup = {n.lower(): i for i, n in enumerate(names)}
-    if name_or_index.lower() in lookup:
-        return lookup[name_or_index.lower()]
-    if name_or_index.isdigit() and int(name_or_index) < len(names):
-        return int(name_or_index)
-    raise ConfigError(f"unknown class '{name_or_index}'; choose a name or index: {', '.join(f'{i}={n}' for i, n in enumerate(names))}")
+    if text.lower() in lookup:
+        return lookup[text.lower()]
+    if text.isdigit() and int(text) < len(names):
+        return int(text)
+    raise ConfigError(f"unknown class '{text}'; choose a name or index: {', '.join(f'{i}={n}' for i, n in enumerate(names))}")
 
 
 def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out: str | Path | None = None, device: str = "cpu",
@@ -58,13 +64,13 @@ def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out
         png = out.with_suffix(".png")
         save_scatter(x, png)
         if fmt == "npz":
-            _save_npz(out, points=x.numpy().astype(np.float32))
+            save_npz(out, points=x.numpy().astype(np.float32))
         return out if fmt == "npz" else png
     if fmt == "grid":
         return save_grid(x, out, nrow=nrow)
     if fmt == "npz":
         extra = {"labels": labels.numpy()} if labels is not None else {}
-        return _save_npz(out, images=x.permute(0, 2, 3, 1).numpy(), **extra)  # images (n, H, W, C) uint8
+        return save_npz(out, images=x.permute(0, 2, 3, 1).numpy(), **extra)  # images (n, H, W, C) uint8
     out.mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(x):
         arr = img.permute(1, 2, 0).numpy()
@@ -72,7 +78,8 @@ def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out
     return out
 
 
-def _save_npz(path: Path, **arrays: np.ndarray) -> Path:
+def save_npz(path: Path, **arrays: np.ndarray) -> Path:
+    """Write arrays to a compressed .npz atomically; return its path."""
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
