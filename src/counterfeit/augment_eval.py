@@ -124,7 +124,7 @@ def augment_markdown(record: dict) -> str:
         f"# Augmentation test: train on fakes, test on real\n\n"
         f"Run `{record['run']}` ({record['model']}), checkpoint `{record['checkpoint']}` ({record['kimg']:g} kimg).\n"
         f"Classifier: {record['classifier']}; {record['epochs']:g} epochs, batch {record['batch_size']}, AdamW + one-cycle, "
-        f"{record['seeds']} seeds. Real training images: {record['n_real']:,}. "
+        f"{record['seeds']} seed{'s' if record['seeds'] != 1 else ''}. Real training images: {record['n_real']:,}. "
         f"Test: {test['n']:,} real images of {test['source']}.\n{labels_note(record)}\n{warn}\n"
         "| training set | images | real-test accuracy, mean (%) | std over seeds (pp) | per seed (%) |\n"
         "| --- | ---: | ---: | ---: | --- |\n" + "\n".join(rows) + "\n\n"

@@ -533,8 +533,8 @@ def _section_augment(run_dir: Path) -> list[str]:
         test = rec["test"]
         no_split = "" if test["held_out"] else " Folder data has no held-out split: the test images are the training images."
         parts.append(
-            f"<p>One classifier ({_e(rec['classifier'])}), {_e(_fmt(rec['epochs']))} epochs, trained on each set with "
-            f"{_e(rec['seeds'])} seeds and tested on {test['n']:,} real images of {_e(test['source'])}. {_e(labels_note(rec))}{no_split}</p>"
+            f"<p>One classifier, {_e(rec['classifier'])}, {_e(_fmt(rec['epochs']))} epochs, trained on each set with "
+            f"{_e(rec['seeds'])} seed{'s' if rec['seeds'] != 1 else ''} and tested on {test['n']:,} real images of {_e(test['source'])}. {_e(labels_note(rec))}{no_split}</p>"
         )
         parts.append(
             f"<table><tr><th>training set</th><th>images</th><th>real-test accuracy (%)</th><th>std over seeds (pp)</th></tr>{rows}</table>"
