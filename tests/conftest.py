@@ -61,6 +61,21 @@ def tiny_folder(tmp_path_factory):
 
 
 TINY = ["--g-width", "8", "--d-width", "8", "--z-dim", "8", "--batch-size", "16"]
+STUDIO_RUNS = ("00000-tiny-dcgan", "00001-tiny-cdcgan", "00002-ring8-mlp")
+
+
+@pytest.fixture(scope="session")
+def studio_runs(tiny_folder, tmp_path_factory):
+    """A runs folder for the studio tests: a tiny DCGAN, a tiny conditional DCGAN (two-class folder) and a ring8 MLP."""
+    from counterfeit.cli import main
+
+    root = tmp_path_factory.mktemp("studio") / "runs"
+    tiny = root.parent / "tiny"  # a fixed folder name gives the fixed run names of STUDIO_RUNS
+    tiny.symlink_to(tiny_folder)
+    short = ["--kimg", "0.064", "--tick-kimg", "0.032", "--snapshot-kimg", "0.032", "--sample-kimg", "0.032", "--no-progress"]
+    for extra in (["--data", str(tiny)], ["--data", str(tiny), "--model", "cdcgan"], ["--data", "ring8"]):
+        assert main(["train", *TINY, *short, "--eval-every-kimg", "0", "--out", str(root), *extra]) == 0
+    return root
 
 
 def reload_pair(cfg, G, D, tmp_path):

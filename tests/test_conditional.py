@@ -93,3 +93,33 @@ def test_stabilisers_reach_the_conditional_model(tiny_folder, tmp_path):
     assert train(cfg, create_run_dir(cfg, tmp_path)).status == "done"
     with pytest.raises(ConfigError, match="--pack"):
         build_models(_tiny_cfg(tiny_folder, pack=2))
+
+
+def test_auxiliary_classifier_term(tiny_folder, tmp_path):
+    from counterfeit.losses import build_loss
+    from counterfeit.train import d_step, g_step
+
+    cfg = _tiny_cfg(tiny_folder, ac_weight=1.0)
+    assert cfg.loss.ac_weight == 1.0
+    torch.manual_seed(0)
+    G, D = build_models(cfg)
+    assert D.classifier is not None and D.classifier.out_features == 2
+    assert build_models(_tiny_cfg(tiny_folder, ac_weight=0.0))[1].classifier is None  # no idle head without the term
+    loss = build_loss(cfg.loss)
+    x, y = torch.rand(8, 1, 28, 28) * 2 - 1, torch.tensor([0, 1] * 4)  # (8, 1, 28, 28), (8,)
+    logit, classes = D(x, y, with_classes=True)
+    assert logit.shape == (8,) and classes.shape == (8, 2)
+    assert torch.allclose(loss.ac_loss(classes, y), torch.nn.functional.cross_entropy(classes, y))
+    opt_D, opt_G = torch.optim.Adam(D.parameters()), torch.optim.Adam(G.parameters())
+    head_before = D.classifier.weight.clone()
+    d_step(G, D, opt_D, loss, x, torch.randn(8, 8), y, y)
+    assert not torch.equal(head_before, D.classifier.weight)  # D's class head learns from the reals
+    # The G step's AC term reaches G through D's class head, and leaves D (head included) untouched.
+    d_before = {k: v.clone() for k, v in D.state_dict().items()}
+    g_before = [p.clone() for p in G.parameters()]
+    g_step(G, D, opt_G, loss, torch.randn(8, 8), y)
+    assert all(torch.equal(v, D.state_dict()[k]) for k, v in d_before.items())
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, G.parameters()))
+    assert train(cfg, create_run_dir(cfg, tmp_path)).status == "done"
+    with pytest.raises(ConfigError, match="--ac-weight"):
+        make_config(model="dcgan", ac_weight=1.0)

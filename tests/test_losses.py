@@ -171,3 +171,18 @@ def test_d_reg_weights():
     assert build_loss(LossConfig(name="wgan-gp")).d_reg(D, real, fake).item() == pytest.approx(10 * 1)
     both = build_loss(LossConfig(name="wgan-gp", gp_weight=2.0, r1_gamma=1.0))
     assert both.d_reg(D, real, fake).item() == pytest.approx(2 * 1 + 0.5 * 4)
+
+
+def test_mode_seeking_term_punishes_repeats():
+    from counterfeit.config import make_config
+
+    loss = build_loss(LossConfig(ms_weight=2.0))
+    z = torch.randn(8, 4)  # (8, 4)
+    repeated = torch.zeros(8, 1, 4, 4, requires_grad=True)  # every noise gives the same image
+    varied = torch.randn(8, 1, 4, 4)
+    assert loss.ms_loss(repeated, z) > 1e4 > loss.ms_loss(varied, z) > 0
+    d_img = (varied[:4] - varied[4:]).abs().flatten(1).mean(1)
+    assert torch.isclose(loss.ms_loss(varied, z), 2.0 / ((d_img / (z[:4] - z[4:]).abs().mean(1)).mean() + 1e-5))
+    (loss.ms_loss(repeated + 1e-3 * torch.randn(8, 1, 4, 4), z)).backward()
+    assert repeated.grad.abs().sum() > 0  # the gradient pushes the pair apart
+    assert make_config(ms_weight=1.0).loss.ms_weight == 1.0

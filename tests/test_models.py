@@ -57,7 +57,7 @@ def test_gradients_reach_both_players(name):
     torch.manual_seed(0)
     G, D = build_models(cfg)
     opt_G, opt_D = torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters())
-    loss = build_loss("ns")
+    loss = build_loss(cfg.loss)  # the family's own loss (the conditional one has a class-head term)
     d_step(G, D, opt_D, loss, _real(cfg, 8), torch.randn(8, cfg.model.z_dim), _y(cfg, 8), _y(cfg, 8))
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in D.parameters())
     g_step(G, D, opt_G, loss, torch.randn(8, cfg.model.z_dim), _y(cfg, 8))

@@ -1,4 +1,4 @@
-"""Command line: a thin layer over the library (`counterfeit train | sample | runs | eval | report | evaluator | export | augment-eval`)."""
+"""Command line: a thin layer over the library (`counterfeit train | sample | runs | eval | report | interpolate | studio | export | ...`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ EXAMPLES = {
   counterfeit train --data ring8                      # 2-D toy (picks --model mlp)
   counterfeit train --model vae                       # variational autoencoder (also ae, dae)
   counterfeit train --model vae --exclude-class Bag   # leave a class out, then: counterfeit eval RUN --anomaly
-  counterfeit train --resume runs/00003-fashion-mnist-dcgan""",
+  counterfeit train --resume runs/00003-fashion-mnist-dcgan
+  torchrun --standalone --nproc_per_node=2 -m counterfeit train --batch-size 128   # 2 GPUs (or CPU processes), one run""",
     "sample": """examples:
   counterfeit sample runs/00000-fashion-mnist-dcgan                       # 64-image grid PNG
   counterfeit sample runs/00000-fashion-mnist-dcgan -n 10000 --format npz --out fakes.npz
@@ -37,6 +38,9 @@ EXAMPLES = {
   counterfeit eval runs/00002-fashion-mnist-vae --anomaly                  # AUROC at finding the --exclude-class class""",
     "report": """examples:
   counterfeit report runs/00000-fashion-mnist-dcgan       # writes RUN/report.html and RUN/report/*.png""",
+    "export-onnx": """examples:
+  counterfeit export-onnx runs/00000-fashion-mnist-dcgan --out g.onnx     # inputs: z (N, z_dim); output: images (N, C, H, W)
+  counterfeit export-onnx runs/00001-fashion-mnist-cdcgan --out cg.onnx   # conditional: inputs z and labels (N,) int64""",
     "evaluator": """examples:
   counterfeit evaluator train                             # retrain the shipped Fashion-MNIST judge (~15 min on 2 cores)
   counterfeit evaluator train --dataset mnist             # the MNIST judge (needs the MNIST files or internet)
@@ -49,6 +53,25 @@ EXAMPLES = {
   counterfeit augment-eval runs/00001-fashion-mnist-cdcgan                  # real, real + 10,000 fakes, fakes; 3 seeds
   counterfeit augment-eval runs/00001-fashion-mnist-cdcgan --n-fakes 60000 --settings real,fakes --seeds 1
   counterfeit augment-eval runs/00001-fashion-mnist-cdcgan --n-real 10000 --epochs 1 --seeds 2   # a quick look""",
+    "interpolate": """examples:
+  counterfeit interpolate runs/00000-fashion-mnist-dcgan --from 3 --to 7                  # seed 3 to seed 7 (image 0 of each)
+  counterfeit interpolate runs/00000-fashion-mnist-dcgan --from Sneaker --to "Ankle boot" --rows 4
+  counterfeit interpolate runs/00000-fashion-mnist-dcgan --from shoe.png --to class:9 --mode lerp
+  counterfeit interpolate runs/00000-fashion-mnist-dcgan --from proj.npz#0 --to proj.npz#1   # latents from `project`
+  counterfeit interpolate runs/00001-fashion-mnist-cdcgan --from Trouser --to Dress --rows 6  # label code moves, z stays""",
+    "arithmetic": """examples:
+  counterfeit arithmetic runs/00000-fashion-mnist-dcgan "Sneaker - Sandal + Ankle boot"
+  counterfeit arithmetic runs/00000-fashion-mnist-dcgan "0.5*Pullover + 0.5*Trouser" --rows 6
+  counterfeit arithmetic runs/00000-fashion-mnist-dcgan "[12,40,77] - class:0 + proj.npz#0"
+  counterfeit arithmetic runs/00001-fashion-mnist-cdcgan "Sneaker - Sandal + Ankle boot"   # in the label-code space""",
+    "project": """examples:
+  counterfeit project runs/00000-fashion-mnist-dcgan shoe.png coat.png --out proj.npz      # then --from proj.npz#0
+  counterfeit project runs/00000-fashion-mnist-dcgan fashion-mnist:test:0 fashion-mnist:test:1
+  counterfeit project runs/00002-fashion-mnist-vae fashion-mnist:test:0 --steps 0          # the encoder alone""",
+    "studio": """examples:
+  counterfeit studio                                      # http://127.0.0.1:8765/ over ./runs
+  counterfeit studio --runs /data/my-runs --port 9000
+  counterfeit studio --port 0                             # any free port (printed)""",
 }
 
 
@@ -73,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
         help="ns: non-saturating (default) | minimax: the original game | lsgan: least squares | hinge | wgan-gp: Wasserstein + gradient penalty",
     )
     t.add_argument("--gp-weight", type=float, help="wgan-gp's gradient-penalty weight lambda (default 10)")
+    t.add_argument("--ac-weight", type=float, help="conditional models: weight of the auxiliary-classifier (AC-GAN) term (0 = off)")
+    t.add_argument("--ms-weight", type=float, help="mode-seeking term (MSGAN): pairs of fakes from different noise must differ (0 = off)")
     t.add_argument("--r1-gamma", type=float, help="R1 penalty weight gamma on D's gradient at reals, with any loss (default 0 = off)")
     t.add_argument("--diffaug", help="DiffAugment policy for small image sets: a comma list of color, translation, cutout (default off)")
     t.add_argument("--beta", type=float, help="vae: weight of the KL term (default 1; beta-VAE above 1)")
@@ -145,6 +170,12 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dir", metavar="RUN_DIR")
     rp.add_argument("--out", help="HTML path (default RUN_DIR/report.html)")
 
+    ox = sub.add_parser(
+        "export-onnx", help="write a run's EMA generator as an ONNX graph", epilog=EXAMPLES["export-onnx"], formatter_class=fmt
+    )
+    ox.add_argument("run", help="run folder")
+    ox.add_argument("--out", required=True, help="the .onnx file to write")
+    ox.add_argument("--opset", type=int, default=18, help="ONNX opset version (default 18)")
     ev = sub.add_parser(
         "evaluator", help="train or inspect the domain evaluator behind the metrics", epilog=EXAMPLES["evaluator"], formatter_class=fmt
     )
@@ -174,7 +205,45 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--n-test", type=int, help="test on a fixed random subset of this many real test images (default all)")
     a.add_argument("--seed", type=int, default=0, help="noise seed of the fakes (default 0)")
     a.add_argument("--device", default="cpu", help="where the generator runs (default cpu)")
+
+    _latent_parsers(sub, fmt)
+
+    st = sub.add_parser("studio", help="the web app: watch runs, generate, explore the latent space, play the 2D game",
+                        epilog=EXAMPLES["studio"], formatter_class=fmt)  # fmt: skip
+    st.add_argument("--runs", default="runs", help="the runs folder to show and train into (default: runs)")
+    st.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    st.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
     return p
+
+
+def _latent_parsers(sub, fmt) -> None:
+    """interpolate, arithmetic, project: walks through a trained run's latent space."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("run_dir", metavar="RUN_DIR")
+    common.add_argument("--seed", type=int, default=0, help="noise of the rows (and of projection starts)")
+    common.add_argument("--out", help="output path (default: RUN_DIR/latent/...)")
+    common.add_argument("--device", default="cpu")
+    walks = argparse.ArgumentParser(add_help=False)
+    walks.add_argument("--class", dest="class_name", help="conditional runs: the class for operands that name none")
+    walks.add_argument("--project-steps", type=int, default=100, help="optimisation steps for .png operands")
+    i = sub.add_parser("interpolate", parents=[common, walks], help="walk between seeds, classes or images (PNG + GIF)",
+                       epilog=EXAMPLES["interpolate"], formatter_class=fmt)  # fmt: skip
+    i.add_argument(
+        "--from", dest="start", metavar="FROM", required=True, help="SEED, CLASS (name or class:N), IMAGE.png or LATENTS.npz[#k]"
+    )
+    i.add_argument("--to", dest="end", metavar="TO", required=True, help="the other end, same forms")
+    i.add_argument("--steps", type=int, default=10, help="images along the way, both ends included")
+    i.add_argument("--mode", choices=["lerp", "slerp"], default="slerp")
+    i.add_argument("--rows", type=int, default=1, help="rows: images 0..rows-1 of seeds, or noise around other endpoints")
+    a = sub.add_parser("arithmetic", parents=[common, walks], help='latent arithmetic: "Sneaker - Sandal + Ankle boot"',
+                       epilog=EXAMPLES["arithmetic"], formatter_class=fmt)  # fmt: skip
+    a.add_argument("expression", metavar="EXPR", help="class names, class:N, [seeds], .png or .npz#k, joined by + and -, with 0.5* factors")
+    a.add_argument("--rows", type=int, default=4)
+    pr = sub.add_parser("project", parents=[common], help="find the latents of real images (GAN inversion / encoder)",
+                        epilog=EXAMPLES["project"], formatter_class=fmt)  # fmt: skip
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files or DATASET:SPLIT:INDEX (fashion-mnist:test:17)")
+    pr.add_argument("--steps", type=int, default=100, help="optimisation steps (autoencoders: refinement after the encoder)")
+    pr.add_argument("--restarts", type=int, default=4, help="random starts per image (GANs)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DataError
     from .evaluator import EvaluatorWeightsError
     from .metrics.features import BackboneUnavailable
+    from .onnx_export import OnnxExportError
     from .train import TrainingDiverged
 
     args = _parser().parse_args(argv)
@@ -202,14 +272,27 @@ def main(argv: list[str] | None = None) -> int:
             "evaluator": cmd_evaluator,
             "export": cmd_export,
             "augment-eval": cmd_augment_eval,
+            "studio": cmd_studio,
+            "export-onnx": cmd_export_onnx,
+            "interpolate": cmd_latent,
+            "arithmetic": cmd_latent,
+            "project": cmd_latent,
         }
         return commands[args.command](args)
-    except (ConfigError, DataError, CheckpointError, TrainingDiverged, EvaluatorWeightsError, BackboneUnavailable) as e:
-        print(f"counterfeit: error: {e}", file=sys.stderr)
+    except (ConfigError, DataError, CheckpointError, TrainingDiverged, EvaluatorWeightsError, BackboneUnavailable, OnnxExportError) as e:
+        if _launched_rank() == 0:  # under torchrun every rank meets the same error: say it once
+            print(f"counterfeit: error: {e}", file=sys.stderr)
         return 1 if isinstance(e, TrainingDiverged) else 2
     except KeyboardInterrupt:
-        print("counterfeit: aborted; the newest checkpoint on disk is kept", file=sys.stderr)
+        if _launched_rank() == 0:
+            print("counterfeit: aborted; the newest checkpoint on disk is kept", file=sys.stderr)
         return 130
+
+
+def _launched_rank() -> int:
+    from .distributed import launched_rank
+
+    return launched_rank()
 
 
 class _NoTicks(logging.Filter):
@@ -235,27 +318,42 @@ def _console_logging() -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Build the config (or reload it for --resume), make the run folder and train with a progress bar."""
+    from .distributed import check_batch, process_group
     from .models import build_models, get_spec
-    from .runs import create_run_dir, write_config
-    from .train import Callbacks, conditional_config, load_training_data, train
+    from .train import conditional_config, load_training_data
 
     run_dir, cfg = _train_config(args)
     if not get_spec(cfg.model.name).conditional or cfg.model.num_classes:
         build_models(cfg)  # checks the architecture fits the data shape, before anything is written
+    check_batch(cfg.loop.batch_size, cfg.model.pack)  # under torchrun: the batch must split over the processes
     if args.dry_run:
-        print(cfg.to_json())
+        if _launched_rank() == 0:
+            print(cfg.to_json())
         return 0
     data = load_training_data(cfg)  # also before the run folder exists, so bad data leaves nothing behind
     cfg = conditional_config(cfg, data)  # a conditional model learns how many classes the data has
     build_models(cfg)
-    if run_dir is None:
-        run_dir = create_run_dir(cfg, args.out)
-    else:
-        write_config(run_dir, cfg)
-    print(f"run folder: {run_dir}", file=sys.stderr)
+    with process_group(cfg.loop.device):  # torchrun: join the other processes (no-op for one)
+        return _train_run(args, cfg, run_dir, data)
 
-    stop = _StopFlag()
-    bar = None if args.no_progress else _progress_bar(cfg.loop.total_kimg)
+
+def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int:
+    """Make (or reuse) the run folder, train with a progress bar and say how it ended; under torchrun rank 0 alone talks."""
+    from .distributed import from_main, is_main, world_size
+    from .runs import create_run_dir, write_config
+    from .train import Callbacks, train
+
+    main = is_main()
+    if run_dir is None:
+        run_dir = from_main(create_run_dir(cfg, args.out) if main else None)  # one folder, numbered by rank 0
+    elif main:
+        write_config(run_dir, cfg)
+    if main:
+        print(f"run folder: {run_dir}", file=sys.stderr)
+
+    # torchrun passes a Ctrl-C on to its workers, who also got it from the terminal: a repeat must not abort the save.
+    stop = _StopFlag(repeat_aborts=world_size() == 1)
+    bar = None if args.no_progress or not main else _progress_bar(cfg.loop.total_kimg)
     cbs = Callbacks(should_stop=stop.is_set)
     if bar is not None:
         cbs.on_step = lambda cur, total: bar.update(min(cur, total) / 1000 - bar.n)
@@ -274,15 +372,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if not main:
+        return 0
     if result.status == "stopped":
         print(
-            f"stopped at {result.cur_nimg / 1000:.1f} kimg and saved; continue with: counterfeit train --resume {run_dir}", file=sys.stderr
+            f"stopped at {result.cur_nimg / 1000:.1f} kimg and saved; continue with: {_launcher()}counterfeit train --resume {run_dir}",
+            file=sys.stderr,
         )
     else:
         print(
             f"done: {result.cur_nimg / 1000:.1f} kimg. Samples: {run_dir / 'samples'}. Try: counterfeit sample {run_dir}", file=sys.stderr
         )
     return 0
+
+
+def _launcher() -> str:
+    """'torchrun --nproc_per_node=N -m ' under torchrun, else ''; the start of a command that continues this run."""
+    from .distributed import world_size
+
+    return f"torchrun --nproc_per_node={world_size()} -m " if world_size() > 1 else ""
 
 
 def _postfix(s: dict) -> str:
@@ -301,7 +409,7 @@ def _postfix(s: dict) -> str:
 _OPTIONS = ("data", "model", "loss", "kimg", "epochs", "batch_size", "seed", "data_dir", "resolution", "channels", "z_dim",
             "g_width", "d_width", "lr_g", "lr_d", "beta1", "d_steps", "ema_halflife_kimg", "tick_kimg", "sample_kimg",
             "snapshot_kimg", "keep_checkpoints", "eval_every_kimg", "eval_n", "alarm_after_kimg", "device",
-            "gp_weight", "r1_gamma", "diffaug", "spectral_norm", "mbstd", "pack", "beta", "noise_std", "exclude_class")  # fmt: skip
+            "gp_weight", "r1_gamma", "ac_weight", "ms_weight", "diffaug", "spectral_norm", "mbstd", "pack", "beta", "noise_std", "exclude_class")  # fmt: skip
 _RESUMABLE = ("kimg", "epochs", "device")
 
 
@@ -338,16 +446,22 @@ def _progress_bar(total_kimg: float):
 class _StopFlag:
     """First Ctrl-C (or SIGTERM) asks the loop to save and stop at the next step; a second one aborts."""
 
-    def __init__(self):
-        self._set = False
+    def __init__(self, repeat_aborts: bool = True):
+        self._set, self._repeat_aborts = False, repeat_aborts
 
     def is_set(self) -> bool:
         return self._set
 
     def _handle(self, signum, frame) -> None:
-        if self._set and signum == signal.SIGINT:
+        if self._set and signum == signal.SIGINT and self._repeat_aborts:
             raise KeyboardInterrupt
+        if self._set:
+            return
         self._set = True
+        if not self._repeat_aborts:  # torchrun: one notice, from rank 0, and no second-Ctrl-C abort
+            if _launched_rank() == 0:
+                print("\nstopping: every process stops after this step, and rank 0 saves a checkpoint", file=sys.stderr)
+            return
         print("\nstopping: saving a checkpoint at the end of this step (Ctrl-C again to abort without saving)", file=sys.stderr)
 
     def installed(self):
@@ -478,6 +592,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from .onnx_export import export_onnx
+
+    out = export_onnx(args.run, args.out, args.opset)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def cmd_evaluator(args: argparse.Namespace) -> int:
     """Train the domain evaluator, or show the record of the shipped one."""
     import json
@@ -515,6 +637,48 @@ def cmd_augment_eval(args: argparse.Namespace) -> int:
                        device=args.device, command=args.command_line)  # fmt: skip
     print(augment_markdown(rec))
     print(f"wrote {Path(args.run_dir) / 'eval' / 'augment.md'} and augment.json")
+    return 0
+
+
+def cmd_latent(args: argparse.Namespace) -> int:
+    """interpolate / arithmetic / project: call the latent library and print what it wrote."""
+    from .latent import explore
+
+    if args.command == "interpolate":
+        o = explore.interpolate(args.run_dir, args.start, args.end, args.steps, args.mode, args.rows, args.seed, args.out, args.device,
+                                args.class_name, args.project_steps)  # fmt: skip
+    elif args.command == "arithmetic":
+        o = explore.arithmetic(args.run_dir, args.expression, args.rows, args.seed, args.out, args.device, args.class_name,
+                               args.project_steps)  # fmt: skip
+    else:
+        o = explore.project(args.run_dir, args.images, args.steps, args.restarts, args.seed, args.out, args.device)
+    for line in o.lines:
+        print(line)
+    for f in o.files:
+        print(f"wrote {f}")
+    return 0
+
+
+def cmd_studio(args: argparse.Namespace) -> int:
+    """Serve Counterfeit Studio until Ctrl-C."""
+    from .config import ConfigError
+
+    try:
+        from .studio.app import serve
+    except ImportError as e:
+        raise ConfigError(f"the studio needs starlette and uvicorn ({e}); pip install starlette uvicorn") from None
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be from 0 to 65535, got {args.port}")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}: anyone who can reach it can start training and read your runs", file=sys.stderr)
+
+    def ready(url: str) -> None:
+        print(
+            f"Counterfeit Studio on {url} (runs: {Path(args.runs).resolve()}); Ctrl-C stops it, training it started goes on",
+            file=sys.stderr,
+        )
+
+    serve(args.runs, args.host, args.port, ready)
     return 0
 
 

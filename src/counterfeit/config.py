@@ -50,6 +50,12 @@ class LossConfig:
     # DiffAugment policy (Zhao et al. 2020), e.g. "color,translation,cutout"; "" = off. It lives with the loss because
     # it changes what D's objective is computed on (as StyleGAN2-ADA's loss owns its augment pipe); images only.
     diffaug: str = ""
+    # Conditional models: weight of the auxiliary-classifier term (Odena et al. 2017, AC-GAN). D gets a class head
+    # trained on reals; G is pushed to draw fakes that head assigns to the requested class. 0 = off.
+    ac_weight: float = 0.0
+    # Mode-seeking term (Mao et al. 2019, MSGAN): G pays ms_weight / (|G(z1) - G(z2)| / |z1 - z2|) on pairs of fakes
+    # (of the same class, for conditional models), so different noise must give different images. 0 = off.
+    ms_weight: float = 0.0
     beta: float = 1.0  # vae: weight of KL(q(z|x) || N(0, I)) beside the reconstruction term (Higgins et al. 2017's beta-VAE)
 
 
@@ -144,6 +150,14 @@ _FIELDS = {
 }  # fmt: skip
 
 
+def option_type(option: str) -> type:
+    """The Python type (int, float, bool, str) of a flat option's config field, e.g. int for `batch_size`."""
+    if option not in _FIELDS:
+        raise ConfigError(f"unknown option '{option}'")
+    section, name = _FIELDS[option]
+    return {f.name: type(f.default) for f in fields(_section_types[section])}[name]
+
+
 def make_config(**options: Any) -> RunConfig:
     """Config from flat options (`data`, `model`, `kimg`, `epochs`, `lr_g`, ...) over the model family's defaults."""
     from .data import TOY_DATASETS
@@ -190,7 +204,7 @@ def extend_config(cfg: RunConfig, **options: Any) -> RunConfig:
     return cfg
 
 
-_GAN_ONLY = ("loss", "gp_weight", "r1_gamma", "diffaug", "spectral_norm", "mbstd", "pack", "lr_d", "d_steps")
+_GAN_ONLY = ("loss", "gp_weight", "r1_gamma", "ac_weight", "ms_weight", "diffaug", "spectral_norm", "mbstd", "pack", "lr_d", "d_steps")
 
 
 def _check_family_options(cfg: RunConfig, options: dict[str, Any]) -> None:
@@ -202,6 +216,8 @@ def _check_family_options(cfg: RunConfig, options: dict[str, Any]) -> None:
         gan_only = [k for k in _GAN_ONLY if k in options]
         if gan_only:
             raise ConfigError(f"--{gan_only[0].replace('_', '-')} is a GAN option; --model {name} has no discriminator, drop the flag")
+    if options.get("ac_weight") and not get_spec(name).conditional:
+        raise ConfigError(f"--ac-weight trains a class head in D; use it with a conditional model (--model cdcgan), not --model {name}")
     if "beta" in options and name != "vae":
         raise ConfigError(f"--beta weights the VAE's KL term; use it with --model vae, not --model {name}")
     if "noise_std" in options and name != "dae":

@@ -34,6 +34,25 @@ def pick_class(names: list[str], name_or_index: str) -> int:
     raise ConfigError(f"unknown class '{text}'; choose a name or index: {', '.join(f'{i}={n}' for i, n in enumerate(names))}")
 
 
+def sample_labels(run, n: int, class_name: str | None = None, by_row: bool = False) -> tuple[torch.Tensor | None, int | None]:
+    """(labels (n,) or None, grid columns or None) for sampling a run: one class when named, else balanced classes.
+
+    With by_row, a conditional grid gets one class per row (ceil(n / C) columns); unconditional runs get (None, None)
+    and a one-line error when a class is named.
+    """
+    if not run.spec.conditional:
+        if class_name is not None:
+            resolve_class(run, class_name)  # raises the one-line error
+        return None, None
+    c = run.config.model.num_classes
+    if class_name is not None:
+        return torch.full((n,), resolve_class(run, class_name), dtype=torch.int64), None  # (n,)
+    if by_row:
+        nrow = -(-n // c)  # one row per class: ceil(n / C) columns
+        return torch.arange(c).repeat_interleave(nrow)[:n], nrow  # (n,)
+    return torch.arange(n) % c, None  # (n,) balanced
+
+
 def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out: str | Path | None = None, device: str = "cpu",
                   class_name: str | None = None) -> Path:  # fmt: skip
     """Sample n items with a seed from a run's EMA generator and write them as `grid`, `folder` or `npz`.
@@ -45,18 +64,7 @@ def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out
     tag = f"-class{resolve_class(run, class_name)}" if class_name is not None else ""
     default_name = f"sample-seed{seed}-n{n}{tag}" + {"grid": ".png", "folder": "", "npz": ".npz"}[fmt]
     out = Path(out) if out else run.run_dir / "samples" / default_name
-    labels, nrow = None, None
-    if run.spec.conditional:
-        c = run.config.model.num_classes
-        if class_name is not None:
-            labels = torch.full((n,), resolve_class(run, class_name), dtype=torch.int64)  # (n,)
-        elif fmt == "grid":
-            nrow = -(-n // c)  # one row per class: ceil(n / C) columns
-            labels = torch.arange(c).repeat_interleave(nrow)[:n]  # (n,)
-        else:
-            labels = torch.arange(n) % c  # (n,) balanced
-    elif class_name is not None:
-        resolve_class(run, class_name)  # raises the one-line error
+    labels, nrow = sample_labels(run, n, class_name, by_row=fmt == "grid")
     x = generate(run.G, None if points else run.spec.pixel_range, n, seed, device, labels)  # (n, C, H, W) uint8 or (n, 2)
     if points:
         if fmt == "folder":
@@ -79,7 +87,7 @@ def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> Path:
-    """Write arrays to a compressed .npz atomically; return its path."""
+    """Write arrays to a compressed .npz atomically."""
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())

@@ -18,10 +18,14 @@ class GANLoss:
     # Class-level defaults, so a subclass that skips __init__ is still a plain, unregularised loss.
     r1_gamma = 0.0
     diffaug = ""
+    ac_weight = 0.0
+    ms_weight = 0.0
 
-    def __init__(self, r1_gamma: float = 0.0, diffaug: str = ""):
+    def __init__(self, r1_gamma: float = 0.0, diffaug: str = "", ac_weight: float = 0.0, ms_weight: float = 0.0):
         self.r1_gamma = r1_gamma  # R1 weight gamma: the D step adds gamma/2 * E[|grad D(x)|^2] on reals (0 = off)
         self.diffaug = diffaug  # DiffAugment policy for every image D sees ('' = none)
+        self.ac_weight = ac_weight  # AC-GAN: weight of the class cross-entropy in both steps (0 = off)
+        self.ms_weight = ms_weight  # MSGAN: weight of the mode-seeking term in the G step (0 = off)
 
     def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
         """D learns: reals labelled real (1), fakes labelled fake (0): binary cross-entropy on D's logits."""
@@ -38,6 +42,17 @@ class GANLoss:
         if self.r1_gamma > 0:
             return self.r1_gamma / 2 * r1_penalty(D, real, labels)
         return None
+
+    def ac_loss(self, class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """AC-GAN term: ac_weight * cross-entropy of D's class head (N, C) against the labels (N,)."""
+        return self.ac_weight * F.cross_entropy(class_logits, labels)
+
+    def ms_loss(self, fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """MSGAN term: ms_weight / mean ratio of image to noise distance, over pairs (first half of the batch vs second)."""
+        half = fake.shape[0] // 2
+        d_img = (fake[:half] - fake[half : 2 * half]).abs().flatten(1).mean(1)  # (half,)
+        d_z = (z[:half] - z[half : 2 * half]).abs().mean(1)  # (half,)
+        return self.ms_weight / ((d_img / d_z).mean() + 1e-5)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """The images as D sees them: through DiffAugment when a policy is set, else unchanged."""
@@ -131,7 +146,7 @@ def build_loss(cfg: LossConfig | str) -> GANLoss:
         raise ConfigError(f"unknown loss '{cfg.name}'; choose one of {', '.join(LOSSES)}")
     cls = LOSSES[cfg.name]
     extra = {"gp_weight": cfg.gp_weight} if issubclass(cls, WGANGPLoss) else {}
-    return cls(r1_gamma=cfg.r1_gamma, diffaug=cfg.diffaug, **extra)
+    return cls(r1_gamma=cfg.r1_gamma, diffaug=cfg.diffaug, ac_weight=cfg.ac_weight, ms_weight=cfg.ms_weight, **extra)
 
 
 def _pack_of(D: nn.Module) -> int:

@@ -73,13 +73,13 @@ class LoadedRun:
     run_dir: Path
     config: RunConfig
     spec: ModelSpec
-    G: nn.Module  # the EMA generator, in eval mode, used for every sample
+    G: nn.Module  # the EMA generator (unless loaded with ema=False), in eval mode, used for every sample
     state: dict[str, Any]
     checkpoint: Path
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str | Path | None = None) -> LoadedRun:
-    """Rebuild a run's EMA generator from config.json and its newest (or the given) checkpoint."""
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str | Path | None = None, ema: bool = True) -> LoadedRun:
+    """Rebuild a run's EMA generator (or with ema=False its raw one) from config.json and its newest (or the given) checkpoint."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} is not a folder; pass a run folder such as runs/00000-fashion-mnist-dcgan")
@@ -87,11 +87,20 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
     ckpts = [Path(checkpoint)] if checkpoint else list_checkpoints(run_dir)
     if not ckpts:
         raise CheckpointError(f"{run_dir} has no checkpoint yet; train longer or resume it with counterfeit train --resume {run_dir}")
-    tensors, state = read_checkpoint(ckpts[-1], prefixes=("G_ema",))
+    prefix = "G_ema" if ema else "G"
+    tensors, state = read_checkpoint(ckpts[-1], prefixes=(prefix,))
     G, _ = build_models(cfg)
-    load_module(G, tensors, "G_ema", ckpts[-1])
+    load_module(G, tensors, prefix, ckpts[-1])
     G.to(device).eval().requires_grad_(False)
     return LoadedRun(run_dir, cfg, get_spec(cfg.model.name), G, state, ckpts[-1])
+
+
+def load_slot(run: LoadedRun, slot: str, device: str | torch.device = "cpu") -> nn.Module:
+    """The run's second network ("D", or "D_ema": an autoencoder's encoder) from the same checkpoint, in eval mode."""
+    tensors, _ = read_checkpoint(run.checkpoint, prefixes=(slot,))
+    _, net = build_models(run.config)
+    load_module(net, tensors, slot, run.checkpoint)
+    return net.to(device).eval().requires_grad_(False)
 
 
 def _losses(row: dict[str, Any]) -> str:
@@ -101,32 +110,31 @@ def _losses(row: dict[str, Any]) -> str:
 
 
 def run_table(root: Path) -> list[dict[str, Any]]:
-    """One row per run folder under `root`: run, data, model, kimg, last losses, classes covered, status."""
-    rows = []
+    """One row per run folder under `root` (see run_row)."""
     if not root.is_dir():
-        return rows
-    for run_dir in sorted(p for p in root.iterdir() if is_run_dir(p)):
+        return []
+    return [run_row(run_dir) for run_dir in sorted(p for p in root.iterdir() if is_run_dir(p))]
+
+
+def run_row(run_dir: Path) -> dict[str, Any]:
+    """A run's summary: run, data, model, kimg, last losses, classes covered, status (a broken run says so)."""
+    try:
+        cfg = load_config(run_dir / "config.json")
+    except Exception as e:  # a broken run must not hide the others
+        return {"run": run_dir.name, "data": "?", "model": "?", "kimg": "?", "losses": "", "classes": "", "status": f"unreadable: {e}"}
+    stats = read_stats(run_dir)
+    last = stats[-1] if stats else {}
+    ckpts = list_checkpoints(run_dir)
+    status = "no checkpoint"
+    if ckpts:
         try:
-            cfg = load_config(run_dir / "config.json")
-        except Exception as e:  # a broken run must not hide the others
-            rows.append(
-                {"run": run_dir.name, "data": "?", "model": "?", "kimg": "?", "losses": "", "classes": "", "status": f"unreadable: {e}"}
-            )
-            continue
-        stats = read_stats(run_dir)
-        last = stats[-1] if stats else {}
-        ckpts = list_checkpoints(run_dir)
-        status = "no checkpoint"
-        if ckpts:
-            try:
-                _, state = read_checkpoint(ckpts[-1], prefixes=())
-                status = "done" if state.get("done") else f"stopped at {state['cur_nimg'] / 1000:.1f}"
-            except CheckpointError:
-                status = "bad checkpoint"
-        rows.append({
-            "run": run_dir.name, "data": data_label(cfg.data.name), "model": cfg.model.name,
-            "kimg": f"{last.get('kimg', 0):.1f}/{cfg.loop.total_kimg:g}",
-            "losses": _losses(last), "classes": f"{last['cov/classes']}/{last['cov/num_classes']}" if "cov/classes" in last else "",
-            "status": status + (" (collapse alarm)" if "alarm" in last else ""),
-        })  # fmt: skip
-    return rows
+            _, state = read_checkpoint(ckpts[-1], prefixes=())
+            status = "done" if state.get("done") else f"stopped at {state['cur_nimg'] / 1000:.1f}"
+        except CheckpointError:
+            status = "bad checkpoint"
+    return {
+        "run": run_dir.name, "data": data_label(cfg.data.name), "model": cfg.model.name,
+        "kimg": f"{last.get('kimg', 0):.1f}/{cfg.loop.total_kimg:g}",
+        "losses": _losses(last), "classes": f"{last['cov/classes']}/{last['cov/num_classes']}" if "cov/classes" in last else "",
+        "status": status + (" (collapse alarm)" if "alarm" in last else ""),
+    }  # fmt: skip

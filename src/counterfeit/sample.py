@@ -60,15 +60,24 @@ def default_labels(G: nn.Module, n: int, device="cpu") -> torch.Tensor | None:
     return torch.arange(n, device=device) % c if c else None  # (n,)
 
 
+def truncate(z: torch.Tensor, psi: float) -> torch.Tensor:
+    """The truncation trick in z: pull noise toward the prior's mean 0 by `psi` (1 = off); typical, less varied samples."""
+    # StyleGAN's w_avg + psi * (w - w_avg) with the N(0, I) prior's mean; unlike BigGAN's resampling it keeps
+    # every seed's image and moves it smoothly as psi changes.
+    return z if psi == 1.0 else z * psi  # (n, z_dim)
+
+
 def generate(
-    G: nn.Module, pixel_range: tuple[float, float] | None, n: int, seed: int, device="cpu", labels: torch.Tensor | None = None
-) -> torch.Tensor:
+    G: nn.Module, pixel_range: tuple[float, float] | None, n: int, seed: int, device="cpu", labels: torch.Tensor | None = None,
+    truncation: float = 1.0,
+) -> torch.Tensor:  # fmt: skip
     """n samples for a seed: uint8 images (n, C, H, W), or float points (n, 2) when pixel_range is None.
 
-    A conditional G gets `labels`, or balanced labels (see default_labels) when none are given.
+    A conditional G gets `labels`, or balanced labels (see default_labels) when none are given; `truncation` < 1
+    pulls the noise toward its mean (see truncate).
     """
     labels = default_labels(G, n, device) if labels is None else labels.to(device)
-    out = sample(G, make_noise(n, G.z_dim, seed, device), labels)
+    out = sample(G, truncate(make_noise(n, G.z_dim, seed, device), truncation), labels)
     return out if pixel_range is None else to_uint8(out, pixel_range)
 
 

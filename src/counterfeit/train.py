@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import _SpectralNorm
 
 from . import __version__
+from . import distributed as dist
 from .checkpoints import (
     checkpoint_path,
     list_checkpoints,
@@ -124,8 +125,13 @@ def d_step(G: nn.Module, D: nn.Module, opt_D, loss, real: torch.Tensor, z: torch
     with torch.no_grad():
         fake = G(z, fake_labels)  # (B, C, H, W)
     real, fake = loss.augment(real), loss.augment(fake)  # DiffAugment: D only ever sees augmented images
-    real_logits, fake_logits = D(real, real_labels), D(fake, fake_labels)  # (B,), (B,)
-    loss_D = loss.d_loss(real_logits, fake_logits)
+    if loss.ac_weight > 0:
+        (real_logits, real_classes), fake_logits = D(real, real_labels, with_classes=True), D(fake, fake_labels)  # (B,), (B, C), (B,)
+        # The class head learns from reals only: taught on fakes too, it would learn G's quirks and let G off lightly.
+        loss_D = loss.d_loss(real_logits, fake_logits) + loss.ac_loss(real_classes, real_labels)
+    else:
+        real_logits, fake_logits = D(real, real_labels), D(fake, fake_labels)  # (B,), (B,)
+        loss_D = loss.d_loss(real_logits, fake_logits)
     # The loss's penalties (WGAN-GP, R1) join loss_D; interpolates are judged with the reals' labels.
     penalty = loss.d_reg(D, real, fake, real_labels)
     if penalty is not None:
@@ -141,8 +147,18 @@ def g_step(G: nn.Module, D: nn.Module, opt_G, loss, z: torch.Tensor, labels: tor
     D.requires_grad_(False)
     paused = _pause_power_iteration(D)
     try:
-        fake_logits = D(loss.augment(G(z, labels)), labels)  # (B,)
-        loss_G = loss.g_loss(fake_logits)
+        if loss.ms_weight > 0 and labels is not None:
+            half = labels.shape[0] // 2
+            labels = torch.cat([labels[:half], labels[:half], labels[2 * half :]])  # mode-seeking pairs share a class
+        fake = G(z, labels)  # (B, C, H, W)
+        if loss.ac_weight > 0:
+            fake_logits, fake_classes = D(loss.augment(fake), labels, with_classes=True)  # (B,), (B, C)
+            loss_G = loss.g_loss(fake_logits) + loss.ac_loss(fake_classes, labels)
+        else:
+            fake_logits = D(loss.augment(fake), labels)  # (B,)
+            loss_G = loss.g_loss(fake_logits)
+        if loss.ms_weight > 0:
+            loss_G = loss_G + loss.ms_loss(fake, z)
         opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         opt_G.step()
@@ -185,21 +201,25 @@ def train(cfg: RunConfig, run_dir: str | Path, callbacks: Callbacks | None = Non
     """Train (or resume, when the run folder holds a checkpoint) until cfg.loop.total_kimg; returns the final state."""
     cb = callbacks or Callbacks()
     run_dir = Path(run_dir)
-    file_log = logging.FileHandler(run_dir / "log.txt")
+    file_log = logging.FileHandler(run_dir / "log.txt") if dist.is_main() else logging.NullHandler()
     file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     log.addHandler(file_log)
+    quiet = dist.MainRankOnly()  # with torchrun, rank 0 alone logs and writes the run folder
+    log.addFilter(quiet)
     if log.level == logging.NOTSET:
         log.setLevel(logging.INFO)
     try:
         return _train(cfg, run_dir, cb, data)
     finally:
+        log.removeFilter(quiet)
         log.removeHandler(file_log)
         file_log.close()
 
 
 def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -> TrainResult:
     L, O = cfg.loop, cfg.optim
-    device = pick_device(L.device)
+    device = dist.local_device(pick_device(L.device))
+    main = dist.is_main()
     spec = get_spec(cfg.model.name)
     data = data if data is not None else load_training_data(cfg)
     cond, ae = spec.conditional, spec.family == "autoencoder"
@@ -213,18 +233,23 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     n_data = x_all.shape[0]
     if n_data < L.batch_size:
         raise ConfigError(f"{cfg.data.name} has {n_data} items, fewer than --batch-size {L.batch_size}; use a smaller batch")
+    dist.check_batch(L.batch_size, cfg.model.pack)
 
     torch.manual_seed(L.seed)
     G, D = build_models(cfg)
     G, D = G.to(device).train(), D.to(device).train()
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    D_ema = copy.deepcopy(D).eval().requires_grad_(False) if ae else None
+    # Several processes: batch norm of the modules that learn takes the global batch's statistics. The EMA
+    # copies keep plain batch norm: they only run in eval mode, and on rank 0 alone.
+    G, D = dist.sync_batchnorm(G), dist.sync_batchnorm(D)
     fused = device.type == "cuda"
     adam = dict(betas=(O.beta1, O.beta2), fused=fused, foreach=None if fused else True)
     if ae:
         # One objective of encoder (D slot) and decoder (G slot), so one optimiser; the encoder gets an EMA
         # too, so reconstructions and anomaly scores pair two averages over the same stretch of training.
-        D_ema = copy.deepcopy(D).eval().requires_grad_(False)
         opt_ae = torch.optim.Adam([*G.parameters(), *D.parameters()], lr=O.lr_g, **adam)
+        dist.average_gradients_before_step(opt_ae)  # not DDP: ae_step calls the decoder's pre_tanh, which DDP would not see
         modules, optimizers = {"G": G, "D": D, "G_ema": G_ema, "D_ema": D_ema}, {"opt": opt_ae}
         stat_keys = ("loss", "loss_rec", "loss_kl") if D.variational else ("loss", "loss_rec")
     else:
@@ -247,8 +272,13 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
         log.info(f"resuming {run_dir} from {ckpts[-1].name} at {cur_nimg / 1000:.1f} kimg")
     else:
         log.info(f"starting {run_dir}: {cfg.model.name} on {cfg.data.name} ({n_data} items) on {device}")
-    _truncate_stats(run_dir, cur_nimg)
-    writer = _tensorboard(run_dir, purge_step=cur_nimg)
+    if dist.world_size() > 1:
+        log.info(f"{dist.world_size()} processes, {L.batch_size // dist.world_size()} images each per batch of {L.batch_size}")
+    shared = dist.shared_generator(device)  # several processes: the global batch's noise and labels (one process: None, the global RNG)
+    G_train, D_train = (G, D) if ae else (dist.wrap(G), dist.wrap(D))  # DDP where several processes train
+    if main:
+        _truncate_stats(run_dir, cur_nimg)
+    writer = _tensorboard(run_dir, purge_step=cur_nimg) if main else None
 
     total_nimg = int(round(L.total_kimg * 1000))
     tick_nimg, sample_nimg, snap_nimg = (max(int(k * 1000), 1) for k in (L.tick_kimg, L.sample_kimg, L.snapshot_kimg))
@@ -258,7 +288,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     grid_labels = class_grid_labels(C, GRID_PER_CLASS, device) if cond else None  # one class per row
     eval_nimg = max(int(L.eval_every_kimg * 1000), 1)
     monitor = None
-    if L.eval_every_kimg > 0:
+    if L.eval_every_kimg > 0 and main:
         from .metrics.monitor import build_monitor
 
         monitor = build_monitor(
@@ -266,8 +296,9 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
         )
         if monitor is not None:
             monitor.replay(read_stats(run_dir))
+    monitoring = dist.from_main(monitor is not None)  # ticks must fall on the same steps on every rank
     grid_reals = x_all[batch_indices(n_data, GRID_SIZE, L.seed + 1, 0)] if images else None  # (64, C, H, W) uint8
-    if images and cur_nimg == 0:
+    if images and cur_nimg == 0 and main:
         save_grid(grid_reals.cpu(), run_dir / "samples" / "reals.png", nrow=8)
 
     def snapshot_grid() -> None:
@@ -285,6 +316,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     def checkpoint(done: bool) -> None:
         state = {"version": __version__, "torch": torch.__version__, "config": cfg.to_dict(), "done": done,
                  "seconds": elapsed_prev + time.time() - t_start, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+        dist.expose_shared(shared)  # the checkpoint's RNG state is the shared stream's, so any process count resumes it
         save_checkpoint(run_dir, cur_nimg, modules, optimizers, state, L.keep_checkpoints)
 
     acc = torch.zeros(len(stat_keys), device=device)  # running sums of the stats: GAN_STATS, or the autoencoder's losses
@@ -294,30 +326,33 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     status = "done"
 
     while cur_nimg < total_nimg:
-        if cb.should_stop and cb.should_stop():
+        if dist.any_rank(cb.should_stop is not None and cb.should_stop()):
             status = "stopped"
             break
         prev_nimg = cur_nimg
+        dist.reseed_rank_local(L.seed, cur_nimg)  # several processes: per-image randomness (DiffAugment, dropout) differs by rank
 
         if ae:
             # The one autoencoder step: encoder and decoder learn together to reconstruct a batch of reals.
-            idx = batch_indices(n_data, L.batch_size, L.seed, cur_nimg)  # (B,)
+            idx = dist.shard(batch_indices(n_data, L.batch_size, L.seed, cur_nimg))  # (B / ranks,): this rank's slice
             losses = ae_step(D, G, opt_ae, prep(x_all[idx]), cfg.loss.beta)
             cur_nimg += L.batch_size
             acc += torch.stack([losses[k] for k in stat_keys])
         else:
             # Step 1: D learns on reals labelled real and fakes labelled fake; G only generates.
             for _ in range(O.d_steps):
-                idx = batch_indices(n_data, L.batch_size, L.seed, cur_nimg)  # (B,)
+                # Several processes draw the global batch (indices, noise, labels) alike, and each takes its slice.
+                idx = dist.shard(batch_indices(n_data, L.batch_size, L.seed, cur_nimg))  # (B,) per process: B / ranks
                 real = prep(x_all[idx])  # (B, C, H, W) in G's range
-                z = torch.randn(L.batch_size, G.z_dim, device=device)  # (B, z_dim)
+                z = dist.shard(torch.randn(L.batch_size, G.z_dim, device=device, generator=shared))  # (B, z_dim)
                 real_y = y_all[idx] if cond else None  # (B,)
-                fake_y = torch.randint(C, (L.batch_size,), device=device) if cond else None  # (B,) uniform over classes
-                loss_D, real_logits, fake_logits = d_step(G, D, opt_D, loss, real, z, real_y, fake_y)
+                fake_y = dist.shard(torch.randint(C, (L.batch_size,), device=device, generator=shared)) if cond else None  # (B,) uniform
+                loss_D, real_logits, fake_logits = d_step(G, D_train, opt_D, loss, real, z, real_y, fake_y)
                 cur_nimg += L.batch_size
             # Step 2: D is frozen; G learns from D's verdict on fresh fakes labelled real.
-            z = torch.randn(L.batch_size, G.z_dim, device=device)  # (B, z_dim)
-            loss_G, fake_logits_g = g_step(G, D, opt_G, loss, z, torch.randint(C, (L.batch_size,), device=device) if cond else None)
+            z = dist.shard(torch.randn(L.batch_size, G.z_dim, device=device, generator=shared))  # (B, z_dim)
+            fake_y = dist.shard(torch.randint(C, (L.batch_size,), device=device, generator=shared)) if cond else None  # (B,)
+            loss_G, fake_logits_g = g_step(G_train, D, opt_G, loss, z, fake_y)
             with torch.no_grad():
                 acc += torch.stack([loss_D, loss_G, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean(),
                                     torch.sigmoid(fake_logits_g).mean()]).detach()  # fmt: skip
@@ -332,10 +367,10 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
             cb.on_step(cur_nimg, total_nimg)
 
         crossed = lambda every, cur=cur_nimg, prev=prev_nimg: cur // every > prev // every or cur >= total_nimg
-        evaluate = monitor is not None and crossed(eval_nimg)
+        evaluate = monitoring and crossed(eval_nimg)
         if crossed(tick_nimg) or crossed(snap_nimg) or evaluate:
             now = time.time()
-            means = (acc / acc_steps).tolist()  # the one host sync per tick
+            means = (dist.mean_over_ranks(acc) / acc_steps).tolist()  # the one host sync per tick
             acc.zero_()
             acc_steps = 0
             last = {"kimg": round(cur_nimg / 1000, 3), **dict(zip(stat_keys, means)),
@@ -350,12 +385,13 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
                        f"try lower learning rates (--lr-g/--lr-d) or another --seed")  # fmt: skip
                 log.error(msg)
                 raise TrainingDiverged(msg)
-            if evaluate:
+            if evaluate and main:
                 last.update(monitor(G_ema, cur_nimg / 1000))
                 if "alarm" in last:
                     log.warning(last["alarm"])
-            with open(run_dir / "stats.jsonl", "a") as f:
-                f.write(json.dumps(last) + "\n")
+            if main:
+                with open(run_dir / "stats.jsonl", "a") as f:
+                    f.write(json.dumps(last) + "\n")
             if writer:
                 for k, v in last.items():
                     if k not in ("kimg", "alarm"):
@@ -364,18 +400,20 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
             log.info(" ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "alarm"), extra={"tick": True})
             if cb.on_tick:
                 cb.on_tick(last)
-        if crossed(sample_nimg):
+        if crossed(sample_nimg) and main:
             snapshot_grid()
-        if crossed(snap_nimg) and cur_nimg < total_nimg:
+        if crossed(snap_nimg) and cur_nimg < total_nimg and main:
             checkpoint(done=False)
 
-    if cur_nimg > 0 and checkpoint_path(run_dir, cur_nimg) not in list_checkpoints(run_dir):
+    if main and cur_nimg > 0 and checkpoint_path(run_dir, cur_nimg) not in list_checkpoints(run_dir):
         snapshot_grid()
         checkpoint(done=status == "done")
     try:
-        write_timelapse(run_dir)  # samples/timelapse.gif: the fixed-noise grids over the run
+        if main:
+            write_timelapse(run_dir)  # samples/timelapse.gif: the fixed-noise grids over the run
     except OSError as e:  # the run itself is saved; a GIF that cannot be written must not fail it
         log.warning(f"could not write {run_dir / 'samples' / 'timelapse.gif'}: {e}")
+    dist.barrier()  # every rank returns once the final checkpoint is on disk
     if writer:
         writer.close()
     log.info(f"{'finished' if status == 'done' else 'stopped'} at {cur_nimg / 1000:.1f} kimg; checkpoint in {run_dir / 'checkpoints'}")

@@ -14,10 +14,8 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..checkpoints import load_module, read_checkpoint
 from ..config import ConfigError
 from ..data import IDX_DATASETS, class_index, load_dataset
-from ..models import build_models
 from ..sample import from_uint8, reconstruct
 
 SCORE_BATCH = 500
@@ -67,7 +65,7 @@ def discriminator_scores(D: nn.Module, x: torch.Tensor, pixel_range, batch_size:
 
 def evaluate_anomaly(run_dir: str | Path, device: str = "cpu") -> dict[str, Any]:
     """Score every test image of a run trained with --exclude-class; writes metrics.json ("anomaly") and metric-anomaly.jsonl."""
-    from ..runs import load_run
+    from ..runs import load_run, load_slot
     from .evaluate import write_results
 
     run = load_run(run_dir, device)
@@ -92,10 +90,7 @@ def evaluate_anomaly(run_dir: str | Path, device: str = "cpu") -> dict[str, Any]
     is_anomaly = test.labels == k  # (N,) bool
 
     slot = "D_ema" if spec.family == "autoencoder" else "D"
-    tensors, _ = read_checkpoint(run.checkpoint, prefixes=(slot,))
-    _, scorer = build_models(cfg)
-    load_module(scorer, tensors, slot, run.checkpoint)
-    scorer.to(device).eval().requires_grad_(False)
+    scorer = load_slot(run, slot, device)
     x = test.x.to(device)
     if spec.family == "autoencoder":
         scores = reconstruction_scores(scorer, run.G, x, spec.pixel_range).cpu()

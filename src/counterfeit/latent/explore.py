@@ -1,0 +1,154 @@
+"""The three walks through a run's latent space behind the CLI: interpolate, arithmetic, project."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import ConfigError
+from ..data import IDX_DATASETS, load_dataset
+from ..data.decode import DECODE_ERRORS, decode_image
+from ..evaluator import predict
+from ..runs import load_run
+from ..sample import from_uint8, save_grid, to_uint8
+from .concepts import class_names_for, evaluator_for
+from .expr import parse_endpoint, parse_expression
+from .figures import save_equation, save_gif, save_strip
+from .operands import Resolver, save_latent
+from .project import project_run_images
+from .space import MODES, decode_batched, path
+
+
+@dataclass
+class Outcome:
+    """What a command wrote and what it has to say."""
+
+    files: list[Path]
+    lines: list[str] = field(default_factory=list)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:48] or "x"
+
+
+def _image_run(run_dir, device):
+    run = load_run(run_dir, device)
+    if run.spec.data_kind != "images":
+        raise ConfigError(f"{run.run_dir.name} is a 2-D toy run; latent-space pictures need a run that makes images")
+    return run
+
+
+def _class_option(run, class_name: str | None) -> int | None:
+    if class_name is None:
+        return None
+    from ..export import resolve_class
+
+    return resolve_class(run, class_name)
+
+
+def _verdicts(run, images: torch.Tensor) -> list[str]:
+    """'Ankle boot 0.93' per uint8 image, from the evaluator, or nothing when no evaluator fits the run."""
+    ev = evaluator_for(run)
+    if ev is None or ev.meta.get("dataset") != run.config.data.name:  # its classes mean nothing for other data
+        return []
+    p, _ = predict(ev, images)  # (N, C)
+    top_p, top_k = p.max(dim=1)  # (N,)
+    return [f"{ev.meta['class_names'][k]} {q:.2f}" for q, k in zip(top_p.tolist(), top_k.tolist())]
+
+
+def interpolate(run_dir, start: str, end: str, steps: int = 10, mode: str = "slerp", rows: int = 1, seed: int = 0,
+                out: str | Path | None = None, device="cpu", class_name: str | None = None, project_steps: int = 100) -> Outcome:  # fmt: skip
+    """Walk from one seed, class, image or saved latent to another: a strip/grid PNG and a ping-pong GIF."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown --mode '{mode}'; choose {' or '.join(MODES)}")
+    if not 2 <= steps <= 200:
+        raise ConfigError(f"--steps must be between 2 and 200, got {steps}")
+    run = _image_run(run_dir, device)
+    names = class_names_for(run)
+    a, b = parse_endpoint(start, names), parse_endpoint(end, names)
+    res = Resolver(run, rows, seed, class_index=_class_option(run, class_name), steps=project_steps, device=device)
+    walk = path(res.latent(a), res.latent(b), steps, mode)  # (R * T) rows
+    images = to_uint8(decode_batched(run.G, walk), run.spec.pixel_range)  # (R * T, C, H, W)
+    png = Path(out) if out else run.run_dir / "latent" / f"interpolate-{_slug(a.label)}-to-{_slug(b.label)}-{mode}.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
+    save_strip(images, rows, png)
+    gif = save_gif(images, rows, png.with_suffix(".gif"))
+    return Outcome([png, gif], [*res.notes, f"{a.label} -> {b.label}: {rows} row(s) x {steps} steps, {mode}"])
+
+
+def arithmetic(run_dir, expression: str, rows: int = 4, seed: int = 0, out: str | Path | None = None, device="cpu",
+               class_name: str | None = None, project_steps: int = 100) -> Outcome:  # fmt: skip
+    """Evaluate an expression over concepts, seeds and images; one PNG with every operand, its sign, and the result."""
+    run = _image_run(run_dir, device)
+    terms = parse_expression(expression, class_names_for(run))
+    res = Resolver(run, rows, seed, class_index=_class_option(run, class_name), steps=project_steps, device=device)
+    parts = [(coef, res.part(op)) for coef, op in terms]
+    latents = [res.combine([(1.0, p)]) for _, p in parts] + [res.combine(parts)]
+    columns = [to_uint8(decode_batched(run.G, lat), run.spec.pixel_range) for lat in latents]  # each (R, C, H, W)
+    png = Path(out) if out else run.run_dir / "latent" / f"arithmetic-{_slug(expression)}.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
+    save_equation(columns, [c for c, _ in terms], [op.label for _, op in terms] + ["result"], png)
+    lines = list(res.notes)
+    if not run.spec.conditional and any(op.kind == "class" for _, op in terms):
+        c = res.concepts()
+        lines.append("concepts: " + ", ".join(f"{op.label} ({c.members[op.value]} samples)" for _, op in terms if op.kind == "class"))
+    elif run.spec.conditional:
+        lines.append("class names act on the label code, seeds and images on z (each row: noise of --seed, image r)")
+    verdicts = _verdicts(run, columns[-1])
+    if verdicts:
+        lines.append("evaluator on the result rows: " + "; ".join(verdicts))
+    return Outcome([png], lines)
+
+
+def read_images(specs: list[str], resolution: int, channels: int) -> tuple[torch.Tensor, list[str]]:
+    """uint8 images (N, C, H, W) and names from image files or DATASET:SPLIT:INDEX (e.g. fashion-mnist:test:17)."""
+    images, names = [], []
+    for spec in specs:
+        parts = spec.split(":")
+        if len(parts) == 3 and parts[0] in IDX_DATASETS and parts[2].isdigit():
+            ds = load_dataset(parts[0], parts[1], resolution, channels)
+            if int(parts[2]) >= len(ds):
+                raise ConfigError(f"{spec}: {parts[0]} {parts[1]} has {len(ds)} images (index 0 to {len(ds) - 1})")
+            images.append(ds.x[int(parts[2])])
+        else:
+            path = Path(spec)
+            if not path.is_file():
+                raise ConfigError(f"image {spec} not found; pass PNG/JPEG files or DATASET:SPLIT:INDEX such as fashion-mnist:test:17")
+            try:
+                images.append(torch.from_numpy(decode_image(path, resolution, channels)))
+            except DECODE_ERRORS as e:
+                raise ConfigError(f"{spec} is not a readable image ({type(e).__name__}); pass a PNG or JPEG file") from None
+        names.append(spec)
+    return torch.stack(images), names  # (N, C, H, W) uint8
+
+
+def project(run_dir, specs: list[str], steps: int = 100, restarts: int = 4, seed: int = 0, out: str | Path | None = None,
+            device="cpu") -> Outcome:  # fmt: skip
+    """Find latents for real images; writes an .npz of latents and a PNG of originals over reconstructions."""
+    if steps < 0 or restarts < 1:
+        raise ConfigError(f"--steps must be >= 0 and --restarts >= 1, got {steps} and {restarts}")
+    run = _image_run(run_dir, device)
+    if not specs:
+        raise ConfigError("give at least one IMAGE to project")
+    x, names = read_images(specs, run.config.data.resolution, run.config.data.channels)  # (N, C, H, W) uint8
+    proj = project_run_images(run, from_uint8(x, run.spec.pixel_range).to(device), steps, restarts, seed, device, evaluator_for(run))
+    recon = to_uint8(proj.recon.cpu(), run.spec.pixel_range)  # (N, C, H, W)
+    npz = Path(out) if out else run.run_dir / "latent" / f"project-{_slug(Path(specs[0]).stem)}.npz"
+    npz.parent.mkdir(parents=True, exist_ok=True)
+    save_latent(npz, proj.latent, images=x.permute(0, 2, 3, 1).numpy(), recon=recon.permute(0, 2, 3, 1).numpy(),
+                error=proj.error.cpu().numpy(), error_start=proj.error_start.cpu().numpy(), names=np.array(names))  # fmt: skip
+    per_row = min(len(x), 16)
+    pairs = torch.cat([torch.cat([x[i : i + per_row], recon[i : i + per_row]]) for i in range(0, len(x), per_row)])
+    png = save_grid(pairs, npz.with_suffix(".png"), nrow=per_row, scale=3)
+    how = (
+        "encoder" + (f" + {steps} refinement steps" if steps else "")
+        if run.spec.family == "autoencoder"
+        else f"{restarts} starts x {steps} steps"
+    )
+    lines = [f"{n}: pixel error {e:.4f} (start {s:.4f})" for n, e, s in zip(names, proj.error.tolist(), proj.error_start.tolist())]
+    lines.append(f"mean pixel error (MSE in [0, 1] units) {proj.error.mean():.4f} with {how}; use the latents as {npz}#0 .. #{len(x) - 1}")
+    return Outcome([npz, png], lines)

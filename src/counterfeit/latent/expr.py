@@ -1,0 +1,148 @@
+"""A small parser for latent arithmetic: "Sneaker - Sandal + Ankle boot", "0.5*class:3 + [12, 40, 77]".
+
+Grammar: term (('+' | '-') term)*, where a term is an optional number with an optional '*' and then an
+operand: a class name (spaces and dashes allowed: "T-shirt/top", "Ankle boot"), a quoted name or path,
+`class:N`, a list of seeds `[12, 40, 77]`, or a path to a .png image or a saved .npz latent
+(`proj.npz#2` picks its third latent). Pure text in, operands out: no torch here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..config import ConfigError
+
+_NUMBER = re.compile(r"\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?")
+_CLASS_INDEX = re.compile(r"class:(\d+)", re.IGNORECASE)
+_SEEDS = re.compile(r"\[\s*(-?\d+(?:\s*,\s*-?\d+)*)\s*,?\s*\]")
+_FILE = re.compile(r"\.(png|jpe?g|webp|bmp|gif|npz)(#\d+)?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Operand:
+    """One named point: kind is 'class' (value: index), 'seeds' (tuple of ints), 'seed' (an interpolation endpoint:
+    (seed,), image r in row r) or 'file' (a path, '#k' allowed)."""
+
+    kind: str
+    value: int | tuple[int, ...] | str
+    label: str  # how to show it under its picture
+
+
+def describe_choices(class_names: list[str]) -> str:
+    """The one-line list of what may be named in an expression (for error messages)."""
+    others = "seed lists like [12,40,77], .png images, .npz latents"
+    if not class_names:
+        return f"this run has no class names; use {others}"
+    return f"valid names: {', '.join(class_names)}; or class:0..{len(class_names) - 1}, {others}"
+
+
+def _bad(token: str, text: str, class_names: list[str], why: str = "unknown name") -> ConfigError:
+    return ConfigError(f"{why} '{token}' in expression \"{text}\"; {describe_choices(class_names)}")
+
+
+def _match_class(text: str, pos: int, class_names: list[str]) -> tuple[int, int] | None:
+    """(class index, end) of the longest class name at pos that ends at a word boundary, or None."""
+    low = text.lower()
+    for i in sorted(range(len(class_names)), key=lambda i: -len(class_names[i])):
+        name = class_names[i].lower()
+        end = pos + len(name)
+        if name and low.startswith(name, pos) and (end == len(text) or text[end].isspace() or text[end] in "+-*"):
+            return i, end
+    return None
+
+
+def _operand(text: str, pos: int, class_names: list[str]) -> tuple[Operand, int]:
+    """Read one operand at pos (no leading whitespace): (operand, end)."""
+    if text[pos] in "'\"":
+        end = text.find(text[pos], pos + 1)
+        if end < 0:
+            raise _bad(text[pos:], text, class_names, "unclosed quote at")
+        inner = text[pos + 1 : end]
+        return _named(inner.strip(), text, class_names), end + 1
+    if text[pos] == "[":
+        m = _SEEDS.match(text, pos)
+        if not m:
+            close = text.find("]", pos)
+            raise _bad(text[pos : close + 1 if close >= 0 else len(text)], text, class_names, "bad seed list (write it like [12,40,77])")
+        return Operand("seeds", tuple(int(s) for s in re.split(r"\s*,\s*", m.group(1))), f"seeds {m.group(1).replace(' ', '')}"), m.end()
+    hit = _match_class(text, pos, class_names)
+    if hit:
+        return Operand("class", hit[0], class_names[hit[0]]), hit[1]
+    # A bare word: up to whitespace, '+' or '*'; a dash ends it too unless the word is a file path.
+    end = pos
+    while end < len(text) and not text[end].isspace() and text[end] not in "+*":
+        end += 1
+    word = text[pos:end]
+    if not _FILE.search(word) and "-" in word[1:]:
+        word = word[: word.index("-", 1)]
+    return _named(word, text, class_names), pos + len(word)
+
+
+def _named(word: str, text: str, class_names: list[str]) -> Operand:
+    """A single word or quoted text: class:N, a class name, or a file path."""
+    m = _CLASS_INDEX.fullmatch(word)
+    if m:
+        k = int(m.group(1))
+        if k >= len(class_names):
+            raise _bad(word, text, class_names, "no such class")
+        return Operand("class", k, class_names[k])
+    lookup = {n.lower(): i for i, n in enumerate(class_names)}
+    if word.lower() in lookup:
+        k = lookup[word.lower()]
+        return Operand("class", k, class_names[k])
+    if _FILE.search(word):
+        return Operand("file", word, word.replace("\\", "/").rsplit("/", 1)[-1])
+    raise _bad(word, text, class_names)
+
+
+def parse_expression(text: str, class_names: list[str]) -> list[tuple[float, Operand]]:
+    """Parse an expression into (coefficient, operand) terms; a bad token is a one-line ConfigError naming it."""
+    terms: list[tuple[float, Operand]] = []
+    pos, sign = 0, 1.0
+    expect_operand = True
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            break
+        ch = text[pos]
+        if not expect_operand:
+            if ch not in "+-":
+                raise _bad(text[pos:].split()[0], text, class_names, "expected + or - before")
+            sign, pos, expect_operand = (1.0 if ch == "+" else -1.0), pos + 1, True
+            continue
+        if ch in "+-" and _match_class(text, pos, class_names) is None:  # a leading or doubled sign
+            sign, pos = sign * (1.0 if ch == "+" else -1.0), pos + 1
+            continue
+        coef = 1.0
+        m = _NUMBER.match(text, pos)
+        if m and _match_class(text, pos, class_names) is None and not _CLASS_INDEX.match(text, pos):
+            coef, pos = float(m.group()), m.end()
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+            if pos < len(text) and text[pos] == "*":
+                pos += 1
+                while pos < len(text) and text[pos].isspace():
+                    pos += 1
+            if pos >= len(text) or text[pos] in "+-":
+                raise _bad(m.group(), text, class_names, "a number needs something to scale (write 0.5*Sneaker), not")
+        operand, pos = _operand(text, pos, class_names)
+        terms.append((sign * coef, operand))
+        sign, expect_operand = 1.0, False
+    if not terms:
+        raise ConfigError(f'empty expression; write something like "Sneaker - Sandal + Ankle boot"; {describe_choices(class_names)}')
+    if expect_operand:
+        raise _bad(text.strip()[-1], text, class_names, "expression ends with")
+    return terms
+
+
+def parse_endpoint(text: str, class_names: list[str]) -> Operand:
+    """An interpolation endpoint: a bare integer is a seed; anything else is a single operand of an expression."""
+    text = text.strip()
+    if re.fullmatch(r"-?\d+", text) and text not in [n for n in class_names]:
+        return Operand("seed", (int(text),), f"seed {text}")
+    terms = parse_expression(text, class_names)
+    if len(terms) != 1 or terms[0][0] != 1.0:
+        raise ConfigError(f"an endpoint is one seed, class, image or latent file, not an expression: '{text}'")
+    return terms[0][1]

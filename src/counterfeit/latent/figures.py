@@ -1,0 +1,98 @@
+"""Pictures of latent walks and sums: strips/grids (PNG), ping-pong animations (GIF), labelled equations."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from ..fileio import atomic_write_bytes
+from ..sample import image_grid, png_bytes
+
+BACKGROUND = 40  # the grey between tiles, as in sample.image_grid
+INK = 235
+
+
+def _enlarge(img: Image.Image, scale: int) -> Image.Image:
+    return img.resize((img.width * scale, img.height * scale), Image.NEAREST) if scale > 1 else img
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType: the small bitmap font
+        return ImageFont.load_default()
+
+
+def save_strip(images: torch.Tensor, rows: int, path: str | Path, scale: int = 3) -> Path:
+    """uint8 images (rows * steps, C, H, W), row-major, as one PNG: a strip for one row, a grid for several."""
+    steps = len(images) // rows
+    atomic_write_bytes(Path(path), png_bytes(_enlarge(image_grid(images, nrow=steps), scale)))
+    return Path(path)
+
+
+def save_gif(images: torch.Tensor, rows: int, path: str | Path, scale: int = 4, frame_ms: int = 90, hold_ms: int = 700) -> Path:
+    """uint8 images (rows * steps, C, H, W) as a looping GIF: frame t shows step t of every row, forth and back (ping-pong)."""
+    steps = len(images) // rows
+    per_row = images.view(rows, steps, *images.shape[1:])  # (R, T, C, H, W)
+    side = math.ceil(math.sqrt(rows))
+    frames = [_enlarge(image_grid(per_row[:, t], nrow=side), scale) for t in range(steps)]
+    frames = [f.convert("P") if f.mode == "RGB" else f for f in frames]
+    order = list(range(steps)) + list(range(steps - 2, 0, -1))  # 0..T-1 then back to 1, and the loop closes the circle
+    durations = [hold_ms if t in (0, steps - 1) else frame_ms for t in order]
+    buf = io.BytesIO()
+    frames[order[0]].save(buf, format="GIF", save_all=True, append_images=[frames[t] for t in order[1:]], loop=0,
+                          duration=durations, disposal=1, optimize=False)  # fmt: skip
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
+def _coef_text(coef: float, first: bool) -> str:
+    sign = "-" if coef < 0 else ("" if first else "+")
+    size = abs(coef)
+    return sign if size == 1 else f"{sign}{size:g}x"
+
+
+def _tile(img: torch.Tensor, scale: int) -> Image.Image:
+    arr = img.permute(1, 2, 0).numpy()  # (H, W, C) uint8
+    return _enlarge(Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr), scale)
+
+
+def _fit(text: str, font, width: int) -> str:
+    while len(text) > 3 and font.getlength(text) > width:
+        text = text[:-2] + "."
+    return text
+
+
+def save_equation(columns: list[torch.Tensor], coefs: list[float], labels: list[str], path: str | Path, scale: int = 3) -> Path:
+    """An equation picture: operand columns (each uint8 (R, C, H, W)) with their signs, '=', then the result column (last).
+
+    `coefs` has one number per operand (len(columns) - 1); `labels` one per column, written above it.
+    """
+    rows, c, h, w = columns[0].shape
+    cell_w, cell_h, pad = w * scale, h * scale, 2 * scale
+    sign_w = max(cell_w // 2, 24)
+    font, small = _font(max(cell_h // 3, 12)), _font(max(cell_h // 7, 10))
+    label_h = small.getbbox("Ag")[3] + 2 * pad
+    signs = [_coef_text(k, i == 0) for i, k in enumerate(coefs)] + ["="]
+    width = pad + sum((sign_w if s else 0) + cell_w + pad for s in signs)
+    height = label_h + rows * (cell_h + pad)
+    grey = c == 1
+    canvas = Image.new("L" if grey else "RGB", (width, height), BACKGROUND if grey else (BACKGROUND,) * 3)
+    draw = ImageDraw.Draw(canvas)
+    ink = INK if grey else (INK,) * 3
+    x = pad
+    for col, sign, label in zip(columns, signs, labels):
+        if sign:
+            for r in range(rows):
+                draw.text((x + sign_w // 2, label_h + r * (cell_h + pad) + cell_h // 2), sign, fill=ink, font=font, anchor="mm")
+            x += sign_w
+        for r in range(rows):
+            canvas.paste(_tile(col[r], scale), (x, label_h + r * (cell_h + pad)))
+        draw.text((x + cell_w // 2, label_h // 2), _fit(label, small, cell_w + sign_w // 2), fill=ink, font=small, anchor="mm")
+        x += cell_w + pad
+    atomic_write_bytes(Path(path), png_bytes(canvas))
+    return Path(path)

@@ -1,0 +1,73 @@
+"""Export a run's EMA generator to ONNX, so the fakes can be drawn without PyTorch (onnxruntime, browsers, C++)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__
+from .runs import load_run
+
+
+class OnnxExportError(RuntimeError):
+    """The export could not run (a missing package or a model the exporter cannot trace)."""
+
+
+class _Unconditional(nn.Module):
+    """Wraps G so the graph has one input, z."""
+
+    def __init__(self, G: nn.Module):
+        super().__init__()
+        self.G = G
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.G(z)  # (N, C, H, W)
+
+
+def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 18) -> Path:
+    """Write the run's EMA generator as an ONNX graph: inputs z (N, z_dim) [and labels (N,) int64], output images."""
+    try:
+        import onnx  # noqa: F401  (the exporter needs it; fail here with the fix rather than deep inside torch)
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise OnnxExportError(
+            f"ONNX export needs the onnx and onnxscript packages ({e.name} is missing); pip install 'counterfeit[onnx]'"
+        ) from None
+    run = load_run(run_dir)
+    G, cond = run.G.float().eval(), run.spec.conditional
+    z = torch.zeros(2, G.z_dim)  # (2, z_dim): the batch size is exported as a dynamic dimension
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    if cond:
+        module, args, names = G, (z, torch.zeros(2, dtype=torch.int64)), ["z", "labels"]
+        shapes = {"z": {0: batch}, "labels": {0: batch}}
+    else:
+        module, args, names, shapes = _Unconditional(G).eval(), (z,), ["z"], {"z": {0: batch}}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        program = torch.onnx.export(module, args, dynamo=True, input_names=names, output_names=["images"], dynamic_shapes=shapes,
+                                    opset_version=opset, verbose=False)  # fmt: skip
+    except Exception as e:  # the exporter's errors are long; keep the first line
+        raise OnnxExportError(f"torch.onnx could not export {run.run_dir}: {str(e).splitlines()[0]}") from None
+    cfg = run.config
+    meta = {
+        "counterfeit_version": __version__, "run": run.run_dir.name, "checkpoint": run.checkpoint.name,
+        "model": cfg.model.name, "z_dim": str(G.z_dim), "pixel_range": json.dumps(list(run.spec.pixel_range)),
+        "image_shape": json.dumps([cfg.data.channels, cfg.data.resolution, cfg.data.resolution]),
+        "class_names": json.dumps(list(cfg.data.class_names or [])),
+        "usage": "z ~ N(0, I) of shape (N, z_dim) float32" + (", labels (N,) int64 class indices" if cond else "")
+                 + "; images (N, C, H, W) float32 in pixel_range",
+    }  # fmt: skip
+    model = program.model_proto
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
+    import onnx
+
+    onnx.save(model, tmp)
+    os.replace(tmp, out)  # the graph appears whole or not at all
+    return out

@@ -1,0 +1,87 @@
+"""The Runs panel's data: the runs list, one run's stats, sample grids and status, read from its folder."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from ..checkpoints import list_checkpoints
+from ..config import ConfigError, load_config
+from ..models import get_spec
+from ..runs import is_run_dir, read_stats, run_row
+from .jobs import Jobs
+
+_GRID = re.compile(r"^(fakes|recon)(\d+\.\d)kimg\.png$")
+_SUMMARY = {"fid": ("fid",), "kid": ("kid",), "pr": ("precision", "recall"), "coverage": ("classes_covered", "num_classes"),
+            "toy": ("modes_covered", "modes_total", "high_quality_pct"), "anomaly": ("auroc",)}  # fmt: skip
+
+
+def list_runs(root: Path, jobs: Jobs) -> dict[str, Any]:
+    """Every run folder directly under `root` with its summary row, plus the studio's training jobs."""
+    runs, all_jobs = [], jobs.list()
+    if root.is_dir():
+        live = {j["run"] for j in all_jobs if j["alive"] and j.get("run")}
+        for run_dir in sorted((p for p in root.iterdir() if is_run_dir(p)), reverse=True):
+            row = run_row(run_dir)
+            row["training"] = run_dir.name in live
+            row["has_checkpoint"] = bool(list_checkpoints(run_dir))
+            row["kind"] = _data_kind(run_dir)
+            runs.append(row)
+    return {"runs": runs, "jobs": all_jobs[:20]}
+
+
+def _data_kind(run_dir: Path) -> str | None:
+    """'images' or 'points' (what the run's model makes), None for a broken config."""
+    try:
+        return get_spec(load_config(run_dir / "config.json").model.name).data_kind
+    except ConfigError:
+        return None
+
+
+def run_detail(run_dir: Path, jobs: Jobs, since: int = 0) -> dict[str, Any]:
+    """A run's config, stats rows from index `since` on (for live polling), grids, checkpoints, alarm, metrics and job."""
+    try:
+        cfg = load_config(run_dir / "config.json").to_dict()
+    except ConfigError as e:
+        cfg = {"error": str(e)}
+    stats = read_stats(run_dir)
+    grids: dict[str, list[dict[str, Any]]] = {"fakes": [], "recon": []}
+    samples = run_dir / "samples"
+    if samples.is_dir():
+        for p in sorted(samples.iterdir()):
+            if m := _GRID.match(p.name):
+                grids[m.group(1)].append({"file": p.name, "kimg": float(m.group(2))})
+    alarms = [r for r in stats if "alarm" in r]
+    return {
+        "run": run_dir.name,
+        "summary": run_row(run_dir),
+        "config": cfg,
+        "stats": stats[since:],
+        "stats_total": len(stats),
+        "grids": grids["fakes"],
+        "recon_grids": grids["recon"],
+        "reals": (samples / "reals.png").is_file(),
+        "checkpoints": [p.name for p in list_checkpoints(run_dir)],
+        "alarm": {
+            "now": stats[-1]["alarm"] if stats and "alarm" in stats[-1] else None,
+            "kimg": [r["kimg"] for r in alarms],
+            "last": alarms[-1]["alarm"] if alarms else None,
+        },  # fmt: skip
+        "metrics": _metrics(run_dir),
+        "job": jobs.for_run(run_dir.name),
+    }
+
+
+def _metrics(run_dir: Path) -> dict[str, Any]:
+    """The headline numbers of the run's metrics.json (from `counterfeit eval`), if any."""
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text()).get("metrics", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    out = {}
+    for name, keys in _SUMMARY.items():
+        if isinstance(metrics.get(name), dict):
+            out[name] = {k: metrics[name][k] for k in keys if isinstance(metrics[name].get(k), int | float)}
+    return out

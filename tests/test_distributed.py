@@ -1,0 +1,187 @@
+"""Several processes (torchrun, gloo on CPU): same steps as one process with the same global batch, exact resume, sync batch norm."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from counterfeit.checkpoints import list_checkpoints, read_checkpoint
+from counterfeit.cli import main
+from counterfeit.distributed import SyncBatchNorm, check_batch, sync_batchnorm
+from counterfeit.runs import read_stats
+
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()), reason="this PyTorch build has no torch.distributed with gloo"
+)
+
+HERE = Path(__file__).resolve().parent
+SRC = str(HERE.parent / "src")
+# Two processes sum each batch-norm statistic and each gradient in another order than one process does. In
+# float64 (tests/float64_cli.py) the two agree to about 1e-14 after these steps (measured), so a tolerance of
+# 1e-9 leaves room for other machines while any difference in what is computed would stand out.
+TOL64 = dict(rtol=1e-9, atol=1e-11)
+STEPS_ARGS = ["--g-width", "8", "--d-width", "8", "--z-dim", "8", "--batch-size", "16", "--kimg", "0.32", "--snapshot-kimg", "0.16",
+              "--tick-kimg", "0.064", "--sample-kimg", "0.32", "--eval-every-kimg", "0", "--seed", "3", "--device", "cpu",
+              "--no-progress"]  # fmt: skip
+
+
+def _train(out: Path, args: list[str], nproc: int = 1, float64: bool = False) -> Path:
+    """Run `counterfeit train` with one process, or with torchrun on `nproc` CPU processes; return the run folder."""
+    program = [str(HERE / "float64_cli.py")] if float64 else ["-m", "counterfeit"]
+    # --standalone picks a free port on this machine; the workers meet over gloo at 127.0.0.1.
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else []
+    resume = "--resume" in args
+    proc = subprocess.run([sys.executable, *launcher, *program, "train", *args, *([] if resume else ["--out", str(out)])],
+                          env={**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return Path(args[args.index("--resume") + 1]) if resume else next(out.iterdir())
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    tensors, _ = read_checkpoint(list_checkpoints(run)[-1])
+    return {k: v for k, v in tensors.items() if not k.startswith("rng")}
+
+
+def _at_middle(run: Path, copy: Path) -> str:
+    """A copy of a finished run as it was at its middle checkpoint, as if it had been stopped there."""
+    shutil.copytree(run, copy)
+    ckpts = list_checkpoints(copy)
+    assert len(ckpts) == 2 and "0000000160" in ckpts[0].name
+    ckpts[-1].unlink()
+    return str(copy)
+
+
+def _assert_all_close(got: dict, want: dict, **tol) -> None:
+    assert got.keys() == want.keys()
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], **tol, msg=lambda m, k=k: f"{k}: {m}")
+
+
+@pytest.fixture(scope="module")
+def float64_runs(tiny_folder, tmp_path_factory):
+    """One 20-step run of the conditional DCGAN with the AC-GAN head and R1 (a double backward through synced batch norm), on 1 and 2 processes."""
+    out = tmp_path_factory.mktemp("ddp64")
+    args = ["--data", tiny_folder, "--model", "cdcgan", "--ac-weight", "1", "--r1-gamma", "1", *STEPS_ARGS]
+    return {"one": _train(out / "one", args, float64=True), "two": _train(out / "two", args, nproc=2, float64=True), "out": out}
+
+
+def test_two_processes_take_the_same_steps_as_one(float64_runs):
+    one, two = _weights(float64_runs["one"]), _weights(float64_runs["two"])
+    assert two["G.net.stem.2.running_var"].dtype == torch.float64 and not any(".module." in k for k in two)  # plain names
+    _assert_all_close(two, one, **TOL64)  # G, D, G_ema, Adam moments, batch-norm statistics
+    # Logged losses are means over the ranks: the one-process run's numbers, rows at the same kimg.
+    rows1, rows2 = read_stats(float64_runs["one"]), read_stats(float64_runs["two"])
+    assert [r["kimg"] for r in rows1] == [r["kimg"] for r in rows2]
+    losses = lambda rows: torch.tensor([[r["loss_D"], r["loss_G"], r["D(x)"]] for r in rows])  # noqa: E731
+    torch.testing.assert_close(losses(rows2), losses(rows1), **TOL64)
+
+
+def test_a_two_process_checkpoint_resumes_on_one_process(float64_runs):
+    """Stopped at its middle checkpoint and continued on one process: the two-process run's end, up to rounding."""
+    resumed = _train(float64_runs["out"], ["--resume", _at_middle(float64_runs["two"], float64_runs["out"] / "on-one")], float64=True)
+    _assert_all_close(_weights(resumed), _weights(float64_runs["two"]), **TOL64)
+
+
+def test_two_process_run_resumes_bit_for_bit(tiny_folder, tmp_path):
+    """The default float32 DCGAN (batch norm in G and D), stopped at a checkpoint and resumed with torchrun: the same bits."""
+    straight = _train(tmp_path / "straight", ["--data", tiny_folder, *STEPS_ARGS], nproc=2)
+    resumed = _train(tmp_path, ["--resume", _at_middle(straight, tmp_path / "resumed")], nproc=2)
+    want, got = _weights(straight), _weights(resumed)
+    assert want.keys() == got.keys() and [k for k in want if not torch.equal(got[k], want[k])] == []
+    assert [r["kimg"] for r in read_stats(resumed)] == [r["kimg"] for r in read_stats(straight)]
+    # Rank 0 alone wrote the folder: one run folder, and its log says how the batch was split.
+    assert len(list((tmp_path / "straight").iterdir())) == 1
+    assert "2 processes, 8 images each per batch of 16" in (straight / "log.txt").read_text()
+
+
+def test_batch_that_does_not_split_is_a_one_line_error(tiny_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(Exception, match="does not split over 2 processes; use a multiple of 2"):
+        check_batch(15)
+    with pytest.raises(Exception, match="whole packs of --pack 4"):
+        check_batch(12, pack=4)
+    code = main(["train", "--data", tiny_folder, "--batch-size", "15", "--out", str(tmp_path / "runs"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--batch-size 15 does not split over 2 processes" in err
+    assert not (tmp_path / "runs").exists()  # nothing written
+
+
+# ---------------------------------------------------------------- the synchronised batch norm, on two gloo processes
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _batchnorm_cases() -> list[tuple[nn.Module, tuple[int, ...]]]:
+    """(plain batch norm, global input shape): images with running stats, D's kind without them, and 1-D (the toy MLP's)."""
+    return [(nn.BatchNorm2d(3), (8, 3, 5, 5)), (nn.BatchNorm2d(3, track_running_stats=False), (8, 3, 4, 4)), (nn.BatchNorm1d(4), (6, 4))]
+
+
+def _inputs(i: int, shape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Global input, output weights, and the module's affine weight and bias for case i (the same on every rank)."""
+    g = torch.Generator().manual_seed(i)
+    x, w = torch.randn(shape, generator=g) * 3 + 1, torch.randn(shape, generator=g)
+    return x, w, 1 + 0.1 * torch.randn(shape[1], generator=g), torch.randn(shape[1], generator=g)
+
+
+def _run_batchnorm(bn: nn.Module, x: torch.Tensor, w: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Two training-mode forwards (the second after a step's worth of running-stat update), a loss, and R1's double backward."""
+    x = x.clone().requires_grad_(True)
+    bn.train()
+    bn(x * 0.5)  # one earlier batch, so the running stats are blended, not just copied
+    out = bn(x)  # (N, C, ...)
+    loss = (out * w).sum()
+    (gx,) = torch.autograd.grad(loss, x, create_graph=True)  # as R1 does: the gradient stays in the graph
+    (loss + gx.square().sum()).backward()
+    res = {"out": out.detach(), "x_grad": x.grad, "weight_grad": bn.weight.grad, "bias_grad": bn.bias.grad}
+    if bn.running_mean is not None:
+        res.update(running_mean=bn.running_mean.clone(), running_var=bn.running_var.clone())
+    return res
+
+
+def _sync_bn_worker(rank: int, world: int, port: int, folder: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        for i, (bn, shape) in enumerate(_batchnorm_cases()):
+            x, w, weight, bias = _inputs(i, shape)
+            with torch.no_grad():
+                bn.weight.copy_(weight), bn.bias.copy_(bias)
+            holder = sync_batchnorm(nn.Sequential(bn))
+            assert isinstance(holder[0], SyncBatchNorm) and holder[0].weight is bn.weight  # parameters shared, not copied
+            n = shape[0] // world
+            torch.save(_run_batchnorm(holder[0], x[rank * n : (rank + 1) * n], w[rank * n : (rank + 1) * n]), f"{folder}/{i}-{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sync_batchnorm_equals_batchnorm_on_the_whole_batch(tmp_path):
+    """Forward, running stats, input and parameter gradients (also through a double backward) as one BatchNorm over both shards."""
+    # fork: the workers inherit the imported torch (a spawned one would import it again, seconds on a busy machine)
+    torch.multiprocessing.start_processes(_sync_bn_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, start_method="fork")
+    for i, (bn, shape) in enumerate(_batchnorm_cases()):
+        x, w, weight, bias = _inputs(i, shape)
+        with torch.no_grad():
+            bn.weight.copy_(weight), bn.bias.copy_(bias)
+        ref = _run_batchnorm(bn, x, w)
+        parts = [torch.load(tmp_path / f"{i}-{r}.pt") for r in range(2)]
+        torch.testing.assert_close(torch.cat([p["out"] for p in parts]), ref["out"], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(torch.cat([p["x_grad"] for p in parts]), ref["x_grad"], rtol=1e-4, atol=1e-5)
+        for key in ("weight_grad", "bias_grad"):  # each rank holds its shard's share; DDP adds them up (and averages)
+            torch.testing.assert_close(parts[0][key] + parts[1][key], ref[key], rtol=1e-4, atol=1e-5)
+        for key in ("running_mean", "running_var"):  # updated alike on both ranks, with the global batch's unbiased variance
+            if key in ref:
+                torch.testing.assert_close(parts[0][key], ref[key], rtol=1e-5, atol=1e-6)
+                torch.testing.assert_close(parts[1][key], parts[0][key], rtol=0, atol=0)
+        assert ("running_mean" in ref) == (bn.running_mean is not None)

@@ -1,0 +1,233 @@
+"""The latent space: lerp and slerp, the arithmetic parser, projection, and the three CLI commands on tiny runs."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY
+from PIL import Image
+
+from counterfeit.cli import main
+from counterfeit.config import ConfigError, make_config
+from counterfeit.latent import Latent, lerp, slerp
+from counterfeit.latent.expr import parse_endpoint, parse_expression
+from counterfeit.latent.operands import load_latent, save_latent
+from counterfeit.latent.project import pixel_error, project_encoder, project_gan
+from counterfeit.latent.space import decode, path
+from counterfeit.models import build_models
+
+SHORT = ["--kimg", "0.064", "--tick-kimg", "0.032", "--snapshot-kimg", "0.032", "--sample-kimg", "0.032", "--no-progress"]
+FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+# --- interpolation ---------------------------------------------------------------------------------------------
+
+
+def test_slerp_endpoints_and_unit_sphere():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(5, 16, generator=g), torch.randn(5, 16, generator=g)
+    a, b = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
+    assert torch.allclose(slerp(a, b, 0.0), a, atol=1e-6) and torch.allclose(slerp(a, b, 1.0), b, atol=1e-6)
+    for t in (0.1, 0.5, 0.9):
+        assert torch.allclose(slerp(a, b, t).norm(dim=1), torch.ones(5), atol=1e-5)  # stays on the sphere
+        assert (lerp(a, b, t).norm(dim=1) < 1 - 1e-3).all()  # lerp cuts through the inside
+    mid = slerp(a, b, 0.5)
+    # the midpoint is equally far from both ends, on the great circle through them
+    assert torch.allclose((mid * a).sum(1), (mid * b).sum(1), atol=1e-5)
+
+
+def test_slerp_norms_stay_between_and_angles_are_even():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(3, 64, generator=g), 2.0 * torch.randn(3, 64, generator=g)
+    ts = torch.linspace(0, 1, 11)
+    out = slerp(a[:, None], b[:, None], ts[None, :])  # (3, 11, 64) batched over rows and t
+    norms = out.norm(dim=-1)  # (3, 11)
+    lo = torch.minimum(a.norm(dim=1), b.norm(dim=1))[:, None]
+    hi = torch.maximum(a.norm(dim=1), b.norm(dim=1))[:, None]
+    assert ((norms >= lo - 1e-4) & (norms <= hi + 1e-4)).all()
+    cos = torch.nn.functional.cosine_similarity(out[:, :-1], out[:, 1:], dim=-1)  # (3, 10) angle of each step
+    assert torch.allclose(cos, cos[:, :1].expand_as(cos), atol=1e-5)  # constant angular speed
+    assert torch.allclose(lerp(a, b, 0.25), 0.75 * a + 0.25 * b)
+
+
+def test_slerp_of_parallel_zero_and_opposite_vectors_is_finite():
+    a = torch.tensor([[1.0, 2.0, 3.0]])
+    for b in (a.clone(), a * (1 + 1e-7), 2 * a, torch.zeros_like(a), -a):
+        out = slerp(a[:, None], b[:, None], torch.linspace(0, 1, 5)[None])  # (1, 5, 3)
+        assert torch.isfinite(out).all() and torch.allclose(out[:, 0], a) and torch.allclose(out[:, -1], b, atol=1e-6)
+    assert torch.allclose(slerp(a, 3 * a, 0.5), 2 * a, atol=1e-6)  # parallel: plain lerp
+
+
+def test_path_keeps_endpoints_exactly_and_z_fixed_when_only_the_code_moves():
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(2, 8, generator=g)
+    a, b = Latent(z, torch.randn(2, 4, generator=g)), Latent(z.clone(), torch.randn(2, 4, generator=g))
+    for mode in ("lerp", "slerp"):
+        p = path(a, b, 6, mode)
+        assert p.z.shape == (12, 8) and p.code.shape == (12, 4)
+        assert torch.equal(p.z.view(2, 6, 8)[:, 0], a.z) and torch.equal(p.code.view(2, 6, 4)[:, -1], b.code)
+        assert torch.allclose(p.z.view(2, 6, 8), z[:, None].expand(2, 6, 8), atol=1e-6)  # the same z all along
+
+
+# --- arithmetic parser -----------------------------------------------------------------------------------------
+
+
+def test_parser_names_with_spaces_dashes_quotes_indices_seeds_and_factors():
+    terms = parse_expression("Sneaker - Sandal + Ankle boot", FASHION)
+    assert [(c, o.kind, o.value) for c, o in terms] == [(1.0, "class", 7), (-1.0, "class", 5), (1.0, "class", 9)]
+    terms = parse_expression("T-shirt/top-Shirt + 'ankle BOOT'", FASHION)  # the dash inside a name is not a minus
+    assert [(c, o.value) for c, o in terms] == [(1.0, 0), (-1.0, 6), (1.0, 9)]
+    terms = parse_expression("0.5*class:3 + 2 Bag - [12, 40,77] + shots/my-coat.png + p.npz#2", FASHION)
+    assert [(c, o.kind, o.value) for c, o in terms] == [
+        (0.5, "class", 3), (2.0, "class", 8), (-1.0, "seeds", (12, 40, 77)), (1.0, "file", "shots/my-coat.png"), (1.0, "file", "p.npz#2"),
+    ]  # fmt: skip
+    assert parse_endpoint("12", FASHION).kind == "seed" and parse_endpoint("Ankle boot", FASHION).value == 9
+
+
+@pytest.mark.parametrize(
+    "text, bad",
+    [("Sneaker - Sandl + Ankle boot", "'Sandl'"), ("Sneaker Sandal", "'Sandal'"), ("Sneaker +", "'+'"), ("class:10", "'class:10'"),
+     ("[1, x]", "'[1, x]'"), ("0.5 + Bag", "'0.5'"), ("'Bag", "'Bag")],
+)  # fmt: skip
+def test_parser_names_the_bad_token_and_the_valid_names(text, bad):
+    with pytest.raises(ConfigError) as e:
+        parse_expression(text, FASHION)
+    msg = str(e.value)
+    assert "\n" not in msg and bad in msg and "Ankle boot" in msg and "class:0..9" in msg, msg
+
+
+def test_an_endpoint_is_not_an_expression():
+    with pytest.raises(ConfigError, match="not an expression"):
+        parse_endpoint("Sneaker - Sandal", FASHION)
+
+
+# --- projection ------------------------------------------------------------------------------------------------
+
+
+def _tiny(model: str):
+    torch.manual_seed(0)
+    cfg = make_config(model=model, g_width=8, d_width=8, z_dim=8)
+    G, D = build_models(cfg)
+    return G.eval().requires_grad_(False), D.eval().requires_grad_(False)
+
+
+def test_projection_recovers_an_image_made_from_a_known_z():
+    G, _ = _tiny("dcgan")
+    target = decode(G, torch.randn(3, 8, generator=torch.Generator().manual_seed(7)))  # (3, 1, 28, 28)
+    p = project_gan(G, target, (-1.0, 1.0), steps=40, restarts=2, seed=1)
+    assert p.latent.z.shape == (3, 8) and p.recon.shape == target.shape
+    assert (p.error < p.error_start).all() and (p.error < 0.5 * p.error_start).all()
+    assert torch.allclose(p.error, pixel_error(decode(G, p.latent), target, (-1.0, 1.0)), atol=1e-6)
+
+
+def test_projection_of_a_conditional_model_moves_the_code_too():
+    G, _ = _tiny("cdcgan")
+    target = decode(G, Latent(torch.randn(2, 8), G.embed.weight[[1, 4]]))
+    p = project_gan(G, target, (-1.0, 1.0), steps=40, restarts=2)
+    assert p.latent.code.shape == (2, G.embed.weight.shape[1]) and (p.error < p.error_start).all()
+
+
+def test_encoder_projection_with_refinement_never_gets_worse():
+    G, E = _tiny("vae")
+    target = decode(G, torch.randn(4, 8, generator=torch.Generator().manual_seed(3)))
+    plain = project_encoder(G, E, target, (-1.0, 1.0), steps=0)
+    refined = project_encoder(G, E, target, (-1.0, 1.0), steps=30)
+    assert torch.equal(plain.error, plain.error_start) and (refined.error <= plain.error).all() and (refined.error < plain.error).any()
+
+
+def test_latent_files_round_trip_and_refuse_another_model(tmp_path):
+    G, _ = _tiny("dcgan")
+    save_latent(tmp_path / "l.npz", Latent(torch.arange(16.0).view(2, 8)), error=np.zeros(2))
+    assert torch.equal(load_latent(tmp_path / "l.npz", G, 1).z, torch.arange(8.0, 16.0)[None])
+    with pytest.raises(ConfigError, match="#0 to #1"):
+        load_latent(tmp_path / "l.npz", G, 2)
+    with pytest.raises(ConfigError, match="another model"):
+        load_latent(tmp_path / "l.npz", _tiny("cdcgan")[0], 0)
+
+
+# --- CLI -------------------------------------------------------------------------------------------------------
+
+
+def _train(tmp_path, *extra):
+    assert main(["train", *TINY, *SHORT, "--eval-every-kimg", "0", "--out", str(tmp_path / "runs"), *extra]) == 0
+    return sorted((tmp_path / "runs").iterdir())[-1]
+
+
+def _gif_frames(path):
+    with Image.open(path) as im:
+        assert im.format == "GIF" and im.info.get("loop") == 0
+        return im.n_frames
+
+
+def test_cli_on_a_fashion_mnist_gan(fashion_dir, tmp_path, capsys):
+    run = _train(tmp_path, "--data-dir", fashion_dir)
+    out = tmp_path / "out"
+    argv = ["interpolate", str(run), "--from", "3", "--to", "Ankle boot", "--steps", "5", "--rows", "2", "--out", str(out / "i.png")]
+    assert main(argv) == 0
+    with Image.open(out / "i.png") as im:
+        assert im.size == (3 * (5 * 30 + 2), 3 * (2 * 30 + 2))  # 2 rows x 5 steps of 28 px tiles, 2 px gaps, x3
+    assert _gif_frames(out / "i.gif") == 2 * 5 - 2  # forth and back
+    assert main(["arithmetic", str(run), "Sneaker - Sandal + Ankle boot", "--rows", "2", "--out", str(out / "a.png")]) == 0
+    text = capsys.readouterr().out
+    assert "concepts: Sneaker (" in text and "evaluator on the result rows:" in text
+    Image.open(out / "a.png").verify()
+    Image.fromarray(np.full((40, 30), 200, np.uint8)).save(tmp_path / "grey.png")  # resized and cropped to 28x28 on the way in
+    argv = ["project", str(run), str(tmp_path / "grey.png"), "fashion-mnist:test:0", "--steps", "20", "--restarts", "2",
+            "--out", str(out / "p.npz")]  # fmt: skip
+    assert main(argv) == 0
+    saved = np.load(out / "p.npz")
+    assert saved["z"].shape == (2, 8) and saved["recon"].shape == (2, 28, 28, 1) and (saved["error"] < saved["error_start"]).all()
+    with Image.open(out / "p.png") as im:
+        assert im.size == (3 * (2 * 30 + 2), 3 * (2 * 30 + 2))  # originals over reconstructions
+    assert main(["interpolate", str(run), "--from", f"{out / 'p.npz'}#1", "--to", "class:0", "--steps", "3", "--mode", "lerp",
+                 "--out", str(out / "j.png")]) == 0  # fmt: skip
+    assert _gif_frames(out / "j.gif") == 4
+    argv = [
+        "interpolate",
+        str(run),
+        "--from",
+        str(tmp_path / "grey.png"),
+        "--to",
+        "7",
+        "--project-steps",
+        "10",
+        "--out",
+        str(out / "k.png"),
+    ]
+    assert main(argv) == 0 and "projected grey.png: pixel error" in capsys.readouterr().out
+    assert main(["arithmetic", str(run), f"{out / 'p.npz'}#0 - [1, 2] + 0.5*Bag", "--rows", "1", "--out", str(out / "b.png")]) == 0
+
+
+def test_cli_errors_are_one_line(tiny_folder, tmp_path, capsys):
+    run = _train(tmp_path, "--data", tiny_folder)
+    capsys.readouterr()
+    for argv, needle in [
+        (["arithmetic", str(run), "Sneakr + Bag"], "unknown name 'Sneakr'"),
+        (["arithmetic", str(run), "[1,2] - squares"], "unknown name 'squares'"),  # no evaluator classes for a folder run
+        (["arithmetic", str(run), "[1,2] - squares"], "this run has no class names"),
+        (["interpolate", str(run), "--from", "1", "--to", "Bag"], "unknown name 'Bag'"),
+        (["interpolate", str(run), "--from", "1", "--to", "nope.npz"], "nope.npz not found"),
+        (["interpolate", str(run), "--from", "1", "--to", "2", "--steps", "1"], "--steps must be between 2 and 200"),
+        (["project", str(run), "missing.png"], "image missing.png not found"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("counterfeit: error:") and needle in err, err
+
+
+def test_cli_on_a_conditional_run_and_a_vae(tiny_folder, tmp_path, capsys):
+    run = _train(tmp_path, "--model", "cdcgan", "--data", tiny_folder)
+    out = tmp_path / "out"
+    argv = ["interpolate", str(run), "--from", "rings", "--to", "squares", "--steps", "4", "--rows", "3", "--out", str(out / "c.png")]
+    assert main(argv) == 0
+    assert _gif_frames(out / "c.gif") == 6
+    assert main(["arithmetic", str(run), "squares - rings + squares", "--out", str(out / "c2.png")]) == 0
+    assert "label code" in capsys.readouterr().out
+    vae = _train(tmp_path, "--model", "vae", "--data", tiny_folder)
+    png = sorted(Path(tiny_folder).glob("squares/*.png"))[0]
+    assert main(["project", str(vae), str(png), "--steps", "10"]) == 0
+    assert "encoder + 10 refinement steps" in capsys.readouterr().out
+    assert (vae / "latent" / f"project-{png.stem}.npz").is_file()
+    assert math.isfinite(float(np.load(vae / "latent" / f"project-{png.stem}.npz")["error"][0]))

@@ -1,0 +1,50 @@
+"""ONNX export: the graph from `counterfeit export-onnx` draws the same images as the PyTorch generator (onnxruntime)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY
+
+from counterfeit.cli import main
+from counterfeit.runs import load_run
+from counterfeit.sample import make_noise
+
+ort = pytest.importorskip("onnxruntime", reason="pip install 'counterfeit[onnx]'")
+onnx = pytest.importorskip("onnx")
+
+SHORT = ["--kimg", "0.032", "--tick-kimg", "0.032", "--snapshot-kimg", "0.032", "--sample-kimg", "0.032", "--eval-every-kimg", "0",
+         "--no-progress"]  # fmt: skip
+
+
+@pytest.mark.parametrize("model", ["dcgan", "cdcgan"])
+def test_onnx_matches_torch(model, tiny_folder, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert main(["train", "--model", model, "--data", tiny_folder, *TINY, *SHORT, "--out", str(runs)]) == 0
+    run_dir = next(runs.iterdir())
+    out = tmp_path / "g.onnx"
+    assert main(["export-onnx", str(run_dir), "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out and not list(tmp_path.glob("*.tmp"))
+    G = load_run(run_dir).G
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for n in (1, 5):  # a batch size other than the traced one: the batch dimension is dynamic
+        z = make_noise(n, G.z_dim, seed=7)  # (n, z_dim)
+        feeds = {"z": z.numpy()}
+        labels = torch.arange(n) % 2 if model == "cdcgan" else None  # (n,)
+        if labels is not None:
+            feeds["labels"] = labels.numpy()
+        (images,) = sess.run(["images"], feeds)
+        with torch.no_grad():
+            expected = G(z, labels).numpy()  # (n, 1, 28, 28)
+        assert images.shape == expected.shape == (n, 1, 28, 28)
+        np.testing.assert_allclose(images, expected, atol=1e-5)
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["model"] == model and int(meta["z_dim"]) == G.z_dim and json.loads(meta["pixel_range"]) == [-1.0, 1.0]
+    if model == "cdcgan":
+        assert json.loads(meta["class_names"]) == ["rings", "squares"]
+
+
+def test_onnx_export_bad_run(tmp_path, capsys):
+    assert main(["export-onnx", str(tmp_path / "nope"), "--out", str(tmp_path / "g.onnx")]) == 2
+    assert "is not a folder" in capsys.readouterr().err and not (tmp_path / "g.onnx").exists()

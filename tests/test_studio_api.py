@@ -1,0 +1,318 @@
+"""Studio HTTP API with tiny runs: runs, generate, training jobs, playground, and refusals of bad input (always 4xx)."""
+
+import io
+import json
+import time
+import zipfile
+
+import numpy as np
+import pytest
+from conftest import STUDIO_RUNS
+from PIL import Image
+
+pytest.importorskip("starlette")
+from starlette.testclient import TestClient  # noqa: E402
+
+from counterfeit.cli import main  # noqa: E402
+from counterfeit.studio import playground as pg  # noqa: E402
+from counterfeit.studio.app import create_app  # noqa: E402
+
+DCGAN, CDCGAN, TOY = STUDIO_RUNS
+
+
+@pytest.fixture()
+def runs(studio_runs):
+    return studio_runs
+
+
+@pytest.fixture()
+def client(runs):
+    return TestClient(create_app(runs), base_url="http://127.0.0.1")
+
+
+def _error(r, status):
+    assert r.status_code == status, (r.status_code, r.text)
+    msg = r.json()["error"]
+    assert msg and "\n" not in msg and "Traceback" not in msg
+    return msg
+
+
+def _png(r) -> np.ndarray:
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png"
+    return np.asarray(Image.open(io.BytesIO(r.content)))
+
+
+def test_runs_list_and_run_page(client, runs):
+    names = [r["run"] for r in client.get("/api/runs").json()["runs"]]
+    assert names == [TOY, CDCGAN, DCGAN]  # newest first
+    d = client.get(f"/api/runs/{DCGAN}").json()
+    assert d["stats_total"] == 2 and {"loss_D", "loss_G", "D(x)", "D(G(z))"} <= set(d["stats"][0])
+    assert [g["kimg"] for g in d["grids"]] == [0.0, 0.1] and d["reals"] and d["checkpoints"]
+    assert d["config"]["model"]["name"] == "dcgan" and d["alarm"]["now"] is None and d["job"] is None
+    assert client.get(f"/api/runs/{DCGAN}?since=1").json()["stats"] == d["stats"][1:]  # live polling fetches only new rows
+    grid = _png(client.get(f"/api/runs/{DCGAN}/samples/{d['grids'][-1]['file']}"))
+    assert grid.shape[0] > 28
+    info = client.get(f"/api/runs/{CDCGAN}/model").json()
+    assert info["conditional"] and info["classes"] == ["rings", "squares"] and info["z_dim"] == 8
+
+
+def test_generate_is_the_cli_sampling_path(client, runs, tmp_path):
+    """The API's grid is pixel for pixel the grid `counterfeit sample` writes for the same seed and count."""
+    for run in (DCGAN, CDCGAN):
+        api = _png(client.get(f"/api/generate?run={run}&seed=3&n=12"))
+        assert main(["sample", str(runs / run), "-n", "12", "--seed", "3", "--out", str(tmp_path / f"{run}.png")]) == 0
+        assert np.array_equal(api, np.asarray(Image.open(tmp_path / f"{run}.png")))
+
+
+def test_generate_options_and_zip(client):
+    base = f"/api/generate?run={CDCGAN}&seed=1&n=6"
+    one_class = _png(client.get(base + "&class=squares"))
+    assert not np.array_equal(one_class, _png(client.get(base + "&class=rings")))
+    assert np.array_equal(one_class, _png(client.get(base + "&class=1")))  # by index too
+    assert not np.array_equal(_png(client.get(base)), _png(client.get(base + "&truncation=0.5")))
+    assert _png(client.get(base + "&ema=false")).shape == _png(client.get(base)).shape
+    r = client.get(base + "&format=zip&class=rings")
+    assert r.headers["content-type"] == "application/zip" and "attachment" in r.headers["content-disposition"]
+    zf = zipfile.ZipFile(io.BytesIO(r.content))
+    assert sorted(zf.namelist()) == [f"{i:04d}.png" for i in range(6)] + ["labels.csv"]
+    assert zf.read("labels.csv").decode().splitlines()[1] == "0000.png,0,rings"
+    assert np.asarray(Image.open(zf.open("0003.png"))).shape == (28, 28)
+    pts = zipfile.ZipFile(io.BytesIO(client.get(f"/api/generate?run={TOY}&n=50&format=zip").content))
+    assert len(pts.read("points.csv").decode().splitlines()) == 51 and "scatter.png" in pts.namelist()
+    assert "attachment" in client.get(base + "&download=1").headers["content-disposition"]
+
+
+@pytest.mark.parametrize(
+    "url, status",
+    [
+        ("/api/runs/%2e%2e", 400),
+        ("/api/runs/..%2f..%2fetc", 404),
+        ("/api/runs/.studio", 400),
+        (f"/api/runs/{DCGAN}%2f..%2f..", 404),
+        ("/api/runs/%2Fetc%2Fpasswd", 404),
+        ("/api/generate?run=..", 400),
+        ("/api/generate?run=../../etc", 400),
+        ("/api/generate?run=%2e%2e%2fx", 400),
+        ("/api/generate?run=/etc/passwd", 400),
+        ("/api/generate?run=%2Ftmp", 400),
+        ("/api/generate?run=C:%5Cwindows", 400),
+        ("/api/generate?run=nope-0000", 404),
+        (f"/api/runs/{DCGAN}/samples/..%2fconfig.json", 404),
+        (f"/api/runs/{DCGAN}/samples/%2e%2e", 400),
+        (f"/api/runs/{DCGAN}/samples/config.json", 400),
+        (f"/api/runs/{DCGAN}/samples/missing.png", 404),
+        ("/api/nothing/here", 404),
+    ],
+)
+def test_paths_never_leave_the_runs_folder(client, url, status):
+    _error(client.get(url), status)
+
+
+def test_symlink_out_of_the_runs_folder_is_refused(client, runs, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "config.json").write_text("{}")
+    (runs / "99999-link").symlink_to(outside)
+    try:
+        assert "outside" in _error(client.get("/api/generate?run=99999-link"), 403)
+    finally:
+        (runs / "99999-link").unlink()
+
+
+@pytest.mark.parametrize(
+    "query, needle",
+    [
+        ("n=100000", "'n' must be from 1 to 256"),
+        ("n=0", "'n'"),
+        ("n=abc", "whole number"),
+        ("n=2.5", "whole number"),
+        ("seed=-1", "'seed'"),
+        ("seed=99999999999999999999", "'seed'"),
+        ("truncation=0", "'truncation'"),
+        ("truncation=nan", "'truncation'"),
+        ("truncation=1.5", "'truncation'"),
+        ("ema=maybe", "true or false"),
+        ("format=gif", "png, zip"),
+        ("class=rings", "--class needs a conditional run"),
+        ("sed=1", "unknown parameter 'sed'"),
+    ],
+)
+def test_bad_generate_parameters(client, query, needle):
+    assert needle in _error(client.get(f"/api/generate?run={DCGAN}&{query}"), 400)
+
+
+def test_bad_bodies(client):
+    assert "Content-Type: application/json" in _error(client.post("/api/train", content=b'{"data": "ring8"}'), 415)
+    assert "valid JSON" in _error(client.post("/api/train", content=b"{nope", headers={"content-type": "application/json"}), 400)
+    assert "JSON object" in _error(client.post("/api/train", json=[1, 2]), 400)
+    assert "bytes" in _error(client.post("/api/train", json={"x": "a" * 100_000}), 413)
+    assert client.get("/api/runs", headers={"host": "evil.example"}).status_code == 400  # DNS-rebinding guard
+
+
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ({"data": "/etc"}, "'data' must be one of"),
+        ({"data_dir": "/etc"}, "unknown parameter 'data_dir'"),
+        ({"kimg": 1e9}, "'kimg'"),
+        ({"kimg": "lots"}, "'kimg'"),
+        ({"batch_size": 24, "pack": 5}, "--pack 5 must divide --batch-size 24"),
+        ({"model": "vae", "loss": "hinge"}, "--loss is a GAN option"),
+        ({"model": "dcgan", "data": "ring8"}, "trains on images"),
+        ({"kimg": 100, "tick_kimg": 0.001}, "reports"),
+        ({"spectral_norm": "perhaps"}, "true or false"),
+    ],
+)
+def test_bad_training_options(client, body, needle):
+    assert needle in _error(client.post("/api/train", json=body), 400)
+
+
+def test_train_stop_and_find_the_job_again(client, runs):
+    """A run started from the API trains in its own process, writes a CLI run folder, survives a new app and stops on request."""
+    opts = {"data": "ring8", "g_width": 8, "d_width": 8, "batch_size": 16, "kimg": 50, "tick_kimg": 0.032, "snapshot_kimg": 25,
+            "sample_kimg": 25, "eval_every_kimg": 0}  # fmt: skip
+    job = client.post("/api/train", json=opts).json()
+    assert job["alive"] and "--g-width=8" in job["argv"] and "--kimg=50.0" in job["argv"]
+    deadline = time.time() + 60
+    while time.time() < deadline:  # until the first stats line: then there is something to checkpoint
+        job = client.get("/api/jobs").json()["jobs"][0]
+        if job.get("run") and (runs / job["run"] / "stats.jsonl").is_file():
+            break
+        assert job["alive"], job
+        time.sleep(0.3)
+    run = job["run"]
+    assert run == "00003-ring8-mlp" and job["state"] == "running"
+    assert "training already" in _error(client.post(f"/api/runs/{run}/resume", json={"kimg": 60}), 409)
+    fresh = TestClient(create_app(runs), base_url="http://127.0.0.1")  # a restarted studio finds the job from its record
+    again = fresh.get(f"/api/runs/{run}").json()["job"]
+    assert again["id"] == job["id"] and again["alive"]
+    assert fresh.post(f"/api/runs/{run}/stop", json={}).json()["state"] == "stopping"
+    while time.time() < deadline and client.get("/api/jobs").json()["jobs"][0]["alive"]:
+        time.sleep(0.3)
+    job = client.get("/api/jobs").json()["jobs"][0]
+    assert job["state"] == "stopped", job
+    d = client.get(f"/api/runs/{run}").json()
+    assert d["checkpoints"] and d["summary"]["status"].startswith("stopped at")
+    assert json.loads((runs / run / "config.json").read_text())["model"]["g_width"] == 8
+    assert "not training" in _error(client.post(f"/api/runs/{run}/stop", json={}), 409)
+    assert "no job" in _error(client.post("/api/jobs/0123456789ab/stop", json={}), 404)
+    assert "bad job id" in _error(client.post("/api/jobs/%2e%2e/stop", json={}), 400)
+
+
+def test_playground_session(client):
+    v = client.post("/api/playground", json={"data": "grid25", "loss": "hinge", "remedy": "pacgan", "seed": 1}).json()
+    assert v["step"] == 0 and len(v["reals"]) == 1000 and len(v["centres"]) == 25 and v["modes"]["total"] == 25
+    assert len(v["heat"]["values"]) == v["heat"]["n"] ** 2 and all(0 <= x <= 1 for x in v["heat"]["values"])
+    s = client.post(f"/api/playground/{v['id']}/step", json={"steps": 3}).json()
+    assert s["step"] == 3 and "reals" not in s and len(s["fakes"]) == 1000 and s["fakes"] != v["fakes"]
+    assert {"loss_D", "loss_G", "D(x)", "D(G(z))"} <= set(s["last"]) and [h["step"] for h in s["history"]] == [0, 3]
+    r = client.post(f"/api/playground/{v['id']}/reset", json={}).json()
+    assert r["step"] == 0 and r["fakes"] == v["fakes"]  # the same seed starts the same game
+    assert "'steps'" in _error(client.post(f"/api/playground/{v['id']}/step", json={"steps": 10**6}), 400)
+    assert "expired" in _error(client.post("/api/playground/nope/step", json={}), 404)
+    assert "'data'" in _error(client.post("/api/playground", json={"data": "mnist"}), 400)
+    assert "'remedy'" in _error(client.post("/api/playground", json={"remedy": "magic"}), 400)
+    assert "'lr'" in _error(client.post("/api/playground", json={"lr": "1e9"}), 400)
+
+
+def test_playground_sessions_are_bounded(client, monkeypatch):
+    monkeypatch.setattr(pg, "MAX_SESSIONS", 2)
+    ids = [client.post("/api/playground", json={"data": "ducks-cows"}).json()["id"] for _ in range(3)]
+    assert client.get(f"/api/playground/{ids[0]}").status_code == 404  # the least recently used made room
+    assert client.get(f"/api/playground/{ids[2]}").json()["step"] == 0
+
+
+def test_studio_command_errors(capsys):
+    assert main(["studio", "--port", "70000"]) == 2
+    assert "--port must be from 0 to 65535" in capsys.readouterr().err
+    from counterfeit.studio.app import bind
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert main(["studio", "--port", str(sock.getsockname()[1])]) == 2
+        assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
+    finally:
+        sock.close()
+
+
+def test_static_files_stay_in_their_folder(client):
+    assert client.get("/static/studio.js").status_code == 200
+    for url in ("/static/%2e%2e/app.py", "/static/..%2fapp.py", "/static/%2e%2e%2f%2e%2e%2fcli.py"):
+        r = client.get(url)
+        assert r.status_code == 404 and "def " not in r.text, url
+
+
+def test_studio_command_serves_the_page(studio_runs):
+    """`counterfeit studio` as the README starts it: it prints its address and answers there."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
+    proc = subprocess.Popen([sys.executable, "-m", "counterfeit", "studio", "--runs", str(studio_runs), "--port", "0"],
+                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    try:
+        line = proc.stderr.readline()
+        url = re.search(r"on (http://127\.0\.0\.1:\d+/)", line).group(1)
+        with urllib.request.urlopen(url, timeout=30) as r:
+            assert "<title>Counterfeit Studio</title>" in r.read().decode()
+        with urllib.request.urlopen(url + "api/runs", timeout=30) as r:
+            assert [x["run"] for x in json.loads(r.read())["runs"]][-1] == DCGAN
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_latent_dims_sliders(client):
+    base = f"/api/latent/dims?run={CDCGAN}&seed=4&class=squares"
+    own = client.get(base).json()
+    assert own["dims"] == [0, 1, 2, 3, 4, 5] and own["values"] == own["original"] and own["image"].startswith("data:image/png;base64,")
+    moved = client.get(base + "&values=" + ",".join(["3"] + [str(v) for v in own["original"][1:]])).json()
+    assert moved["values"][0] == 3.0 and moved["image"] != own["image"]
+    assert client.get(f"/api/latent/dims?run={CDCGAN}&seed=4&first=6").json()["dims"] == [6, 7]  # z of 8: the last two
+    assert "6 numbers" in _error(client.get(base + "&values=1,2"), 400)
+    assert "-4 to 4" in _error(client.get(base + "&values=9,0,0,0,0,0"), 400)
+    assert "'first'" in _error(client.get(base + "&first=8"), 400)
+    assert "2-D toy run" in _error(client.get(f"/api/latent/dims?run={TOY}"), 400)
+
+
+def test_latent_interpolation_and_arithmetic(client):
+    pytest.importorskip("counterfeit.latent", reason="the latent module (lerp/slerp, expressions) is not in this build")
+    walk = client.get(f"/api/latent/interpolate?run={DCGAN}&a=1&b=2&steps=5&mode=lerp").json()
+    assert len(walk["frames"]) == 5 and len(set(walk["frames"])) == 5 and walk["labels"] == ["seed 1", "seed 2"]
+    same = client.get(f"/api/latent/interpolate?run={DCGAN}&a=1&b=2&steps=5&mode=slerp").json()["frames"]
+    assert same[0] == walk["frames"][0] and same[-1] == walk["frames"][-1]  # the same endpoints, another path
+    out = client.get(f"/api/latent/arithmetic?run={CDCGAN}&expr=squares%20-%20rings%20%2B%20[3]&rows=2").json()
+    assert [(t["coef"], t["label"]) for t in out["terms"]] == [(1.0, "squares"), (-1.0, "rings"), (1.0, "seeds 3")]
+    assert out["result"].startswith("data:image/png;base64,")
+    assert "files are not available" in _error(client.get(f"/api/latent/arithmetic?run={DCGAN}&expr=/etc/passwd.png"), 400)
+    assert "files are not available" in _error(client.get(f"/api/latent/interpolate?run={DCGAN}&a=x.npz&b=1"), 400)
+    assert "'steps'" in _error(client.get(f"/api/latent/interpolate?run={DCGAN}&steps=100000"), 400)
+    assert "'expr'" in _error(client.get(f"/api/latent/arithmetic?run={DCGAN}&expr=" + "x" * 300), 400)
+    assert "unknown name 'Unicorn'" in _error(client.get(f"/api/latent/arithmetic?run={CDCGAN}&expr=Unicorn"), 400)
+
+
+def test_playground_divergence_is_reported_not_a_crash(client):
+    v = client.post("/api/playground", json={"data": "ring8"}).json()
+    session = client.app.state.studio.playground.get(v["id"])
+    session.last = {"loss_D": float("nan"), "loss_G": float("inf")}  # as after a blow-up
+    shown = client.get(f"/api/playground/{v['id']}").json()
+    assert shown["diverged"] and shown["last"] == {"loss_D": None, "loss_G": None}
+    assert "press Reset" in _error(client.post(f"/api/playground/{v['id']}/step", json={"steps": 1}), 409)
+    assert not client.post(f"/api/playground/{v['id']}/reset", json={}).json()["diverged"]
+
+
+def test_training_options_reach_the_cli_parser_unchanged():
+    """The flags the studio passes parse back, with the CLI's own parser, to exactly the options it checked."""
+    from counterfeit.cli import _parser
+    from counterfeit.studio.jobs import to_argv
+
+    given = {"data": "mnist", "model": "cdcgan", "kimg": 12.5, "lr_d": 2e-4, "batch_size": 32, "spectral_norm": True, "mbstd": False,
+             "exclude_class": "-3", "diffaug": "color,translation"}  # fmt: skip
+    args = _parser().parse_args(["train", *to_argv(given)])
+    assert {k: getattr(args, k) for k in given} == given
