@@ -10,7 +10,6 @@ The result rows are appended to a markdown table with the machine, the command a
 from __future__ import annotations
 
 import argparse
-import platform
 import shlex
 import sys
 import tempfile
@@ -26,19 +25,9 @@ except ImportError:
     import counterfeit
 
 from counterfeit.config import make_config
+from counterfeit.machine import cpu_name
 from counterfeit.runs import create_run_dir, read_stats
 from counterfeit.train import train
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo, or the platform's guess."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure(model: str, kimg: float, device: str) -> dict:

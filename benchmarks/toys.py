@@ -44,6 +44,7 @@ except ImportError:
 
 from counterfeit import __version__  # noqa: E402
 from counterfeit.config import make_config  # noqa: E402
+from counterfeit.machine import cpu_name  # noqa: E402
 from counterfeit.metrics.toy import DEFAULT_SAMPLES, toy_metrics  # noqa: E402
 from counterfeit.runs import create_run_dir, load_run  # noqa: E402
 from counterfeit.sample import generate  # noqa: E402
@@ -182,14 +183,7 @@ def load_records(path: Path) -> dict[str, dict]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     gpu = "no GPU" if not torch.cuda.is_available() else f"GPU {torch.cuda.get_device_name(0)} (not used: runs are on CPU)"
     return (f"{cpu}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, {gpu}; "
             f"torch {torch.__version__}, counterfeit {__version__}, Python {platform.python_version()}, {platform.system()}")  # fmt: skip

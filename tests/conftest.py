@@ -90,3 +90,18 @@ def reload_pair(cfg, G, D, tmp_path):
     load_module(G2, tensors, "G", path)
     load_module(D2, tensors, "D", path)
     return G2, D2
+
+
+@pytest.fixture(scope="session")
+def tiny_cond_run(tiny_folder, tmp_path_factory):
+    """A finished tiny conditional DCGAN run (2 classes: rings, squares) trained on tiny_folder, to read from."""
+    from counterfeit.config import make_config
+    from counterfeit.runs import create_run_dir
+    from counterfeit.train import conditional_config, load_training_data, train
+
+    cfg = make_config(model="cdcgan", data=tiny_folder, g_width=8, d_width=8, z_dim=8, batch_size=16, kimg=0.128, tick_kimg=0.064,
+                      sample_kimg=0.032, snapshot_kimg=0.064, eval_every_kimg=0, seed=3)  # fmt: skip
+    cfg = conditional_config(cfg, load_training_data(cfg))
+    run_dir = create_run_dir(cfg, tmp_path_factory.mktemp("runs"))
+    train(cfg, run_dir)
+    return run_dir

@@ -1,9 +1,10 @@
-"""Command line: a thin layer over the library (`counterfeit train | sample | runs | eval | report | interpolate | studio | ...`)."""
+"""Command line: a thin layer over the library (`counterfeit train | sample | runs | eval | report | interpolate | studio | export | ...`)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -44,6 +45,14 @@ EXAMPLES = {
   counterfeit evaluator train                             # retrain the shipped Fashion-MNIST judge (~15 min on 2 cores)
   counterfeit evaluator train --dataset mnist             # the MNIST judge (needs the MNIST files or internet)
   counterfeit evaluator show                              # accuracy, sha256 and the command that made the weights""",
+    "export": """examples:
+  counterfeit export runs/00001-fashion-mnist-cdcgan --n 10000 --out synth/       # class folders, labels.csv, .npz, idx .gz
+  counterfeit export runs/00001-fashion-mnist-cdcgan --n 600 --class Bag --class "Ankle boot" --out bags/
+  counterfeit export runs/00000-fashion-mnist-dcgan --n 10000 --out synth/ --force # unconditional: the evaluator labels""",
+    "augment-eval": """examples:
+  counterfeit augment-eval runs/00001-fashion-mnist-cdcgan                  # real, real + 10,000 fakes, fakes; 3 seeds
+  counterfeit augment-eval runs/00001-fashion-mnist-cdcgan --n-fakes 60000 --settings real,fakes --seeds 1
+  counterfeit augment-eval runs/00001-fashion-mnist-cdcgan --n-real 10000 --epochs 1 --seeds 2   # a quick look""",
     "interpolate": """examples:
   counterfeit interpolate runs/00000-fashion-mnist-dcgan --from 3 --to 7                  # seed 3 to seed 7 (image 0 of each)
   counterfeit interpolate runs/00000-fashion-mnist-dcgan --from Sneaker --to "Ankle boot" --rows 4
@@ -175,6 +184,28 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--epochs", type=int, default=10)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", help="weights path without suffix (default: the package's weights folder)")
+    x = sub.add_parser("export", help="write labelled fakes as a dataset: class folders of PNGs, labels.csv, .npz, idx .gz",
+                       epilog=EXAMPLES["export"], formatter_class=fmt)  # fmt: skip
+    x.add_argument("run_dir", metavar="RUN_DIR")
+    x.add_argument("--n", type=int, default=10_000, help="how many fakes (default 10000)")
+    x.add_argument("--out", required=True, help="the dataset folder to create (must be new or empty)")
+    x.add_argument("--seed", type=int, default=0, help="noise seed; fake i is the i-th sample of this seed (default 0)")
+    x.add_argument("--class", dest="classes", action="append", help="only this class (name or index); repeat for more")
+    x.add_argument("--force", action="store_true", help="replace an earlier export in --out")
+    x.add_argument("--device", default="cpu")
+
+    a = sub.add_parser("augment-eval", help="train a classifier on reals, reals + fakes and fakes; test each on real images",
+                       epilog=EXAMPLES["augment-eval"], formatter_class=fmt)  # fmt: skip
+    a.add_argument("run_dir", metavar="RUN_DIR")
+    a.add_argument("--n-fakes", type=int, default=10_000, help="fakes to add to (or replace) the reals (default 10000)")
+    a.add_argument("--seeds", type=int, default=3, help="classifier seeds per training set (default 3)")
+    a.add_argument("--epochs", type=float, default=2.0, help="passes over each training set (default 2; fractions allowed)")
+    a.add_argument("--settings", default="real,real+fakes,fakes", help="comma list of real, real+fakes, fakes (default all)")
+    a.add_argument("--n-real", type=int, help="use a fixed random subset of this many real training images (default all)")
+    a.add_argument("--n-test", type=int, help="test on a fixed random subset of this many real test images (default all)")
+    a.add_argument("--seed", type=int, default=0, help="noise seed of the fakes (default 0)")
+    a.add_argument("--device", default="cpu", help="where the generator runs (default cpu)")
+
     _latent_parsers(sub, fmt)
 
     st = sub.add_parser("studio", help="the web app: watch runs, generate, explore the latent space, play the 2D game",
@@ -226,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     from .train import TrainingDiverged
 
     args = _parser().parse_args(argv)
+    args.command_line = shlex.join(["counterfeit", *(sys.argv[1:] if argv is None else argv)])  # for provenance records
     if args.command is None:
         _parser().print_help()
         return 0
@@ -238,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
             "eval": cmd_eval,
             "report": cmd_report,
             "evaluator": cmd_evaluator,
+            "export": cmd_export,
+            "augment-eval": cmd_augment_eval,
             "studio": cmd_studio,
             "export-onnx": cmd_export_onnx,
             "interpolate": cmd_latent,
@@ -578,6 +612,31 @@ def cmd_evaluator(args: argparse.Namespace) -> int:
     command = " ".join(["counterfeit evaluator train", "--dataset", args.dataset, "--epochs", str(args.epochs), "--seed", str(args.seed)])
     meta = train_evaluator(args.dataset, epochs=args.epochs, seed=args.seed, out=Path(args.out) if args.out else None, command=command)
     print(json.dumps(meta, indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a labelled synthetic dataset folder from a run."""
+    from .config import ConfigError
+    from .synthetic import export_dataset
+
+    if not 1 <= args.n <= 1_000_000:
+        raise ConfigError(f"--n must be between 1 and 1,000,000, got {args.n}")
+    m = export_dataset(args.run_dir, args.n, args.out, args.seed, args.classes, args.force, args.device, args.command_line)
+    counts = ", ".join(f"{k} {v}" for k, v in m["counts"].items() if v)
+    print(f"wrote {m['n']} fakes to {args.out} (labels: {m['label_source']}; {counts})")
+    return 0
+
+
+def cmd_augment_eval(args: argparse.Namespace) -> int:
+    """Train-on-fakes, test-on-real: write RUN/eval/augment.md and .json and print the table."""
+    from .augment_eval import augment_eval, augment_markdown
+
+    settings = tuple(s.strip() for s in args.settings.split(",") if s.strip())
+    rec = augment_eval(args.run_dir, args.n_fakes, args.seeds, args.epochs, settings, args.n_real, args.n_test, args.seed,
+                       device=args.device, command=args.command_line)  # fmt: skip
+    print(augment_markdown(rec))
+    print(f"wrote {Path(args.run_dir) / 'eval' / 'augment.md'} and augment.json")
     return 0
 
 

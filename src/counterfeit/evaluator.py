@@ -129,6 +129,43 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def fit_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: float, seed: int, batch_size: int = 128,
+                   lr: float = 3e-3, on_epoch: Callable[[int, Evaluator, float], None] | None = None) -> Evaluator:  # fmt: skip
+    """Train a fresh Evaluator on uint8 images x (N, 1, 28, 28) with labels y (N,): AdamW, one-cycle; returned in eval mode.
+
+    `epochs` may be fractional (a number of steps); `on_epoch(epoch, model, last_loss)` runs after each whole pass.
+    """
+    torch.manual_seed(seed)  # dropout and initialisation
+    gen = torch.Generator().manual_seed(seed)  # batch order
+    ev = Evaluator(num_classes=num_classes)
+    opt = torch.optim.AdamW(ev.parameters(), lr=lr, weight_decay=5e-4)
+    steps = max(1, math.ceil(epochs * math.ceil(len(x) / batch_size)))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    done, epoch, loss = 0, 0, torch.tensor(float("nan"))
+    while done < steps:
+        ev.train()
+        for idx in torch.randperm(len(x), generator=gen).split(batch_size):
+            if done == steps:
+                break
+            done += 1
+            if len(idx) < 2:  # batch norm cannot train on a single image
+                continue
+            loss = F.cross_entropy(ev(to_unit(x[idx])), y[idx])  # logits (B, C)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        if done % math.ceil(len(x) / batch_size) == 0 and on_epoch:  # a whole pass ended here
+            on_epoch(epoch, ev, loss.item())
+        epoch += 1
+    return ev.eval()
+
+
+def accuracy(ev: Evaluator, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Share of uint8 images x (N, 1, 28, 28) that the classifier puts in their class y (N,)."""
+    return (predict(ev, x)[0].argmax(1) == y).double().mean().item()
+
+
 def train_evaluator(
     dataset: str = "fashion-mnist",
     epochs: int = 10,
@@ -142,29 +179,18 @@ def train_evaluator(
 ) -> dict:
     """Train the judge on the train split, measure test accuracy, write `<out>.safetensors` and `<out>.json`."""
     out = Path(out) if out is not None else weights_path(dataset).with_suffix("")  # suffixes get appended
-    torch.manual_seed(seed)  # dropout and initialisation
-    gen = torch.Generator().manual_seed(seed)  # batch order
     x_train, y_train = load_split(dataset, "train")  # (N, 1, 28, 28) uint8, (N,)
     x_test, y_test = load_split(dataset, "test")
     if limit:  # tiny runs for smoke tests
         x_train, y_train, x_test, y_test = x_train[:limit], y_train[:limit], x_test[:limit], y_test[:limit]
-    ev = Evaluator(num_classes=len(CLASS_NAMES[dataset]))
-    opt = torch.optim.AdamW(ev.parameters(), lr=lr, weight_decay=5e-4)
-    steps = epochs * math.ceil(len(x_train) / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        ev.train()
-        for idx in torch.randperm(len(x_train), generator=gen).split(batch_size):
-            if len(idx) < 2:  # batch norm cannot train on a single image
-                continue
-            loss = F.cross_entropy(ev(to_unit(x_train[idx])), y_train[idx])  # logits (B, C)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        accuracy = (predict(ev, x_test)[0].argmax(1) == y_test).double().mean().item()
-        log(f"epoch {epoch + 1}/{epochs}: last loss {loss.item():.3f}, test accuracy {accuracy:.4f}, {time.perf_counter() - start:.0f} s")
+    start, accuracies = time.perf_counter(), []
+
+    def on_epoch(epoch: int, ev: Evaluator, loss: float) -> None:
+        accuracies.append(accuracy(ev, x_test, y_test))
+        log(f"epoch {epoch + 1}/{epochs}: last loss {loss:.3f}, test accuracy {accuracies[-1]:.4f}, {time.perf_counter() - start:.0f} s")
+
+    ev = fit_classifier(x_train, y_train, len(CLASS_NAMES[dataset]), epochs, seed, batch_size, lr, on_epoch)
+    test_accuracy = accuracies[-1]
     train_s = time.perf_counter() - start
     # The scale for every FID this judge reports: 10k real train images against the real test set.
     subset = train_subset(len(x_train))
@@ -180,7 +206,7 @@ def train_evaluator(
         "class_names": list(CLASS_NAMES[dataset]),
         "num_features": ev.num_features,
         "widths": list(ev.widths),
-        "test_accuracy": round(accuracy, 4),
+        "test_accuracy": round(test_accuracy, 4),
         "test_images": len(x_test),
         "fid_train10k_vs_test": round(fid_train_test, 4),
         "epochs": epochs,

@@ -20,12 +20,18 @@ def resolve_class(run, name_or_index: str) -> int:
     names = list(run.config.data.class_names) or [str(i) for i in range(run.config.model.num_classes)]
     if not run.spec.conditional:
         raise ConfigError(f"--class needs a conditional run; {run.run_dir.name} is '{run.config.model.name}' (train with --model cdcgan)")
+    return pick_class(names, name_or_index)
+
+
+def pick_class(names: list[str], name_or_index: str) -> int:
+    """The index of a class among `names`, by name (case-insensitive) or index; a one-line ConfigError otherwise."""
+    text = str(name_or_index).strip()
     lookup = {n.lower(): i for i, n in enumerate(names)}
-    if name_or_index.lower() in lookup:
-        return lookup[name_or_index.lower()]
-    if name_or_index.isdigit() and int(name_or_index) < len(names):
-        return int(name_or_index)
-    raise ConfigError(f"unknown class '{name_or_index}'; choose a name or index: {', '.join(f'{i}={n}' for i, n in enumerate(names))}")
+    if text.lower() in lookup:
+        return lookup[text.lower()]
+    if text.isdigit() and int(text) < len(names):
+        return int(text)
+    raise ConfigError(f"unknown class '{text}'; choose a name or index: {', '.join(f'{i}={n}' for i, n in enumerate(names))}")
 
 
 def sample_labels(run, n: int, class_name: str | None = None, by_row: bool = False) -> tuple[torch.Tensor | None, int | None]:

@@ -14,10 +14,10 @@ from typing import Any
 from .config import ConfigError
 from .fileio import atomic_write_bytes, atomic_write_text
 from .runs import is_run_dir, read_stats
+from .timelapse import MAX_FRAMES, evenly, sample_grids, write_timelapse
 
 MAX_GRIDS = 8  # enough to see training unfold without making the page tens of megabytes
 PLOT_NAMES = ("losses", "d_outputs", "fid", "coverage", "classes")
-_FAKES = re.compile(r"^fakes(\d+(?:\.\d+)?)kimg\.png$")
 _RECON = re.compile(r"^recon(\d+(?:\.\d+)?)kimg\.png$")
 AE_LOSSES = ("loss", "loss_rec", "loss_kl")  # an autoencoder's stats.jsonl rows (no loss_D / loss_G)
 _LN2 = math.log(2)
@@ -70,6 +70,7 @@ def write_report(run_dir: str | Path, out: Path | None = None) -> Path:
         _section_metrics(metrics, metrics_error, eval_hint),
         _section_samples(run_dir),
         _section_pairs(run_dir, metrics, eval_hint),
+        *_section_augment(run_dir),
         _section_config(config_text, config_error),
     ]
     page = (
@@ -338,11 +339,11 @@ def _header(run_dir: Path, config: dict[str, Any], stats: list[dict[str, Any]]) 
     if isinstance(last.get("img/s"), (int, float)):
         rows.append(("speed at the end", f"{last['img/s']:g} img/s"))
     table = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
-    nav = "".join(
-        f"<a href='#{a}'>{t}</a>"
-        for a, t in [("training", "training"), ("health", "FID and coverage"), ("classes", "classes"), ("metrics", "metrics"),
-                     ("samples", "samples"), ("pairs", "nearest neighbours"), ("config", "config")]
-    )  # fmt: skip
+    links = [("training", "training"), ("health", "FID and coverage"), ("classes", "classes"), ("metrics", "metrics"),
+             ("samples", "samples"), ("pairs", "nearest neighbours"), ("config", "config")]  # fmt: skip
+    if (run_dir / "eval" / "augment.json").is_file():
+        links.insert(-1, ("augment", "fakes at work"))
+    nav = "".join(f"<a href='#{a}'>{t}</a>" for a, t in links)
     return f"<h1>{_e(run_dir.name)}</h1>\n<table>{table}</table>\n<nav>{nav}</nav>"
 
 
@@ -454,30 +455,15 @@ def _section_metrics(metrics: dict[str, Any] | None, metrics_error: str | None, 
     return "\n".join(parts)
 
 
-def _sample_grids(run_dir: Path) -> list[tuple[float, Path]]:
-    folder = run_dir / "samples"
-    if not folder.is_dir():
-        return []
-    found = [(float(m.group(1)), p) for p in folder.iterdir() if (m := _FAKES.match(p.name)) and p.is_file()]
-    return sorted(found)
-
-
-def _evenly(items: list[Any], k: int) -> list[Any]:
-    """Up to `k` items spread evenly from first to last."""
-    if len(items) <= k:
-        return items
-    return [items[round(i * (len(items) - 1) / (k - 1))] for i in range(k)]
-
-
 def _section_samples(run_dir: Path) -> str:
     parts = ["<h2 id='samples'>Samples over training</h2>"]
-    grids = _sample_grids(run_dir)
+    grids = sample_grids(run_dir)
     reals = run_dir / "samples" / "reals.png"
     if not grids and not reals.is_file():
         parts.append(_missing("no sample grids yet: samples/ holds no fakes*.png or reals.png"))
         return "\n".join(parts)
     if grids:
-        shown = _evenly(grids, MAX_GRIDS)
+        shown = evenly(grids, MAX_GRIDS)
         note = f" ({len(shown)} of {len(grids)}, evenly spaced)" if len(shown) < len(grids) else ""
         parts.append(f"<p>The same fixed noise through G at each point of training{note}.</p>")
     else:
@@ -496,6 +482,10 @@ def _section_samples(run_dir: Path) -> str:
         figures.append(f"<figure>{_img(path.read_bytes(), f'reconstructions at {kimg:g} kimg')}"
                        f"<figcaption>reals (top), reconstructions (bottom), {_e(f'{kimg:g}')} kimg</figcaption></figure>")  # fmt: skip
     parts.append(f"<div class='grids'>{''.join(figures)}</div>")
+    gif = write_timelapse(run_dir) if grids else None  # samples/timelapse.gif, remade from the grids on disk
+    if gif is not None:
+        parts.append(f"<h3>Timelapse</h3>\n<p>All {len(grids)} grids as an animation ({_e(gif.name)}, at most {MAX_FRAMES} frames).</p>")
+        parts.append(f"<figure class='timelapse'>{_img(gif.read_bytes(), 'timelapse of the sample grids', mime='image/gif')}</figure>")
     return "\n".join(parts)
 
 
@@ -522,6 +512,41 @@ def _section_pairs(run_dir: Path, metrics: dict[str, Any] | None, eval_hint: str
     mime = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}.get(path.suffix.lower(), "image/png")
     parts.append(_img(path.read_bytes(), "closest fake/train pairs", mime=mime))
     return "\n".join(parts)
+
+
+def _section_augment(run_dir: Path) -> list[str]:
+    # Only when `counterfeit augment-eval` has written its record; a damaged record is said, not fatal.
+    path = run_dir / "eval" / "augment.json"
+    if not path.is_file():
+        return []
+    from .augment_eval import labels_note, setting_label
+
+    parts = ["<h2 id='augment'>Put the fakes to work: train on fakes, test on real</h2>"]
+    try:
+        rec = json.loads(path.read_text())
+        pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}"
+        rows = "".join(
+            f"<tr><td>{_e(setting_label(r['setting'], rec['n_fakes']))}</td><td class=num>{r['train_images']:,}</td>"
+            f"<td class=num>{pct(r['mean'])}</td><td class=num>{pct(r['std'])}</td></tr>"
+            for r in rec["results"]
+        )
+        test = rec["test"]
+        no_split = "" if test["held_out"] else " Folder data has no held-out split: the test images are the training images."
+        parts.append(
+            f"<p>One classifier, {_e(rec['classifier'])}, {_e(_fmt(rec['epochs']))} epochs, trained on each set with "
+            f"{_e(rec['seeds'])} seed{'s' if rec['seeds'] != 1 else ''} and tested on {test['n']:,} real images of {_e(test['source'])}. {_e(labels_note(rec))}{no_split}</p>"
+        )
+        parts.append(
+            f"<table><tr><th>training set</th><th>images</th><th>real-test accuracy (%)</th><th>std over seeds (pp)</th></tr>{rows}</table>"
+        )
+        parts.append(f"<p>From eval/augment.json, {_e(rec.get('date', ''))}, {_e(_fmt(rec.get('seconds')))} s.</p>")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        parts.append(
+            _missing(
+                f"eval/augment.json could not be read ({_e(type(e).__name__)}: {_e(e)}); run <code>counterfeit augment-eval {_e(str(run_dir))}</code> again"
+            )
+        )
+    return ["\n".join(parts)]
 
 
 def _section_config(config_text: str, config_error: str | None) -> str:

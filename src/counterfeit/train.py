@@ -38,6 +38,7 @@ from .losses import build_loss, gaussian_kl, reconstruction_loss
 from .models import build_models, get_spec
 from .runs import read_stats
 from .sample import from_uint8, make_noise, reconstruct, sample, save_grid, save_scatter, to_uint8
+from .timelapse import write_timelapse
 
 log = logging.getLogger("counterfeit")
 
@@ -407,6 +408,11 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     if main and cur_nimg > 0 and checkpoint_path(run_dir, cur_nimg) not in list_checkpoints(run_dir):
         snapshot_grid()
         checkpoint(done=status == "done")
+    try:
+        if main:
+            write_timelapse(run_dir)  # samples/timelapse.gif: the fixed-noise grids over the run
+    except OSError as e:  # the run itself is saved; a GIF that cannot be written must not fail it
+        log.warning(f"could not write {run_dir / 'samples' / 'timelapse.gif'}: {e}")
     dist.barrier()  # every rank returns once the final checkpoint is on disk
     if writer:
         writer.close()

@@ -1,0 +1,138 @@
+"""Are the fakes useful? Train one small classifier on reals, reals + fakes and fakes alone; test each on real test images.
+
+This is the "classification accuracy score" (Ravuri & Vinyals 2019, train on synthetic, test on real). The classifier
+is the evaluator's CNN (counterfeit.evaluator.Evaluator, widths 32/48/96), freshly initialised for every training set
+and seed. The fakes are drawn once and shared by every seed; seeds vary initialisation and batch order.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .config import ConfigError
+from .data import IDX_DATASETS, load_dataset
+from .evaluator import accuracy, fit_classifier
+from .fileio import atomic_write_text
+from .machine import cpu_name
+from .runs import load_run
+from .synthetic import labelled_fakes
+
+log = logging.getLogger("counterfeit")
+
+SETTINGS = ("real", "real+fakes", "fakes")
+CLASSIFIER = "the evaluator's CNN (counterfeit.evaluator.Evaluator, widths 32/48/96, 128 features), freshly initialised"
+
+
+def _subset(n_all: int, n: int | None) -> torch.Tensor:
+    # A fixed random subset: folders are sorted by class, so "the first n" would drop whole classes.
+    return torch.randperm(n_all, generator=torch.Generator().manual_seed(0))[: n or n_all]
+
+
+def augment_eval(run_dir: str | Path, n_fakes: int = 10_000, seeds: int = 3, epochs: float = 2.0, settings: tuple[str, ...] = SETTINGS,
+                 n_real: int | None = None, n_test: int | None = None, fake_seed: int = 0, batch_size: int = 256,
+                 device: str = "cpu", command: str | None = None) -> dict:  # fmt: skip
+    """Run the augmentation test on a run; write RUN/eval/augment.json and augment.md and return the JSON record."""
+    bad = [s for s in settings if s not in SETTINGS]
+    if bad or not settings:
+        raise ConfigError(f"unknown --settings {', '.join(bad) or '(none)'}; choose from {', '.join(SETTINGS)}")
+    for flag, v in (("--n-fakes", n_fakes), ("--seeds", seeds), ("--n-real", n_real or 1), ("--n-test", n_test or 1)):
+        if v < 1:
+            raise ConfigError(f"{flag} must be at least 1, got {v}")
+    if not epochs > 0:
+        raise ConfigError(f"--epochs must be above 0, got {epochs}")
+    t0 = time.perf_counter()
+    run = load_run(run_dir, device)
+    cfg = run.config.data
+    if run.spec.data_kind != "images" or (cfg.channels, cfg.resolution) != (1, 28):
+        raise ConfigError(f"augment-eval trains a classifier for grey 28x28 images; {run.run_dir.name} does not make them")
+    train = load_dataset(cfg.name, "train", cfg.resolution, cfg.channels, cfg.data_dir)
+    test = load_dataset(cfg.name, "test", cfg.resolution, cfg.channels, cfg.data_dir)
+    if train.labels is None:
+        raise ConfigError(f"augment-eval needs labelled real data, but {cfg.name} has no classes; put each class in its own sub-folder")
+    fakes = labelled_fakes(run, n_fakes, fake_seed, None, device)
+    if fakes.class_names != list(train.class_names):
+        raise ConfigError(f"the fakes' classes ({', '.join(fakes.class_names)}) differ from {cfg.name}'s ({', '.join(train.class_names)})")
+    keep_tr, keep_te = _subset(len(train), n_real), _subset(len(test), n_test)
+    x_real, y_real = train.x[keep_tr], train.labels[keep_tr]  # (R, 1, 28, 28) uint8, (R,)
+    x_test, y_test = test.x[keep_te], test.labels[keep_te]  # (T, 1, 28, 28) uint8, (T,)
+    sets = {
+        "real": (x_real, y_real),
+        "real+fakes": (torch.cat([x_real, fakes.images]), torch.cat([y_real, fakes.labels])),
+        "fakes": (fakes.images, fakes.labels),
+    }
+    held_out = cfg.name.strip().lower().replace("_", "-") in IDX_DATASETS  # a folder's "test" split is its training images
+    results = []
+    for name in settings:
+        x, y = sets[name]
+        accs = []
+        for s in range(seeds):
+            t = time.perf_counter()
+            accs.append(accuracy(fit_classifier(x, y, len(fakes.class_names), epochs, s, batch_size), x_test, y_test))
+            log.info(f"augment-eval: {name}, seed {s}: real-test accuracy {accs[-1]:.4f} ({time.perf_counter() - t:.0f} s)")
+        results.append({"setting": name, "train_images": len(x), "accuracies": [round(a, 4) for a in accs],
+                         "mean": round(statistics.fmean(accs), 4), "std": round(statistics.stdev(accs), 4) if seeds > 1 else None})  # fmt: skip
+    record = {
+        "run": str(run.run_dir), "checkpoint": run.checkpoint.name, "kimg": fakes.info["kimg"], "model": run.config.model.name,
+        "classifier": CLASSIFIER, "epochs": epochs, "batch_size": batch_size, "seeds": seeds,
+        "n_fakes": n_fakes, "fake_seed": fake_seed, "label_source": fakes.label_source,
+        "n_real": len(x_real), "test": {"source": f"{cfg.name}:test", "n": len(x_test), "held_out": held_out},
+        "results": results, "seconds": round(time.perf_counter() - t0, 1), "machine": machine(), "command": command,
+        "version": __version__, "torch": torch.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }  # fmt: skip
+    out = run.run_dir / "eval"
+    atomic_write_text(out / "augment.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(out / "augment.md", augment_markdown(record))
+    return record
+
+
+def setting_label(setting: str, n_fakes: int) -> str:
+    """The human name of a training set: 'real only', 'real + 10,000 fakes', 'fakes only'."""
+    return {"real": "real only", "real+fakes": f"real + {n_fakes:,} fakes", "fakes": f"{n_fakes:,} fakes only"}[setting]
+
+
+def labels_note(record: dict) -> str:
+    """One sentence on where the fakes' labels came from."""
+    if record["label_source"] == "requested":
+        return "Fakes are labelled with the class each was asked for (conditional run), balanced over the classes."
+    return ("Fakes are labelled with the shipped evaluator's prediction (unconditional run): the fakes-only score then "
+            "also measures how well the classifier learns the evaluator's judgement.")  # fmt: skip
+
+
+def augment_markdown(record: dict) -> str:
+    """The augmentation test's record as a markdown table with its provenance."""
+    rows = []
+    for r in record["results"]:
+        spread = "n/a (1 seed)" if r["std"] is None else f"{100 * r['std']:.2f}"
+        per_seed = ", ".join(f"{100 * a:.2f}" for a in r["accuracies"])
+        rows.append(
+            f"| {setting_label(r['setting'], record['n_fakes'])} | {r['train_images']:,} | {100 * r['mean']:.2f} | {spread} | {per_seed} |"
+        )
+    test = record["test"]
+    warn = "" if test["held_out"] else "\n**Warning:** folder data has no held-out split; the 'test' images are the training images.\n"
+    m = record["machine"]
+    return (
+        f"# Augmentation test: train on fakes, test on real\n\n"
+        f"Run `{record['run']}` ({record['model']}), checkpoint `{record['checkpoint']}` ({record['kimg']:g} kimg).\n"
+        f"Classifier: {record['classifier']}; {record['epochs']:g} epochs, batch {record['batch_size']}, AdamW + one-cycle, "
+        f"{record['seeds']} seed{'s' if record['seeds'] != 1 else ''}. Real training images: {record['n_real']:,}. "
+        f"Test: {test['n']:,} real images of {test['source']}.\n{labels_note(record)}\n{warn}\n"
+        "| training set | images | real-test accuracy, mean (%) | std over seeds (pp) | per seed (%) |\n"
+        "| --- | ---: | ---: | ---: | --- |\n" + "\n".join(rows) + "\n\n"
+        f"Took {record['seconds']:g} s on {m['cpu']} ({m['threads']} torch threads), {record['date']}, "
+        f"counterfeit {record['version']}, torch {record['torch']}.\n" + (f"Command: `{record['command']}`\n" if record["command"] else "")
+    )
+
+
+def machine() -> dict:
+    """A short description of this computer for result tables: CPU model, cores, torch threads."""
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads()}

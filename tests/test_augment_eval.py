@@ -1,0 +1,58 @@
+"""Augmentation test on a tiny budget: three training sets, seeds, the table in the run folder and the report."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from counterfeit.augment_eval import augment_eval
+from counterfeit.cli import main
+from counterfeit.config import ConfigError
+from counterfeit.evaluator import fit_classifier
+from counterfeit.report import write_report
+
+TINY_BUDGET = dict(n_fakes=32, seeds=2, epochs=1, n_real=48, n_test=40)
+
+
+@pytest.fixture
+def run(tiny_cond_run, tmp_path):
+    """A private copy of the tiny conditional run, so eval/ files from one test do not show up in another."""
+    return shutil.copytree(tiny_cond_run, tmp_path / tiny_cond_run.name)
+
+
+def test_tiny_budget_writes_table_and_json(run):
+    rec = augment_eval(run, **TINY_BUDGET)
+    assert [r["setting"] for r in rec["results"]] == ["real", "real+fakes", "fakes"]
+    assert [r["train_images"] for r in rec["results"]] == [48, 80, 32]
+    for r in rec["results"]:
+        assert len(r["accuracies"]) == 2 and all(0 <= a <= 1 for a in r["accuracies"]) and r["std"] is not None
+    assert rec["label_source"] == "requested" and rec["test"] == {"source": rec["test"]["source"], "n": 40, "held_out": False}
+    assert json.loads((run / "eval" / "augment.json").read_text()) == rec
+    md = (run / "eval" / "augment.md").read_text()
+    assert "| real + 32 fakes | 80 |" in md and "| 32 fakes only | 32 |" in md and "no held-out split" in md
+    assert "asked for (conditional run)" in md
+
+    page = write_report(run).read_text()
+    assert "id='augment'" in page and "href='#augment'" in page and "real + 32 fakes" in page
+
+
+def test_the_same_seed_trains_the_same_classifier():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 256, (40, 1, 28, 28), dtype=torch.uint8, generator=g), torch.arange(40) % 3
+    a, b, c = (fit_classifier(x, y, 3, 1.5, seed, batch_size=16) for seed in (0, 0, 1))
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not torch.equal(a.head.weight, c.head.weight)
+
+
+def test_cli_runs_one_setting_and_refuses_bad_input(run, capsys):
+    args = ["augment-eval", str(run), "--n-fakes", "16", "--seeds", "1", "--epochs", "0.5", "--n-real", "32", "--n-test", "20"]
+    assert main([*args, "--settings", "fakes"]) == 0
+    out = capsys.readouterr().out
+    assert "| 16 fakes only | 16 |" in out and "n/a (1 seed)" in out and "real only" not in out
+    assert json.loads((run / "eval" / "augment.json").read_text())["command"].startswith("counterfeit augment-eval ")
+    assert main([*args, "--settings", "real,synthetic"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown --settings synthetic" in err
+    with pytest.raises(ConfigError, match="--epochs must be above 0"):
+        augment_eval(run, epochs=0)
