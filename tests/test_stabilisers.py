@@ -293,6 +293,9 @@ def test_an_old_config_without_the_new_fields_still_loads(tmp_path):
         (dict(gp_weight=5.0), "--gp-weight only applies to --loss wgan-gp"),
         (dict(loss="wgan-gp", gp_weight=-1.0), "--gp-weight must be >= 0"),
         (dict(r1_gamma=-0.1), "--r1-gamma must be >= 0"),
+        (dict(model="cdcgan", ac_weight=-1.0), "--ac-weight must be >= 0"),
+        (dict(ms_weight=-0.5), "--ms-weight must be >= 0"),
+        (dict(model="vae", ms_weight=1.0), "--ms-weight is a GAN option"),
         (dict(loss="wasserstein"), "unknown loss 'wasserstein'"),
     ],
 )

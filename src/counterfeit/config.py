@@ -248,6 +248,8 @@ def _validate(cfg: RunConfig) -> None:
         (Lo.name in LOSSES, f"unknown loss '{Lo.name}'; choose one of {', '.join(LOSSES)}"),
         (Lo.gp_weight >= 0, f"--gp-weight must be >= 0, got {Lo.gp_weight}"),
         (Lo.r1_gamma >= 0, f"--r1-gamma must be >= 0 (0 turns it off), got {Lo.r1_gamma}"),
+        (Lo.ac_weight >= 0, f"--ac-weight must be >= 0 (0 turns it off), got {Lo.ac_weight}"),
+        (Lo.ms_weight >= 0, f"--ms-weight must be >= 0 (0 turns it off), got {Lo.ms_weight}"),
         (Lo.beta >= 0, f"--beta must be >= 0, got {Lo.beta}"),
         (M.noise_std >= 0, f"--noise-std must be >= 0, got {M.noise_std}"),
         (cfg.data.exclude_class is None or str(cfg.data.exclude_class).strip() != "", "--exclude-class needs a class name or index"),
