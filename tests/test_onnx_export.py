@@ -1,6 +1,7 @@
 """ONNX export: the graph from `counterfeit export-onnx` draws the same images as the PyTorch generator (onnxruntime)."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -48,3 +49,10 @@ def test_onnx_matches_torch(model, tiny_folder, tmp_path, capsys):
 def test_onnx_export_bad_run(tmp_path, capsys):
     assert main(["export-onnx", str(tmp_path / "nope"), "--out", str(tmp_path / "g.onnx")]) == 2
     assert "is not a folder" in capsys.readouterr().err and not (tmp_path / "g.onnx").exists()
+
+
+def test_onnx_export_without_onnx_says_how_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # an import of it now fails as if it were missing
+    assert main(["export-onnx", str(tmp_path), "--out", str(tmp_path / "g.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'counterfeit[onnx]'" in err and err.count("\n") == 1

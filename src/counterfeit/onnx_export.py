@@ -31,7 +31,7 @@ class _Unconditional(nn.Module):
 def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 18) -> Path:
     """Write the run's EMA generator as an ONNX graph: inputs z (N, z_dim) [and labels (N,) int64], output images."""
     try:
-        import onnx  # noqa: F401  (the exporter needs it; fail here with the fix rather than deep inside torch)
+        import onnx  # the exporter needs both; fail here with the fix rather than deep inside torch
         import onnxscript  # noqa: F401
     except ImportError as e:
         raise OnnxExportError(
@@ -66,8 +66,6 @@ def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 18) -> Path:
     model = program.model_proto
     for k, v in meta.items():
         model.metadata_props.add(key=k, value=v)
-    import onnx
-
     onnx.save(model, tmp)
     os.replace(tmp, out)  # the graph appears whole or not at all
     return out
