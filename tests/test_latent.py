@@ -203,6 +203,11 @@ def test_cli_on_a_fashion_mnist_gan(fashion_dir, tmp_path, capsys):
 def test_cli_errors_are_one_line(tiny_folder, tmp_path, capsys):
     run = _train(tmp_path, "--data", tiny_folder)
     capsys.readouterr()
+    save_latent(tmp_path / "whole.npz", Latent(torch.zeros(1, 8)))
+    cut = tmp_path / "cut.npz"  # a latent file cut short, as by a crash or a full disk
+    cut.write_bytes((tmp_path / "whole.npz").read_bytes()[:40])
+    broken_png = tmp_path / "broken.png"
+    broken_png.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     for argv, needle in [
         (["arithmetic", str(run), "Sneakr + Bag"], "unknown name 'Sneakr'"),
         (["arithmetic", str(run), "[1,2] - squares"], "unknown name 'squares'"),  # no evaluator classes for a folder run
@@ -211,6 +216,9 @@ def test_cli_errors_are_one_line(tiny_folder, tmp_path, capsys):
         (["interpolate", str(run), "--from", "1", "--to", "nope.npz"], "nope.npz not found"),
         (["interpolate", str(run), "--from", "1", "--to", "2", "--steps", "1"], "--steps must be between 2 and 200"),
         (["project", str(run), "missing.png"], "image missing.png not found"),
+        (["interpolate", str(run), "--from", "1", "--to", str(cut), "--steps", "3"], "holds no latents"),
+        (["interpolate", str(run), "--from", "1", "--to", str(broken_png), "--project-steps", "-1"], "--project-steps must be >= 0"),
+        (["arithmetic", str(run), f"[1] + {broken_png}"], "is not a readable image"),
     ]:
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()

@@ -51,6 +51,19 @@ def test_onnx_export_bad_run(tmp_path, capsys):
     assert "is not a folder" in capsys.readouterr().err and not (tmp_path / "g.onnx").exists()
 
 
+def test_onnx_export_to_a_folder_or_unwritable_path(tiny_folder, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert main(["train", "--data", tiny_folder, *TINY, *SHORT, "--out", str(runs)]) == 0
+    run_dir = next(runs.iterdir())
+    capsys.readouterr()
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    for out, needle in [(tmp_path, "is a folder"), (tmp_path / "blocker" / "g.onnx", "cannot write")]:
+        assert main(["export-onnx", str(run_dir), "--out", str(out)]) == 2
+        # torch's exporter may log its own warnings first; our error is one line of its own
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("counterfeit: error:")]
+        assert len(errors) == 1 and needle in errors[0], errors
+
+
 def test_onnx_export_without_onnx_says_how_to_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # an import of it now fails as if it were missing
     assert main(["export-onnx", str(tmp_path), "--out", str(tmp_path / "g.onnx")]) == 2

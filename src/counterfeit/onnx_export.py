@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from . import __version__
+from .fileio import atomic_path
 from .runs import load_run
 
 
@@ -47,8 +47,8 @@ def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 18) -> Path:
     else:
         module, args, names, shapes = _Unconditional(G).eval(), (z,), ["z"], {"z": {0: batch}}
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
+    if out.is_dir():
+        raise OnnxExportError(f"--out {out} is a folder; give a file name such as {out / 'g.onnx'}")
     try:
         program = torch.onnx.export(module, args, dynamo=True, input_names=names, output_names=["images"], dynamic_shapes=shapes,
                                     opset_version=opset, verbose=False)  # fmt: skip
@@ -66,6 +66,9 @@ def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 18) -> Path:
     model = program.model_proto
     for k, v in meta.items():
         model.metadata_props.add(key=k, value=v)
-    onnx.save(model, tmp)
-    os.replace(tmp, out)  # the graph appears whole or not at all
+    try:
+        with atomic_path(out) as tmp:  # the graph appears whole or not at all
+            onnx.save(model, str(tmp))
+    except OSError as e:
+        raise OnnxExportError(f"cannot write {out} ({e.strerror or e}); pick a writable --out path") from None
     return out

@@ -9,6 +9,7 @@ noise of --seed for z; the --class code, or class r in row r, for the code).
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,8 @@ class Resolver:
                  steps: int = 100, restarts: int = 4, device="cpu"):  # fmt: skip
         if rows < 1:
             raise ConfigError(f"--rows must be at least 1, got {rows}")
+        if steps < 0 or restarts < 1:
+            raise ConfigError(f"--project-steps must be >= 0 and restarts >= 1, got {steps} and {restarts}")
         self.run, self.rows, self.seed, self.jitter, self.device = run, rows, seed, jitter, device
         self.class_index, self.steps, self.restarts = class_index, steps, restarts
         self.G = run.G
@@ -103,7 +106,8 @@ class Resolver:
         if not path.is_file():
             raise ConfigError(f"{path} not found; pass an existing .png image or an .npz written by `counterfeit project`")
         if path.suffix.lower() == ".npz":
-            return load_latent(path, self.G, int(index or 0))
+            latent = load_latent(path, self.G, int(index or 0))
+            return Latent(latent.z.to(self.device), None if latent.code is None else latent.code.to(self.device))
         try:
             x = torch.from_numpy(decode_image(path, self.run.config.data.resolution, self.run.config.data.channels))[None]  # (1, C, H, W)
         except DECODE_ERRORS as e:
@@ -128,7 +132,7 @@ def load_latent(path: Path, G, index: int = 0) -> Latent:
         with np.load(path, allow_pickle=False) as f:
             z = torch.from_numpy(f["z"].astype(np.float32))  # (N, z_dim)
             code = torch.from_numpy(f["code"].astype(np.float32)) if "code" in f.files else None
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise ConfigError(f"{path} holds no latents ({type(e).__name__}: {e}); pass an .npz written by `counterfeit project`") from None
     if z.ndim != 2 or z.shape[1] != G.z_dim or (code is not None) != is_conditional(G):
         raise ConfigError(f"{path} holds latents of another model (z {tuple(z.shape)}, {'with' if code is not None else 'no'} class code); "
