@@ -86,6 +86,14 @@ def test_parser_names_with_spaces_dashes_quotes_indices_seeds_and_factors():
     assert parse_endpoint("12", FASHION).kind == "seed" and parse_endpoint("Ankle boot", FASHION).value == 9
 
 
+def test_seeds_out_of_range_are_named():
+    for text in ("[1, 99999999999999999999]", "Bag + [2147483648]"):
+        with pytest.raises(ConfigError, match="out of range; seeds go from 0 to 2147483647"):
+            parse_expression(text, FASHION)
+    with pytest.raises(ConfigError, match="seed -3"):
+        parse_endpoint("-3", FASHION)
+
+
 @pytest.mark.parametrize(
     "text, bad",
     [("Sneaker - Sandl + Ankle boot", "'Sandl'"), ("Sneaker Sandal", "'Sandal'"), ("Sneaker +", "'+'"), ("class:10", "'class:10'"),

@@ -316,3 +316,22 @@ def test_training_options_reach_the_cli_parser_unchanged():
              "exclude_class": "-3", "diffaug": "color,translation"}  # fmt: skip
     args = _parser().parse_args(["train", *to_argv(given)])
     assert {k: getattr(args, k) for k in given} == given
+
+
+def test_a_damaged_run_does_not_hide_the_others(runs, tmp_path):
+    import shutil
+
+    root = tmp_path / "runs"
+    shutil.copytree(runs / DCGAN, root / DCGAN)
+    (root / "00098-bad-bytes").mkdir()
+    (root / "00098-bad-bytes" / "config.json").write_bytes(b"\xff\xfe not utf-8")
+    torn = root / "00099-odd-stats"
+    shutil.copytree(runs / DCGAN, torn)
+    with open(torn / "stats.jsonl", "ab") as f:
+        f.write(b"[1, 2]\n\xff\xfe\n")  # a line that is not an object, and bytes that are not text
+    c = TestClient(create_app(root), base_url="http://127.0.0.1")
+    r = c.get("/api/runs")
+    assert r.status_code == 200, r.text
+    names = {row["run"]: row for row in r.json()["runs"]}
+    assert set(names) == {DCGAN, "00098-bad-bytes", "00099-odd-stats"} and names["00098-bad-bytes"]["kind"] is None
+    assert c.get("/api/runs/00099-odd-stats").status_code == 200

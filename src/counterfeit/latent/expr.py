@@ -41,6 +41,16 @@ def _bad(token: str, text: str, class_names: list[str], why: str = "unknown name
     return ConfigError(f"{why} '{token}' in expression \"{text}\"; {describe_choices(class_names)}")
 
 
+MAX_SEED = 2**31 - 1  # the CLI's and the studio's seed range
+
+
+def _seed(token: str, text: str) -> int:
+    """A seed written in an expression or endpoint, or a one-line error naming it."""
+    if not 0 <= int(token) <= MAX_SEED:
+        raise ConfigError(f'seed {token} in "{text}" is out of range; seeds go from 0 to {MAX_SEED}')
+    return int(token)
+
+
 def _match_class(text: str, pos: int, class_names: list[str]) -> tuple[int, int] | None:
     """(class index, end) of the longest class name at pos that ends at a word boundary, or None."""
     low = text.lower()
@@ -65,7 +75,9 @@ def _operand(text: str, pos: int, class_names: list[str]) -> tuple[Operand, int]
         if not m:
             close = text.find("]", pos)
             raise _bad(text[pos : close + 1 if close >= 0 else len(text)], text, class_names, "bad seed list (write it like [12,40,77])")
-        return Operand("seeds", tuple(int(s) for s in re.split(r"\s*,\s*", m.group(1))), f"seeds {m.group(1).replace(' ', '')}"), m.end()
+        return Operand(
+            "seeds", tuple(_seed(s, text) for s in re.split(r"\s*,\s*", m.group(1))), f"seeds {m.group(1).replace(' ', '')}"
+        ), m.end()
     hit = _match_class(text, pos, class_names)
     if hit:
         return Operand("class", hit[0], class_names[hit[0]]), hit[1]
@@ -141,7 +153,7 @@ def parse_endpoint(text: str, class_names: list[str]) -> Operand:
     """An interpolation endpoint: a bare integer is a seed; anything else is a single operand of an expression."""
     text = text.strip()
     if re.fullmatch(r"-?\d+", text) and text not in [n for n in class_names]:
-        return Operand("seed", (int(text),), f"seed {text}")
+        return Operand("seed", (_seed(text, text),), f"seed {text}")
     terms = parse_expression(text, class_names)
     if len(terms) != 1 or terms[0][0] != 1.0:
         raise ConfigError(f"an endpoint is one seed, class, image or latent file, not an expression: '{text}'")

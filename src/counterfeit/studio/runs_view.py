@@ -36,7 +36,7 @@ def _data_kind(run_dir: Path) -> str | None:
     """'images' or 'points' (what the run's model makes), None for a broken config."""
     try:
         return get_spec(load_config(run_dir / "config.json").model.name).data_kind
-    except ConfigError:
+    except (ConfigError, OSError, ValueError):  # unreadable or undecodable: the runs list shows the run as broken
         return None
 
 
