@@ -11,13 +11,13 @@ from PIL import Image
 
 from .config import ConfigError
 from .fileio import atomic_write_bytes
-from .runs import load_run
+from .runs import conditional_class_names, load_run
 from .sample import generate, png_bytes, save_grid, save_scatter
 
 
 def resolve_class(run, name_or_index: str) -> int:
     """The class index of a conditional run for a class name (case-insensitive) or an index."""
-    names = list(run.config.data.class_names) or [str(i) for i in range(run.config.model.num_classes)]
+    names = conditional_class_names(run)
     if not run.spec.conditional:
         raise ConfigError(f"--class needs a conditional run; {run.run_dir.name} is '{run.config.model.name}' (train with --model cdcgan)")
     return pick_class(names, name_or_index)

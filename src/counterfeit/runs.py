@@ -81,6 +81,11 @@ class LoadedRun:
     checkpoint: Path
 
 
+def conditional_class_names(run: LoadedRun) -> list[str]:
+    """A conditional run's class names from its config, or "0", "1", .. when the data had none."""
+    return list(run.config.data.class_names) or [str(i) for i in range(run.config.model.num_classes)]
+
+
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str | Path | None = None, ema: bool = True) -> LoadedRun:
     """Rebuild a run's EMA generator (or with ema=False its raw one) from config.json and its newest (or the given) checkpoint."""
     run_dir = Path(run_dir)

@@ -28,7 +28,7 @@ from .config import ConfigError
 from .evaluator import CLASS_NAMES, load_evaluator, predict
 from .export import pick_class, save_npz
 from .fileio import atomic_write_bytes, atomic_write_text
-from .runs import LoadedRun, load_run
+from .runs import LoadedRun, conditional_class_names, load_run
 from .sample import generate, make_noise, png_bytes, sample, to_uint8
 
 log = logging.getLogger("counterfeit")
@@ -64,7 +64,7 @@ def labelled_fakes(run: LoadedRun, n: int, seed: int = 0, classes: list[str] | N
     info = {"run": str(run.run_dir), "checkpoint": run.checkpoint.name, "kimg": round(run.state.get("cur_nimg", 0) / 1000, 3),
             "seed": seed, "n": n}  # fmt: skip
     if run.spec.conditional:
-        names = list(run.config.data.class_names) or [str(i) for i in range(run.config.model.num_classes)]
+        names = conditional_class_names(run)
         wanted = torch.tensor(sorted({pick_class(names, c) for c in classes}) if classes else list(range(len(names))))  # (K,)
         labels = wanted[torch.arange(n) % len(wanted)]  # (n,) balanced over the wanted classes
         images = generate(run.G, run.spec.pixel_range, n, seed, device, labels)  # (n, C, H, W) uint8

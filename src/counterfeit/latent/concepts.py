@@ -14,6 +14,7 @@ from torch import nn
 
 from ..config import ConfigError
 from ..evaluator import CLASS_NAMES, EvaluatorWeightsError, load_evaluator, predict, weights_path
+from ..runs import conditional_class_names
 from ..sample import make_noise, to_uint8
 from .space import Latent, decode_batched
 
@@ -53,7 +54,7 @@ def class_names_for(run) -> list[str]:
     """Names usable in expressions: a conditional run's own classes, else the evaluator's classes for its dataset."""
     data = run.config.data
     if run.spec.conditional:
-        return list(data.class_names) or [str(i) for i in range(run.config.model.num_classes)]
+        return conditional_class_names(run)
     if data.name in CLASS_NAMES and data.channels == 1 and data.resolution == 28:
         return list(CLASS_NAMES[data.name])
     return []

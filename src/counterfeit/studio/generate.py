@@ -15,7 +15,7 @@ from PIL import Image
 
 from ..checkpoints import CheckpointError, list_checkpoints
 from ..export import resolve_class, sample_labels
-from ..runs import LoadedRun, load_run
+from ..runs import LoadedRun, conditional_class_names, load_run
 from ..sample import generate, image_grid, png_bytes, scatter_image
 from .params import Params, StudioError, run_path
 
@@ -103,7 +103,7 @@ def _zip(run: LoadedRun, x: torch.Tensor, labels: torch.Tensor | None, points: b
             for i, img in enumerate(arr):
                 zf.writestr(f"{i:04d}.png", png_bytes(Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)))
         if labels is not None:
-            names = list(run.config.data.class_names) or [str(c) for c in range(run.config.model.num_classes)]
+            names = conditional_class_names(run)
             zf.writestr(
                 "labels.csv", _csv(["file", "class", "name"], [[f"{i:04d}.png", int(c), names[int(c)]] for i, c in enumerate(labels)])
             )
@@ -120,7 +120,7 @@ def _csv(header: list[str], rows: list) -> str:
 
 def run_info(run: LoadedRun) -> dict:
     """What the Generate and Latent panels need to know about a run's model."""
-    names = list(run.config.data.class_names) or [str(c) for c in range(run.config.model.num_classes)]
+    names = conditional_class_names(run)
     return {
         "model": run.config.model.name, "family": run.spec.family, "data_kind": run.spec.data_kind,
         "conditional": run.spec.conditional, "classes": names if run.spec.conditional else [], "z_dim": int(run.G.z_dim),
