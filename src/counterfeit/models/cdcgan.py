@@ -71,7 +71,7 @@ class ProjectionDiscriminator(nn.Module):
     summary="conditional DCGAN: label embedding beside z in G, projection discriminator; needs labelled data",
     conditional=True,
     # Measured at 80 kimg (benchmarks/RESULTS.md): projection alone gave label accuracy 0.81 with ~12 % near-duplicates;
-    # the AC term lifts accuracy, and a light mode-seeking term keeps z in use (duplicates ~4 %, quick FID 16 vs 25).
+    # the AC term lifts accuracy (0.86), and a light mode-seeking term keeps z in use (duplicates 0.4 % vs 12 %, quick FID 11.7 vs 20.2).
     defaults={"loss": {"ac_weight": 1.0, "ms_weight": 0.2}},
 )
 def build(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
