@@ -26,9 +26,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import cpu_name  # noqa: E402
+try:
+    import counterfeit  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from results_md import append_row, today  # noqa: E402
+
+from counterfeit.machine import cpu_name  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+HEADING = "## Studio load test (issue 6)"
+INTRO = ["`benchmarks/studio_load.py`: concurrent GET /api/generate (PNG grid) against `counterfeit studio` on",
+         "loopback, after one warm-up request that loads the model."]  # fmt: skip
+HEADER = ["date", "load", "p50", "p95", "max", "wall per round", "200 PNG", "warm-up", "machine", "command"]
 
 
 def start_studio(runs_dir: str) -> tuple[subprocess.Popen, str]:
@@ -88,28 +99,12 @@ def main() -> None:
         proc.wait(10)
     total = args.rounds * args.concurrent
     p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
-    line = (f"| {time.strftime('%Y-%m-%d')} | {args.concurrent} concurrent x {args.rounds} rounds, {args.n} images each | "
-            f"{p50 * 1000:.0f} ms | {p95 * 1000:.0f} ms | {max(latencies) * 1000:.0f} ms | {statistics.mean(walls):.2f} s | "
-            f"{ok}/{total} | {warm * 1000:.0f} ms | {cpu_name()}, {os.cpu_count()} cores | `{command}` |")  # fmt: skip
+    row = [today(), f"{args.concurrent} concurrent x {args.rounds} rounds, {args.n} images each", f"{p50 * 1000:.0f} ms",
+           f"{p95 * 1000:.0f} ms", f"{max(latencies) * 1000:.0f} ms", f"{statistics.mean(walls):.2f} s", f"{ok}/{total}",
+           f"{warm * 1000:.0f} ms", f"{cpu_name()}, {os.cpu_count()} cores", f"`{command}`"]  # fmt: skip
     print(f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms; {ok}/{total} OK; "
           f"wall per round {statistics.mean(walls):.2f} s; warm-up (model load) {warm * 1000:.0f} ms")  # fmt: skip
-    append_row(args.md, line)
-
-
-def append_row(md: Path, row: str) -> None:
-    """Add a row to the studio table of RESULTS.md (made on first use), wherever that table sits in the file."""
-    lines = md.read_text().splitlines() if md.exists() else ["# Benchmark results"]
-    if "## Studio load test (issue 6)" not in lines:
-        lines += ["", "## Studio load test (issue 6)", "",
-                  "`benchmarks/studio_load.py`: concurrent GET /api/generate (PNG grid) against `counterfeit studio` on",
-                  "loopback, after one warm-up request that loads the model.", "",
-                  "| date | load | p50 | p95 | max | wall per round | 200 PNG | warm-up | machine | command |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    at = lines.index("## Studio load test (issue 6)")
-    while at + 1 < len(lines) and (not lines[at].startswith("|") or lines[at + 1].startswith("|")):
-        at += 1
-    lines.insert(at + 1, row)
-    md.write_text("\n".join(lines) + "\n")
+    append_row(args.md, HEADING, INTRO, HEADER, row)
 
 
 if __name__ == "__main__":

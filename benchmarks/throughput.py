@@ -1,10 +1,14 @@
-"""Training throughput (img/s) of the model families through the real training loop, on this machine.
+"""Training throughput (img/s) and FLOP efficiency against this machine's measured fp32 matmul peak.
 
-    python benchmarks/throughput.py [--models dcgan,lecture] [--kimg-dcgan 20] [--kimg-lecture 1] [--md benchmarks/RESULTS.md]
+    python benchmarks/throughput.py [--models dcgan,lecture] [--kimg-dcgan 20] [--kimg-lecture 1] [--set channels_last=false]
+                                    [--device cpu|cuda] [--md benchmarks/RESULTS.md]
 
-Each model trains with its default config (Fashion-MNIST, default batch size) into a temporary run
-folder; the rate is taken from the stats of the second half of the run, so start-up is excluded.
-The result rows are appended to a markdown table with the machine, the command and the date.
+Each model trains with its default config (Fashion-MNIST, default batch size, `--set` overrides any
+flat option) through the real training loop into a temporary run folder; the rate is taken from
+the stats of the second half of the run, so start-up and compilation are excluded. FLOPs per
+training image come from torch's FlopCounterMode over one real D step + G step (forward and
+backward; 2 FLOPs per multiply-add). The matmul peak is the best of repeated 2048x2048 fp32
+products, measured before and after the training runs (the larger counts: the VM's speed drifts).
 """
 
 from __future__ import annotations
@@ -17,31 +21,96 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 try:
-    import counterfeit
+    import counterfeit  # noqa: F401
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    import counterfeit
 
-from counterfeit.config import make_config
-from counterfeit.machine import cpu_name
-from counterfeit.runs import create_run_dir, read_stats
-from counterfeit.train import train
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_md import append_row, machine_line, today  # noqa: E402
+
+from counterfeit.config import make_config, option_type  # noqa: E402
+from counterfeit.losses import build_loss  # noqa: E402
+from counterfeit.models import build_models  # noqa: E402
+from counterfeit.runs import create_run_dir, read_stats  # noqa: E402
+from counterfeit.train import d_step, g_step, pick_device, train  # noqa: E402
+
+HEADING = "## Training throughput and FLOP efficiency (issue 7)"
+INTRO = [
+    "`python benchmarks/throughput.py`: each model's default config through the real training loop (one D step",
+    "and one G step on fresh fakes per batch), rate over the second half of the run. GFLOP/s = FLOPs per training",
+    "image (torch FlopCounterMode over one D + G step, forward and backward) x img/s; peak = best fp32 2048x2048",
+    "matmul on the same machine in the same run.",
+]
+HEADER = [
+    "date",
+    "model",
+    "device",
+    "batch",
+    "options",
+    "img/s",
+    "MFLOP/img",
+    "GFLOP/s",
+    "matmul peak GFLOP/s",
+    "of peak",
+    "machine",
+    "command",
+]
 
 
-def measure(model: str, kimg: float, device: str) -> dict:
-    """Train `model` for `kimg` and return the steady-state img/s."""
-    cfg = make_config(model=model, kimg=kimg, tick_kimg=kimg / 4, sample_kimg=kimg, snapshot_kimg=kimg, device=device)
+def matmul_peak(device: torch.device, n: int = 2048, seconds: float = 3.0) -> float:
+    """Best fp32 n x n matmul rate in GFLOP/s over `seconds` of repeats."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best, t_end = 0.0, time.time() + seconds
+    while time.time() < t_end:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        torch.mm(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, 2 * n**3 / (time.perf_counter() - t))
+    return best / 1e9
+
+
+def flops_per_image(cfg, device: torch.device) -> float:
+    """FLOPs of one training iteration (D step + G step, forward and backward) divided by the batch size."""
+    torch.manual_seed(0)
+    G, D = (m.to(device).train() for m in build_models(cfg))
+    opt_G, opt_D = torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters())
+    loss = build_loss(cfg.loss)
+    B, c, r = cfg.loop.batch_size, cfg.data.channels, cfg.data.resolution
+    real = torch.rand(B, c, r, r, device=device)  # (B, C, H, W); values do not change the count
+    labels = torch.randint(max(cfg.model.num_classes, 1), (B,), device=device) if cfg.model.num_classes else None  # (B,)
+    with FlopCounterMode(display=False) as counter:
+        d_step(G, D, opt_D, loss, real, torch.randn(B, G.z_dim, device=device), labels, labels)
+        g_step(G, D, opt_G, loss, torch.randn(B, G.z_dim, device=device), labels)
+    return counter.get_total_flops() / B
+
+
+def measure(model: str, kimg: float, device: str, overrides: dict) -> dict:
+    """Train `model` for `kimg` and return the steady-state img/s and the config used."""
+    cfg = make_config(model=model, kimg=kimg, tick_kimg=kimg / 4, sample_kimg=kimg, snapshot_kimg=kimg, eval_every_kimg=0,
+                      device=device, **overrides)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         run = create_run_dir(cfg, tmp)
-        t = time.time()
         train(cfg, run)
         rows = read_stats(run)
-    steady = rows[len(rows) // 2 :]
-    nimg = (steady[-1]["kimg"] - rows[len(rows) // 2 - 1]["kimg"]) * 1000
-    secs = steady[-1]["seconds"] - rows[len(rows) // 2 - 1]["seconds"]
-    return {"model": model, "batch": cfg.loop.batch_size, "img_s": nimg / secs, "wall_s": time.time() - t}
+    half = len(rows) // 2
+    nimg = (rows[-1]["kimg"] - rows[half - 1]["kimg"]) * 1000
+    return {"cfg": cfg, "img_s": nimg / (rows[-1]["seconds"] - rows[half - 1]["seconds"])}
+
+
+def parse_set(items: list[str]) -> dict:
+    """KEY=VALUE flat config options, typed like the config field (booleans: true/false)."""
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        kind = option_type(key)
+        out[key] = value.lower() in ("1", "true", "yes", "on") if kind is bool else kind(value)
+    return out
 
 
 def main() -> None:
@@ -49,26 +118,30 @@ def main() -> None:
     p.add_argument("--models", default="dcgan,lecture")
     p.add_argument("--kimg-dcgan", type=float, default=20.0)
     p.add_argument("--kimg-lecture", type=float, default=1.0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config option for every model, e.g. batch_size=256")
     p.add_argument("--device", default="cpu")
     p.add_argument("--md", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = p.parse_args()
     command = shlex.join(["python", "benchmarks/throughput.py", *sys.argv[1:]])
-    machine = f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, counterfeit {counterfeit.__version__}"
-    if args.device.startswith("cuda"):
-        machine += f", {torch.cuda.get_device_name()}"
-    date = time.strftime("%Y-%m-%d")
-    rows = []
+    overrides = parse_set(args.set)
+    device = pick_device(args.device)
+    peak = matmul_peak(device)
+    results = []
     for model in args.models.split(","):
-        kimg = getattr(args, f"kimg_{model}", 5.0)
-        r = measure(model, kimg, args.device)
-        rows.append(f"| {date} | training | {model} | {args.device} | {r['batch']} | {r['img_s']:.0f} img/s | {machine} | `{command}` |")
-        print(rows[-1], flush=True)
-    if not args.md.exists():
-        args.md.write_text(
-            "# Benchmark results\n\n| date | what | model | device | batch | result | machine | command |\n|---|---|---|---|---|---|---|---|\n"
-        )
-    with open(args.md, "a") as f:
-        f.write("\n".join(rows) + "\n")
+        r = measure(model, getattr(args, f"kimg_{model}", 5.0), args.device, overrides)
+        r["flops"] = flops_per_image(r["cfg"], device)
+        results.append((model, r))
+        print(f"{model}: {r['img_s']:.0f} img/s, {r['flops'] / 1e6:.1f} MFLOP/img, {r['img_s'] * r['flops'] / 1e9:.1f} GFLOP/s", flush=True)
+    peak = max(peak, matmul_peak(device))
+    print(f"matmul peak {peak:.1f} GFLOP/s")
+    for model, r in results:
+        L = r["cfg"].loop
+        options = f"channels_last={L.channels_last}, compile={L.compile}" + "".join(f", {k}={v}" for k, v in overrides.items()
+                                                                                      if k not in ("channels_last", "compile"))  # fmt: skip
+        gflops = r["img_s"] * r["flops"] / 1e9
+        row = [today(), model, args.device, str(L.batch_size), options, f"{r['img_s']:.0f}", f"{r['flops'] / 1e6:.1f}", f"{gflops:.1f}",
+               f"{peak:.1f}", f"{100 * gflops / peak:.0f} %", machine_line(args.device), f"`{command}`"]  # fmt: skip
+        append_row(args.md, HEADING, INTRO, HEADER, row)
 
 
 if __name__ == "__main__":

@@ -195,3 +195,28 @@ def test_toy_run_writes_scatter_plots(tmp_path):
     run = create_run_dir(cfg, tmp_path)
     train(cfg, run)
     assert len(list((run / "samples").glob("fakes*.png"))) >= 1 and len(read_stats(run)) == 2
+
+
+def test_channels_last_trains_the_same_model_as_nchw(tiny_folder, tmp_path):
+    """The memory format is a speed setting: the same seed gives the same weights up to float rounding, in a plain layout on disk."""
+    runs = {}
+    for cl in (True, False):
+        cfg = tiny_cfg(tiny_folder, channels_last=cl, kimg=0.064)
+        runs[cl] = create_run_dir(cfg, tmp_path)
+        train(cfg, runs[cl])
+    a, b = _final_tensors(runs[True]), _final_tensors(runs[False])
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].is_contiguous()
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4, msg=k)
+
+
+def test_compile_option_trains_and_saves_plain_weights(tiny_folder, tmp_path):
+    """--compile wraps G and D in torch.compile, but checkpoints hold the plain modules' keys and resume without it."""
+    cfg = tiny_cfg(tiny_folder, compile=True, kimg=0.032, tick_kimg=0.016, snapshot_kimg=0.016)
+    run = create_run_dir(cfg, tmp_path)
+    result = train(cfg, run)
+    assert result.status == "done" and all(torch.isfinite(torch.tensor(r["loss_D"])) for r in read_stats(run))
+    assert not any("_orig_mod" in k for k in _final_tensors(run))
+    plain = cfg.replace(loop={"compile": False, "total_kimg": 0.048})
+    assert train(plain, run).cur_nimg == 48

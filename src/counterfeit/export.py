@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from .config import ConfigError
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, write_many
 from .runs import conditional_class_names, load_run
 from .sample import generate, png_bytes, save_grid, save_scatter
 
@@ -79,10 +79,8 @@ def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out
     if fmt == "npz":
         extra = {"labels": labels.numpy()} if labels is not None else {}
         return save_npz(out, images=x.permute(0, 2, 3, 1).numpy(), **extra)  # images (n, H, W, C) uint8
-    out.mkdir(parents=True, exist_ok=True)
-    for i, img in enumerate(x):
-        arr = img.permute(1, 2, 0).numpy()
-        atomic_write_bytes(out / f"{i:06d}.png", png_bytes(Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)))
+    arrays = x.permute(0, 2, 3, 1).numpy()  # (n, H, W, C) uint8
+    write_many(out, ((f"{i:06d}.png", png_bytes(Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a))) for i, a in enumerate(arrays)))
     return out
 
 

@@ -26,6 +26,21 @@ def make_noise(n: int, z_dim: int, seed: int, device: str | torch.device = "cpu"
     return z[:n].to(device)  # (n, z_dim)
 
 
+class NoiseStream:
+    """The rows of make_noise(., z_dim, seed) handed out in consecutive chunks, each drawn once (no redraw from row 0)."""
+
+    def __init__(self, z_dim: int, seed: int):
+        self.z_dim, self.g = z_dim, torch.Generator().manual_seed(int(seed))
+        self.buffer = torch.empty(0, z_dim)
+
+    def take(self, k: int, device: str | torch.device = "cpu") -> torch.Tensor:
+        """The next k rows (k, z_dim)."""
+        while len(self.buffer) < k:
+            self.buffer = torch.cat([self.buffer, torch.randn(_NOISE_BLOCK, self.z_dim, generator=self.g)])  # same blocks as make_noise
+        z, self.buffer = self.buffer[:k], self.buffer[k:]
+        return z.to(device)  # (k, z_dim)
+
+
 @torch.inference_mode()
 def sample(G: nn.Module, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 1000) -> torch.Tensor:
     """Run G on z in batches (batch-independent: G must be in eval mode); output in G's own range."""

@@ -29,7 +29,7 @@ from .evaluator import CLASS_NAMES, load_evaluator, predict
 from .export import pick_class, save_npz
 from .fileio import atomic_write_bytes, atomic_write_text
 from .runs import LoadedRun, conditional_class_names, load_run
-from .sample import generate, make_noise, png_bytes, sample, to_uint8
+from .sample import NoiseStream, generate, png_bytes, sample, to_uint8
 
 log = logging.getLogger("counterfeit")
 
@@ -85,6 +85,7 @@ def _judged_fakes(run: LoadedRun, n: int, seed: int, classes: list[str] | None, 
     wanted = torch.tensor(sorted({pick_class(names, c) for c in classes})) if classes else None  # (K,)
     info = {**info, "evaluator": {"dataset": dataset, "sha256": ev.meta["sha256"], "test_accuracy": ev.meta["test_accuracy"]}}
     kept_x, kept_p, kept, drawn = [], [], 0, 0
+    noise = NoiseStream(run.G.z_dim, seed)
     limit = max(MAX_DRAWS_PER_FAKE * n, _CHUNK)
     while kept < n:
         # Without --class every draw is kept, so this is one pass; with it, whole chunks are drawn and judged at a time.
@@ -92,7 +93,7 @@ def _judged_fakes(run: LoadedRun, n: int, seed: int, classes: list[str] | None, 
         if drawn >= limit:
             which = ", ".join(names[i] for i in wanted.tolist())
             raise ConfigError(f"only {kept} of {drawn} fakes were judged to be {which}, short of --n {n}; ask for fewer, or other classes")
-        z = make_noise(drawn + size, run.G.z_dim, seed, device)[drawn:]  # (size, z_dim): draws drawn.. of this seed
+        z = noise.take(size, device)  # (size, z_dim): draws drawn.. of this seed
         x = to_uint8(sample(run.G, z), run.spec.pixel_range)  # (size, C, H, W) uint8
         probs = predict(ev, x)[0]  # (size, K)
         keep = torch.ones(size, dtype=torch.bool) if wanted is None else torch.isin(probs.argmax(1), wanted)  # (size,)

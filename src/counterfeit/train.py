@@ -238,6 +238,9 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     torch.manual_seed(L.seed)
     G, D = build_models(cfg)
     G, D = G.to(device).train(), D.to(device).train()
+    if L.channels_last and images:
+        # NHWC lets the CPU's convolutions vectorise over channels: the default dcgan trains ~20 % faster on 2 cores.
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     D_ema = copy.deepcopy(D).eval().requires_grad_(False) if ae else None
     # Several processes: batch norm of the modules that learn takes the global batch's statistics. The EMA
@@ -276,6 +279,9 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
         log.info(f"{dist.world_size()} processes, {L.batch_size // dist.world_size()} images each per batch of {L.batch_size}")
     shared = dist.shared_generator(device)  # several processes: the global batch's noise and labels (one process: None, the global RNG)
     G_train, D_train = (G, D) if ae else (dist.wrap(G), dist.wrap(D))  # DDP where several processes train
+    G_gen, D_judge = G, D  # D's fakes come from plain G; G learns through plain, frozen D (no DDP needed for either)
+    if L.compile and not ae:
+        G_train, D_train, G_gen, D_judge = (torch.compile(m) for m in (G_train, D_train, G_gen, D_judge))
     if main:
         _truncate_stats(run_dir, cur_nimg)
     writer = _tensorboard(run_dir, purge_step=cur_nimg) if main else None
@@ -347,12 +353,12 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
                 z = dist.shard(torch.randn(L.batch_size, G.z_dim, device=device, generator=shared))  # (B, z_dim)
                 real_y = y_all[idx] if cond else None  # (B,)
                 fake_y = dist.shard(torch.randint(C, (L.batch_size,), device=device, generator=shared)) if cond else None  # (B,) uniform
-                loss_D, real_logits, fake_logits = d_step(G, D_train, opt_D, loss, real, z, real_y, fake_y)
+                loss_D, real_logits, fake_logits = d_step(G_gen, D_train, opt_D, loss, real, z, real_y, fake_y)
                 cur_nimg += L.batch_size
             # Step 2: D is frozen; G learns from D's verdict on fresh fakes labelled real.
             z = dist.shard(torch.randn(L.batch_size, G.z_dim, device=device, generator=shared))  # (B, z_dim)
             fake_y = dist.shard(torch.randint(C, (L.batch_size,), device=device, generator=shared)) if cond else None  # (B,)
-            loss_G, fake_logits_g = g_step(G_train, D, opt_G, loss, z, fake_y)
+            loss_G, fake_logits_g = g_step(G_train, D_judge, opt_G, loss, z, fake_y)
             with torch.no_grad():
                 acc += torch.stack([loss_D, loss_G, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean(),
                                     torch.sigmoid(fake_logits_g).mean()]).detach()  # fmt: skip

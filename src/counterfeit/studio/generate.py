@@ -43,9 +43,10 @@ class ModelCache:
                 self._items.move_to_end(key)
                 return self._items[key]
             try:
-                run = load_run(run_dir, ema=ema)
+                run = load_run(run_dir, checkpoint=ckpts[-1], ema=ema)  # the very checkpoint the key names
             except CheckpointError:
                 run = load_run(run_dir, checkpoint=list_checkpoints(run_dir)[-1], ema=ema)  # pruned while we read: once more
+                key = (str(run_dir), ema, run.checkpoint.name)
             self._items[key] = run
             while len(self._items) > self.size:
                 self._items.popitem(last=False)

@@ -44,6 +44,9 @@ _NETS = {"g_width": 128, "d_width": 128, "batch_size": 128}
 _VIEW = {"ring8": 1.6, "grid25": 5.5, "ducks-cows": 2.2}  # half-width of the square view
 
 
+_BUILD_LOCK = threading.Lock()
+
+
 class Session:
     """One playground game: G, D, their optimisers, the data and a step counter."""
 
@@ -58,7 +61,9 @@ class Session:
         """Fresh networks and optimisers from the session's seed."""
         opts = {"lr_g": self.lr, "lr_d": self.lr, **REMEDIES[self.remedy]}
         self.cfg = make_config(data=self.data, loss=self.loss_name, seed=self.seed, **_NETS, **opts)
-        with torch.random.fork_rng(devices=[]):  # seeded weights without touching other sessions' global RNG
+        # Seeded weights from the global RNG (build_models draws from it): forked so nothing else sees the reseed, and
+        # under a lock so two sessions built at once cannot draw from each other's seed.
+        with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.G, self.D = build_models(self.cfg)
         O = self.cfg.optim
