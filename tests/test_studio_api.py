@@ -162,6 +162,8 @@ def test_bad_bodies(client):
         ({"model": "dcgan", "data": "ring8"}, "trains on images"),
         ({"kimg": 100, "tick_kimg": 0.001}, "reports"),
         ({"spectral_norm": "perhaps"}, "true or false"),
+        ({"exclude_class": "Unicorn"}, "unknown class 'Unicorn'"),  # found before a training process starts
+        ({"data": "ring8", "model": "mlp", "exclude_class": "0"}, "needs labelled data"),
     ],
 )
 def test_bad_training_options(client, body, needle):

@@ -66,16 +66,21 @@ def _conform(ds: Dataset, resolution: int, channels: int) -> Dataset:
 
 def class_index(ds: Dataset, name_or_index: str, flag: str = "--exclude-class") -> int:
     """The index of a class of a labelled dataset, by name (case-insensitive) or index; one-line error otherwise."""
-    if ds.labels is None or not ds.class_names:
-        raise DataError(f"{flag} needs labelled data, but {ds.name} has no classes; put each class in its own sub-folder")
+    return class_index_in(ds.class_names if ds.labels is not None else None, ds.name, name_or_index, flag)
+
+
+def class_index_in(class_names: list[str] | None, dataset: str, name_or_index: str, flag: str = "--exclude-class") -> int:
+    """class_index for a list of class names (None: unlabelled data), before any data is loaded."""
+    if not class_names:
+        raise DataError(f"{flag} needs labelled data, but {dataset} has no classes; put each class in its own sub-folder")
     text = str(name_or_index).strip()
-    lookup = {n.lower(): i for i, n in enumerate(ds.class_names)}
+    lookup = {n.lower(): i for i, n in enumerate(class_names)}
     if text.lower() in lookup:
         return lookup[text.lower()]
-    if text.isdigit() and int(text) < len(ds.class_names):
+    if text.isdigit() and int(text) < len(class_names):
         return int(text)
-    choices = ", ".join(f"{i}={n}" for i, n in enumerate(ds.class_names))
-    raise DataError(f"unknown class '{text}' for {flag}; choose a name or index of {ds.name}: {choices}")
+    choices = ", ".join(f"{i}={n}" for i, n in enumerate(class_names))
+    raise DataError(f"unknown class '{text}' for {flag}; choose a name or index of {dataset}: {choices}")
 
 
 def drop_class(ds: Dataset, name_or_index: str) -> Dataset:

@@ -23,6 +23,7 @@ import counterfeit
 
 from ..config import ConfigError, extend_config, load_config, make_config, option_type
 from ..data import IDX_DATASETS, TOY_DATASETS
+from ..data.load import class_index_in
 from ..fileio import atomic_write_text
 from ..losses import LOSSES
 from ..models import MODELS, build_models, get_spec
@@ -77,6 +78,10 @@ def check_config(given: dict[str, Any], resume_dir: Path | None = None):
     spec, kind = get_spec(cfg.model.name), "points" if cfg.data.name in TOY_DATASETS else "images"
     if spec.data_kind != kind:  # the CLI finds this on loading the data; here the name tells
         raise ConfigError(f"model '{spec.name}' trains on {spec.data_kind} but '{cfg.data.name}' holds {kind}; pick another model or data")
+    idx = IDX_DATASETS.get(cfg.data.name.strip().lower())
+    if cfg.data.exclude_class is not None and (kind == "points" or idx is not None):
+        # Known without loading anything: a bad class name is a 400 now, not a failed training process later.
+        class_index_in(None if idx is None else list(idx.class_names), cfg.data.name, cfg.data.exclude_class)
     L = cfg.loop
     if L.total_kimg / min(L.tick_kimg, L.sample_kimg, L.snapshot_kimg) > MAX_REPORTS:
         raise ConfigError(
