@@ -1,6 +1,7 @@
 """Training loop: the two alternating steps, EMA, exact resume (also after SIGKILL), divergence and stop handling."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from counterfeit.checkpoints import list_checkpoints, read_checkpoint
-from counterfeit.config import make_config
+from counterfeit.config import ConfigError, make_config
 from counterfeit.losses import NonSaturatingLoss, build_loss
 from counterfeit.models import build_models
 from counterfeit.runs import create_run_dir, read_stats
@@ -220,3 +221,20 @@ def test_compile_option_trains_and_saves_plain_weights(tiny_folder, tmp_path):
     assert not any("_orig_mod" in k for k in _final_tensors(run))
     plain = cfg.replace(loop={"compile": False, "total_kimg": 0.048})
     assert train(plain, run).cur_nimg == 48
+
+
+@pytest.mark.parametrize("model", ["dcgan", "vae"])
+def test_bf16_autocast_trains_with_fp32_weights(tiny_folder, tmp_path, model):
+    """--precision bf16 runs the steps under bfloat16 autocast; weights, optimiser state and checkpoints stay float32."""
+    cfg = tiny_cfg(tiny_folder, model=model, precision="bf16", kimg=0.064)
+    run = create_run_dir(cfg, tmp_path)
+    assert train(cfg, run).status == "done"
+    rows = read_stats(run)
+    assert rows and all(math.isfinite(v) for r in rows for k, v in r.items() if k.startswith("loss"))
+    tensors = _final_tensors(run)
+    assert all(t.dtype in (torch.float32, torch.int64) for t in tensors.values())
+
+
+def test_precision_must_be_known(tiny_folder):
+    with pytest.raises(ConfigError, match="--precision must be fp32 or bf16"):
+        tiny_cfg(tiny_folder, precision="fp8")

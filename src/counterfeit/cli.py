@@ -140,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="auto (default) | cpu | cuda")
     t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, help="NHWC memory format for images (on; faster on CPU)")
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile G and D (off; ~30 s to compile)")
+    t.add_argument("--precision", help="fp32 (default) | bf16: bf16 autocast of the training steps (for GPUs with bf16)")
     t.add_argument("--dry-run", action="store_true", help="print the config and exit")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
 
@@ -411,9 +412,9 @@ def _postfix(s: dict) -> str:
 _OPTIONS = ("data", "model", "loss", "kimg", "epochs", "batch_size", "seed", "data_dir", "resolution", "channels", "z_dim",
             "g_width", "d_width", "lr_g", "lr_d", "beta1", "d_steps", "ema_halflife_kimg", "tick_kimg", "sample_kimg",
             "snapshot_kimg", "keep_checkpoints", "eval_every_kimg", "eval_n", "alarm_after_kimg", "device",
-            "channels_last", "compile",
+            "channels_last", "compile", "precision",
             "gp_weight", "r1_gamma", "ac_weight", "ms_weight", "diffaug", "spectral_norm", "mbstd", "pack", "beta", "noise_std", "exclude_class")  # fmt: skip
-_RESUMABLE = ("kimg", "epochs", "device", "channels_last", "compile")  # how long and how fast, not what is learned
+_RESUMABLE = ("kimg", "epochs", "device", "channels_last", "compile", "precision")  # how long and how fast, not what is learned
 
 
 def _train_config(args: argparse.Namespace):
@@ -428,7 +429,7 @@ def _train_config(args: argparse.Namespace):
     if fixed:
         flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
         raise ConfigError(
-            f"{flags} cannot change when resuming; a resumed run keeps its config.json (only --kimg, --epochs, --device, --channels-last, --compile may change)"
+            f"{flags} cannot change when resuming; a resumed run keeps its config.json (only --kimg, --epochs, --device, --channels-last, --compile, --precision may change)"
         )
     if not (run_dir / "config.json").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.json); pass a folder such as runs/00000-fashion-mnist-dcgan")

@@ -86,6 +86,7 @@ class LoopConfig:
     device: str = "auto"  # auto | cpu | cuda
     channels_last: bool = True  # NHWC convolutions: dcgan ~20 % faster on 2 CPU cores, lecture unchanged (benchmarks/RESULTS.md)
     compile: bool = False  # torch.compile G and D; off by default: no win for the small 28x28 models on CPU (RESULTS.md)
+    precision: str = "fp32"  # fp32 | bf16: bf16 autocast of the D and G steps (weights, optimiser state, EMA stay fp32)
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,7 @@ def _validate(cfg: RunConfig) -> None:
         (L.ema_halflife_kimg >= 0, "--ema-halflife-kimg must be >= 0"),
         (L.eval_every_kimg >= 0, f"--eval-every-kimg must be >= 0 (0 turns it off), got {L.eval_every_kimg}"),
         (L.eval_n >= 10, f"--eval-n must be at least 10, got {L.eval_n}"),
+        (L.precision in ("fp32", "bf16"), f"--precision must be fp32 or bf16, got '{L.precision}'"),
         (Lo.name in LOSSES, f"unknown loss '{Lo.name}'; choose one of {', '.join(LOSSES)}"),
         (Lo.gp_weight >= 0, f"--gp-weight must be >= 0, got {Lo.gp_weight}"),
         (Lo.r1_gamma >= 0, f"--r1-gamma must be >= 0 (0 turns it off), got {Lo.r1_gamma}"),

@@ -325,6 +325,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
         dist.expose_shared(shared)  # the checkpoint's RNG state is the shared stream's, so any process count resumes it
         save_checkpoint(run_dir, cur_nimg, modules, optimizers, state, L.keep_checkpoints)
 
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=L.precision == "bf16")  # noqa: E731
     acc = torch.zeros(len(stat_keys), device=device)  # running sums of the stats: GAN_STATS, or the autoencoder's losses
     acc_steps, t_start = 0, time.time()
     t_tick, nimg_tick = t_start, cur_nimg
@@ -338,30 +339,33 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
         prev_nimg = cur_nimg
         dist.reseed_rank_local(L.seed, cur_nimg)  # several processes: per-image randomness (DiffAugment, dropout) differs by rank
 
-        if ae:
-            # The one autoencoder step: encoder and decoder learn together to reconstruct a batch of reals.
-            idx = dist.shard(batch_indices(n_data, L.batch_size, L.seed, cur_nimg))  # (B / ranks,): this rank's slice
-            losses = ae_step(D, G, opt_ae, prep(x_all[idx]), cfg.loss.beta)
-            cur_nimg += L.batch_size
-            acc += torch.stack([losses[k] for k in stat_keys])
-        else:
-            # Step 1: D learns on reals labelled real and fakes labelled fake; G only generates.
-            for _ in range(O.d_steps):
-                # Several processes draw the global batch (indices, noise, labels) alike, and each takes its slice.
-                idx = dist.shard(batch_indices(n_data, L.batch_size, L.seed, cur_nimg))  # (B,) per process: B / ranks
-                real = prep(x_all[idx])  # (B, C, H, W) in G's range
-                z = dist.shard(torch.randn(L.batch_size, G.z_dim, device=device, generator=shared))  # (B, z_dim)
-                real_y = y_all[idx] if cond else None  # (B,)
-                fake_y = dist.shard(torch.randint(C, (L.batch_size,), device=device, generator=shared)) if cond else None  # (B,) uniform
-                loss_D, real_logits, fake_logits = d_step(G_gen, D_train, opt_D, loss, real, z, real_y, fake_y)
+        with autocast():  # bf16: the steps' matmuls and convolutions in bfloat16; parameters and optimisers stay fp32
+            if ae:
+                # The one autoencoder step: encoder and decoder learn together to reconstruct a batch of reals.
+                idx = dist.shard(batch_indices(n_data, L.batch_size, L.seed, cur_nimg))  # (B / ranks,): this rank's slice
+                losses = ae_step(D, G, opt_ae, prep(x_all[idx]), cfg.loss.beta)
                 cur_nimg += L.batch_size
-            # Step 2: D is frozen; G learns from D's verdict on fresh fakes labelled real.
-            z = dist.shard(torch.randn(L.batch_size, G.z_dim, device=device, generator=shared))  # (B, z_dim)
-            fake_y = dist.shard(torch.randint(C, (L.batch_size,), device=device, generator=shared)) if cond else None  # (B,)
-            loss_G, fake_logits_g = g_step(G_train, D_judge, opt_G, loss, z, fake_y)
-            with torch.no_grad():
-                acc += torch.stack([loss_D, loss_G, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean(),
-                                    torch.sigmoid(fake_logits_g).mean()]).detach()  # fmt: skip
+                acc += torch.stack([losses[k] for k in stat_keys])
+            else:
+                # Step 1: D learns on reals labelled real and fakes labelled fake; G only generates.
+                for _ in range(O.d_steps):
+                    # Several processes draw the global batch (indices, noise, labels) alike, and each takes its slice.
+                    idx = dist.shard(batch_indices(n_data, L.batch_size, L.seed, cur_nimg))  # (B,) per process: B / ranks
+                    real = prep(x_all[idx])  # (B, C, H, W) in G's range
+                    z = dist.shard(torch.randn(L.batch_size, G.z_dim, device=device, generator=shared))  # (B, z_dim)
+                    real_y = y_all[idx] if cond else None  # (B,)
+                    fake_y = (
+                        dist.shard(torch.randint(C, (L.batch_size,), device=device, generator=shared)) if cond else None
+                    )  # (B,) uniform
+                    loss_D, real_logits, fake_logits = d_step(G_gen, D_train, opt_D, loss, real, z, real_y, fake_y)
+                    cur_nimg += L.batch_size
+                # Step 2: D is frozen; G learns from D's verdict on fresh fakes labelled real.
+                z = dist.shard(torch.randn(L.batch_size, G.z_dim, device=device, generator=shared))  # (B, z_dim)
+                fake_y = dist.shard(torch.randint(C, (L.batch_size,), device=device, generator=shared)) if cond else None  # (B,)
+                loss_G, fake_logits_g = g_step(G_train, D_judge, opt_G, loss, z, fake_y)
+                with torch.no_grad():
+                    acc += torch.stack([loss_D, loss_G, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean(),
+                                        torch.sigmoid(fake_logits_g).mean()]).to(acc.dtype)  # fmt: skip
 
         halflife_nimg = L.ema_halflife_kimg * 1000
         ema_beta = 0.5 ** (L.batch_size / max(halflife_nimg, 1e-8)) if halflife_nimg > 0 else 0.0
