@@ -24,8 +24,7 @@ except ImportError:
     import counterfeit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import cpu_name  # noqa: E402
-
+from counterfeit.machine import cpu_name  # noqa: E402
 from counterfeit.metrics import features  # noqa: E402
 from counterfeit.metrics.evaluate import evaluate_images, load_image_source  # noqa: E402
 

@@ -24,13 +24,12 @@ try:
     import counterfeit  # noqa: F401
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from throughput import cpu_name  # noqa: E402  (benchmarks/ is on the path when run as a script)
-
 from counterfeit import __version__  # noqa: E402
 from counterfeit.evaluator import load_split, predict  # noqa: E402
 from counterfeit.latent.concepts import evaluator_for  # noqa: E402
 from counterfeit.latent.project import FEATURE_WEIGHT, project_encoder, project_gan  # noqa: E402
 from counterfeit.latent.space import Latent, decode_batched  # noqa: E402
+from counterfeit.machine import cpu_name  # noqa: E402
 from counterfeit.runs import load_run, load_slot  # noqa: E402
 from counterfeit.sample import from_uint8, make_noise, to_uint8  # noqa: E402
 

@@ -109,7 +109,9 @@ def parse_set(items: list[str]) -> dict:
     for item in items:
         key, _, value = item.partition("=")
         kind = option_type(key)
-        out[key] = value.lower() in ("1", "true", "yes", "on") if kind is bool else kind(value)
+        if kind is bool and value.lower() not in ("true", "false"):
+            raise SystemExit(f"--set {item}: {key} takes true or false")
+        out[key] = value.lower() == "true" if kind is bool else kind(value)
     return out
 
 

@@ -35,7 +35,7 @@ from judge import judge  # noqa: E402
 from reference_tutorial import NOISE_DIM, train_tutorial  # noqa: E402
 from results_md import append_block, machine_line, today  # noqa: E402
 
-from counterfeit.checkpoints import list_checkpoints, read_checkpoint  # noqa: E402
+from counterfeit.checkpoints import list_checkpoints  # noqa: E402
 from counterfeit.config import make_config  # noqa: E402
 from counterfeit.evaluator import load_evaluator, load_split, predict  # noqa: E402
 from counterfeit.runs import create_run_dir, load_run  # noqa: E402
@@ -79,7 +79,7 @@ def curve_of_counterfeit(seconds: float, n: int, ev, real_feats) -> list[dict]:
         train(cfg, run_dir, Callbacks(should_stop=lambda: time.time() - t0 > seconds))
         for ckpt in list_checkpoints(run_dir):
             run = load_run(run_dir, checkpoint=ckpt)
-            state = read_checkpoint(ckpt, prefixes=())[1]
+            state = run.state
             r = judge(ev, generate(run.G, run.spec.pixel_range, n, seed=0), real_feats)
             points.append({"s": state["seconds"], "kimg": state["cur_nimg"] / 1000, "fid": r["fid"], "classes": r["classes_covered"]})
             print(f"counterfeit: {state['seconds']:6.0f} s {state['cur_nimg'] / 1000:7.1f} kimg  FID {r['fid']:7.2f}  "

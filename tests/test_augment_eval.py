@@ -56,3 +56,11 @@ def test_cli_runs_one_setting_and_refuses_bad_input(run, capsys):
     assert err.count("\n") == 1 and "unknown --settings synthetic" in err
     with pytest.raises(ConfigError, match="--epochs must be above 0"):
         augment_eval(run, epochs=0)
+    for kwargs, flag in (
+        ({"n_real": 0}, "--n-real"),
+        ({"n_test": 0}, "--n-test"),
+        ({"n_fakes": 0}, "--n-fakes"),
+        ({"seeds": 0}, "--seeds"),
+    ):
+        with pytest.raises(ConfigError, match=f"{flag} must be at least 1, got 0"):
+            augment_eval(run, **kwargs)

@@ -190,7 +190,9 @@ def test_eval_bad_inputs(tmp_path, capsys):
     np.savez(tmp_path / "x.npz", images=np.zeros((4, 28, 28), np.uint8))
     np.savez(tmp_path / "y.npz", pixels=np.zeros((4, 28, 28), np.uint8))
     np.savez(tmp_path / "f.npz", images=np.zeros((4, 28, 28), np.float32))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "x.npz").read_bytes()[:100])  # a download cut short
     for argv, needle in [
+        (["eval", "--fakes", str(tmp_path / "cut.npz")], "not a readable .npz"),
         (["eval"], "RUN_DIR"),
         (["eval", "--fakes", str(tmp_path / "none.npz")], "not found"),
         (["eval", str(tmp_path)], "config.json"),

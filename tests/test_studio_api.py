@@ -337,3 +337,39 @@ def test_a_damaged_run_does_not_hide_the_others(runs, tmp_path):
     names = {row["run"]: row for row in r.json()["runs"]}
     assert set(names) == {DCGAN, "00098-bad-bytes", "00099-odd-stats"} and names["00098-bad-bytes"]["kind"] is None
     assert c.get("/api/runs/00099-odd-stats").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "method, url, body, status",
+    [
+        ("get", f"/api/runs/{DCGAN}?since=-1", None, 400),
+        ("get", f"/api/runs/{DCGAN}?since=abc", None, 400),
+        ("get", f"/api/runs/{DCGAN}/model?ema=maybe", None, 400),
+        ("post", f"/api/runs/{DCGAN}/resume", {"model": "vae"}, 400),
+        ("post", f"/api/runs/{DCGAN}/resume", {"kimg": -1}, 400),
+        ("post", "/api/runs/00099-nowhere/resume", {}, 404),
+        ("post", "/api/runs/00099-nowhere/stop", {}, 404),
+        ("post", "/api/playground/nope/reset", {}, 404),
+        ("post", "/api/playground", {"seed": -1}, 400),
+        ("post", "/api/playground", {"loss": "x"}, 400),
+        ("get", f"/api/latent/interpolate?run={DCGAN}&mode=x", None, 400),
+        ("get", f"/api/latent/interpolate?run={DCGAN}&a=[", None, 400),
+        ("get", f"/api/latent/interpolate?run={DCGAN}&class=1", None, 400),
+        ("get", f"/api/latent/arithmetic?run={CDCGAN}", None, 400),
+        ("get", f"/api/latent/arithmetic?run={CDCGAN}&expr=squares&rows=0", None, 400),
+        ("get", f"/api/latent/dims?run={CDCGAN}&values=a,b,c,d,e,f", None, 400),
+        ("get", f"/api/latent/dims?run={CDCGAN}&class=Unicorn", None, 400),
+        ("get", f"/api/generate?run={CDCGAN}&class=Unicorn", None, 400),
+        ("post", "/api/train", {"device": "tpu"}, 400),
+        ("post", "/api/train", {"diffaug": "sparkle"}, 400),
+        ("post", "/api/train", {"exclude_class": ["a"]}, 400),
+    ],
+)
+def test_more_broken_parameters_get_one_line_errors(client, method, url, body, status):
+    r = client.post(url, json=body) if method == "post" else client.get(url)
+    _error(r, status)
+
+
+def test_a_bad_playground_step_count_is_refused(client):
+    sid = client.post("/api/playground", json={"data": "ring8"}).json()["id"]
+    assert "'steps'" in _error(client.post(f"/api/playground/{sid}/step", json={"steps": -1}), 400)

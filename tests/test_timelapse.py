@@ -56,3 +56,15 @@ def test_training_writes_it_and_the_report_embeds_it(tiny_cond_run):
         assert im.n_frames == len(grids)
     page = write_report(tiny_cond_run).read_text()
     assert page.count("data:image/gif;base64,") == 1 and "Timelapse" in page
+
+
+def test_a_damaged_grid_costs_its_frame_not_the_gif_or_the_report(tiny_cond_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_cond_run, run)
+    grids = sample_grids(run)
+    grids[0][1].write_bytes(b"not a png")
+    with Image.open(write_timelapse(run)) as im:
+        assert im.n_frames == len(grids) - 1
+    assert "Timelapse" in write_report(run).read_text()

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -238,3 +239,53 @@ def test_bf16_autocast_trains_with_fp32_weights(tiny_folder, tmp_path, model):
 def test_precision_must_be_known(tiny_folder):
     with pytest.raises(ConfigError, match="--precision must be fp32 or bf16"):
         tiny_cfg(tiny_folder, precision="fp8")
+
+
+def test_compile_without_a_compiler_is_a_one_line_error(tiny_folder, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    cfg = tiny_cfg(tiny_folder, compile=True)
+    with pytest.raises(ConfigError, match="--compile on CPU needs a C\\+\\+ compiler"):
+        train(cfg, create_run_dir(cfg, tmp_path))
+
+
+def test_resumed_adam_moments_take_their_parameters_channels_last_layout():
+    """Checkpoints store contiguous tensors; fused Adam pairs elements by memory position, so layouts must match again."""
+    from counterfeit.checkpoints import load_optimizer, save_checkpoint
+
+    conv = torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(conv.parameters())
+    conv(torch.randn(2, 3, 8, 8)).sum().backward()
+    opt.step()
+    with tempfile.TemporaryDirectory() as d:
+        path = save_checkpoint(Path(d), 1, {"m": conv}, {"opt": opt}, {}, 1)
+        tensors, state = read_checkpoint(path)
+    fresh = torch.optim.Adam(conv.parameters())
+    load_optimizer(fresh, tensors, state, "opt")
+    moments = fresh.state[conv.weight]
+    assert moments["exp_avg"].stride() == conv.weight.stride() and moments["exp_avg_sq"].stride() == conv.weight.stride()
+    torch.testing.assert_close(moments["exp_avg"], opt.state[conv.weight]["exp_avg"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "options, needle",
+    [
+        ({"compile": True, "r1_gamma": 0.1}, "--compile cannot take the double backward"),
+        ({"compile": True, "loss": "wgan-gp"}, "--compile cannot take the double backward"),
+        ({"compile": True, "model": "vae"}, "--compile applies to the GAN step only"),
+    ],
+)
+def test_compile_refuses_what_it_cannot_run(tiny_folder, options, needle):
+    with pytest.raises(ConfigError, match=needle):
+        tiny_cfg(tiny_folder, **options)
+
+
+def test_bf16_on_a_gpu_without_it_is_a_one_line_error(monkeypatch):
+    from counterfeit.train import _check_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Old GPU")
+    with pytest.raises(ConfigError, match="--precision bf16 needs a GPU with bfloat16 support; Old GPU has none"):
+        _check_precision("bf16", torch.device("cuda"))
+    _check_precision("bf16", torch.device("cpu"))  # CPU autocast emulates bf16: allowed

@@ -44,7 +44,12 @@ def augment_eval(run_dir: str | Path, n_fakes: int = 10_000, seeds: int = 3, epo
     bad = [s for s in settings if s not in SETTINGS]
     if bad or not settings:
         raise ConfigError(f"unknown --settings {', '.join(bad) or '(none)'}; choose from {', '.join(SETTINGS)}")
-    for flag, v in (("--n-fakes", n_fakes), ("--seeds", seeds), ("--n-real", n_real or 1), ("--n-test", n_test or 1)):
+    for flag, v in (
+        ("--n-fakes", n_fakes),
+        ("--seeds", seeds),
+        ("--n-real", 1 if n_real is None else n_real),
+        ("--n-test", 1 if n_test is None else n_test),
+    ):
         if v < 1:
             raise ConfigError(f"{flag} must be at least 1, got {v}")
     if not epochs > 0:

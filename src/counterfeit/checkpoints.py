@@ -120,8 +120,14 @@ def load_module(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str
 
 
 def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], state: dict, prefix: str) -> None:
-    """Restore an optimiser saved by `save_checkpoint`."""
+    """Restore an optimiser saved by `save_checkpoint`, its moments in the memory layout of their parameters."""
     opt.load_state_dict(_optimizer_state_dict(prefix, tensors, state["optimizer_groups"][prefix]))
+    # Checkpoints hold contiguous tensors, but channels_last weights have NHWC strides; fused Adam pairs elements
+    # by memory position, so each moment must take its parameter's layout again.
+    for p, slots in opt.state.items():
+        for k, v in slots.items():
+            if isinstance(v, torch.Tensor) and v.shape == p.shape and v.stride() != p.stride():
+                slots[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
 def restore_rng(tensors: dict[str, torch.Tensor]) -> None:

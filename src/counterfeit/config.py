@@ -219,6 +219,8 @@ def _check_family_options(cfg: RunConfig, options: dict[str, Any]) -> None:
         gan_only = [k for k in _GAN_ONLY if k in options]
         if gan_only:
             raise ConfigError(f"--{gan_only[0].replace('_', '-')} is a GAN option; --model {name} has no discriminator, drop the flag")
+    if options.get("compile") and get_spec(name).family == "autoencoder":
+        raise ConfigError(f"--compile applies to the GAN step only; --model {name} would train uncompiled, drop the flag")
     if options.get("ac_weight") and not get_spec(name).conditional:
         raise ConfigError(f"--ac-weight trains a class head in D; use it with a conditional model (--model cdcgan), not --model {name}")
     if "beta" in options and name != "vae":
@@ -249,6 +251,10 @@ def _validate(cfg: RunConfig) -> None:
         (L.eval_every_kimg >= 0, f"--eval-every-kimg must be >= 0 (0 turns it off), got {L.eval_every_kimg}"),
         (L.eval_n >= 10, f"--eval-n must be at least 10, got {L.eval_n}"),
         (L.precision in ("fp32", "bf16"), f"--precision must be fp32 or bf16, got '{L.precision}'"),
+        (
+            not (L.compile and (Lo.r1_gamma > 0 or Lo.name == "wgan-gp")),
+            "--compile cannot take the double backward of the R1 / WGAN-GP penalty; drop --compile or the penalty",
+        ),
         (Lo.name in LOSSES, f"unknown loss '{Lo.name}'; choose one of {', '.join(LOSSES)}"),
         (Lo.gp_weight >= 0, f"--gp-weight must be >= 0, got {Lo.gp_weight}"),
         (Lo.r1_gamma >= 0, f"--r1-gamma must be >= 0 (0 turns it off), got {Lo.r1_gamma}"),

@@ -215,7 +215,7 @@ def _all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
 class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch norm whose batch statistics cover the global batch: per-channel sums are all-reduced over ranks.
 
-    The all-reduce is torch.distributed.nn's autograd-aware one, so the backward pass (and a penalty's
+    The all-reduce is our own autograd-aware `_AllReduceSum`, so the backward pass (and a penalty's
     double backward) is synchronised too. Unlike nn.SyncBatchNorm it also runs on CPU (gloo) and supports
     double backward (R1, WGAN-GP through D's batch norm). Running statistics are updated as BatchNorm does,
     with the unbiased variance of the global batch. Same parameters and buffers as BatchNorm, so checkpoints match.
@@ -231,12 +231,13 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x)
         dims = [0, *range(2, x.dim())]  # every axis but the channels
         shape = [1, -1] + [1] * (x.dim() - 2)  # (1, C, 1, 1) for images
-        local = torch.cat([x.sum(dims), x.new_full((1,), x.numel() / x.shape[1])])  # (C + 1,): sums and this rank's count
+        stat = torch.float64 if x.dtype == torch.float64 else torch.float32  # bf16 autocast: sums and counts stay exact enough
+        local = torch.cat([x.sum(dims, dtype=stat), torch.full((1,), x.numel() / x.shape[1], dtype=stat, device=x.device)])  # (C + 1,)
         total = _all_reduce_sum(local)
         count = total[-1]
         mean = total[:-1] / count  # (C,)
         centred = x - mean.view(shape)  # (N, C, ...)
-        var = _all_reduce_sum((centred * centred).sum(dims)) / count  # (C,) biased, two-pass as BatchNorm computes it
+        var = _all_reduce_sum((centred * centred).sum(dims, dtype=stat)) / count  # (C,) biased, two-pass as BatchNorm computes it
         if self.training and self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .config import ConfigError
+from .data.load import find_class
 from .fileio import atomic_write_bytes, write_many
 from .runs import conditional_class_names, load_run
-from .sample import generate, png_bytes, save_grid, save_scatter
+from .sample import generate, png_bytes, save_grid, save_scatter, to_pil
 
 
 def resolve_class(run, name_or_index: str) -> int:
@@ -25,12 +26,10 @@ def resolve_class(run, name_or_index: str) -> int:
 
 def pick_class(names: list[str], name_or_index: str) -> int:
     """The index of a class among `names`, by name (case-insensitive) or index; a one-line ConfigError otherwise."""
+    found = find_class(names, name_or_index)
+    if found is not None:
+        return found
     text = str(name_or_index).strip()
-    lookup = {n.lower(): i for i, n in enumerate(names)}
-    if text.lower() in lookup:
-        return lookup[text.lower()]
-    if text.isdigit() and int(text) < len(names):
-        return int(text)
     raise ConfigError(f"unknown class '{text}'; choose a name or index: {', '.join(f'{i}={n}' for i, n in enumerate(names))}")
 
 
@@ -80,8 +79,11 @@ def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out
         extra = {"labels": labels.numpy()} if labels is not None else {}
         return save_npz(out, images=x.permute(0, 2, 3, 1).numpy(), **extra)  # images (n, H, W, C) uint8
     arrays = x.permute(0, 2, 3, 1).numpy()  # (n, H, W, C) uint8
-    write_many(out, ((f"{i:06d}.png", png_bytes(Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a))) for i, a in enumerate(arrays)))
+    write_many(out, ((f"{i:06d}.png", png_bytes(to_pil(a))) for i, a in enumerate(arrays)))
     return out
+
+
+NPZ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)  # what np.load raises for a damaged or foreign file
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> Path:
@@ -97,9 +99,12 @@ def read_npz_images(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path} not found; pass an .npz written by `counterfeit sample --format npz`")
-    with np.load(path) as f:
-        if "images" not in f:
-            raise ConfigError(
-                f"{path} has no 'images' array (it has {', '.join(f.files) or 'nothing'}); write one with `counterfeit sample --format npz`"
-            )
-        return f["images"]
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "images" not in f:
+                raise ConfigError(
+                    f"{path} has no 'images' array (it has {', '.join(f.files) or 'nothing'}); write one with `counterfeit sample --format npz`"
+                )
+            return f["images"]
+    except NPZ_ERRORS as e:
+        raise ConfigError(f"{path} is not a readable .npz ({type(e).__name__}); write one with `counterfeit sample --format npz`") from None

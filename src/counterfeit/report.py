@@ -14,7 +14,7 @@ from typing import Any
 from .config import ConfigError
 from .fileio import atomic_write_bytes, atomic_write_text
 from .runs import is_run_dir, read_stats
-from .timelapse import MAX_FRAMES, evenly, sample_grids, write_timelapse
+from .timelapse import GIF_NAME, MAX_FRAMES, evenly, sample_grids, timelapse_gif
 
 MAX_GRIDS = 8  # enough to see training unfold without making the page tens of megabytes
 PLOT_NAMES = ("losses", "d_outputs", "fid", "coverage", "classes")
@@ -482,10 +482,16 @@ def _section_samples(run_dir: Path) -> str:
         figures.append(f"<figure>{_img(path.read_bytes(), f'reconstructions at {kimg:g} kimg')}"
                        f"<figcaption>reals (top), reconstructions (bottom), {_e(f'{kimg:g}')} kimg</figcaption></figure>")  # fmt: skip
     parts.append(f"<div class='grids'>{''.join(figures)}</div>")
-    gif = write_timelapse(run_dir) if grids else None  # samples/timelapse.gif, remade from the grids on disk
+    gif = timelapse_gif(run_dir) if grids else None  # made from the grids on disk, so it is current even mid-run
     if gif is not None:
-        parts.append(f"<h3>Timelapse</h3>\n<p>All {len(grids)} grids as an animation ({_e(gif.name)}, at most {MAX_FRAMES} frames).</p>")
-        parts.append(f"<figure class='timelapse'>{_img(gif.read_bytes(), 'timelapse of the sample grids', mime='image/gif')}</figure>")
+        try:
+            atomic_write_bytes(run_dir / "samples" / GIF_NAME, gif)  # the issue's promise: report (re)writes samples/timelapse.gif
+        except OSError:  # a read-only run folder still gets its report (written elsewhere with --out)
+            pass
+        parts.append(
+            f"<h3>Timelapse</h3>\n<p>All {len(grids)} grids as an animation (samples/{GIF_NAME}, at most {MAX_FRAMES} frames).</p>"
+        )
+        parts.append(f"<figure class='timelapse'>{_img(gif, 'timelapse of the sample grids', mime='image/gif')}</figure>")
     return "\n".join(parts)
 
 

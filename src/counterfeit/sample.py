@@ -35,8 +35,9 @@ class NoiseStream:
 
     def take(self, k: int, device: str | torch.device = "cpu") -> torch.Tensor:
         """The next k rows (k, z_dim)."""
-        while len(self.buffer) < k:
-            self.buffer = torch.cat([self.buffer, torch.randn(_NOISE_BLOCK, self.z_dim, generator=self.g)])  # same blocks as make_noise
+        blocks = -(-max(k - len(self.buffer), 0) // _NOISE_BLOCK)  # whole blocks, as make_noise draws them
+        if blocks:
+            self.buffer = torch.cat([self.buffer, *(torch.randn(_NOISE_BLOCK, self.z_dim, generator=self.g) for _ in range(blocks))])
         z, self.buffer = self.buffer[:k], self.buffer[k:]
         return z.to(device)  # (k, z_dim)
 
@@ -106,7 +107,12 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> I
     for i in range(n):
         r, q = divmod(i, nrow)
         canvas[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = arr[i]
-    return Image.fromarray(canvas[..., 0] if c == 1 else canvas)
+    return to_pil(canvas)
+
+
+def to_pil(image_hwc: np.ndarray) -> Image.Image:
+    """A uint8 (H, W, C) array as a PIL image: grey ("L") for one channel, else RGB."""
+    return Image.fromarray(image_hwc[..., 0] if image_hwc.shape[-1] == 1 else image_hwc)
 
 
 def png_bytes(img: Image.Image) -> bytes:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from . import __version__
 from .config import ConfigError
@@ -29,7 +28,7 @@ from .evaluator import CLASS_NAMES, load_evaluator, predict
 from .export import pick_class, save_npz
 from .fileio import atomic_write_bytes, atomic_write_text
 from .runs import LoadedRun, conditional_class_names, load_run
-from .sample import NoiseStream, generate, png_bytes, sample, to_uint8
+from .sample import NoiseStream, generate, png_bytes, sample, to_pil, to_uint8
 
 log = logging.getLogger("counterfeit")
 
@@ -150,7 +149,7 @@ def write_dataset(fakes: LabelledFakes, out: str | Path, force: bool = False, co
         for folder in sorted({f.split("/")[0] for f in files}):
             (stage / folder).mkdir(parents=True)
         for rel, img in zip(files, x):
-            (stage / rel).write_bytes(png_bytes(Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)))
+            (stage / rel).write_bytes(png_bytes(to_pil(img)))
         atomic_write_text(stage / "labels.csv", _labels_csv(files, labels, fakes))
         extra = {} if fakes.confidence is None else {"confidence": fakes.confidence.numpy().astype(np.float32)}
         save_npz(stage / "fakes.npz", images=x, labels=labels, class_names=np.array(fakes.class_names), **extra)

@@ -53,7 +53,12 @@ def timelapse_gif(run_dir: str | Path, max_frames: int = MAX_FRAMES) -> bytes | 
         return None
     frames: list[Image.Image] = []
     for kimg, path in grids:
-        frames.append(_frame(path, kimg, None if not frames else (frames[0].width, frames[0].height - LABEL_PX)))
+        try:
+            frames.append(_frame(path, kimg, None if not frames else (frames[0].width, frames[0].height - LABEL_PX)))
+        except OSError:  # a damaged or half-copied grid costs its frame, not the whole animation
+            continue
+    if not frames:
+        return None
     if frames[0].mode == "RGB":  # colour runs and toy scatter plots: one shared palette, so colours do not flicker
         palette = frames[-1].quantize(colors=255)
         frames = [f.quantize(colors=255, palette=palette, dither=Image.Dither.NONE) for f in frames]  # dithering: 5x slower here

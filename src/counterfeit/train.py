@@ -10,6 +10,8 @@ import copy
 import json
 import logging
 import math
+import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -219,6 +221,9 @@ def train(cfg: RunConfig, run_dir: str | Path, callbacks: Callbacks | None = Non
 def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -> TrainResult:
     L, O = cfg.loop, cfg.optim
     device = dist.local_device(pick_device(L.device))
+    if L.compile:
+        _check_compiler(device)
+    _check_precision(L.precision, device)
     main = dist.is_main()
     spec = get_spec(cfg.model.name)
     data = data if data is not None else load_training_data(cfg)
@@ -281,7 +286,9 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     G_train, D_train = (G, D) if ae else (dist.wrap(G), dist.wrap(D))  # DDP where several processes train
     G_gen, D_judge = G, D  # D's fakes come from plain G; G learns through plain, frozen D (no DDP needed for either)
     if L.compile and not ae:
-        G_train, D_train, G_gen, D_judge = (torch.compile(m) for m in (G_train, D_train, G_gen, D_judge))
+        G_train, D_train = torch.compile(G_train), torch.compile(D_train)
+        # One process: the trained modules are G and D themselves, so one compiled copy each serves both steps.
+        G_gen, D_judge = (G_train, D_train) if dist.world_size() == 1 else (torch.compile(G), torch.compile(D))
     if main:
         _truncate_stats(run_dir, cur_nimg)
     writer = _tensorboard(run_dir, purge_step=cur_nimg) if main else None
@@ -325,6 +332,8 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
         dist.expose_shared(shared)  # the checkpoint's RNG state is the shared stream's, so any process count resumes it
         save_checkpoint(run_dir, cur_nimg, modules, optimizers, state, L.keep_checkpoints)
 
+    halflife_nimg = L.ema_halflife_kimg * 1000
+    ema_beta = 0.5 ** (L.batch_size / max(halflife_nimg, 1e-8)) if halflife_nimg > 0 else 0.0  # per step of batch_size images
     autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=L.precision == "bf16")  # noqa: E731
     acc = torch.zeros(len(stat_keys), device=device)  # running sums of the stats: GAN_STATS, or the autoencoder's losses
     acc_steps, t_start = 0, time.time()
@@ -342,7 +351,9 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
         with autocast():  # bf16: the steps' matmuls and convolutions in bfloat16; parameters and optimisers stay fp32
             if ae:
                 # The one autoencoder step: encoder and decoder learn together to reconstruct a batch of reals.
-                idx = dist.shard(batch_indices(n_data, L.batch_size, L.seed, cur_nimg))  # (B / ranks,): this rank's slice
+                idx = dist.shard(batch_indices(n_data, L.batch_size, L.seed, cur_nimg)).to(
+                    device, non_blocking=True
+                )  # (B / ranks,): this rank's slice
                 losses = ae_step(D, G, opt_ae, prep(x_all[idx]), cfg.loss.beta)
                 cur_nimg += L.batch_size
                 acc += torch.stack([losses[k] for k in stat_keys])
@@ -350,7 +361,9 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
                 # Step 1: D learns on reals labelled real and fakes labelled fake; G only generates.
                 for _ in range(O.d_steps):
                     # Several processes draw the global batch (indices, noise, labels) alike, and each takes its slice.
-                    idx = dist.shard(batch_indices(n_data, L.batch_size, L.seed, cur_nimg))  # (B,) per process: B / ranks
+                    idx = dist.shard(batch_indices(n_data, L.batch_size, L.seed, cur_nimg)).to(
+                        device, non_blocking=True
+                    )  # (B,) per process: B / ranks
                     real = prep(x_all[idx])  # (B, C, H, W) in G's range
                     z = dist.shard(torch.randn(L.batch_size, G.z_dim, device=device, generator=shared))  # (B, z_dim)
                     real_y = y_all[idx] if cond else None  # (B,)
@@ -367,8 +380,6 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
                     acc += torch.stack([loss_D, loss_G, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean(),
                                         torch.sigmoid(fake_logits_g).mean()]).to(acc.dtype)  # fmt: skip
 
-        halflife_nimg = L.ema_halflife_kimg * 1000
-        ema_beta = 0.5 ** (L.batch_size / max(halflife_nimg, 1e-8)) if halflife_nimg > 0 else 0.0
         ema_update(G_ema, G, ema_beta)
         if ae:
             ema_update(D_ema, D, ema_beta)
@@ -428,6 +439,18 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
         writer.close()
     log.info(f"{'finished' if status == 'done' else 'stopped'} at {cur_nimg / 1000:.1f} kimg; checkpoint in {run_dir / 'checkpoints'}")
     return TrainResult(run_dir, cur_nimg, status, last)
+
+
+def _check_compiler(device: torch.device) -> None:
+    """torch.compile on CPU builds C++ with the system compiler: say so in one line before training, not deep in it."""
+    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++")):
+        raise ConfigError("--compile on CPU needs a C++ compiler (g++ or clang++, e.g. apt-get install g++); install one or drop --compile")
+
+
+def _check_precision(precision: str, device: torch.device) -> None:
+    """bf16 needs a GPU with bfloat16 units (or a CPU, where autocast emulates it): a one-line error before training."""
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"--precision bf16 needs a GPU with bfloat16 support; {torch.cuda.get_device_name(device)} has none, use fp32")
 
 
 def _truncate_stats(run_dir: Path, cur_nimg: int) -> None:

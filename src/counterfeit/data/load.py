@@ -69,16 +69,23 @@ def class_index(ds: Dataset, name_or_index: str, flag: str = "--exclude-class") 
     return class_index_in(ds.class_names if ds.labels is not None else None, ds.name, name_or_index, flag)
 
 
+def find_class(class_names: list[str], name_or_index: str) -> int | None:
+    """The index of a class by name (case-insensitive) or index, or None when there is no such class."""
+    text = str(name_or_index).strip()
+    lookup = {n.lower(): i for i, n in enumerate(class_names)}
+    if text.lower() in lookup:
+        return lookup[text.lower()]
+    return int(text) if text.isdigit() and int(text) < len(class_names) else None
+
+
 def class_index_in(class_names: list[str] | None, dataset: str, name_or_index: str, flag: str = "--exclude-class") -> int:
     """class_index for a list of class names (None: unlabelled data), before any data is loaded."""
     if not class_names:
         raise DataError(f"{flag} needs labelled data, but {dataset} has no classes; put each class in its own sub-folder")
     text = str(name_or_index).strip()
-    lookup = {n.lower(): i for i, n in enumerate(class_names)}
-    if text.lower() in lookup:
-        return lookup[text.lower()]
-    if text.isdigit() and int(text) < len(class_names):
-        return int(text)
+    found = find_class(class_names, text)
+    if found is not None:
+        return found
     choices = ", ".join(f"{i}={n}" for i, n in enumerate(class_names))
     raise DataError(f"unknown class '{text}' for {flag}; choose a name or index of {dataset}: {choices}")
 

@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from ..fileio import atomic_write_bytes
-from ..sample import image_grid, png_bytes
+from ..sample import image_grid, png_bytes, save_grid, to_pil
 
 BACKGROUND = 40  # the grey between tiles, as in sample.image_grid
 INK = 235
@@ -29,9 +29,7 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 def save_strip(images: torch.Tensor, rows: int, path: str | Path, scale: int = 3) -> Path:
     """uint8 images (rows * steps, C, H, W), row-major, as one PNG: a strip for one row, a grid for several."""
-    steps = len(images) // rows
-    atomic_write_bytes(Path(path), png_bytes(_enlarge(image_grid(images, nrow=steps), scale)))
-    return Path(path)
+    return save_grid(images, path, nrow=len(images) // rows, scale=scale)
 
 
 def save_gif(images: torch.Tensor, rows: int, path: str | Path, scale: int = 4, frame_ms: int = 90, hold_ms: int = 700) -> Path:
@@ -58,7 +56,7 @@ def _coef_text(coef: float, first: bool) -> str:
 
 def _tile(img: torch.Tensor, scale: int) -> Image.Image:
     arr = img.permute(1, 2, 0).numpy()  # (H, W, C) uint8
-    return _enlarge(Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr), scale)
+    return _enlarge(to_pil(arr), scale)
 
 
 def _fit(text: str, font, width: int) -> str:

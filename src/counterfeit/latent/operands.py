@@ -9,7 +9,6 @@ noise of --seed for z; the --class code, or class r in row r, for the code).
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 
 from ..config import ConfigError
 from ..data.decode import DECODE_ERRORS, decode_image
-from ..export import save_npz
+from ..export import NPZ_ERRORS, save_npz
 from ..sample import from_uint8, make_noise
 from .concepts import Concepts, class_concepts, evaluator_for
 from .expr import Operand
@@ -132,7 +131,7 @@ def load_latent(path: Path, G, index: int = 0) -> Latent:
         with np.load(path, allow_pickle=False) as f:
             z = torch.from_numpy(f["z"].astype(np.float32))  # (N, z_dim)
             code = torch.from_numpy(f["code"].astype(np.float32)) if "code" in f.files else None
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+    except NPZ_ERRORS as e:
         raise ConfigError(f"{path} holds no latents ({type(e).__name__}: {e}); pass an .npz written by `counterfeit project`") from None
     if z.ndim != 2 or z.shape[1] != G.z_dim or (code is not None) != is_conditional(G):
         raise ConfigError(f"{path} holds latents of another model (z {tuple(z.shape)}, {'with' if code is not None else 'no'} class code); "

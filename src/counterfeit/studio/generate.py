@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from ..checkpoints import CheckpointError, list_checkpoints
 from ..export import resolve_class, sample_labels
 from ..runs import LoadedRun, conditional_class_names, load_run
-from ..sample import generate, image_grid, png_bytes, scatter_image
+from ..sample import generate, image_grid, png_bytes, scatter_image, to_pil
 from .params import Params, StudioError, run_path
 
 MAX_COUNT = 256  # images per request: a 16x16 grid, or a zip of 256 PNGs
@@ -102,7 +101,7 @@ def _zip(run: LoadedRun, x: torch.Tensor, labels: torch.Tensor | None, points: b
         else:
             arr = x.permute(0, 2, 3, 1).numpy()  # (n, H, W, C) uint8
             for i, img in enumerate(arr):
-                zf.writestr(f"{i:04d}.png", png_bytes(Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)))
+                zf.writestr(f"{i:04d}.png", png_bytes(to_pil(img)))
         if labels is not None:
             names = conditional_class_names(run)
             zf.writestr(

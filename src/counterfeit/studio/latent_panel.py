@@ -8,11 +8,14 @@ Images go back as PNG data URLs inside JSON, so a slider moves through frames wi
 from __future__ import annotations
 
 import base64
+import threading
 from pathlib import Path
 
 import torch
 
 from ..export import resolve_class
+from ..latent import expr, operands, space
+from ..latent.concepts import Concepts, class_concepts, class_names_for
 from ..runs import LoadedRun
 from ..sample import image_grid, make_noise, png_bytes, sample, to_uint8
 from .generate import ModelCache
@@ -25,30 +28,23 @@ SLIDER_DIMS = 6  # latent dimensions on sliders at once
 SLIDER_RANGE = 4.0  # each slider spans -4..4 (z is standard normal)
 
 
-_CONCEPTS: dict[tuple[str, str], object] = {}  # class concepts per (run, checkpoint): 2,000 samples judged once, not per request
+_CONCEPTS: dict[tuple[str, str], Concepts] = {}  # class concepts per (run, checkpoint): 2,000 samples judged once, not per request
+_CONCEPTS_LOCK = threading.Lock()
 
 
-def _latent_module():
-    """The library's latent module, or a 501 saying this build lacks it."""
-    try:
-        from ..latent import expr, operands, space
-    except ImportError as e:
-        raise StudioError(f"this counterfeit has no latent module ({e}); interpolation and arithmetic need it", 501) from None
-    return expr, operands, space
+class _Resolver(operands.Resolver):
+    """The latent module's Resolver, with the run's class concepts kept between requests (one run's at a time)."""
 
-
-def _resolver(operands, run: LoadedRun, rows: int, seed: int, class_index: int | None):
-    """The latent module's Resolver, with the run's class concepts kept between requests."""
-
-    class Cached(operands.Resolver):
-        def concepts(self):
+    def concepts(self) -> Concepts:
+        if self._concepts is None:
             key = (str(self.run.run_dir), self.run.checkpoint.name)
-            if key not in _CONCEPTS:
-                _CONCEPTS.clear()  # one run's concepts at a time is plenty
-                _CONCEPTS[key] = super().concepts()
-            return _CONCEPTS[key]
-
-    return Cached(run, rows, seed, class_index=class_index)
+            with _CONCEPTS_LOCK:  # computed once per run, and no request sees the cache half-cleared by another
+                if key not in _CONCEPTS:
+                    _CONCEPTS.clear()
+                    _CONCEPTS[key] = class_concepts(self.run, self.device)
+                self._concepts = _CONCEPTS[key]
+            self.notes += self._concepts.notes  # every request shows the concepts' caveats, not only the first
+        return self._concepts
 
 
 def _image_run(cache: ModelCache, root: Path, params: Params) -> LoadedRun:
@@ -76,7 +72,6 @@ def _no_files(ops) -> None:
 
 def interpolate(cache: ModelCache, root: Path, params: Params) -> dict:
     """Frames of a walk from endpoint a to endpoint b (seeds or classes), lerp or slerp."""
-    expr, operands, space = _latent_module()
     run = _image_run(cache, root, params)
     a_text, b_text = params.str("a", "0", 100), params.str("b", "1", 100)
     steps = params.int("steps", 16, 2, MAX_STEPS)
@@ -84,10 +79,10 @@ def interpolate(cache: ModelCache, root: Path, params: Params) -> dict:
     seed = params.int("seed", 0, 0, 2**31 - 1)
     class_index = _class_index(run, params)
     params.done()
-    names = _class_names(run)
+    names = class_names_for(run)
     a, b = expr.parse_endpoint(a_text, names), expr.parse_endpoint(b_text, names)
     _no_files([a, b])
-    res = _resolver(operands, run, 1, seed, class_index)
+    res = _Resolver(run, 1, seed, class_index=class_index)
     walk = space.path(res.latent(a), res.latent(b), steps, mode)  # (T,) rows
     frames = to_uint8(space.decode_batched(run.G, walk), run.spec.pixel_range)  # (T, C, H, W) uint8
     return {"frames": [_data_url(f[None]) for f in frames], "labels": [a.label, b.label], "mode": mode, "notes": res.notes}
@@ -95,18 +90,18 @@ def interpolate(cache: ModelCache, root: Path, params: Params) -> dict:
 
 def arithmetic(cache: ModelCache, root: Path, params: Params) -> dict:
     """Every operand's picture and the result of an expression such as "Sneaker - Sandal + Ankle boot"."""
-    expr, operands, space = _latent_module()
     run = _image_run(cache, root, params)
     text = params.str("expr", None, MAX_EXPRESSION)
     rows = params.int("rows", 3, 1, MAX_ROWS)
     seed = params.int("seed", 0, 0, 2**31 - 1)
     class_index = _class_index(run, params)
     params.done()
+    names = class_names_for(run)
     if not text or not text.strip():
-        raise StudioError(f"parameter 'expr' is missing; write one such as \"{' - '.join(_class_names(run)[:2]) or '[1,2] - [3]'}\"")
-    terms = expr.parse_expression(text, _class_names(run))
+        raise StudioError(f"parameter 'expr' is missing; write one such as \"{' - '.join(names[:2]) or '[1,2] - [3]'}\"")
+    terms = expr.parse_expression(text, names)
     _no_files([op for _, op in terms])
-    res = _resolver(operands, run, rows, seed, class_index)
+    res = _Resolver(run, rows, seed, class_index=class_index)
     parts = [(coef, res.part(op)) for coef, op in terms]
     latents = [res.combine([(1.0, p)]) for _, p in parts] + [res.combine(parts)]
     columns = [to_uint8(space.decode_batched(run.G, lat), run.spec.pixel_range) for lat in latents]  # each (R, C, H, W)
@@ -150,11 +145,3 @@ def _values(text: str | None, k: int) -> list[float] | None:
     if len(values) != k or not all(abs(v) <= SLIDER_RANGE for v in values):
         raise StudioError(f"parameter 'values' must be {k} numbers from -{SLIDER_RANGE:g} to {SLIDER_RANGE:g}, got {text[:60]!r}")
     return values
-
-
-def _class_names(run: LoadedRun) -> list[str]:
-    try:
-        from ..latent.concepts import class_names_for
-    except ImportError:
-        return list(run.config.data.class_names)
-    return class_names_for(run)
