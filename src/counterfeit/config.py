@@ -84,7 +84,7 @@ class LoopConfig:
     eval_n: int = 2000  # samples per training-time evaluation
     alarm_after_kimg: float = 40.0  # the collapse alarm judges absolute coverage only after this much training
     device: str = "auto"  # auto | cpu | cuda
-    channels_last: bool = True  # NHWC convolutions: dcgan ~20 % faster on 2 CPU cores, lecture unchanged (benchmarks/RESULTS.md)
+    channels_last: bool = True  # NHWC convolutions: dcgan ~20 % faster on 2 CPU cores, lecture unchanged (benchmarks/ab_speed.py)
     compile: bool = False  # torch.compile G and D; off by default: no win for the small 28x28 models on CPU (RESULTS.md)
     precision: str = "fp32"  # fp32 | bf16: bf16 autocast of the D and G steps (weights, optimiser state, EMA stay fp32)
 
