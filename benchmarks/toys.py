@@ -46,32 +46,43 @@ from counterfeit import __version__  # noqa: E402
 from counterfeit.config import make_config  # noqa: E402
 from counterfeit.machine import cpu_name  # noqa: E402
 from counterfeit.metrics.toy import DEFAULT_SAMPLES, toy_metrics  # noqa: E402
-from counterfeit.runs import create_run_dir, load_run  # noqa: E402
-from counterfeit.sample import generate  # noqa: E402
+from counterfeit.runs import create_run_dir, load_run, load_slot  # noqa: E402
+from counterfeit.sample import generate, rejection_sample  # noqa: E402
 from counterfeit.train import train  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MD = HERE / "toys" / "RESULTS-toys.md"
 DEFAULT_JSONL = HERE / "toys" / "runs-toys.jsonl"
 
-# Name -> (description, make_config options on top of the mlp registry defaults: ns loss, lr 1e-3, beta1 0.5,
-# batch 256, 200 kimg, z 2, G 4x400 ReLU+BN, D 3x200 LeakyReLU, EMA half-life 2 kimg).
+# Name -> (description, make_config options on top of the mlp registry defaults: ns loss, lr 1e-4 with a linear ramp to
+# 0 over the last 30 %, beta1 0.5, batch 64, 512 kimg (8,000 G steps), z 2, G 4x128 ReLU+BN, D 3x200 LeakyReLU, points
+# standardised, EMA half-life 2 kimg).
 CONFIGS: dict[str, tuple[str, dict]] = {
     "gan": ("plain GAN: ns loss, mlp defaults", {}),
     "pacgan2": ("PacGAN2: D judges packs of 2", {"pack": 2}),
-    "pacgan3": ("PacGAN3: D judges packs of 3 (batch 255, the nearest multiple of 3)", {"pack": 3, "batch_size": 255}),
+    "pacgan3": ("PacGAN3: D judges packs of 3 (batch 63, the nearest multiple of 3)", {"pack": 3, "batch_size": 63}),
     "pacgan4": ("PacGAN4: D judges packs of 4", {"pack": 4}),
     "mbstd": ("minibatch std feature before D's last layer", {"mbstd": True}),
     "sn": ("spectral norm on D", {"spectral_norm": True}),
     "r1": ("R1 penalty gamma 0.1 on reals", {"r1_gamma": 0.1}),
     "hinge": ("hinge loss", {"loss": "hinge"}),
     "lsgan": ("least-squares loss", {"loss": "lsgan"}),
-    # The best configuration found within a ~25 CPU-minute search (benchmarks/toys/RESULTS-toys.md, "Search"):
-    # 5,000 G steps of batch 64 with a narrower G (4x128), which costs about 2x the default run's CPU time.
-    "best": ("best found: batch 64, G width 128, 320 kimg (5,000 G steps)", {"batch_size": 64, "g_width": 128, "kimg": 320.0}),
-    "best-pacgan2": ("best found + PacGAN2", {"batch_size": 64, "g_width": 128, "kimg": 320.0, "pack": 2}),
+    "wgan-gp": (
+        "WGAN-GP, gp weight 1, 5 D steps per G step, beta2 0.9 (5x the D batches per kimg)",
+        {"loss": "wgan-gp", "gp_weight": 1.0, "d_steps": 5, "beta2": 0.9, "kimg": 2560.0},
+    ),
+    # The old defaults (lr 1e-3, batch 256, 782 G steps, G 4x400, no standardisation, no ramp), for comparison.
+    "gan-v1": (
+        "the mlp defaults before session 6: lr 1e-3, batch 256, 200 kimg, G 4x400, raw coordinates",
+        {"lr_g": 1e-3, "lr_d": 1e-3, "lr_rampdown": 0.0, "batch_size": 256, "kimg": 200.0, "g_width": 400, "standardise": False},
+    ),
+    "long": ("plain GAN, twice as long: 16,000 G steps", {"kimg": 1024.0}),
 }
-DEFAULT_CONFIGS = "gan,pacgan2,pacgan4,mbstd,best"
+DEFAULT_CONFIGS = "gan,pacgan2,pacgan4,mbstd"
+
+# Discriminator rejection sampling (counterfeit.sample.rejection_sample) keeps a point with probability
+# min(1, exp(D's logit - M)), M = this percentile of the first batch's logits; scored beside the plain samples.
+DRS_PERCENTILE = 90.0
 
 # Goals the project is judged by: every mode covered and at least this % of samples high quality.
 HQ_GOAL = {"ring8": 98.0, "grid25": 97.0}
@@ -152,18 +163,28 @@ def run_one(dataset: str, opts: dict, seed: int) -> dict:
         t_wall, t_cpu = time.time(), time.process_time()
         result = train(cfg, run_dir)
         wall, cpu = time.time() - t_wall, time.process_time() - t_cpu
-        G = load_run(run_dir).G
-        points = generate(G, None, DEFAULT_SAMPLES, seed=0)  # (2500, 2) from the EMA generator
+        run = load_run(run_dir)
+        points = generate(run.G, None, DEFAULT_SAMPLES, seed=0)  # (2500, 2) from the EMA generator
+        drs = None
+        if cfg.model.pack == 1:  # a packing D gives no verdict per point
+            kept, acceptance = rejection_sample(run.G, load_slot(run, "D"), DEFAULT_SAMPLES, seed=0, percentile=DRS_PERCENTILE)
+            md = toy_metrics(kept, dataset)
+            drs = {"modes_covered": md["modes_covered"], "high_quality_pct": md["high_quality_pct"], "reverse_kl": md["reverse_kl"],
+                   "acceptance": round(acceptance, 4), "goal": _goal(md, dataset), "percentile": DRS_PERCENTILE}  # fmt: skip
     m = toy_metrics(points, dataset)
-    goal = m["modes_covered"] == m["modes_total"] and m["high_quality_pct"] >= HQ_GOAL[dataset]
+    goal = _goal(m, dataset)
     return {
         "dataset": dataset, "options": opts, "seed": seed, "kimg": result.cur_nimg / 1000,
         "g_steps": math.ceil(result.cur_nimg / (cfg.loop.batch_size * cfg.optim.d_steps)),
         "batch_size": cfg.loop.batch_size, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
         "modes_covered": m["modes_covered"], "modes_total": m["modes_total"], "high_quality_pct": m["high_quality_pct"],
         "reverse_kl": m["reverse_kl"], "n_nonfinite": m["n_nonfinite"], "goal": goal, "mode_histogram": m["mode_histogram"],
-        "counterfeit": __version__, "torch": torch.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "drs": drs, "counterfeit": __version__, "torch": torch.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }  # fmt: skip
+
+
+def _goal(m: dict, dataset: str) -> bool:
+    return m["modes_covered"] == m["modes_total"] and m["high_quality_pct"] >= HQ_GOAL[dataset]
 
 
 def key(dataset: str, opts: dict, seed: int) -> str:
@@ -196,6 +217,16 @@ def mean_std(xs: list[float], fmt: str) -> str:
     return f"{format(statistics.fmean(xs), fmt)} ± {format(sd, fmt)}"
 
 
+def drs_cells(recs: list[dict]) -> str:
+    """'modes / HQ / rKL / accepted | goal' over the records that have DRS scores, or 'n/a | n/a'."""
+    d = [r["drs"] for r in recs if r.get("drs")]
+    if not d:
+        return "n/a (pack > 1) | n/a"
+    rkl = [x["reverse_kl"] for x in d if x["reverse_kl"] is not None]
+    return (f"{mean_std([x['modes_covered'] for x in d], '.1f')} / {mean_std([x['high_quality_pct'] for x in d], '.1f')} / "
+            f"{statistics.fmean(rkl):.3f} / {statistics.fmean(x['acceptance'] for x in d):.2f} | {sum(x['goal'] for x in d)}/{len(d)}")  # fmt: skip
+
+
 def fmt_published(dataset: str, name: str) -> str:
     pub = PUBLISHED.get((dataset, name))
     return f"{pub[0]:.1f} / {pub[1]:.1f} % / {pub[2]:.2f}" if pub else ""
@@ -203,8 +234,8 @@ def fmt_published(dataset: str, name: str) -> str:
 
 def table(rows: list[tuple[str, str, list[dict]]]) -> list[str]:
     out = [
-        "| dataset | configuration | seeds | modes covered | high quality % | reverse KL (mean)¹ | all modes & HQ goal | kimg | G steps | wall s / run | CPU s / run | published (modes / HQ / rKL) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| dataset | configuration | seeds | modes covered | high quality % | reverse KL (mean)¹ | all modes & HQ goal | with DRS²: modes / HQ % / rKL / accepted | DRS goal | kimg | G steps | wall s / run | CPU s / run | published (modes / HQ / rKL) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for dataset, name, recs in rows:
         if not recs:
@@ -214,7 +245,8 @@ def table(rows: list[tuple[str, str, list[dict]]]) -> list[str]:
         out.append(
             f"| {dataset} | {name} | {len(recs)} | {mean_std([r['modes_covered'] for r in recs], '.1f')} / {total} | "
             f"{mean_std([r['high_quality_pct'] for r in recs], '.1f')} | {f'{statistics.fmean(rkl):.3f}' if rkl else 'n/a'}{'' if len(rkl) == len(recs) else f' ({len(rkl)} of {len(recs)})'} | "
-            f"{sum(r['goal'] for r in recs)}/{len(recs)} (>= {HQ_GOAL[dataset]:g} %) | {recs[0]['kimg']:g} | {recs[0]['g_steps']} | "
+            f"{sum(r['goal'] for r in recs)}/{len(recs)} (>= {HQ_GOAL[dataset]:g} %) | {drs_cells(recs)} | "
+            f"{recs[0]['kimg']:g} | {recs[0]['g_steps']} | "
             f"{statistics.fmean(r['wall_s'] for r in recs):.0f} | {statistics.fmean(r['cpu_s'] for r in recs):.0f} | "
             f"{fmt_published(dataset, name)} |"
         )  # fmt: skip
@@ -247,6 +279,12 @@ def write_markdown(path: Path, args: argparse.Namespace, rows, command: str, sta
         lines.append(f"| {name} | `{shown}` | {CONFIGS[name][0]} |")
     lines += ["", "## Results", ""] + table(rows)
     lines += ["", "¹ over the seeds that produced any high-quality sample (reverse KL is undefined without one)."]
+    lines += [
+        f"² Discriminator rejection sampling (Azadi et al. 2019) from the same trained run: `counterfeit sample RUN --drs {DRS_PERCENTILE:g}`",
+        "  keeps a candidate with probability min(1, exp(logit - M)), M the 90th percentile of the first batch's logits, until",
+        "  2,500 are kept (same sampling seed 0). It changes the sampler, not the training, so the PacGAN protocol's numbers are",
+        "  the columns before it; 'accepted' is the share of candidates kept.",
+    ]
     lines += [
         "",
         "## Published reference (Lin et al. 2018, PacGAN, 2-D synthetic table)",

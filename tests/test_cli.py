@@ -87,6 +87,17 @@ def test_toy_train_and_sample_points(tmp_path):
     assert main(["sample", str(run), "-n", "50", "--format", "npz", "--out", str(tmp_path / "p.npz")]) == 0
     assert np.load(tmp_path / "p.npz")["points"].shape == (50, 2)
     assert (tmp_path / "p.png").exists()
+    assert main(["sample", str(run), "-n", "50", "--format", "npz", "--drs", "90", "--out", str(tmp_path / "d.npz")]) == 0
+    kept = np.load(tmp_path / "d.npz")["points"]
+    assert main(["sample", str(run), "-n", "1000", "--format", "npz", "--out", str(tmp_path / "c.npz")]) == 0
+    candidates = {tuple(p) for p in np.load(tmp_path / "c.npz")["points"]}  # the same seed's first 1,000 draws
+    assert kept.shape == (50, 2) and all(tuple(p) in candidates for p in kept)  # DRS keeps candidates, never alters them
+
+
+def test_drs_on_images_and_its_refusals(folder_run, tmp_path, capsys):
+    assert main(["sample", str(folder_run), "-n", "6", "--drs", "50", "--out", str(tmp_path / "g.png")]) == 0
+    assert (tmp_path / "g.png").exists()
+    _one_line_error(capsys, ["sample", str(folder_run), "--drs", "0"], "--drs", "percentile")
 
 
 def test_dry_run_prints_the_config(capsys):

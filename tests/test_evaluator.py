@@ -125,3 +125,19 @@ def test_train_save_load_round_trip(tmp_path, monkeypatch):
     assert E.predict(ev, images)[1].shape == (40, ev.num_features)
     again = E.train_evaluator(epochs=1, batch_size=16, out=tmp_path / "again", log=lambda s: None)
     assert again["sha256"] == meta["sha256"]  # seeded training is deterministic
+
+
+def test_shift_and_flip_moves_each_image_by_at_most_two_pixels():
+    from counterfeit.evaluator import shift_and_flip
+
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, :, 10, 7] = 1.0  # one lit pixel, away from the borders
+    y = shift_and_flip(x, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and torch.equal(y.sum((1, 2, 3)), x.sum((1, 2, 3)))  # nothing lost, nothing invented
+    where = [(t[0] == 1).nonzero()[0].tolist() for t in y]  # (row, col) of the lit pixel
+    assert all(abs(r - 10) <= 2 for r, _ in where)
+    kept = [c for _, c in where if abs(c - 7) <= 2]
+    mirrored = [c for _, c in where if abs(c - (27 - 7)) <= 2]
+    assert len(kept) + len(mirrored) == 64 and 10 < len(mirrored) < 54
+    assert len({tuple(w) for w in where}) > 10  # the shifts vary
+    assert torch.equal(y, shift_and_flip(x, torch.Generator().manual_seed(0)))

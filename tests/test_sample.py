@@ -1,10 +1,11 @@
-"""The sampling path: seeded noise, the noise stream, PNG folders."""
+"""The sampling path: seeded noise, the noise stream, PNG folders, discriminator rejection sampling."""
 
+import pytest
 import torch
 from PIL import Image
 
 from counterfeit.fileio import write_many
-from counterfeit.sample import NoiseStream, make_noise, png_bytes
+from counterfeit.sample import NoiseStream, make_noise, png_bytes, rejection_sample, sample
 
 
 def test_noise_rows_do_not_depend_on_how_many_are_drawn():
@@ -25,3 +26,47 @@ def test_write_many_writes_whole_files_and_leaves_no_temporaries(tmp_path):
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert n == 5 and files == [f"{i:03d}.png" for i in range(5)]
     assert Image.open(tmp_path / "out" / "004.png").getpixel((0, 0)) == 128
+
+
+class _Shift(torch.nn.Module):
+    """A stand-in G: z (N, 2) -> z + 1 (N, 2)."""
+
+    z_dim = 2
+
+    def forward(self, z, labels=None):
+        return z + 1.0
+
+
+class _NearOrigin(torch.nn.Module):
+    """A stand-in D whose logit says: the nearer the origin, the more real."""
+
+    def forward(self, x, labels=None):
+        return -4.0 * x.pow(2).sum(1)  # (N,)
+
+
+def test_rejection_sampling_keeps_what_d_prefers_reproducibly():
+    G, D = _Shift().eval(), _NearOrigin().eval()
+    kept, acceptance = rejection_sample(G, D, 500, seed=3, percentile=90)
+    plain = sample(G, make_noise(500, 2, seed=3))
+    assert kept.shape == (500, 2) and 0 < acceptance < 0.5
+    assert kept.norm(dim=1).mean() < 0.7 * plain.norm(dim=1).mean()  # pulled toward what D calls real
+    again, _ = rejection_sample(G, D, 500, seed=3, percentile=90)
+    assert torch.equal(kept, again) and not torch.equal(kept, rejection_sample(G, D, 500, seed=4)[0])
+    assert rejection_sample(G, D, 200, seed=3, percentile=100)[1] < acceptance  # a higher bar keeps fewer
+
+
+def test_rejection_sampling_refuses_what_it_cannot_do():
+    G, D = _Shift().eval(), _NearOrigin().eval()
+    with pytest.raises(ValueError, match="percentile"):
+        rejection_sample(G, D, 10, seed=0, percentile=0)
+    D.pack = 2
+    with pytest.raises(ValueError, match="packs"):
+        rejection_sample(G, D, 10, seed=0)
+    D.pack, G.num_classes = 1, 3
+    with pytest.raises(ValueError, match="unconditional"):
+        rejection_sample(G, D, 10, seed=0)
+    G.num_classes = 0
+    with pytest.raises(ValueError, match="too few"):
+        rejection_sample(
+            G, lambda x: torch.full((len(x),), -1e4).index_fill(0, torch.tensor([0]), 0.0), 10, seed=0, percentile=100, max_draws=3
+        )

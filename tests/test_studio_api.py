@@ -81,6 +81,9 @@ def test_generate_options_and_zip(client):
     pts = zipfile.ZipFile(io.BytesIO(client.get(f"/api/generate?run={TOY}&n=50&format=zip").content))
     assert len(pts.read("points.csv").decode().splitlines()) == 51 and "scatter.png" in pts.namelist()
     assert "attachment" in client.get(base + "&download=1").headers["content-disposition"]
+    assert "inline" in client.get(base + "&download=no").headers["content-disposition"]
+    bad = client.get(base + "&download=maybe")
+    assert bad.status_code == 400 and "download" in bad.json()["error"]
 
 
 @pytest.mark.parametrize(
@@ -373,3 +376,17 @@ def test_more_broken_parameters_get_one_line_errors(client, method, url, body, s
 def test_a_bad_playground_step_count_is_refused(client):
     sid = client.post("/api/playground", json={"data": "ring8"}).json()["id"]
     assert "'steps'" in _error(client.post(f"/api/playground/{sid}/step", json={"steps": -1}), 400)
+
+
+def test_a_long_job_log_still_names_its_run_and_last_line(tmp_path):
+    """A poll reads the log's head (the run folder line) and tail (the state), not the whole file."""
+    from counterfeit.studio.jobs import Jobs
+
+    jobs = Jobs(tmp_path)
+    jobs.dir.mkdir(parents=True)
+    record = {"id": "0123456789ab", "pid": 0, "start_ticks": None, "argv": [], "started": "2026-12-02T00:00:00", "run": None}
+    (jobs.dir / "0123456789ab.json").write_text(json.dumps(record))
+    ticks = "".join(f"kimg {k:.1f}: D 1.386 G 0.693\n" for k in range(5000))  # ~150 kB
+    (jobs.dir / "0123456789ab.log").write_text("run folder: /x/runs/00007-ring8-mlp\n" + ticks + "done: 00007-ring8-mlp\n")
+    job = jobs.get("0123456789ab")
+    assert job["run"] == "00007-ring8-mlp" and job["state"] == "done" and not job["alive"]

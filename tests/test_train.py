@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from counterfeit.checkpoints import list_checkpoints, read_checkpoint
-from counterfeit.config import ConfigError, make_config
+from counterfeit.config import ConfigError, RunConfig, make_config
 from counterfeit.losses import NonSaturatingLoss, build_loss
 from counterfeit.models import build_models
 from counterfeit.runs import create_run_dir, read_stats
@@ -24,6 +24,7 @@ from counterfeit.train import (
     d_step,
     ema_update,
     g_step,
+    lr_scale,
     train,
 )
 
@@ -197,6 +198,47 @@ def test_toy_run_writes_scatter_plots(tmp_path):
     run = create_run_dir(cfg, tmp_path)
     train(cfg, run)
     assert len(list((run / "samples").glob("fakes*.png"))) >= 1 and len(read_stats(run)) == 2
+
+
+def test_lr_scale_is_flat_then_falls_linearly_to_zero():
+    assert lr_scale(0, 1000, 0.25) == 1.0 and lr_scale(750, 1000, 0.25) == 1.0
+    assert lr_scale(875, 1000, 0.25) == pytest.approx(0.5) and lr_scale(1000, 1000, 0.25) == 0.0
+    assert lr_scale(500, 1000, 1.0) == pytest.approx(0.5)
+
+
+def test_lr_rampdown_sets_the_optimisers_lr_and_survives_a_resume(tiny_folder, tmp_path):
+    cfg = tiny_cfg(tiny_folder, lr_rampdown=0.5)
+    assert_stop_and_resume_is_exact(cfg, tmp_path, stop_after_steps=12)  # stopped inside the ramp
+    run = create_run_dir(cfg, tmp_path)
+    seen = []
+    train(cfg, run, Callbacks(on_step=lambda c, t: seen.append(c)))
+    _, state = read_checkpoint(list_checkpoints(run)[-1], prefixes=())
+    lrs = [g["lr"] for opt in ("opt_G", "opt_D") for g in state["optimizer_groups"][opt]]
+    # 16 steps of 16 images, the ramp over the last 128: the last step began at 240 of 256 images, so 1/8 of the base lr
+    assert lrs == pytest.approx([cfg.optim.lr_g / 8, cfg.optim.lr_d / 8]) and seen[-1] == 256
+    with pytest.raises(ConfigError, match="--lr-rampdown"):
+        tiny_cfg(tiny_folder, lr_rampdown=1.5)
+
+
+def test_standardise_scales_points_not_the_weights():
+    """--standardise divides D's input by the toy's RMS coordinate and multiplies G's output by it; same parameters."""
+    plain, std = (build_models(make_config(data="grid25", g_width=16, d_width=16, standardise=s)) for s in (False, True))
+    assert std[0].scale == pytest.approx(8**0.5) and plain[0].scale == 1.0
+    std[0].load_state_dict(plain[0].state_dict())
+    std[1].load_state_dict(plain[1].state_dict())
+    z = torch.randn(5, 2)
+    for m in (*plain, *std):
+        m.eval()
+    torch.testing.assert_close(std[0](z), plain[0](z) * 8**0.5)
+    x = torch.randn(5, 2)
+    torch.testing.assert_close(std[1](x * 8**0.5), plain[1](x))
+    assert make_config(data="ring8").model.standardise  # the mlp family's default
+    old = make_config(data="ring8").to_dict()
+    del old["model"]["standardise"], old["optim"]["lr_rampdown"]  # a config.json written before these options
+    rebuilt = RunConfig.from_dict(old)
+    assert not rebuilt.model.standardise and rebuilt.optim.lr_rampdown == 0.0
+    with pytest.raises(ConfigError, match="--standardise"):
+        make_config(standardise=True)
 
 
 def test_channels_last_trains_the_same_model_as_nchw(tiny_folder, tmp_path):

@@ -120,10 +120,17 @@ def _parser() -> argparse.ArgumentParser:
     # BooleanOptionalAction leaves None when neither form is given, so a family's default is not overridden.
     t.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction, help="spectral normalisation of D's layers (dcgan, mlp; off)")
     t.add_argument("--mbstd", action=argparse.BooleanOptionalAction, help="minibatch-std feature in D against mode collapse (off)")
+    t.add_argument(
+        "--standardise", action=argparse.BooleanOptionalAction, help="mlp: G and D work in units of the toy's RMS coordinate (on)"
+    )
     t.add_argument("--pack", type=int, help="PacGAN: D judges this many samples at once (default 1; must divide --batch-size)")
     t.add_argument("--lr-g", type=float, help="G's Adam learning rate (autoencoders: of encoder and decoder)")
     t.add_argument("--lr-d", type=float, help="D's Adam learning rate; TTUR (Heusel et al. 2017): e.g. 4e-4 here with --lr-g 1e-4")
     t.add_argument("--beta1", type=float, help="Adam beta1 (0.5 for DCGAN)")
+    t.add_argument("--beta2", type=float, help="Adam beta2 (0.999; WGAN-GP used 0.9)")
+    t.add_argument(
+        "--lr-rampdown", type=float, help="share of the run at its end over which the learning rates fall linearly to 0 (0 = off)"
+    )
     t.add_argument("--d-steps", type=int, help="D updates per G update")
     t.add_argument("--ema-halflife-kimg", type=float, help="half-life of G's moving average, in kimg")
     t.add_argument("--tick-kimg", type=float, help="stats line every N kimg")
@@ -152,6 +159,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["grid", "folder", "npz"], default="grid")
     s.add_argument("--device", default="cpu")
     s.add_argument("--class", dest="class_name", help="conditional runs: draw only this class (name or index)")
+    s.add_argument(
+        "--drs",
+        type=float,
+        metavar="PCT",
+        help="discriminator rejection sampling: keep what D accepts (PCT: 90 is typical; unconditional GANs)",
+    )
 
     r = sub.add_parser("runs", help="list runs with their progress", epilog=EXAMPLES["runs"], formatter_class=fmt)
     r.add_argument("dir", nargs="?", default="runs")
@@ -410,10 +423,10 @@ def _postfix(s: dict) -> str:
 
 
 _OPTIONS = ("data", "model", "loss", "kimg", "epochs", "batch_size", "seed", "data_dir", "resolution", "channels", "z_dim",
-            "g_width", "d_width", "lr_g", "lr_d", "beta1", "d_steps", "ema_halflife_kimg", "tick_kimg", "sample_kimg",
+            "g_width", "d_width", "lr_g", "lr_d", "beta1", "beta2", "lr_rampdown", "d_steps", "ema_halflife_kimg", "tick_kimg", "sample_kimg",
             "snapshot_kimg", "keep_checkpoints", "eval_every_kimg", "eval_n", "alarm_after_kimg", "device",
             "channels_last", "compile", "precision",
-            "gp_weight", "r1_gamma", "ac_weight", "ms_weight", "diffaug", "spectral_norm", "mbstd", "pack", "beta", "noise_std", "exclude_class")  # fmt: skip
+            "gp_weight", "r1_gamma", "ac_weight", "ms_weight", "diffaug", "spectral_norm", "mbstd", "pack", "beta", "noise_std", "exclude_class", "standardise")  # fmt: skip
 _RESUMABLE = ("kimg", "epochs", "device", "channels_last", "compile", "precision")  # how long and how fast, not what is learned
 
 
@@ -490,7 +503,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.n < 1 or args.n > 1_000_000:
         raise ConfigError(f"-n must be between 1 and 1,000,000, got {args.n}")
-    out = write_samples(args.run_dir, args.n, args.seed, args.format, args.out, args.device, args.class_name)
+    out = write_samples(args.run_dir, args.n, args.seed, args.format, args.out, args.device, args.class_name, args.drs)
     print(f"wrote {out}")
     return 0
 

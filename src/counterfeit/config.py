@@ -40,6 +40,9 @@ class ModelConfig:
     # dae: std of the Gaussian noise added to each input pixel in [-1, 1] units while training (Vincent et al. 2008
     # used masking; additive Gaussian noise is the other classic corruption); 0.3 is 15 % of the pixel range.
     noise_std: float = 0.3
+    # mlp: G draws and D judges points in units of the toy's RMS coordinate (ring8 0.71, grid25 2.83), so the same
+    # learning rate suits every toy. False here so that configs written before the option rebuild unchanged.
+    standardise: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,9 @@ class OptimConfig:
     beta1: float = 0.5  # DCGAN's choice: a shorter momentum memory keeps the game from oscillating
     beta2: float = 0.999
     d_steps: int = 1  # D updates per G update
+    # Share of the run at its end over which both learning rates fall linearly to 0 (0 = constant). Computed from the
+    # images shown, so a resumed run continues the same schedule; the toys need it to sharpen their modes.
+    lr_rampdown: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -225,6 +231,8 @@ def _check_family_options(cfg: RunConfig, options: dict[str, Any]) -> None:
         raise ConfigError(f"--ac-weight trains a class head in D; use it with a conditional model (--model cdcgan), not --model {name}")
     if "beta" in options and name != "vae":
         raise ConfigError(f"--beta weights the VAE's KL term; use it with --model vae, not --model {name}")
+    if options.get("standardise") and get_spec(name).data_kind != "points":
+        raise ConfigError(f"--standardise rescales 2-D toy points; --model {name} draws images, drop the flag")
     if "noise_std" in options and name != "dae":
         raise ConfigError(f"--noise-std is the denoising autoencoder's input noise; use it with --model dae, not --model {name}")
 
@@ -242,6 +250,7 @@ def _validate(cfg: RunConfig) -> None:
         (O.lr_g > 0 and O.lr_d > 0, "learning rates must be positive"),
         (0 <= O.beta1 < 1 and 0 <= O.beta2 < 1, "Adam betas must lie in [0, 1)"),
         (O.d_steps >= 1, f"--d-steps must be at least 1, got {O.d_steps}"),
+        (0 <= O.lr_rampdown <= 1, f"--lr-rampdown is a share of the run in [0, 1], got {O.lr_rampdown}"),
         (cfg.model.z_dim >= 1, f"--z-dim must be at least 1, got {cfg.model.z_dim}"),
         (cfg.model.g_width >= 1 and cfg.model.d_width >= 1, "widths must be at least 1"),
         (cfg.data.channels in (1, 3), f"--channels must be 1 or 3, got {cfg.data.channels}"),

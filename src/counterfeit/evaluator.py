@@ -130,10 +130,12 @@ def _sha256(path: Path) -> str:
 
 
 def fit_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: float, seed: int, batch_size: int = 128,
-                   lr: float = 3e-3, on_epoch: Callable[[int, Evaluator, float], None] | None = None) -> Evaluator:  # fmt: skip
+                   lr: float = 3e-3, on_epoch: Callable[[int, Evaluator, float], None] | None = None,
+                   augment: bool = False) -> Evaluator:  # fmt: skip
     """Train a fresh Evaluator on uint8 images x (N, 1, 28, 28) with labels y (N,): AdamW, one-cycle; returned in eval mode.
 
     `epochs` may be fractional (a number of steps); `on_epoch(epoch, model, last_loss)` runs after each whole pass.
+    `augment` shifts each training image by up to 2 pixels and mirrors half of them (see shift_and_flip).
     """
     torch.manual_seed(seed)  # dropout and initialisation
     gen = torch.Generator().manual_seed(seed)  # batch order
@@ -150,7 +152,8 @@ def fit_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: f
             done += 1
             if len(idx) < 2:  # batch norm cannot train on a single image
                 continue
-            loss = F.cross_entropy(ev(to_unit(x[idx])), y[idx])  # logits (B, C)
+            xb = to_unit(x[idx])  # (B, 1, 28, 28) in [0, 1]
+            loss = F.cross_entropy(ev(shift_and_flip(xb, gen) if augment else xb), y[idx])  # logits (B, C)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -159,6 +162,19 @@ def fit_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: f
             on_epoch(epoch, ev, loss.item())
         epoch += 1
     return ev.eval()
+
+
+def shift_and_flip(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Tensor:
+    """Each image (N, C, H, W) moved by up to `max_shift` pixels each way (zero fill) and mirrored left-right with p = 1/2."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4)  # (N, C, H + 2s, W + 2s)
+    dy, dx = (torch.randint(0, 2 * max_shift + 1, (n,), generator=gen) for _ in range(2))  # (N,) each
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(n, x.shape[1], h, w + 2 * max_shift)
+    out = padded.gather(2, rows)  # (N, C, H, W + 2s)
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(n, x.shape[1], h, w)
+    out = out.gather(3, cols)  # (N, C, H, W)
+    flip = torch.rand(n, generator=gen) < 0.5  # (N,)
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
 def accuracy(ev: Evaluator, x: torch.Tensor, y: torch.Tensor) -> float:

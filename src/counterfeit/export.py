@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import zipfile
 from pathlib import Path
 
@@ -12,8 +13,10 @@ import torch
 from .config import ConfigError
 from .data.load import find_class
 from .fileio import atomic_write_bytes, write_many
-from .runs import conditional_class_names, load_run
-from .sample import generate, png_bytes, save_grid, save_scatter, to_pil
+from .runs import conditional_class_names, load_run, load_slot
+from .sample import generate, png_bytes, rejection_sample, save_grid, save_scatter, to_pil, to_uint8
+
+log = logging.getLogger("counterfeit")
 
 
 def resolve_class(run, name_or_index: str) -> int:
@@ -53,18 +56,23 @@ def sample_labels(run, n: int, class_name: str | None = None, by_row: bool = Fal
 
 
 def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out: str | Path | None = None, device: str = "cpu",
-                  class_name: str | None = None) -> Path:  # fmt: skip
+                  class_name: str | None = None, drs: float | None = None) -> Path:  # fmt: skip
     """Sample n items with a seed from a run's EMA generator and write them as `grid`, `folder` or `npz`.
 
     Conditional runs draw `class_name` only when given; otherwise balanced classes, and a grid gets one class per row.
+    `drs` (a percentile) keeps only what the run's D accepts (sample.rejection_sample); unconditional GANs only.
     """
     run = load_run(run_dir, device)
     points = run.spec.data_kind == "points"
     tag = f"-class{resolve_class(run, class_name)}" if class_name is not None else ""
+    tag += f"-drs{drs:g}" if drs is not None else ""
     default_name = f"sample-seed{seed}-n{n}{tag}" + {"grid": ".png", "folder": "", "npz": ".npz"}[fmt]
     out = Path(out) if out else run.run_dir / "samples" / default_name
     labels, nrow = sample_labels(run, n, class_name, by_row=fmt == "grid")
-    x = generate(run.G, None if points else run.spec.pixel_range, n, seed, device, labels)  # (n, C, H, W) uint8 or (n, 2)
+    if drs is not None:
+        x = _drs_samples(run, n, seed, drs, device)
+    else:
+        x = generate(run.G, None if points else run.spec.pixel_range, n, seed, device, labels)  # (n, C, H, W) uint8 or (n, 2)
     if points:
         if fmt == "folder":
             raise ConfigError("2-D toy runs sample points: use --format npz (points + scatter PNG) or grid (scatter PNG)")
@@ -81,6 +89,18 @@ def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out
     arrays = x.permute(0, 2, 3, 1).numpy()  # (n, H, W, C) uint8
     write_many(out, ((f"{i:06d}.png", png_bytes(to_pil(a))) for i, a in enumerate(arrays)))
     return out
+
+
+def _drs_samples(run, n: int, seed: int, percentile: float, device: str) -> torch.Tensor:
+    """n samples kept by discriminator rejection sampling: uint8 images or float points, as generate gives them."""
+    if run.spec.family == "autoencoder" or run.spec.conditional:
+        raise ConfigError(f"--drs needs an unconditional GAN's discriminator; {run.config.model.name} runs have none to ask, drop --drs")
+    try:
+        x, acceptance = rejection_sample(run.G, load_slot(run, "D", device), n, seed, percentile, device)
+    except ValueError as e:
+        raise ConfigError(f"--drs: {e}") from None
+    log.info(f"discriminator rejection sampling kept {acceptance:.1%} of the candidates")
+    return x if run.spec.data_kind == "points" else to_uint8(x, run.spec.pixel_range)
 
 
 NPZ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)  # what np.load raises for a damaged or foreign file

@@ -266,6 +266,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
         modules, optimizers, stat_keys = {"G": G, "D": D, "G_ema": G_ema}, {"opt_G": opt_G, "opt_D": opt_D}, GAN_STATS
         loss = build_loss(cfg.loss)
     prep = (lambda xb: from_uint8(xb, spec.pixel_range)) if images else (lambda xb: xb)
+    base_lrs = {name: [group["lr"] for group in opt.param_groups] for name, opt in optimizers.items()}  # before a resume loads any
 
     cur_nimg, elapsed_prev = 0, 0.0
     ckpts = list_checkpoints(run_dir)
@@ -346,6 +347,11 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
             status = "stopped"
             break
         prev_nimg = cur_nimg
+        if O.lr_rampdown > 0:
+            scale = lr_scale(cur_nimg, total_nimg, O.lr_rampdown)
+            for name, opt in optimizers.items():  # looked up each time: loading a checkpoint replaces the param groups
+                for group, lr in zip(opt.param_groups, base_lrs[name]):
+                    group["lr"] = lr * scale
         dist.reseed_rank_local(L.seed, cur_nimg)  # several processes: per-image randomness (DiffAugment, dropout) differs by rank
 
         with autocast():  # bf16: the steps' matmuls and convolutions in bfloat16; parameters and optimisers stay fp32
@@ -451,6 +457,12 @@ def _check_precision(precision: str, device: torch.device) -> None:
     """bf16 needs a GPU with bfloat16 units (or a CPU, where autocast emulates it): a one-line error before training."""
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError(f"--precision bf16 needs a GPU with bfloat16 support; {torch.cuda.get_device_name(device)} has none, use fp32")
+
+
+def lr_scale(cur_nimg: int, total_nimg: int, rampdown: float) -> float:
+    """Learning-rate factor: 1, then linear to 0 over the last `rampdown` share of the run."""
+    start = (1.0 - rampdown) * total_nimg
+    return 1.0 if cur_nimg <= start else max(0.0, (total_nimg - cur_nimg) / max(total_nimg - start, 1.0))
 
 
 def _truncate_stats(run_dir: Path, cur_nimg: int) -> None:

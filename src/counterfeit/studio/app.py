@@ -148,7 +148,7 @@ def generate(studio: Studio, request: Request, params: Params) -> Response:
     req = gen.parse_request(studio.runs_dir, params)
     with studio.compute:
         body, media, name = gen.render(studio.models, req)
-    attach = req.fmt == "zip" or params.values.get("download") in ("1", "true")
+    attach = req.fmt == "zip" or req.download
     disposition = f'{"attachment" if attach else "inline"}; filename="{name}"'
     return Response(body, media_type=media, headers={"Content-Disposition": disposition, "Cache-Control": "no-store"})
 

@@ -61,10 +61,11 @@ class Request:
     truncation: float
     ema: bool
     fmt: str
+    download: bool = False  # only changes the response headers: attachment instead of inline
 
 
 def parse_request(root: Path, params: Params) -> Request:
-    """The Generate parameters, checked: run, seed, n, class, truncation, ema, format."""
+    """The Generate parameters, checked: run, seed, n, class, truncation, ema, format, download."""
     req = Request(
         run_dir=run_path(root, params.str("run", None, 128)),
         seed=params.int("seed", 0, 0, MAX_SEED),
@@ -73,8 +74,8 @@ def parse_request(root: Path, params: Params) -> Request:
         truncation=params.float("truncation", 1.0, 0.0, 1.0, lo_open=True),
         ema=params.bool("ema", True),
         fmt=params.choice("format", "png", ("png", "zip")),
+        download=params.bool("download", False),
     )
-    params.used.add("download")  # only changes the response headers
     params.done()
     return req
 

@@ -178,8 +178,8 @@ class Jobs:
     def _status(self, record: dict[str, Any]) -> dict[str, Any]:
         job = dict(record)
         log_path = self.dir / f"{job['id']}.log"
-        text = log_path.read_text(errors="replace")[-20000:] if log_path.is_file() else ""
-        if job.get("run") is None and (m := _RUN_LINE.search(text)):
+        head, text = _head_and_tail(log_path)
+        if job.get("run") is None and (m := _RUN_LINE.search(head)):
             job["run"] = Path(m.group(1).strip()).name
         proc = self._procs.get(job["id"])
         if proc is not None:
@@ -202,6 +202,19 @@ class Jobs:
             state = "ended" if proc is None or proc.returncode == 0 else f"exited with code {proc.returncode}"
         job.update(alive=alive, state=state, message=last[-300:])
         return job
+
+
+def _head_and_tail(path: Path, head: int = 8192, tail: int = 20000) -> tuple[str, str]:
+    """The first `head` and last `tail` bytes of a job log as text; a poll stays cheap however long the run logs."""
+    try:
+        with open(path, "rb") as f:
+            first = f.read(head)
+            size = f.seek(0, 2)
+            f.seek(max(size - tail, 0))
+            last = f.read()
+    except FileNotFoundError:
+        return "", ""
+    return first.decode(errors="replace"), last.decode(errors="replace")
 
 
 def _start_ticks(pid: int) -> int | None:
