@@ -1,6 +1,6 @@
 """Mode-collapse benchmark on the 2-D toy mixtures (ring8, grid25), after the PacGAN / VEEGAN tables.
 
-    python benchmarks/toys.py [--datasets ring8,grid25] [--configs gan,pacgan2,pacgan4,mbstd,best] [--seeds 10]
+    python benchmarks/toys.py [--datasets ring8,grid25] [--configs gan,long,longer,pacgan2,pacgan4,mbstd] [--seeds 10]
                               [--kimg K] [--set KEY=VALUE ...] [--threads 1] [--md benchmarks/toys/RESULTS-toys.md]
                               [--jsonl benchmarks/toys/runs-toys.jsonl] [--reuse]
 
@@ -9,6 +9,8 @@ trained with the library API (counterfeit.train.train) in a temporary run folder
 off; then 2,500 points are drawn from the EMA generator with sampling seed 0 (exactly what `counterfeit sample`
 draws) and scored with counterfeit.metrics.toy.toy_metrics (PacGAN protocol: a mode is covered when at least one
 sample lies within 3 sigma of it; a sample is high quality when it lies within 3 sigma of its nearest mode).
+Unless D judges packs, 2,500 points kept by discriminator rejection sampling (`counterfeit sample RUN --drs 90`)
+from the same run are scored too, in separate columns.
 
 Each finished run is appended to the --jsonl file as one line; with --reuse, runs already recorded there with the
 same dataset, options and seed are not trained again, so a table can be grown seed by seed across sessions.
@@ -77,8 +79,9 @@ CONFIGS: dict[str, tuple[str, dict]] = {
         {"lr_g": 1e-3, "lr_d": 1e-3, "lr_rampdown": 0.0, "batch_size": 256, "kimg": 200.0, "g_width": 400, "standardise": False},
     ),
     "long": ("plain GAN, twice as long: 16,000 G steps", {"kimg": 1024.0}),
+    "longer": ("plain GAN, four times as long: 32,000 G steps", {"kimg": 2048.0}),
 }
-DEFAULT_CONFIGS = "gan,pacgan2,pacgan4,mbstd"
+DEFAULT_CONFIGS = "gan,long,longer,pacgan2,pacgan4,mbstd"
 
 # Discriminator rejection sampling (counterfeit.sample.rejection_sample) keeps a point with probability
 # min(1, exp(D's logit - M)), M = this percentile of the first batch's logits; scored beside the plain samples.
@@ -123,6 +126,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--jsonl", type=Path, default=DEFAULT_JSONL, help="per-run records are appended here")
     p.add_argument("--reuse", action="store_true", help="skip runs already recorded in --jsonl with the same options and seed")
+    p.add_argument("--no-train", action="store_true", help="with --reuse: only tabulate recorded runs; missing ones are left out")
     args = p.parse_args(argv)
     args.datasets = [d for d in args.datasets.split(",") if d]
     args.configs = [c for c in args.configs.split(",") if c]
@@ -325,6 +329,8 @@ def main(argv: list[str] | None = None) -> None:
                 k = key(dataset, opts, seed)
                 if k in cache:
                     r, how = cache[k], "reused"
+                elif args.no_train:
+                    continue
                 else:
                     r, how = run_one(dataset, opts, seed), "trained"
                     with open(args.jsonl, "a") as f:
