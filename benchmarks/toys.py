@@ -117,7 +117,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--configs", default=DEFAULT_CONFIGS, help=f"comma-separated names from: {', '.join(CONFIGS)} (default {DEFAULT_CONFIGS})"
     )
-    p.add_argument("--seeds", default="10", help="S (seeds 0..S-1) or a comma-separated list of seeds, e.g. 3, for seed 3 alone (default 10)")
+    p.add_argument(
+        "--seeds", default="10", help="S (seeds 0..S-1) or a comma-separated list of seeds, e.g. 3, for seed 3 alone (default 10)"
+    )
     p.add_argument("--kimg", type=float, help="training length for every configuration (default: each configuration's own)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra make_config option for every configuration")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
