@@ -100,6 +100,12 @@ def test_drs_on_images_and_its_refusals(folder_run, tmp_path, capsys):
     _one_line_error(capsys, ["sample", str(folder_run), "--drs", "0"], "--drs", "percentile")
 
 
+def test_drs_refuses_a_conditional_run_in_one_line(studio_runs, capsys):
+    from conftest import STUDIO_RUNS
+
+    _one_line_error(capsys, ["sample", str(studio_runs / STUDIO_RUNS[1]), "--drs", "90"], "--drs", "unconditional GAN")
+
+
 def test_dry_run_prints_the_config(capsys):
     assert main(["train", "--dry-run", "--model", "lecture", "--kimg", "5"]) == 0
     cfg = json.loads(capsys.readouterr().out)
