@@ -123,3 +123,52 @@ def test_auxiliary_classifier_term(tiny_folder, tmp_path):
     assert train(cfg, create_run_dir(cfg, tmp_path)).status == "done"
     with pytest.raises(ConfigError, match="--ac-weight"):
         make_config(model="dcgan", ac_weight=1.0)
+
+
+def test_twin_auxiliary_classifier(tiny_folder, tmp_path):
+    """TAC-GAN: the twin head learns from fakes only, and G's AC term is the head's cross-entropy minus the twin's."""
+    import torch.nn.functional as F
+
+    from counterfeit.losses import build_loss
+    from counterfeit.train import d_step, g_step
+
+    cfg = _tiny_cfg(tiny_folder, ac_weight=1.5, twin_ac=True, ms_weight=0.0)
+    torch.manual_seed(0)
+    G, D = build_models(cfg)
+    assert D.classifier.out_features == 4  # 2 classes: [AC head | twin]
+    loss = build_loss(cfg.loss)
+    x, y = torch.rand(8, 1, 28, 28) * 2 - 1, torch.tensor([0, 1] * 4)  # (8, 1, 28, 28), (8,)
+    z = torch.randn(8, 8)  # (8, z_dim)
+    head, twin = loss.split_heads(D(x, y, with_classes=True)[1])
+    assert head.shape == twin.shape == (8, 2)
+
+    # D step: the twin rows of the class layer get gradient from the fakes' requested labels, the head rows from the reals.
+    opt_D = torch.optim.SGD(D.parameters(), lr=0.0)  # lr 0: look at the gradients, change nothing
+    d_step(G, D, opt_D, loss, x, z, y, y.flip(0))
+    grad = D.classifier.weight.grad  # (4, W)
+    assert grad[:2].abs().sum() > 0 and grad[2:].abs().sum() > 0
+    with torch.no_grad():
+        fake = G(z, y.flip(0))  # (8, 1, 28, 28): what d_step showed D
+    D.zero_grad()
+    twin_only = loss.ac_loss(loss.split_heads(D(fake, y.flip(0), with_classes=True)[1])[1], y.flip(0))
+    twin_only.backward()
+    assert torch.allclose(D.classifier.weight.grad[2:], grad[2:], atol=1e-6)  # the twin learns from the fakes alone
+
+    # G step: loss_G = ns(fake) + 1.5 * (CE(head) - CE(twin)) on the same fakes.
+    opt_G = torch.optim.SGD(G.parameters(), lr=0.0)
+    D.eval(), G.eval()  # fixed batch statistics, so the hand computation sees what g_step saw
+    loss_G, _ = g_step(G, D, opt_G, loss, z, y)
+    with torch.no_grad():
+        logit, classes = D(G(z, y), y, with_classes=True)
+        h, t = classes.chunk(2, dim=1)
+        expected = F.softplus(-logit).mean() + 1.5 * (F.cross_entropy(h, y) - F.cross_entropy(t, y))
+    assert torch.allclose(loss_G, expected, atol=1e-5)
+
+    # Trains, saves and samples like any cdcgan run; one-line errors where the twin has no head to pair with.
+    run_dir = create_run_dir(cfg, tmp_path)
+    assert train(cfg, run_dir).status == "done"
+    assert load_run(run_dir).G(z[:2], y[:2]).shape == (2, 1, 28, 28)
+    with pytest.raises(ConfigError, match="--twin-ac"):
+        _tiny_cfg(tiny_folder, ac_weight=0.0, twin_ac=True)
+    with pytest.raises(ConfigError, match="--twin-ac"):
+        make_config(model="dcgan", twin_ac=True)

@@ -323,7 +323,7 @@ def test_dry_run_prints_the_options(capsys):
             "--diffaug", "color,translation"]  # fmt: skip
     assert main(argv) == 0
     cfg = json.loads(capsys.readouterr().out)
-    assert cfg["loss"] == {"name": "wgan-gp", "gp_weight": 5.0, "r1_gamma": 0.5, "diffaug": "color,translation", "ac_weight": 0.0,
+    assert cfg["loss"] == {"name": "wgan-gp", "gp_weight": 5.0, "r1_gamma": 0.5, "diffaug": "color,translation", "ac_weight": 0.0, "twin_ac": False,
                            "ms_weight": 0.0, "beta": 1.0}  # fmt: skip
     assert (cfg["model"]["spectral_norm"], cfg["model"]["mbstd"], cfg["model"]["pack"]) == (True, True, 2)
     assert main(["train", "--dry-run", "--pack", "3"]) == 2

@@ -112,6 +112,14 @@ def test_paths_never_leave_the_runs_folder(client, url, status):
     _error(client.get(url), status)
 
 
+def test_wrong_method_is_405_with_allow(client):
+    r = client.get("/api/train")  # POST-only
+    assert r.status_code == 405 and r.headers["allow"] == "POST" and "takes POST, not GET" in r.json()["error"]
+    r = client.post("/api/runs", json={})  # GET-only
+    assert r.status_code == 405 and r.headers["allow"] == "GET"
+    assert client.get("/api/nothing/here").status_code == 404  # an unknown path stays a 404
+
+
 def test_symlink_out_of_the_runs_folder_is_refused(client, runs, tmp_path):
     outside = tmp_path / "elsewhere"
     outside.mkdir()

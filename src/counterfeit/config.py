@@ -56,6 +56,10 @@ class LossConfig:
     # Conditional models: weight of the auxiliary-classifier term (Odena et al. 2017, AC-GAN). D gets a class head
     # trained on reals; G is pushed to draw fakes that head assigns to the requested class. 0 = off.
     ac_weight: float = 0.0
+    # TAC-GAN (Gong et al. 2019): a twin class head learns, on fakes, which class G was asked for, and G's AC term becomes
+    # CE(head) - CE(twin). Plain AC rewards G for fakes that are easy to classify, so it thins out where classes
+    # overlap (shirts among T-shirts and pullovers); the twin cancels that pull. Needs ac_weight > 0.
+    twin_ac: bool = False
     # Mode-seeking term (Mao et al. 2019, MSGAN): G pays ms_weight / (|G(z1) - G(z2)| / |z1 - z2|) on pairs of fakes
     # (of the same class, for conditional models), so different noise must give different images. 0 = off.
     ms_weight: float = 0.0
@@ -213,7 +217,8 @@ def extend_config(cfg: RunConfig, **options: Any) -> RunConfig:
     return cfg
 
 
-_GAN_ONLY = ("loss", "gp_weight", "r1_gamma", "ac_weight", "ms_weight", "diffaug", "spectral_norm", "mbstd", "pack", "lr_d", "d_steps")
+_GAN_ONLY = ("loss", "gp_weight", "r1_gamma", "ac_weight", "twin_ac", "ms_weight", "diffaug", "spectral_norm", "mbstd", "pack", "lr_d",
+             "d_steps")  # fmt: skip
 
 
 def _check_family_options(cfg: RunConfig, options: dict[str, Any]) -> None:
@@ -229,6 +234,10 @@ def _check_family_options(cfg: RunConfig, options: dict[str, Any]) -> None:
         raise ConfigError(f"--compile applies to the GAN step only; --model {name} would train uncompiled, drop the flag")
     if options.get("ac_weight") and not get_spec(name).conditional:
         raise ConfigError(f"--ac-weight trains a class head in D; use it with a conditional model (--model cdcgan), not --model {name}")
+    if options.get("twin_ac") and not get_spec(name).conditional:
+        raise ConfigError(f"--twin-ac twins the AC class head of a conditional model (--model cdcgan), not --model {name}")
+    if cfg.loss.twin_ac and cfg.loss.ac_weight <= 0:
+        raise ConfigError("--twin-ac pairs a twin with the AC class head; give --ac-weight > 0 (cdcgan's default is 2) or drop --twin-ac")
     if "beta" in options and name != "vae":
         raise ConfigError(f"--beta weights the VAE's KL term; use it with --model vae, not --model {name}")
     if options.get("standardise") and get_spec(name).data_kind != "points":

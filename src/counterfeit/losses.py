@@ -20,12 +20,14 @@ class GANLoss:
     diffaug = ""
     ac_weight = 0.0
     ms_weight = 0.0
+    twin_ac = False
 
-    def __init__(self, r1_gamma: float = 0.0, diffaug: str = "", ac_weight: float = 0.0, ms_weight: float = 0.0):
+    def __init__(self, r1_gamma: float = 0.0, diffaug: str = "", ac_weight: float = 0.0, ms_weight: float = 0.0, twin_ac: bool = False):
         self.r1_gamma = r1_gamma  # R1 weight gamma: the D step adds gamma/2 * E[|grad D(x)|^2] on reals (0 = off)
         self.diffaug = diffaug  # DiffAugment policy for every image D sees ('' = none)
         self.ac_weight = ac_weight  # AC-GAN: weight of the class cross-entropy in both steps (0 = off)
         self.ms_weight = ms_weight  # MSGAN: weight of the mode-seeking term in the G step (0 = off)
+        self.twin_ac = twin_ac  # TAC-GAN: D's class logits are (N, 2C), the AC head's then the twin's (learnt on fakes)
 
     def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
         """D learns: reals labelled real (1), fakes labelled fake (0): binary cross-entropy on D's logits."""
@@ -46,6 +48,13 @@ class GANLoss:
     def ac_loss(self, class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """AC-GAN term: ac_weight * cross-entropy of D's class head (N, C) against the labels (N,)."""
         return self.ac_weight * F.cross_entropy(class_logits, labels)
+
+    def split_heads(self, class_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's class logits (N, C) or, with the twin head, (N, 2C) -> (AC head (N, C), twin head (N, C) or None)."""
+        if not self.twin_ac:
+            return class_logits, None
+        ac, twin = class_logits.chunk(2, dim=1)  # (N, C) each
+        return ac, twin
 
     def ms_loss(self, fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """MSGAN term: ms_weight / mean ratio of image to noise distance, over pairs (first half of the batch vs second)."""
@@ -146,7 +155,8 @@ def build_loss(cfg: LossConfig | str) -> GANLoss:
         raise ConfigError(f"unknown loss '{cfg.name}'; choose one of {', '.join(LOSSES)}")
     cls = LOSSES[cfg.name]
     extra = {"gp_weight": cfg.gp_weight} if issubclass(cls, WGANGPLoss) else {}
-    return cls(r1_gamma=cfg.r1_gamma, diffaug=cfg.diffaug, ac_weight=cfg.ac_weight, ms_weight=cfg.ms_weight, **extra)
+    return cls(r1_gamma=cfg.r1_gamma, diffaug=cfg.diffaug, ac_weight=cfg.ac_weight, ms_weight=cfg.ms_weight, twin_ac=cfg.twin_ac,
+               **extra)  # fmt: skip
 
 
 def _pack_of(D: nn.Module) -> int:

@@ -128,9 +128,15 @@ def d_step(G: nn.Module, D: nn.Module, opt_D, loss, real: torch.Tensor, z: torch
         fake = G(z, fake_labels)  # (B, C, H, W)
     real, fake = loss.augment(real), loss.augment(fake)  # DiffAugment: D only ever sees augmented images
     if loss.ac_weight > 0:
-        (real_logits, real_classes), fake_logits = D(real, real_labels, with_classes=True), D(fake, fake_labels)  # (B,), (B, C), (B,)
+        real_logits, real_classes = D(real, real_labels, with_classes=True)  # (B,), (B, C) or (B, 2C) with the twin
         # The class head learns from reals only: taught on fakes too, it would learn G's quirks and let G off lightly.
-        loss_D = loss.d_loss(real_logits, fake_logits) + loss.ac_loss(real_classes, real_labels)
+        if loss.twin_ac:  # ...and the twin head from fakes only: which class was G asked for?
+            fake_logits, fake_classes = D(fake, fake_labels, with_classes=True)  # (B,), (B, 2C)
+            loss_D = (loss.d_loss(real_logits, fake_logits) + loss.ac_loss(loss.split_heads(real_classes)[0], real_labels)
+                      + loss.ac_loss(loss.split_heads(fake_classes)[1], fake_labels))  # fmt: skip
+        else:
+            fake_logits = D(fake, fake_labels)  # (B,)
+            loss_D = loss.d_loss(real_logits, fake_logits) + loss.ac_loss(real_classes, real_labels)
     else:
         real_logits, fake_logits = D(real, real_labels), D(fake, fake_labels)  # (B,), (B,)
         loss_D = loss.d_loss(real_logits, fake_logits)
@@ -154,8 +160,11 @@ def g_step(G: nn.Module, D: nn.Module, opt_G, loss, z: torch.Tensor, labels: tor
             labels = torch.cat([labels[:half], labels[:half], labels[2 * half :]])  # mode-seeking pairs share a class
         fake = G(z, labels)  # (B, C, H, W)
         if loss.ac_weight > 0:
-            fake_logits, fake_classes = D(loss.augment(fake), labels, with_classes=True)  # (B,), (B, C)
-            loss_G = loss.g_loss(fake_logits) + loss.ac_loss(fake_classes, labels)
+            fake_logits, fake_classes = D(loss.augment(fake), labels, with_classes=True)  # (B,), (B, C) or (B, 2C)
+            head, twin = loss.split_heads(fake_classes)  # (B, C), (B, C) or None
+            loss_G = loss.g_loss(fake_logits) + loss.ac_loss(head, labels)
+            if twin is not None:  # TAC: being easy to classify earns G nothing the twin also finds easy
+                loss_G = loss_G - loss.ac_loss(twin, labels)
         else:
             fake_logits = D(loss.augment(fake), labels)  # (B,)
             loss_G = loss.g_loss(fake_logits)

@@ -38,7 +38,7 @@ class ProjectionDiscriminator(nn.Module):
     """(image, labels) -> logit (N,): DCGAN D's logit plus the projection of its features on the label embedding."""
 
     def __init__(self, num_classes: int, resolution: int, channels: int, width: int, max_width: int, spectral_norm: bool = False,
-                 mbstd: bool = False, classifier: bool = False):  # fmt: skip
+                 mbstd: bool = False, classifier: bool = False, twin: bool = False):  # fmt: skip
         super().__init__()
         self.num_classes = num_classes
         self.net = Discriminator(resolution, channels, width, max_width, spectral_norm=spectral_norm, mbstd=mbstd)
@@ -47,10 +47,11 @@ class ProjectionDiscriminator(nn.Module):
         self.embed = nn.Embedding(num_classes, w_last)
         nn.init.normal_(self.embed.weight, 0.0, 0.02)
         # AC-GAN's class head on the same pooled features; only built when the loss uses it (DDP dislikes idle weights).
-        self.classifier = nn.Linear(w_last, num_classes) if classifier else None
+        # TAC-GAN's twin head shares the layer: outputs [0, C) are the AC head's, [C, 2C) the twin's.
+        self.classifier = nn.Linear(w_last, num_classes * (2 if twin else 1)) if classifier else None
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, with_classes: bool = False):
-        """Logit (N,); with `with_classes`, also the class head's logits (N, num_classes)."""
+        """Logit (N,); with `with_classes`, also the class head's logits (N, num_classes), or (N, 2 num_classes) with a twin."""
         if labels is None:
             raise ValueError("a conditional discriminator needs class labels")
         h = self.net.body(x)  # (N, W_last, 7, 7) at 28x28
@@ -84,5 +85,5 @@ def build(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
         raise ConfigError("--pack does not fit the conditional model (each sample has its own label); use --mbstd against collapse")
     G = ConditionalGenerator(m.z_dim, m.num_classes, d.resolution, d.channels, m.g_width, m.g_max_width)
     D = ProjectionDiscriminator(m.num_classes, d.resolution, d.channels, m.d_width, m.d_max_width, m.spectral_norm, m.mbstd,
-                                classifier=cfg.loss.ac_weight > 0)  # fmt: skip
+                                classifier=cfg.loss.ac_weight > 0, twin=cfg.loss.twin_ac)  # fmt: skip
     return G, D

@@ -22,7 +22,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..checkpoints import CheckpointError
@@ -71,7 +71,7 @@ def api(handler: Handler) -> Callable:
             out = await run_in_threadpool(handler, request.app.state.studio, request, params)
             return out if isinstance(out, Response) else JSONResponse(out, headers={"Cache-Control": "no-store"})
         except StudioError as e:
-            return JSONResponse({"error": str(e)}, e.status)
+            return JSONResponse({"error": str(e)}, e.status, headers=e.headers)
         except _USER_ERRORS as e:
             return JSONResponse({"error": str(e).splitlines()[0] if str(e) else type(e).__name__}, 400)
         except Exception as e:  # never a crash: log it and answer
@@ -247,7 +247,11 @@ def latent_dims(studio: Studio, request: Request, params: Params) -> dict:
 
 
 def not_found(studio: Studio, request: Request, params: Params) -> dict:
-    """Unknown API paths get a JSON 404 too."""
+    """Unknown API paths get a JSON 404 too; a known path asked with the wrong method gets a 405 naming the right one."""
+    allowed = sorted({m for r in request.app.routes if isinstance(r, Route) and r.path != "/api/{rest:path}"
+                      and r.matches(request.scope)[0] == Match.PARTIAL for m in (r.methods or ()) if m != "HEAD"})  # fmt: skip
+    if allowed:
+        raise StudioError(f"{request.url.path} takes {' or '.join(allowed)}, not {request.method}", 405, {"Allow": ", ".join(allowed)})
     raise StudioError(f"no API endpoint {request.method} {request.url.path}; see the README's Studio section", 404)
 
 

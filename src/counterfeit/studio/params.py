@@ -19,9 +19,9 @@ _TRUE, _FALSE = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
 class StudioError(Exception):
     """A request the studio refuses: `status` is the HTTP code (4xx), the message one line naming the parameter and the fix."""
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.headers = status, headers  # headers: e.g. Allow on a 405
 
 
 class Params:
