@@ -501,3 +501,14 @@ def test_load_dataset_unknown_name():
 def test_dataset_repr_is_short():
     ds = Dataset("x", "points", torch.zeros(3, 2), None, [], {})
     assert repr(ds) == "Dataset('x', points, 3x2 float32, 0 classes)"
+
+
+def test_builtin_names_have_one_spelling(tmp_path):
+    from counterfeit.config import make_config
+    from counterfeit.data import builtin_name
+
+    assert builtin_name(" Fashion_MNIST ") == "fashion-mnist" and builtin_name("GRID25") == "grid25"
+    assert builtin_name(str(tmp_path)) is None and builtin_name("./mnist") is None  # folders keep their path
+    cfg = make_config(data="Fashion_MNIST", model="cdcgan")
+    assert cfg.data.name == "fashion-mnist" and cfg.model.num_classes == 10  # the config stores the one spelling
+    assert make_config(data="Ring8").model.name == "mlp"  # a toy in any case still picks the point model

@@ -19,7 +19,7 @@ import torch
 
 from . import __version__
 from .config import ConfigError
-from .data import IDX_DATASETS, load_dataset
+from .data import IDX_DATASETS, builtin_name, load_dataset
 from .evaluator import accuracy, fit_classifier
 from .fileio import atomic_write_text
 from .machine import cpu_name
@@ -74,7 +74,7 @@ def augment_eval(run_dir: str | Path, n_fakes: int = 10_000, seeds: int = 3, epo
         "real+fakes": (torch.cat([x_real, fakes.images]), torch.cat([y_real, fakes.labels])),
         "fakes": (fakes.images, fakes.labels),
     }
-    held_out = cfg.name.strip().lower().replace("_", "-") in IDX_DATASETS  # a folder's "test" split is its training images
+    held_out = builtin_name(cfg.name) in IDX_DATASETS  # a folder's "test" split is its training images
     results = []
     for name in settings:
         x, y = sets[name]

@@ -173,11 +173,12 @@ def option_type(option: str) -> type:
 
 def make_config(**options: Any) -> RunConfig:
     """Config from flat options (`data`, `model`, `kimg`, `epochs`, `lr_g`, ...) over the model family's defaults."""
-    from .data import TOY_DATASETS
+    from .data import TOY_DATASETS, builtin_name
     from .models import get_spec
 
     options = {k: v for k, v in options.items() if v is not None}
-    if options.get("data") in TOY_DATASETS and "model" not in options:
+    builtin = builtin_name(options.get("data", DataConfig.name))
+    if builtin in TOY_DATASETS and "model" not in options:
         options["model"] = "mlp"  # toys are points, not images: the only family that eats them
     spec = get_spec(options.get("model", ModelConfig.name))
     cfg = RunConfig().replace(**{k: v for k, v in spec.defaults.items()})
@@ -185,7 +186,7 @@ def make_config(**options: Any) -> RunConfig:
         from .data import IDX_DATASETS
 
         # idx datasets know their classes up front; for folders the trainer counts the sub-folders.
-        idx = IDX_DATASETS.get(options.get("data", DataConfig.name))
+        idx = IDX_DATASETS.get(builtin or "")
         if idx is not None:
             options["num_classes"], options["class_names"] = len(idx.class_names), tuple(idx.class_names)
     return extend_config(cfg, **options)
@@ -193,7 +194,11 @@ def make_config(**options: Any) -> RunConfig:
 
 def extend_config(cfg: RunConfig, **options: Any) -> RunConfig:
     """Copy of `cfg` with flat options applied; `epochs` is turned into kimg using the data set's size."""
+    from .data import builtin_name
+
     options = {k: v for k, v in options.items() if v is not None}
+    if builtin_name(options.get("data", "")):  # one spelling in config.json, so every later lookup by name agrees
+        options["data"] = builtin_name(options["data"])
     epochs = options.pop("epochs", None)
     if "exclude_class" in options:
         options["exclude_class"] = str(options["exclude_class"]).strip()  # an index given from Python is kept as text, as the CLI gives it

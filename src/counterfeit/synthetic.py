@@ -24,6 +24,7 @@ import torch
 
 from . import __version__
 from .config import ConfigError
+from .data import builtin_name
 from .evaluator import CLASS_NAMES, load_evaluator, predict
 from .export import pick_class, save_npz
 from .fileio import atomic_write_bytes, atomic_write_text
@@ -73,7 +74,7 @@ def labelled_fakes(run: LoadedRun, n: int, seed: int = 0, classes: list[str] | N
 
 def _judged_fakes(run: LoadedRun, n: int, seed: int, classes: list[str] | None, device: str, info: dict) -> LabelledFakes:
     data = run.config.data
-    dataset = data.name.strip().lower()
+    dataset = builtin_name(data.name)
     if dataset not in CLASS_NAMES or (data.channels, data.resolution) != (1, 28):
         raise ConfigError(
             f"{run.run_dir.name} is unconditional and its fakes ({data.name}, {data.channels}x{data.resolution}x{data.resolution}) "

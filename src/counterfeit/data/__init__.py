@@ -5,7 +5,7 @@ from .download import download_idx
 from .folder import load_folder
 from .idx import SYSTEM_DATA_DIRS, find_idx_dir, load_idx, search_dirs
 from .idxfile import IDX_DATASETS
-from .load import class_index, drop_class, load_dataset
+from .load import builtin_name, class_index, drop_class, load_dataset
 from .sampler import batch_indices
 from .toys import TOY_DATASETS, load_toy, toy_modes
 
@@ -16,6 +16,7 @@ __all__ = [
     "DataError",
     "Dataset",
     "batch_indices",
+    "builtin_name",
     "cache_dir",
     "class_index",
     "download_idx",

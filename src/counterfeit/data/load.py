@@ -13,6 +13,13 @@ from .idx import load_idx
 from .idxfile import IDX_DATASETS
 from .toys import TOY_DATASETS, load_toy
 
+
+def builtin_name(spec: str) -> str | None:
+    """The built-in dataset a name means ('Fashion_MNIST ' -> 'fashion-mnist'), or None for anything else (a folder)."""
+    name = str(spec).strip().lower().replace("_", "-")
+    return name if name in IDX_DATASETS or name in TOY_DATASETS else None
+
+
 SPLIT_SEEDS = {"train": 0, "test": 1}  # toys: the test split is a fresh draw from the same mixture
 
 
@@ -23,7 +30,7 @@ def load_dataset(
     if split not in SPLIT_SEEDS:
         raise DataError(f"unknown split '{split}' for {spec}; use 'train' or 'test'")
     # Built-in names win over a folder of the same name; write ./mnist to mean the folder.
-    name = spec.strip().lower().replace("_", "-")
+    name = builtin_name(spec)
     if name in IDX_DATASETS:
         return _conform(load_idx(name, split, data_dir, download), resolution, channels)
     if name in TOY_DATASETS:

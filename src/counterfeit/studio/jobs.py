@@ -22,7 +22,7 @@ from typing import Any
 import counterfeit
 
 from ..config import ConfigError, extend_config, load_config, make_config, option_type
-from ..data import IDX_DATASETS, TOY_DATASETS
+from ..data import IDX_DATASETS, TOY_DATASETS, builtin_name
 from ..data.load import class_index_in
 from ..fileio import atomic_write_text
 from ..losses import LOSSES
@@ -75,10 +75,11 @@ def parse_options(params: Params, allowed: tuple[str, ...] = OPTIONS) -> dict[st
 def check_config(given: dict[str, Any], resume_dir: Path | None = None):
     """Build the run config with the CLI's own code (make_config / extend_config) and check the models fit it."""
     cfg = extend_config(load_config(resume_dir / "config.json"), **given) if resume_dir else make_config(**given)
-    spec, kind = get_spec(cfg.model.name), "points" if cfg.data.name in TOY_DATASETS else "images"
+    builtin = builtin_name(cfg.data.name)
+    spec, kind = get_spec(cfg.model.name), "points" if builtin in TOY_DATASETS else "images"
     if spec.data_kind != kind:  # the CLI finds this on loading the data; here the name tells
         raise ConfigError(f"model '{spec.name}' trains on {spec.data_kind} but '{cfg.data.name}' holds {kind}; pick another model or data")
-    idx = IDX_DATASETS.get(cfg.data.name.strip().lower())
+    idx = IDX_DATASETS.get(builtin or "")
     if cfg.data.exclude_class is not None and (kind == "points" or idx is not None):
         # Known without loading anything: a bad class name is a 400 now, not a failed training process later.
         class_index_in(None if idx is None else list(idx.class_names), cfg.data.name, cfg.data.exclude_class)
