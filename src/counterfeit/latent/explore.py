@@ -60,6 +60,19 @@ def _verdicts(run, images: torch.Tensor) -> list[str]:
     return [f"{ev.meta['class_names'][k]} {q:.2f}" for q, k in zip(top_p.tolist(), top_k.tolist())]
 
 
+def walk_images(run, res, a, b, steps: int, mode: str) -> torch.Tensor:
+    """uint8 frames (R * T, C, H, W) of the walk from endpoint a to endpoint b, resolved by `res` (a Resolver)."""
+    walk = path(res.latent(a), res.latent(b), steps, mode)  # (R * T) rows
+    return to_uint8(decode_batched(run.G, walk), run.spec.pixel_range)
+
+
+def equation_columns(run, res, terms) -> list[torch.Tensor]:
+    """uint8 images (R, C, H, W) of every operand of parsed `terms`, then of their weighted sum, resolved by `res`."""
+    parts = [(coef, res.part(op)) for coef, op in terms]
+    latents = [res.combine([(1.0, p)]) for _, p in parts] + [res.combine(parts)]
+    return [to_uint8(decode_batched(run.G, lat), run.spec.pixel_range) for lat in latents]
+
+
 def interpolate(run_dir, start: str, end: str, steps: int = 10, mode: str = "slerp", rows: int = 1, seed: int = 0,
                 out: str | Path | None = None, device="cpu", class_name: str | None = None, project_steps: int = 100) -> Outcome:  # fmt: skip
     """Walk from one seed, class, image or saved latent to another: a strip/grid PNG and a ping-pong GIF."""
@@ -71,8 +84,7 @@ def interpolate(run_dir, start: str, end: str, steps: int = 10, mode: str = "sle
     names = class_names_for(run)
     a, b = parse_endpoint(start, names), parse_endpoint(end, names)
     res = Resolver(run, rows, seed, class_index=_class_option(run, class_name), steps=project_steps, device=device)
-    walk = path(res.latent(a), res.latent(b), steps, mode)  # (R * T) rows
-    images = to_uint8(decode_batched(run.G, walk), run.spec.pixel_range)  # (R * T, C, H, W)
+    images = walk_images(run, res, a, b, steps, mode)  # (R * T, C, H, W)
     png = Path(out) if out else run.run_dir / "latent" / f"interpolate-{_slug(a.label)}-to-{_slug(b.label)}-{mode}.png"
     png.parent.mkdir(parents=True, exist_ok=True)
     save_strip(images, rows, png)
@@ -86,9 +98,7 @@ def arithmetic(run_dir, expression: str, rows: int = 4, seed: int = 0, out: str 
     run = _image_run(run_dir, device)
     terms = parse_expression(expression, class_names_for(run))
     res = Resolver(run, rows, seed, class_index=_class_option(run, class_name), steps=project_steps, device=device)
-    parts = [(coef, res.part(op)) for coef, op in terms]
-    latents = [res.combine([(1.0, p)]) for _, p in parts] + [res.combine(parts)]
-    columns = [to_uint8(decode_batched(run.G, lat), run.spec.pixel_range) for lat in latents]  # each (R, C, H, W)
+    columns = equation_columns(run, res, terms)  # each (R, C, H, W)
     png = Path(out) if out else run.run_dir / "latent" / f"arithmetic-{_slug(expression)}.png"
     png.parent.mkdir(parents=True, exist_ok=True)
     save_equation(columns, [c for c, _ in terms], [op.label for _, op in terms] + ["result"], png)

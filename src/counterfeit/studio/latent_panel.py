@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..export import resolve_class
-from ..latent import expr, operands, space
+from ..latent import explore, expr, operands, space
 from ..latent.concepts import Concepts, class_concepts, class_names_for
 from ..runs import LoadedRun
 from ..sample import image_grid, make_noise, png_bytes, sample, to_uint8
@@ -83,8 +83,7 @@ def interpolate(cache: ModelCache, root: Path, params: Params) -> dict:
     a, b = expr.parse_endpoint(a_text, names), expr.parse_endpoint(b_text, names)
     _no_files([a, b])
     res = _Resolver(run, 1, seed, class_index=class_index)
-    walk = space.path(res.latent(a), res.latent(b), steps, mode)  # (T,) rows
-    frames = to_uint8(space.decode_batched(run.G, walk), run.spec.pixel_range)  # (T, C, H, W) uint8
+    frames = explore.walk_images(run, res, a, b, steps, mode)  # (T, C, H, W) uint8
     return {"frames": [_data_url(f[None]) for f in frames], "labels": [a.label, b.label], "mode": mode, "notes": res.notes}
 
 
@@ -102,9 +101,7 @@ def arithmetic(cache: ModelCache, root: Path, params: Params) -> dict:
     terms = expr.parse_expression(text, names)
     _no_files([op for _, op in terms])
     res = _Resolver(run, rows, seed, class_index=class_index)
-    parts = [(coef, res.part(op)) for coef, op in terms]
-    latents = [res.combine([(1.0, p)]) for _, p in parts] + [res.combine(parts)]
-    columns = [to_uint8(space.decode_batched(run.G, lat), run.spec.pixel_range) for lat in latents]  # each (R, C, H, W)
+    columns = explore.equation_columns(run, res, terms)  # each (R, C, H, W)
     return {
         "terms": [{"coef": coef, "label": op.label, "image": _data_url(col, nrow=1)} for (coef, op), col in zip(terms, columns)],
         "result": _data_url(columns[-1], nrow=1),
