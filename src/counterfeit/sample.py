@@ -154,6 +154,15 @@ def png_bytes(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def gif_bytes(frames: list[Image.Image], durations_ms: list[int], disposal: int | None = None) -> bytes:
+    """Encode PIL frames as a looping GIF, frame i shown durations_ms[i] ms; disposal 1 keeps each frame under the next."""
+    buf = io.BytesIO()
+    extra = {} if disposal is None else {"disposal": disposal}
+    # optimize=False: Pillow's palette optimisation made these GIFs larger and slower to write, not smaller.
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=durations_ms, loop=0, optimize=False, **extra)
+    return buf.getvalue()
+
+
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 1) -> Path:
     """Write a grid PNG of uint8 images atomically, optionally enlarged `scale` times (nearest)."""
     img = image_grid(images, nrow)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from .fileio import atomic_write_bytes
+from .sample import gif_bytes
 
 FAKES = re.compile(r"^fakes(\d+(?:\.\d+)?)kimg\.png$")
 GIF_NAME = "timelapse.gif"
@@ -62,11 +62,7 @@ def timelapse_gif(run_dir: str | Path, max_frames: int = MAX_FRAMES) -> bytes | 
     if frames[0].mode == "RGB":  # colour runs and toy scatter plots: one shared palette, so colours do not flicker
         palette = frames[-1].quantize(colors=255)
         frames = [f.quantize(colors=255, palette=palette, dither=Image.Dither.NONE) for f in frames]  # dithering: 5x slower here
-    buf = io.BytesIO()
-    durations = [FRAME_MS] * (len(frames) - 1) + [LAST_FRAME_MS]
-    # optimize=False: Pillow's palette optimisation made these GIFs larger and slower to write, not smaller.
-    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0, optimize=False)
-    return buf.getvalue()
+    return gif_bytes(frames, [FRAME_MS] * (len(frames) - 1) + [LAST_FRAME_MS])
 
 
 def write_timelapse(run_dir: str | Path, out: str | Path | None = None, max_frames: int = MAX_FRAMES) -> Path | None:

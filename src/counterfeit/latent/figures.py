@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from ..fileio import atomic_write_bytes
-from ..sample import image_grid, png_bytes, save_grid, to_pil
+from ..sample import gif_bytes, image_grid, png_bytes, save_grid, to_pil
 
 BACKGROUND = 40  # the grey between tiles, as in sample.image_grid
 INK = 235
@@ -41,10 +40,7 @@ def save_gif(images: torch.Tensor, rows: int, path: str | Path, scale: int = 4, 
     frames = [f.convert("P") if f.mode == "RGB" else f for f in frames]
     order = list(range(steps)) + list(range(steps - 2, 0, -1))  # 0..T-1 then back to 1, and the loop closes the circle
     durations = [hold_ms if t in (0, steps - 1) else frame_ms for t in order]
-    buf = io.BytesIO()
-    frames[order[0]].save(buf, format="GIF", save_all=True, append_images=[frames[t] for t in order[1:]], loop=0,
-                          duration=durations, disposal=1, optimize=False)  # fmt: skip
-    atomic_write_bytes(Path(path), buf.getvalue())
+    atomic_write_bytes(Path(path), gif_bytes([frames[t] for t in order], durations, disposal=1))
     return Path(path)
 
 
