@@ -124,13 +124,17 @@ def run_table(root: Path) -> list[dict[str, Any]]:
     return [run_row(run_dir) for run_dir in sorted(p for p in root.iterdir() if is_run_dir(p))]
 
 
-def run_row(run_dir: Path) -> dict[str, Any]:
-    """A run's summary: run, data, model, kimg, last losses, classes covered, status (a broken run says so)."""
-    try:
-        cfg = load_config(run_dir / "config.json")
-    except Exception as e:  # a broken run must not hide the others
-        return {"run": run_dir.name, "data": "?", "model": "?", "kimg": "?", "losses": "", "classes": "", "status": f"unreadable: {e}"}
-    stats = read_stats(run_dir)
+def run_row(run_dir: Path, cfg: RunConfig | None = None, stats: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A run's summary: run, data, model, kimg, last losses, classes covered, status (a broken run says so).
+
+    A caller that has already read the run's config or stats passes them, so they are not read twice.
+    """
+    if cfg is None:
+        try:
+            cfg = load_config(run_dir / "config.json")
+        except Exception as e:  # a broken run must not hide the others
+            return {"run": run_dir.name, "data": "?", "model": "?", "kimg": "?", "losses": "", "classes": "", "status": f"unreadable: {e}"}
+    stats = read_stats(run_dir) if stats is None else stats
     last = stats[-1] if stats else {}
     ckpts = list_checkpoints(run_dir)
     status = "no checkpoint"

@@ -43,9 +43,10 @@ def _data_kind(run_dir: Path) -> str | None:
 def run_detail(run_dir: Path, jobs: Jobs, since: int = 0) -> dict[str, Any]:
     """A run's config, stats rows from index `since` on (for live polling), grids, checkpoints, alarm, metrics and job."""
     try:
-        cfg = load_config(run_dir / "config.json").to_dict()
+        config = load_config(run_dir / "config.json")
+        cfg = config.to_dict()
     except ConfigError as e:
-        cfg = {"error": str(e)}
+        config, cfg = None, {"error": str(e)}
     stats = read_stats(run_dir)
     grids: dict[str, list[dict[str, Any]]] = {"fakes": [], "recon": []}
     samples = run_dir / "samples"
@@ -56,7 +57,7 @@ def run_detail(run_dir: Path, jobs: Jobs, since: int = 0) -> dict[str, Any]:
     alarms = [r for r in stats if "alarm" in r]
     return {
         "run": run_dir.name,
-        "summary": run_row(run_dir),
+        "summary": run_row(run_dir) if config is None else run_row(run_dir, config, stats),
         "config": cfg,
         "stats": stats[since:],
         "stats_total": len(stats),
