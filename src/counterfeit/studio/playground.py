@@ -156,14 +156,15 @@ class Playground:
 
     def create(self, params: Params) -> Session:
         """A new session from data, loss, remedy, seed, lr."""
-        s = Session(
+        options = dict(
             data=params.choice("data", "ring8", TOY_DATASETS),
             loss=params.choice("loss", "ns", list(LOSSES)),
             remedy=params.choice("remedy", "none", list(REMEDIES)),
             seed=params.int("seed", 0, 0, 2**31 - 1),
             lr=params.float("lr", 1e-3, 1e-6, 0.1),
         )
-        params.done()
+        params.done()  # unknown parameters are refused before any model or data is built
+        s = Session(**options)
         with self._lock:
             self._expire()
             while len(self.sessions) >= MAX_SESSIONS:
