@@ -1,5 +1,6 @@
 """Several processes (torchrun, gloo on CPU): same steps as one process with the same global batch, exact resume, sync batch norm."""
 
+import math
 import os
 import shutil
 import socket
@@ -186,3 +187,13 @@ def test_sync_batchnorm_equals_batchnorm_on_the_whole_batch(tmp_path):
                 torch.testing.assert_close(parts[0][key], ref[key], rtol=1e-5, atol=1e-6)
                 torch.testing.assert_close(parts[1][key], parts[0][key], rtol=0, atol=0)
         assert ("running_mean" in ref) == (bn.running_mean is not None)
+
+
+def test_two_process_bf16_run_trains(tiny_folder, tmp_path):
+    """bf16 autocast under DDP (gloo on CPU): the run finishes and its weights and logged losses stay finite."""
+    run = _train(tmp_path, ["--data", tiny_folder, "--precision", "bf16", *STEPS_ARGS], nproc=2)
+    weights = _weights(run)
+    assert weights["G.stem.0.weight"].dtype == torch.float32  # autocast computes in bf16; the weights stay fp32
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+    rows = read_stats(run)
+    assert rows and all(math.isfinite(r["loss_D"]) and math.isfinite(r["loss_G"]) for r in rows)
