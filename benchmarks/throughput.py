@@ -1,4 +1,4 @@
-"""Training throughput (img/s) and FLOP efficiency against this machine's measured fp32 matmul peak.
+"""Training throughput (img/s) and FLOP efficiency against this machine's measured matmul peak.
 
     python benchmarks/throughput.py [--models dcgan,lecture] [--kimg-dcgan 20] [--kimg-lecture 1] [--set channels_last=false]
                                     [--device cpu|cuda] [--md benchmarks/RESULTS.md]
@@ -7,8 +7,9 @@ Each model trains with its default config (Fashion-MNIST, default batch size, `-
 flat option) through the real training loop into a temporary run folder; the rate is taken from
 the stats of the second half of the run, so start-up and compilation are excluded. FLOPs per
 training image come from torch's FlopCounterMode over one real D step + G step (forward and
-backward; 2 FLOPs per multiply-add). The matmul peak is the best of repeated 2048x2048 fp32
-products, measured before and after the training runs (the larger counts: the VM's speed drifts).
+backward; 2 FLOPs per multiply-add). The matmul peak is the best of repeated 2048x2048 products in the
+precision the runs compute in (fp32, or bf16 with `--set precision=bf16`), measured before and after the
+training runs (the larger counts: the VM's speed drifts).
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ HEADING = "## Training throughput and FLOP efficiency (issue 7)"
 INTRO = [
     "`python benchmarks/throughput.py`: each model's default config through the real training loop (one D step",
     "and one G step on fresh fakes per batch), rate over the second half of the run. GFLOP/s = FLOPs per training",
-    "image (torch FlopCounterMode over one D + G step, forward and backward) x img/s; peak = best fp32 2048x2048",
-    "matmul on the same machine in the same run.",
+    "image (torch FlopCounterMode over one D + G step, forward and backward) x img/s; peak = best 2048x2048 matmul",
+    "on the same machine in the same run, in the precision the run computes in (fp32 unless the row says bf16).",
 ]
 HEADER = [
     "date",
@@ -60,9 +61,9 @@ HEADER = [
 ]
 
 
-def matmul_peak(device: torch.device, n: int = 2048, seconds: float = 3.0) -> float:
-    """Best fp32 n x n matmul rate in GFLOP/s over `seconds` of repeats."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def matmul_peak(device: torch.device, n: int = 2048, seconds: float = 3.0, dtype: torch.dtype = torch.float32) -> float:
+    """Best n x n matmul rate in `dtype` in GFLOP/s over `seconds` of repeats."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     best, t_end = 0.0, time.time() + seconds
     while time.time() < t_end:
         if device.type == "cuda":
@@ -127,22 +128,25 @@ def main() -> None:
     command = shlex.join(["python", "benchmarks/throughput.py", *sys.argv[1:]])
     overrides = parse_set(args.set)
     device = pick_device(args.device)
-    peak = matmul_peak(device)
+    # bf16 runs are held to the bf16 matmul peak: against fp32's they would look up to several times better than they are.
+    precision = overrides.get("precision", "fp32")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    peak = matmul_peak(device, dtype=dtype)
     results = []
     for model in args.models.split(","):
         r = measure(model, getattr(args, f"kimg_{model}", 5.0), args.device, overrides)
         r["flops"] = flops_per_image(r["cfg"], device)
         results.append((model, r))
         print(f"{model}: {r['img_s']:.0f} img/s, {r['flops'] / 1e6:.1f} MFLOP/img, {r['img_s'] * r['flops'] / 1e9:.1f} GFLOP/s", flush=True)
-    peak = max(peak, matmul_peak(device))
-    print(f"matmul peak {peak:.1f} GFLOP/s")
+    peak = max(peak, matmul_peak(device, dtype=dtype))
+    print(f"{precision} matmul peak {peak:.1f} GFLOP/s")
     for model, r in results:
         L = r["cfg"].loop
         options = f"channels_last={L.channels_last}, compile={L.compile}" + "".join(f", {k}={v}" for k, v in overrides.items()
                                                                                       if k not in ("channels_last", "compile"))  # fmt: skip
         gflops = r["img_s"] * r["flops"] / 1e9
         row = [today(), model, args.device, str(L.batch_size), options, f"{r['img_s']:.0f}", f"{r['flops'] / 1e6:.1f}", f"{gflops:.1f}",
-               f"{peak:.1f}", f"{100 * gflops / peak:.0f} %", machine_line(args.device), f"`{command}`"]  # fmt: skip
+               f"{peak:.1f} ({precision})", f"{100 * gflops / peak:.0f} %", machine_line(args.device), f"`{command}`"]  # fmt: skip
         append_row(args.md, HEADING, INTRO, HEADER, row)
 
 
