@@ -130,7 +130,10 @@ def main() -> None:
     device = pick_device(args.device)
     # bf16 runs are held to the bf16 matmul peak: against fp32's they would look up to several times better than they are.
     precision = overrides.get("precision", "fp32")
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    if precision not in dtypes:
+        raise SystemExit(f"--set precision={precision}: choose fp32 or bf16")
+    dtype = dtypes[precision]
     peak = matmul_peak(device, dtype=dtype)
     results = []
     for model in args.models.split(","):

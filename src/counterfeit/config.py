@@ -197,8 +197,9 @@ def extend_config(cfg: RunConfig, **options: Any) -> RunConfig:
     from .data import builtin_name
 
     options = {k: v for k, v in options.items() if v is not None}
-    if builtin_name(options.get("data", "")):  # one spelling in config.json, so every later lookup by name agrees
-        options["data"] = builtin_name(options["data"])
+    canonical = builtin_name(options.get("data", ""))
+    if canonical:  # one spelling in config.json, so every later lookup by name agrees
+        options["data"] = canonical
     epochs = options.pop("epochs", None)
     if "exclude_class" in options:
         options["exclude_class"] = str(options["exclude_class"]).strip()  # an index given from Python is kept as text, as the CLI gives it
