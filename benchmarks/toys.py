@@ -84,6 +84,12 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     # Session 7: at 512 kimg, G 4x400 left no grid25 mode empty on seeds 0 and 2 where 4x128 left one (scratch runs), but
     # at 4096 kimg it emptied 4-5 modes on seeds 0 and 1; kept so the table shows those two records.
     "g400-longest": ("G 4x400 (the PacGAN protocol's width), eight times as long: 64,000 G steps", {"g_width": 400, "kimg": 4096.0}),
+    # Session 8: every real of the last D batch pulls its nearest fake (of the G batch plus 256 more), so G cannot empty a
+    # mode for good; scratch runs (toys/scratch_recall.py) picked weight 6 on seeds 0 and 1, DRS 99 declared beforehand.
+    "recall": (
+        "nearest-fake recall term (--recall-weight 6, pool 256), 64,000 G steps",
+        {"recall_weight": 6.0, "kimg": 4096.0},
+    ),
 }
 DEFAULT_CONFIGS = "gan,long,longer,pacgan2,pacgan4,mbstd"
 

@@ -57,6 +57,13 @@ def test_stop_and_resume_is_exact(tiny_folder, tmp_path):
     assert_stop_and_resume_is_exact(_tiny_cfg(tiny_folder), tmp_path)
 
 
+def test_recall_term_trains_and_resumes_exactly(tiny_folder, tmp_path):
+    """The recall pool's noise and labels come from the run's shared generator, so a resumed run still matches."""
+    cfg = _tiny_cfg(tiny_folder, recall_weight=1.0, recall_pool=8)
+    assert (cfg.loss.recall_weight, cfg.loss.recall_pool) == (1.0, 8)
+    assert_stop_and_resume_is_exact(cfg, tmp_path)
+
+
 def test_cli_train_and_sample_by_class(tiny_folder, tmp_path, capsys):
     assert (
         main(

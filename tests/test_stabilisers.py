@@ -296,6 +296,9 @@ def test_an_old_config_without_the_new_fields_still_loads(tmp_path):
         (dict(model="cdcgan", ac_weight=-1.0), "--ac-weight must be >= 0"),
         (dict(ms_weight=-0.5), "--ms-weight must be >= 0"),
         (dict(model="vae", ms_weight=1.0), "--ms-weight is a GAN option"),
+        (dict(recall_weight=-1.0), "--recall-weight must be >= 0"),
+        (dict(recall_pool=-1), "--recall-pool must be >= 0"),
+        (dict(model="vae", recall_weight=1.0), "--recall-weight is a GAN option"),
         (dict(loss="wasserstein"), "unknown loss 'wasserstein'"),
     ],
 )
@@ -324,7 +327,7 @@ def test_dry_run_prints_the_options(capsys):
     assert main(argv) == 0
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["loss"] == {"name": "wgan-gp", "gp_weight": 5.0, "r1_gamma": 0.5, "diffaug": "color,translation", "ac_weight": 0.0, "twin_ac": False,
-                           "ms_weight": 0.0, "beta": 1.0}  # fmt: skip
+                           "ms_weight": 0.0, "recall_weight": 0.0, "recall_pool": 256, "beta": 1.0}  # fmt: skip
     assert (cfg["model"]["spectral_norm"], cfg["model"]["mbstd"], cfg["model"]["pack"]) == (True, True, 2)
     assert main(["train", "--dry-run", "--pack", "3"]) == 2
     err = capsys.readouterr().err.strip()

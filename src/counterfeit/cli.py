@@ -100,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--twin-ac", action=argparse.BooleanOptionalAction,
                    help="TAC-GAN twin class head: keeps --ac-weight from thinning out where classes overlap (off)")  # fmt: skip
     t.add_argument("--ms-weight", type=float, help="mode-seeking term (MSGAN): pairs of fakes from different noise must differ (0 = off)")
+    t.add_argument("--recall-weight", type=float,
+                   help="nearest-fake recall term (IMLE-style): each real pulls its nearest fake, so G cannot drop a mode (0 = off)")  # fmt: skip
+    t.add_argument("--recall-pool", type=int, help="extra fakes per G step for --recall-weight to choose from (default 256)")
     t.add_argument("--r1-gamma", type=float, help="R1 penalty weight gamma on D's gradient at reals, with any loss (default 0 = off)")
     t.add_argument("--diffaug", help="DiffAugment policy for small image sets: a comma list of color, translation, cutout (default off)")
     t.add_argument("--beta", type=float, help="vae: weight of the KL term (default 1; beta-VAE above 1)")
@@ -428,7 +431,7 @@ _OPTIONS = ("data", "model", "loss", "kimg", "epochs", "batch_size", "seed", "da
             "g_width", "d_width", "lr_g", "lr_d", "beta1", "beta2", "lr_rampdown", "d_steps", "ema_halflife_kimg", "tick_kimg", "sample_kimg",
             "snapshot_kimg", "keep_checkpoints", "eval_every_kimg", "eval_n", "alarm_after_kimg", "device",
             "channels_last", "compile", "precision",
-            "gp_weight", "r1_gamma", "ac_weight", "twin_ac", "ms_weight", "diffaug", "spectral_norm", "mbstd", "pack", "beta", "noise_std", "exclude_class", "standardise")  # fmt: skip
+            "gp_weight", "r1_gamma", "ac_weight", "twin_ac", "ms_weight", "recall_weight", "recall_pool", "diffaug", "spectral_norm", "mbstd", "pack", "beta", "noise_std", "exclude_class", "standardise")  # fmt: skip
 _RESUMABLE = ("kimg", "epochs", "device", "channels_last", "compile", "precision")  # how long and how fast, not what is learned
 
 

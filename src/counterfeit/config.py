@@ -63,6 +63,12 @@ class LossConfig:
     # Mode-seeking term (Mao et al. 2019, MSGAN): G pays ms_weight / (|G(z1) - G(z2)| / |z1 - z2|) on pairs of fakes
     # (of the same class, for conditional models), so different noise must give different images. 0 = off.
     ms_weight: float = 0.0
+    # Nearest-fake recall term (after IMLE, Li & Malik 2018): in each G step every real of the last D batch pulls its
+    # nearest fake (of the G batch plus recall_pool extra fakes; of its own class when conditional) towards itself, at
+    # recall_weight * squared distance per dimension. D alone cannot revive a mode G has emptied (no fake is there to
+    # get its gradient); this term can, since that mode's reals always have a nearest fake. 0 = off.
+    recall_weight: float = 0.0
+    recall_pool: int = 256  # extra fakes per G step for the recall term (a bigger pool pulls each fake toward fewer reals)
     beta: float = 1.0  # vae: weight of KL(q(z|x) || N(0, I)) beside the reconstruction term (Higgins et al. 2017's beta-VAE)
 
 
@@ -223,8 +229,8 @@ def extend_config(cfg: RunConfig, **options: Any) -> RunConfig:
     return cfg
 
 
-_GAN_ONLY = ("loss", "gp_weight", "r1_gamma", "ac_weight", "twin_ac", "ms_weight", "diffaug", "spectral_norm", "mbstd", "pack", "lr_d",
-             "d_steps")  # fmt: skip
+_GAN_ONLY = ("loss", "gp_weight", "r1_gamma", "ac_weight", "twin_ac", "ms_weight", "recall_weight", "recall_pool", "diffaug", "spectral_norm",
+             "mbstd", "pack", "lr_d", "d_steps")  # fmt: skip
 
 
 def _check_family_options(cfg: RunConfig, options: dict[str, Any]) -> None:
@@ -284,6 +290,8 @@ def _validate(cfg: RunConfig) -> None:
         (Lo.r1_gamma >= 0, f"--r1-gamma must be >= 0 (0 turns it off), got {Lo.r1_gamma}"),
         (Lo.ac_weight >= 0, f"--ac-weight must be >= 0 (0 turns it off), got {Lo.ac_weight}"),
         (Lo.ms_weight >= 0, f"--ms-weight must be >= 0 (0 turns it off), got {Lo.ms_weight}"),
+        (Lo.recall_weight >= 0, f"--recall-weight must be >= 0 (0 turns it off), got {Lo.recall_weight}"),
+        (Lo.recall_pool >= 0, f"--recall-pool must be >= 0, got {Lo.recall_pool}"),
         (Lo.beta >= 0, f"--beta must be >= 0, got {Lo.beta}"),
         (M.noise_std >= 0, f"--noise-std must be >= 0, got {M.noise_std}"),
         (cfg.data.exclude_class is None or str(cfg.data.exclude_class).strip() != "", "--exclude-class needs a class name or index"),

@@ -21,13 +21,16 @@ class GANLoss:
     ac_weight = 0.0
     ms_weight = 0.0
     twin_ac = False
+    recall_weight = 0.0
 
-    def __init__(self, r1_gamma: float = 0.0, diffaug: str = "", ac_weight: float = 0.0, ms_weight: float = 0.0, twin_ac: bool = False):
+    def __init__(self, r1_gamma: float = 0.0, diffaug: str = "", ac_weight: float = 0.0, ms_weight: float = 0.0, twin_ac: bool = False,
+                 recall_weight: float = 0.0):  # fmt: skip
         self.r1_gamma = r1_gamma  # R1 weight gamma: the D step adds gamma/2 * E[|grad D(x)|^2] on reals (0 = off)
         self.diffaug = diffaug  # DiffAugment policy for every image D sees ('' = none)
         self.ac_weight = ac_weight  # AC-GAN: weight of the class cross-entropy in both steps (0 = off)
         self.ms_weight = ms_weight  # MSGAN: weight of the mode-seeking term in the G step (0 = off)
         self.twin_ac = twin_ac  # TAC-GAN: D's class logits are (N, 2C), the AC head's then the twin's (learnt on fakes)
+        self.recall_weight = recall_weight  # IMLE-style nearest-fake recall term in the G step (0 = off)
 
     def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
         """D learns: reals labelled real (1), fakes labelled fake (0): binary cross-entropy on D's logits."""
@@ -62,6 +65,18 @@ class GANLoss:
         d_img = (fake[:half] - fake[half : 2 * half]).abs().flatten(1).mean(1)  # (half,)
         d_z = (z[:half] - z[half : 2 * half]).abs().mean(1)  # (half,)
         return self.ms_weight / ((d_img / d_z).mean() + 1e-5)
+
+    def recall_loss(self, real: torch.Tensor, fake: torch.Tensor, real_labels: torch.Tensor | None = None,
+                    fake_labels: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """Recall term: recall_weight * mean over reals of the squared distance per dimension to the nearest fake."""
+        dist = torch.cdist(real.flatten(1).float(), fake.flatten(1).float())  # (R, F)
+        if real_labels is not None and fake_labels is not None:  # each real looks only at fakes of its class
+            dist = dist.masked_fill(real_labels[:, None] != fake_labels[None, :], float("inf"))
+        nearest = dist.min(dim=1).values  # (R,)
+        nearest = nearest[torch.isfinite(nearest)]  # a real whose class no fake drew this step sits out
+        if nearest.numel() == 0:
+            return fake.sum() * 0.0  # keeps the graph, adds nothing
+        return self.recall_weight * nearest.pow(2).mean() / real[0].numel()
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """The images as D sees them: through DiffAugment when a policy is set, else unchanged."""
@@ -156,7 +171,7 @@ def build_loss(cfg: LossConfig | str) -> GANLoss:
     cls = LOSSES[cfg.name]
     extra = {"gp_weight": cfg.gp_weight} if issubclass(cls, WGANGPLoss) else {}
     return cls(r1_gamma=cfg.r1_gamma, diffaug=cfg.diffaug, ac_weight=cfg.ac_weight, ms_weight=cfg.ms_weight, twin_ac=cfg.twin_ac,
-               **extra)  # fmt: skip
+               recall_weight=cfg.recall_weight, **extra)  # fmt: skip
 
 
 def _pack_of(D: nn.Module) -> int:

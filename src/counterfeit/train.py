@@ -150,15 +150,37 @@ def d_step(G: nn.Module, D: nn.Module, opt_D, loss, real: torch.Tensor, z: torch
     return loss_D.detach(), real_logits.detach(), fake_logits.detach()
 
 
-def g_step(G: nn.Module, D: nn.Module, opt_G, loss, z: torch.Tensor, labels: torch.Tensor | None = None):
-    """One G update from frozen D's verdict on fresh fakes G(z) labelled real; the gradient flows through D."""
+@dataclass(frozen=True)
+class RecallBatch:
+    """What the G step's recall term needs: reals (R, ...) with labels or None, and pool noise (P, z_dim) with labels."""
+
+    real: torch.Tensor
+    real_labels: torch.Tensor | None
+    pool_z: torch.Tensor
+    pool_labels: torch.Tensor | None
+
+
+def g_step(G: nn.Module, D: nn.Module, opt_G, loss, z: torch.Tensor, labels: torch.Tensor | None = None,
+           recall: RecallBatch | None = None):  # fmt: skip
+    """One G update from frozen D's verdict on fresh fakes G(z) labelled real; the gradient flows through D.
+
+    With `recall` (and loss.recall_weight > 0) G also draws the pool's fakes, and each of the given reals pulls its
+    nearest fake of the batch plus the pool (loss.recall_loss); D judges only the batch.
+    """
     D.requires_grad_(False)
     paused = _pause_power_iteration(D)
     try:
         if loss.ms_weight > 0 and labels is not None:
             half = labels.shape[0] // 2
             labels = torch.cat([labels[:half], labels[:half], labels[2 * half :]])  # mode-seeking pairs share a class
-        fake = G(z, labels)  # (B, C, H, W)
+        pooled = recall is not None and loss.recall_weight > 0
+        if pooled:  # one G call for batch and pool, so batch norm sees them together
+            n = z.shape[0]
+            all_labels = None if labels is None else torch.cat([labels, recall.pool_labels])  # (B + P,)
+            fakes_all = G(torch.cat([z, recall.pool_z]), all_labels)  # (B + P, C, H, W)
+            fake = fakes_all[:n]  # (B, C, H, W)
+        else:
+            fake = G(z, labels)  # (B, C, H, W)
         if loss.ac_weight > 0:
             fake_logits, fake_classes = D(loss.augment(fake), labels, with_classes=True)  # (B,), (B, C) or (B, 2C)
             head, twin = loss.split_heads(fake_classes)  # (B, C), (B, C) or None
@@ -170,6 +192,8 @@ def g_step(G: nn.Module, D: nn.Module, opt_G, loss, z: torch.Tensor, labels: tor
             loss_G = loss.g_loss(fake_logits)
         if loss.ms_weight > 0:
             loss_G = loss_G + loss.ms_loss(fake, z)
+        if pooled:
+            loss_G = loss_G + loss.recall_loss(recall.real, fakes_all, recall.real_labels, all_labels)
         opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         opt_G.step()
@@ -390,7 +414,14 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
                 # Step 2: D is frozen; G learns from D's verdict on fresh fakes labelled real.
                 z = dist.shard(torch.randn(L.batch_size, G.z_dim, device=device, generator=shared))  # (B, z_dim)
                 fake_y = dist.shard(torch.randint(C, (L.batch_size,), device=device, generator=shared)) if cond else None  # (B,)
-                loss_G, fake_logits_g = g_step(G_train, D_judge, opt_G, loss, z, fake_y)
+                recall = None
+                if loss.recall_weight > 0:  # the last D step's reals pull their nearest fakes of a wider pool
+                    pool_z = dist.shard(torch.randn(cfg.loss.recall_pool, G.z_dim, device=device, generator=shared))  # (P, z_dim)
+                    pool_y = (
+                        dist.shard(torch.randint(C, (cfg.loss.recall_pool,), device=device, generator=shared)) if cond else None
+                    )  # (P,)
+                    recall = RecallBatch(real, real_y, pool_z, pool_y)
+                loss_G, fake_logits_g = g_step(G_train, D_judge, opt_G, loss, z, fake_y, recall)
                 with torch.no_grad():
                     acc += torch.stack([loss_D, loss_G, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean(),
                                         torch.sigmoid(fake_logits_g).mean()]).to(acc.dtype)  # fmt: skip

@@ -42,7 +42,8 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "z_dim": (1, 512), "g_width": (1, 512), "d_width": (1, 512), "lr_g": (1e-7, 1.0), "lr_d": (1e-7, 1.0), "beta1": (0.0, 0.999),
     "d_steps": (1, 10), "ema_halflife_kimg": (0.0, 1000.0), "tick_kimg": (0.001, MAX_KIMG), "sample_kimg": (0.001, MAX_KIMG),
     "snapshot_kimg": (0.001, MAX_KIMG), "keep_checkpoints": (1, 20), "eval_every_kimg": (0.0, MAX_KIMG), "eval_n": (10, 10000),
-    "alarm_after_kimg": (0.0, MAX_KIMG), "gp_weight": (0.0, 1000.0), "r1_gamma": (0.0, 1000.0), "ac_weight": (0.0, 100.0), "ms_weight": (0.0, 100.0), "pack": (1, 16),
+    "alarm_after_kimg": (0.0, MAX_KIMG), "gp_weight": (0.0, 1000.0), "r1_gamma": (0.0, 1000.0), "ac_weight": (0.0, 100.0), "ms_weight": (0.0, 100.0), "recall_weight": (0.0, 1000.0),
+    "recall_pool": (0, 4096), "pack": (1, 16),
     "beta": (0.0, 1000.0), "noise_std": (0.0, 2.0),
 }  # fmt: skip
 _TEXT = ("diffaug", "exclude_class")
