@@ -173,6 +173,10 @@ def test_bad_bodies(client):
         ({"model": "dcgan", "data": "ring8"}, "trains on images"),
         ({"kimg": 100, "tick_kimg": 0.001}, "reports"),
         ({"spectral_norm": "perhaps"}, "true or false"),
+        ({"recall_weight": -1}, "'recall_weight'"),
+        ({"recall_pool": "many"}, "'recall_pool'"),
+        ({"recall_pool": 100000}, "'recall_pool'"),
+        ({"model": "vae", "recall_weight": 1}, "--recall-weight is a GAN option"),
         ({"exclude_class": "Unicorn"}, "unknown class 'Unicorn'"),  # found before a training process starts
         ({"data": "ring8", "model": "mlp", "exclude_class": "0"}, "needs labelled data"),
     ],

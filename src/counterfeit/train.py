@@ -175,10 +175,9 @@ def g_step(G: nn.Module, D: nn.Module, opt_G, loss, z: torch.Tensor, labels: tor
             labels = torch.cat([labels[:half], labels[:half], labels[2 * half :]])  # mode-seeking pairs share a class
         pooled = recall is not None and loss.recall_weight > 0
         if pooled:  # one G call for batch and pool, so batch norm sees them together
-            n = z.shape[0]
             all_labels = None if labels is None else torch.cat([labels, recall.pool_labels])  # (B + P,)
             fakes_all = G(torch.cat([z, recall.pool_z]), all_labels)  # (B + P, C, H, W)
-            fake = fakes_all[:n]  # (B, C, H, W)
+            fake = fakes_all[: z.shape[0]]  # (B, C, H, W)
         else:
             fake = G(z, labels)  # (B, C, H, W)
         if loss.ac_weight > 0:
