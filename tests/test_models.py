@@ -110,3 +110,51 @@ def test_lecture_matches_the_keras_summary():
 def test_lecture_rejects_other_sizes():
     with pytest.raises(ConfigError, match="28x28 grey"):
         build_models(make_config(model="lecture", resolution=32))
+
+
+@pytest.mark.parametrize("name", ["dcgan", "cdcgan"])
+def test_depth_adds_same_resolution_layers_that_train(name):
+    shallow, deep = _cfg(name), _cfg(name, g_depth=2, d_depth=1)
+    assert (deep.model.g_depth, deep.model.d_depth) == (2, 1)
+    torch.manual_seed(0)
+    G0, D0 = build_models(shallow)
+    G, D = build_models(deep)
+
+    def n_same(m):  # 3x3 convs that keep the resolution: the added layers
+        return sum(isinstance(c, torch.nn.Conv2d) and c.kernel_size == (3, 3) and c.stride == (1, 1) for c in m.modules())
+
+    # Two resolutions (7x7 and 14x14 at 28x28): g_depth layers at each in G, d_depth in D.
+    assert (n_same(G0), n_same(D0), n_same(G), n_same(D)) == (0, 0, 4, 2)
+    # Depth 0 keeps the DCGAN layout, so runs written before the option load unchanged.
+    for shallow_net, deep_net in ((G0, G), (D0, D)):
+        deep_shapes = {k: v.shape for k, v in deep_net.state_dict().items()}
+        assert all(deep_shapes.get(k) == v.shape for k, v in shallow_net.state_dict().items())
+    x = G(torch.randn(5, deep.model.z_dim), _y(deep, 5))
+    assert x.shape == _real(deep, 5).shape and D(x, _y(deep, 5)).shape == (5,)
+    opt_G, opt_D = torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters())
+    loss = build_loss(deep.loss)
+    d_step(G, D, opt_D, loss, _real(deep, 8), torch.randn(8, deep.model.z_dim), _y(deep, 8), _y(deep, 8))
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in D.parameters())
+    g_step(G, D, opt_G, loss, torch.randn(8, deep.model.z_dim), _y(deep, 8))
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in G.parameters())
+
+
+def test_deep_spectral_norm_discriminator_has_no_batch_norm():
+    _, D = build_models(make_config(g_width=4, d_width=4, d_depth=2, spectral_norm=True))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules())
+    assert sum(hasattr(m, "parametrizations") for m in D.modules() if isinstance(m, torch.nn.Conv2d)) == 2 + 2 * 2
+
+
+@pytest.mark.parametrize(
+    "kw,needle",
+    [
+        (dict(g_depth=-1), "--g-depth and --d-depth must lie in [0, 8]"),
+        (dict(d_depth=9), "--g-depth and --d-depth must lie in [0, 8]"),
+        (dict(model="lecture", g_depth=1), "--g-depth adds conv layers to the DCGAN pair; use --model dcgan or cdcgan"),
+        (dict(model="vae", d_depth=1), "--d-depth adds conv layers to the DCGAN pair"),
+    ],
+)
+def test_bad_depth_gives_one_line_errors(kw, needle):
+    with pytest.raises(ConfigError) as e:
+        make_config(**kw)
+    assert needle in str(e.value) and "\n" not in str(e.value)

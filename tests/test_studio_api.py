@@ -176,6 +176,8 @@ def test_bad_bodies(client):
         ({"recall_weight": -1}, "'recall_weight'"),
         ({"recall_pool": "many"}, "'recall_pool'"),
         ({"recall_pool": 100000}, "'recall_pool'"),
+        ({"g_depth": 9}, "'g_depth'"),
+        ({"model": "lecture", "d_depth": 1}, "--d-depth adds conv layers"),
         ({"model": "vae", "recall_weight": 1}, "--recall-weight is a GAN option"),
         ({"exclude_class": "Unicorn"}, "unknown class 'Unicorn'"),  # found before a training process starts
         ({"data": "ring8", "model": "mlp", "exclude_class": "0"}, "needs labelled data"),

@@ -122,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--z-dim", type=int, help="noise vector length")
     t.add_argument("--g-width", type=int, help="channels of G's finest hidden layer")
     t.add_argument("--d-width", type=int, help="channels of D's first layer")
+    t.add_argument("--g-depth", type=int, help="dcgan/cdcgan: extra 3x3 conv layers at each of G's resolutions (0)")
+    t.add_argument("--d-depth", type=int, help="dcgan/cdcgan: extra 3x3 conv layers at each of D's resolutions (0)")
     # BooleanOptionalAction leaves None when neither form is given, so a family's default is not overridden.
     t.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction, help="spectral normalisation of D's layers (dcgan, mlp; off)")
     t.add_argument("--mbstd", action=argparse.BooleanOptionalAction, help="minibatch-std feature in D against mode collapse (off)")
@@ -428,7 +430,7 @@ def _postfix(s: dict) -> str:
 
 
 _OPTIONS = ("data", "model", "loss", "kimg", "epochs", "batch_size", "seed", "data_dir", "resolution", "channels", "z_dim",
-            "g_width", "d_width", "lr_g", "lr_d", "beta1", "beta2", "lr_rampdown", "d_steps", "ema_halflife_kimg", "tick_kimg", "sample_kimg",
+            "g_width", "d_width", "g_depth", "d_depth", "lr_g", "lr_d", "beta1", "beta2", "lr_rampdown", "d_steps", "ema_halflife_kimg", "tick_kimg", "sample_kimg",
             "snapshot_kimg", "keep_checkpoints", "eval_every_kimg", "eval_n", "alarm_after_kimg", "device",
             "channels_last", "compile", "precision",
             "gp_weight", "r1_gamma", "ac_weight", "twin_ac", "ms_weight", "recall_weight", "recall_pool", "diffaug", "spectral_norm", "mbstd", "pack", "beta", "noise_std", "exclude_class", "standardise")  # fmt: skip

@@ -19,14 +19,14 @@ LABEL_DIM = 16  # length of G's learned class code
 class ConditionalGenerator(nn.Module):
     """(z (N, z_dim), labels (N,)) -> image (N, C, H, W): a DCGAN G fed [z, embed(label)]."""
 
-    def __init__(self, z_dim: int, num_classes: int, resolution: int, channels: int, width: int, max_width: int):
+    def __init__(self, z_dim: int, num_classes: int, resolution: int, channels: int, width: int, max_width: int, depth: int = 0):
         super().__init__()
         self.z_dim, self.num_classes = z_dim, num_classes
         # A short label code beside a long z: with a code as long as z, G learned to ignore z and drew one
         # image per class (measured: 100 % near-duplicates at 40 kimg).
         self.embed = nn.Embedding(num_classes, LABEL_DIM)
         nn.init.normal_(self.embed.weight, 0.0, 1.0)
-        self.net = Generator(z_dim + LABEL_DIM, resolution, channels, width, max_width)
+        self.net = Generator(z_dim + LABEL_DIM, resolution, channels, width, max_width, depth)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if labels is None:
@@ -38,10 +38,10 @@ class ProjectionDiscriminator(nn.Module):
     """(image, labels) -> logit (N,): DCGAN D's logit plus the projection of its features on the label embedding."""
 
     def __init__(self, num_classes: int, resolution: int, channels: int, width: int, max_width: int, spectral_norm: bool = False,
-                 mbstd: bool = False, classifier: bool = False, twin: bool = False):  # fmt: skip
+                 mbstd: bool = False, classifier: bool = False, twin: bool = False, depth: int = 0):  # fmt: skip
         super().__init__()
         self.num_classes = num_classes
-        self.net = Discriminator(resolution, channels, width, max_width, spectral_norm=spectral_norm, mbstd=mbstd)
+        self.net = Discriminator(resolution, channels, width, max_width, spectral_norm=spectral_norm, mbstd=mbstd, depth=depth)
         w_last = self.net.body[-1][0].out_channels
         # Projection on globally pooled features (N, W_last), as in the paper, not on every pixel's features.
         self.embed = nn.Embedding(num_classes, w_last)
@@ -83,7 +83,7 @@ def build(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
         raise ConfigError(f"the conditional model needs labelled data with at least 2 classes (got num_classes={m.num_classes})")
     if m.pack != 1:
         raise ConfigError("--pack does not fit the conditional model (each sample has its own label); use --mbstd against collapse")
-    G = ConditionalGenerator(m.z_dim, m.num_classes, d.resolution, d.channels, m.g_width, m.g_max_width)
+    G = ConditionalGenerator(m.z_dim, m.num_classes, d.resolution, d.channels, m.g_width, m.g_max_width, m.g_depth)
     D = ProjectionDiscriminator(m.num_classes, d.resolution, d.channels, m.d_width, m.d_max_width, m.spectral_norm, m.mbstd,
-                                classifier=cfg.loss.ac_weight > 0, twin=cfg.loss.twin_ac)  # fmt: skip
+                                classifier=cfg.loss.ac_weight > 0, twin=cfg.loss.twin_ac, depth=m.d_depth)  # fmt: skip
     return G, D

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..config import ConfigError, RunConfig
 from . import register_model
-from .layers import MinibatchStd, Reshape, down_block, init_dcgan_, pack_samples, spectral_norm_, up_block
+from .layers import MinibatchStd, Reshape, down_block, init_dcgan_, pack_samples, same_block, spectral_norm_, up_block
 
 
 def resolution_plan(resolution: int) -> tuple[int, int]:
@@ -28,7 +28,7 @@ def _widths(base: int, n: int, cap: int) -> list[int]:
 class Generator(nn.Module):
     """z (N, z_dim) -> image (N, C, H, W) in [-1, 1]."""
 
-    def __init__(self, z_dim: int, resolution: int, channels: int, width: int, max_width: int):
+    def __init__(self, z_dim: int, resolution: int, channels: int, width: int, max_width: int, depth: int = 0):
         super().__init__()
         self.z_dim = z_dim
         start, n = resolution_plan(resolution)
@@ -38,8 +38,10 @@ class Generator(nn.Module):
             Reshape(widths[0], start, start),
             nn.BatchNorm2d(widths[0]),
             nn.ReLU(inplace=True),
+            *[same_block(widths[0]) for _ in range(depth)],
         )
-        self.body = nn.Sequential(*[up_block(a, b) for a, b in zip(widths[:-1], widths[1:])])
+        self.body = nn.Sequential(*[nn.Sequential(*up_block(a, b), *[same_block(b) for _ in range(depth)])
+                                    for a, b in zip(widths[:-1], widths[1:])])  # fmt: skip
         self.to_image = nn.Sequential(nn.ConvTranspose2d(widths[-1], channels, 4, stride=2, padding=1), nn.Tanh())
         init_dcgan_(self)
 
@@ -53,7 +55,7 @@ class Discriminator(nn.Module):
     """Image (N, C, H, W) in [-1, 1] -> one logit per image (N,), or per pack of `pack` images (N / pack,)."""
 
     def __init__(self, resolution: int, channels: int, width: int, max_width: int, spectral_norm: bool = False, mbstd: bool = False,
-                 pack: int = 1):  # fmt: skip
+                 pack: int = 1, depth: int = 0):  # fmt: skip
         super().__init__()
         self.pack = pack
         start, n = resolution_plan(resolution)
@@ -61,6 +63,9 @@ class Discriminator(nn.Module):
         blocks = [down_block(channels * pack, widths[0], norm=False)]  # DCGAN: no batch norm on D's input layer
         # Spectral norm already keeps D's layers in check; batch norm on top mixes samples and fights it.
         blocks += [down_block(a, b, norm=not spectral_norm) for a, b in zip(widths[:-1], widths[1:])]
+        # Each resolution's extra layers join its block, so body[-1][0] stays the last strided conv.
+        blocks = [nn.Sequential(*block, *[same_block(w, leaky=True, norm=not spectral_norm, track_running_stats=False) for _ in range(depth)])
+                  for block, w in zip(blocks, widths)]  # fmt: skip
         self.body = nn.Sequential(*blocks)
         self.mbstd = MinibatchStd() if mbstd else nn.Identity()
         self.head = nn.Linear((widths[-1] + mbstd) * start * start, 1)
@@ -84,6 +89,6 @@ class Discriminator(nn.Module):
 def build(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
     """DCGAN pair sized by the model config."""
     m, d = cfg.model, cfg.data
-    G = Generator(m.z_dim, d.resolution, d.channels, m.g_width, m.g_max_width)
-    D = Discriminator(d.resolution, d.channels, m.d_width, m.d_max_width, m.spectral_norm, m.mbstd, m.pack)
+    G = Generator(m.z_dim, d.resolution, d.channels, m.g_width, m.g_max_width, m.g_depth)
+    D = Discriminator(d.resolution, d.channels, m.d_width, m.d_max_width, m.spectral_norm, m.mbstd, m.pack, m.d_depth)
     return G, D

@@ -39,6 +39,15 @@ def up_block(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
+def same_block(c: int, leaky: bool = False, norm: bool = True, track_running_stats: bool = True) -> nn.Sequential:
+    """3x3 conv that keeps resolution and channels, then (batch norm and) ReLU, or LeakyReLU(0.2) for D (--g/d-depth)."""
+    layers: list[nn.Module] = [nn.Conv2d(c, c, 3, padding=1, bias=not norm)]
+    if norm:
+        layers.append(nn.BatchNorm2d(c, track_running_stats=track_running_stats))
+    layers.append(nn.LeakyReLU(0.2, inplace=True) if leaky else nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
 def down_block(c_in: int, c_out: int, norm: bool = True) -> nn.Sequential:
     """Strided conv that halves the resolution, then (batch norm and) LeakyReLU(0.2) (D's DCGAN block)."""
     layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1, bias=not norm)]
