@@ -133,7 +133,7 @@ def augment_markdown(record: dict) -> str:
         f"Test: {test['n']:,} real images of {test['source']}.\n{labels_note(record)}\n{warn}\n"
         "| training set | images | real-test accuracy, mean (%) | std over seeds (pp) | per seed (%) |\n"
         "| --- | ---: | ---: | ---: | --- |\n" + "\n".join(rows) + "\n\n"
-        f"Took {record['seconds']:g} s on {m['cpu']} ({m['threads']} torch threads), {record['date']}, "
+        f"Took {record['seconds']:g} s on {m['cpu']} ({m['threads']} torch thread{'s' if m['threads'] != 1 else ''}), {record['date']}, "
         f"counterfeit {record['version']}, torch {record['torch']}.\n" + (f"Command: `{record['command']}`\n" if record["command"] else "")
     )
 
