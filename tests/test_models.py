@@ -1,5 +1,7 @@
 """Model contract: every registered family builds, has the right shapes, trains both players, saves and loads."""
 
+import copy
+
 import pytest
 import torch
 
@@ -7,6 +9,7 @@ from counterfeit.checkpoints import load_module, read_checkpoint, save_checkpoin
 from counterfeit.config import ConfigError, make_config
 from counterfeit.losses import build_loss
 from counterfeit.models import MODELS, build_models
+from counterfeit.models.layers import flat_linear, to_channels_last
 from counterfeit.train import d_step, g_step
 
 CASES = {
@@ -62,6 +65,52 @@ def test_gradients_reach_both_players(name):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in D.parameters())
     g_step(G, D, opt_G, loss, torch.randn(8, cfg.model.z_dim), _y(cfg, 8))
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in G.parameters())
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if MODELS[n].data_kind == "images"])
+def test_channels_last_is_the_same_function_with_the_same_gradients(name):
+    """to_channels_last changes only the memory layout: outputs and every parameter's gradient match NCHW."""
+    cfg = _cfg(name, mbstd=name != "lecture")  # the minibatch-std channel too, where the family has one
+    torch.manual_seed(0)
+    pair = build_models(cfg)
+    pair_cl = [to_channels_last(copy.deepcopy(m)) for m in pair]
+    z, y = torch.randn(8, cfg.model.z_dim), _y(cfg, 8)
+    outs, grads = [], []
+    for G, D in (pair, pair_cl):
+        D.eval()  # dropout (lecture) draws its mask in memory order; D's batch norm keeps no running stats anyway
+        x = G(z, y)  # (8, C, H, W)
+        logits = D(x, y)  # (8,)
+        (logits.sum() + x.square().mean()).backward()
+        outs.append((x, logits))
+        grads.append({n: p.grad for n, p in [*G.named_parameters(prefix="G"), *D.named_parameters(prefix="D")]})
+    for a, b in zip(*outs):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-3, atol=1e-5, msg=n)
+
+
+def test_flat_linear_keeps_a_channels_last_gradient_channels_last():
+    """The head on an NHWC map: the same logits as head(h.flatten(1)), and h's gradient comes back NHWC, not NCHW."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(6 * 7 * 7, 3)
+    h = torch.randn(4, 6, 7, 7)
+    h_cl = h.contiguous(memory_format=torch.channels_last).requires_grad_()
+    out = flat_linear(head, h_cl)  # (4, 3)
+    torch.testing.assert_close(out, head(h.flatten(1)))
+    out.square().sum().backward()
+    assert h_cl.grad.is_contiguous(memory_format=torch.channels_last)
+    h_ref = h.clone().requires_grad_()
+    head(h_ref.flatten(1)).square().sum().backward()
+    torch.testing.assert_close(h_cl.grad, h_ref.grad)
+
+
+def test_channels_last_generator_keeps_one_layout_from_its_first_feature_map():
+    """G's Reshape hands batch norm an NHWC map once the model is channels-last (mixed layouts take a slow CPU path)."""
+    G, _ = build_models(_cfg("dcgan"))
+    to_channels_last(G)
+    h = G.stem(torch.randn(4, G.z_dim))  # (4, W0, 7, 7)
+    assert h.is_contiguous(memory_format=torch.channels_last) and not h.is_contiguous()
 
 
 @pytest.mark.parametrize("name", list(CASES))

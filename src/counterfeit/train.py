@@ -38,6 +38,7 @@ from .data import Dataset, batch_indices, drop_class, load_dataset
 from .fileio import atomic_write_text
 from .losses import build_loss, gaussian_kl, reconstruction_loss
 from .models import build_models, get_spec
+from .models.layers import to_channels_last
 from .runs import read_stats
 from .sample import from_uint8, make_noise, reconstruct, sample, save_grid, save_scatter, to_uint8
 from .timelapse import write_timelapse
@@ -277,7 +278,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     G, D = G.to(device).train(), D.to(device).train()
     if L.channels_last and images:
         # NHWC lets the CPU's convolutions vectorise over channels: the default dcgan trains ~20 % faster on 2 cores.
-        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+        G, D = to_channels_last(G), to_channels_last(D)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     D_ema = copy.deepcopy(D).eval().requires_grad_(False) if ae else None
     # Several processes: batch norm of the modules that learn takes the global batch's statistics. The EMA

@@ -12,6 +12,7 @@ from torch import nn
 from ..config import RunConfig
 from . import register_model
 from .dcgan import Generator, _widths, resolution_plan
+from .layers import flat_linear
 
 
 class Decoder(Generator):
@@ -54,7 +55,7 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.training and self.noise_std > 0:
             x = x + self.noise_std * torch.randn_like(x)  # (N, C, H, W), not clamped: plain Gaussian corruption
-        h = self.head(self.body(x).flatten(1))  # (N, z_dim) or (N, 2 z_dim)
+        h = flat_linear(self.head, self.body(x))  # (N, z_dim) or (N, 2 z_dim)
         if not self.variational:
             return h, None
         mu, logvar = h.chunk(2, dim=1)  # (N, z_dim) each

@@ -12,6 +12,7 @@ from torch import nn
 from ..config import ConfigError, RunConfig
 from . import register_model
 from .dcgan import Discriminator, Generator
+from .layers import flat_linear
 
 LABEL_DIM = 16  # length of G's learned class code
 
@@ -56,7 +57,7 @@ class ProjectionDiscriminator(nn.Module):
             raise ValueError("a conditional discriminator needs class labels")
         h = self.net.body(x)  # (N, W_last, 7, 7) at 28x28
         pooled = h.sum(dim=(2, 3))  # (N, W_last)
-        logit = self.net.head(self.net.mbstd(h).flatten(1)).squeeze(1)  # (N,)
+        logit = flat_linear(self.net.head, self.net.mbstd(h)).squeeze(1)  # (N,)
         logit = logit + (self.embed(labels) * pooled).sum(dim=1)  # (N,)
         if not with_classes:
             return logit

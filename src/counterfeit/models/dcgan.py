@@ -9,7 +9,7 @@ from torch import nn
 
 from ..config import ConfigError, RunConfig
 from . import register_model
-from .layers import MinibatchStd, Reshape, down_block, init_dcgan_, pack_samples, same_block, spectral_norm_, up_block
+from .layers import MinibatchStd, Reshape, down_block, flat_linear, init_dcgan_, pack_samples, same_block, spectral_norm_, up_block
 
 
 def resolution_plan(resolution: int) -> tuple[int, int]:
@@ -77,7 +77,7 @@ class Discriminator(nn.Module):
         x = pack_samples(x, self.pack)  # (N / pack, pack * C, H, W)
         h = self.body(x)  # (N, W_last, 7, 7) at 28x28
         h = self.mbstd(h)  # (N, W_last + 1, 7, 7) with the minibatch-std channel
-        return self.head(h.flatten(1)).squeeze(1)  # (N,)
+        return flat_linear(self.head, h).squeeze(1)  # (N,)
 
 
 @register_model(
