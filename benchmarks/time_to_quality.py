@@ -39,7 +39,7 @@ from results_md import append_block, machine_line, today  # noqa: E402
 from throughput import parse_set  # noqa: E402
 
 from counterfeit.checkpoints import list_checkpoints  # noqa: E402
-from counterfeit.config import make_config  # noqa: E402
+from counterfeit.config import ConfigError, make_config  # noqa: E402
 from counterfeit.evaluator import load_evaluator, load_split, predict  # noqa: E402
 from counterfeit.runs import create_run_dir, load_run  # noqa: E402
 from counterfeit.sample import generate, make_noise, to_uint8  # noqa: E402
@@ -108,13 +108,21 @@ def main() -> None:
     p.add_argument("--n", type=int, default=5000)
     p.add_argument("--md", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = p.parse_args()
+    unknown = [name for name in filter(None, args.refs.split(",")) if name != "classic" and name not in REFS]
+    if unknown:
+        p.error(f"--refs: unknown reference {', '.join(unknown)}; choose from {', '.join([*REFS, 'classic'])}, or '' for none")
+    try:
+        options = parse_set(args.set)
+        make_config(**options)  # a bad --set fails here, not after minutes of training
+    except (ConfigError, ValueError) as e:
+        p.error(f"--set: {e}")
     command = shlex.join(["python", "benchmarks/time_to_quality.py", *sys.argv[1:]])
     ev = load_evaluator()
     test = load_split("fashion-mnist", "test")[0]  # (10000, 1, 28, 28) uint8
     with torch.no_grad():
         real_feats = predict(ev, test)[1]  # (10000, 128)
     train_images = load_split("fashion-mnist", "train")[0]  # (60000, 1, 28, 28) uint8
-    curves = {"counterfeit": curve_of_counterfeit("counterfeit", parse_set(args.set), args.ours_minutes * 60, args.n, ev, real_feats)}
+    curves = {"counterfeit": curve_of_counterfeit("counterfeit", options, args.ours_minutes * 60, args.n, ev, real_feats)}
     for name in filter(None, args.refs.split(",")):  # --refs "": counterfeit alone, e.g. to try a --set
         if name == "classic":
             curves[name] = curve_of_counterfeit(name, CLASSIC, args.ref_minutes * 60, args.n, ev, real_feats)

@@ -105,6 +105,16 @@ def test_flat_linear_keeps_a_channels_last_gradient_channels_last():
     torch.testing.assert_close(h_cl.grad, h_ref.grad)
 
 
+def test_channels_last_head_runs_one_spectral_norm_power_iteration_per_forward():
+    """flat_linear reads a spectrally normalised head's weight once, as head(...) does: one power iteration, not two."""
+    _, D = build_models(_cfg("dcgan", spectral_norm=True))
+    to_channels_last(D)
+    calls = []
+    D.head.parametrizations.weight[0].register_forward_hook(lambda *_: calls.append(1))
+    D(torch.rand(4, 1, 28, 28).contiguous(memory_format=torch.channels_last) * 2 - 1)
+    assert len(calls) == 1
+
+
 def test_channels_last_generator_keeps_one_layout_from_its_first_feature_map():
     """G's Reshape hands batch norm an NHWC map once the model is channels-last (mixed layouts take a slow CPU path)."""
     G, _ = build_models(_cfg("dcgan"))

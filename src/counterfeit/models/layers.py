@@ -32,7 +32,7 @@ class Reshape(nn.Module):
         h = x.view(x.shape[0], *self.shape)  # (N, C, H, W), NCHW strides
         if self.channels_last and h.dim() == 4:
             # One small copy here saves every later layer (batch norm, ReLU, the first transposed conv, and their
-            # backward passes) from mixing layouts, which on CPU takes a slow strided path (measured: 2-20x per op).
+            # backward passes) from mixing layouts, which on CPU takes a slow strided path (benchmarks/layouts.py).
             h = h.contiguous(memory_format=torch.channels_last)  # (N, C, H, W), NHWC strides
         return h
 
@@ -52,7 +52,8 @@ def flat_linear(head: nn.Linear, h: torch.Tensor) -> torch.Tensor:
         n, c, height, width = h.shape
         # The same function with the weight's columns reordered to (H, W, C): the flat view of an NHWC map is free,
         # and its gradient comes back NHWC, where a flatten would hand the layers below an NCHW gradient.
-        weight = head.weight.view(-1, c, height, width).permute(0, 2, 3, 1).reshape(head.weight.shape[0], -1)  # (out, H*W*C)
+        w = head.weight  # read once: under spectral norm each read runs a power iteration
+        weight = w.view(-1, c, height, width).permute(0, 2, 3, 1).reshape(w.shape[0], -1)  # (out, H*W*C)
         return F.linear(h.permute(0, 2, 3, 1).reshape(n, -1), weight, head.bias)  # (N, out)
     return head(h.flatten(1))  # (N, out)
 
