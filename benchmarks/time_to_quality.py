@@ -8,12 +8,15 @@ One process, one machine, one after the other:
   (Adam 1e-4); `tutorial-tuned`: the same loop with the DCGAN paper's Adam (2e-4, beta1 0.5).
   Each trains for --ref-minutes of training time and is judged every --eval-every-s with the clock paused.
 - `classic`: a plain, well-tuned small DCGAN: the DCGAN paper's architecture widths (64) and Adam (2e-4, beta1 0.5)
-  in counterfeit's own training loop, for --ref-minutes, judged like `counterfeit`.
+  in counterfeit's own training loop, for --ref-minutes (not capped at 420 kimg), judged like `counterfeit`;
+  a `--set seed=N` seeds it too, so each seed is a fair pair.
 - `counterfeit`: `counterfeit train` with the default config (its own monitor, grids and checkpoints
   included in its clock; --set changes flat options), stopped after --ours-minutes; a checkpoint every
   10 kimg is judged afterwards at the training seconds it records.
 Judging: --n samples (seed 0; counterfeit's EMA generator, the tutorial's G in eval mode) against the
 10,000 test images in the feature space of the project's Fashion-MNIST evaluator (as benchmarks/quality.py).
+A run at another size (`--set resolution=64 channels=3` trains on Fashion-MNIST upsampled to 64x64 colour) is
+judged on its fakes turned grey and resized to 28x28, so a setting can be checked on the deeper 64x64 model.
 """
 
 from __future__ import annotations
@@ -85,11 +88,20 @@ def curve_of_counterfeit(name: str, options: dict, seconds: float, n: int, ev, r
         for ckpt in list_checkpoints(run_dir):
             run = load_run(run_dir, checkpoint=ckpt)
             state = run.state
-            r = judge(ev, generate(run.G, run.spec.pixel_range, n, seed=0), real_feats)
+            r = judge(ev, as_judged(generate(run.G, run.spec.pixel_range, n, seed=0)), real_feats)
             points.append({"s": state["seconds"], "kimg": state["cur_nimg"] / 1000, "fid": r["fid"], "classes": r["classes_covered"]})
             print(f"{name}: {state['seconds']:6.0f} s {state['cur_nimg'] / 1000:7.1f} kimg  FID {r['fid']:7.2f}  "
                   f"classes {r['classes_covered']}/10", flush=True)  # fmt: skip
     return points
+
+
+def as_judged(images: torch.Tensor) -> torch.Tensor:
+    """uint8 fakes (n, C, R, R) as the evaluator sees Fashion-MNIST: grey 28x28 (channel mean, antialiased resize)."""
+    if images.shape[1:] == (1, 28, 28):
+        return images
+    x = images.float().mean(1, keepdim=True)  # (n, 1, R, R)
+    x = torch.nn.functional.interpolate(x, size=(28, 28), mode="bilinear", antialias=True, align_corners=False)  # (n, 1, 28, 28)
+    return x.round().clamp(0, 255).to(torch.uint8)
 
 
 def first_reach(points: list[dict], level: float) -> str:
@@ -125,7 +137,9 @@ def main() -> None:
     curves = {"counterfeit": curve_of_counterfeit("counterfeit", options, args.ours_minutes * 60, args.n, ev, real_feats)}
     for name in filter(None, args.refs.split(",")):  # --refs "": counterfeit alone, e.g. to try a --set
         if name == "classic":
-            curves[name] = curve_of_counterfeit(name, CLASSIC, args.ref_minutes * 60, args.n, ev, real_feats)
+            # Stopped by the clock alone: at the default 420 kimg a fast machine would end it before --ref-minutes.
+            classic = {**CLASSIC, "kimg": 100_000, **{k: v for k, v in options.items() if k == "seed"}}
+            curves[name] = curve_of_counterfeit(name, classic, args.ref_minutes * 60, args.n, ev, real_feats)
         else:
             curves[name] = curve_of_tutorial(name, train_images, args.ref_minutes * 60, args.eval_every_s, args.n, ev, real_feats)
 
