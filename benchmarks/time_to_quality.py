@@ -138,7 +138,7 @@ def main() -> None:
     for name in filter(None, args.refs.split(",")):  # --refs "": counterfeit alone, e.g. to try a --set
         if name == "classic":
             # Stopped by the clock alone: at the default 420 kimg a fast machine would end it before --ref-minutes.
-            classic = {**CLASSIC, "kimg": 100_000, **{k: v for k, v in options.items() if k == "seed"}}
+            classic = {**CLASSIC, "kimg": 100_000, **({"seed": options["seed"]} if "seed" in options else {})}
             curves[name] = curve_of_counterfeit(name, classic, args.ref_minutes * 60, args.n, ev, real_feats)
         else:
             curves[name] = curve_of_tutorial(name, train_images, args.ref_minutes * 60, args.eval_every_s, args.n, ev, real_feats)
