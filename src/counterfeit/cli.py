@@ -134,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--lr-g", type=float, help="G's Adam learning rate (autoencoders: of encoder and decoder)")
     t.add_argument("--lr-d", type=float, help="D's Adam learning rate; TTUR (Heusel et al. 2017): e.g. 4e-4 here with --lr-g 1e-4")
     t.add_argument("--beta1", type=float, help="Adam beta1 (0.5 for DCGAN)")
-    t.add_argument("--beta2", type=float, help="Adam beta2 (0.999; WGAN-GP used 0.9)")
+    t.add_argument("--beta2", type=float, help="Adam beta2 (dcgan 0.99, StyleGAN's; other models 0.999; WGAN-GP used 0.9)")
     t.add_argument(
         "--lr-rampdown", type=float, help="share of the run at its end over which the learning rates fall linearly to 0 (0 = off)"
     )
