@@ -84,7 +84,7 @@ class OptimConfig:
     lr_g: float = 5e-4
     lr_d: float = 5e-4
     beta1: float = 0.5  # DCGAN's choice: a shorter momentum memory keeps the game from oscillating
-    beta2: float = 0.999
+    beta2: float = 0.999  # dcgan registers 0.99 (StyleGAN's): it learned more per image there (RESULTS.md, time to quality)
     d_steps: int = 1  # D updates per G update
     # Share of the run at its end over which both learning rates fall linearly to 0 (0 = constant). Computed from the
     # images shown, so a resumed run continues the same schedule; the toys need it to sharpen their modes.
