@@ -7,7 +7,7 @@ One process, one machine, one after the other:
 - `tutorial`: TensorFlow's DCGAN tutorial in PyTorch (benchmarks/reference_tutorial.py) as published
   (Adam 1e-4); `tutorial-tuned`: the same loop with the DCGAN paper's Adam (2e-4, beta1 0.5).
   Each trains for --ref-minutes of training time and is judged every --eval-every-s with the clock paused.
-- `classic`: a plain, well-tuned small DCGAN: the DCGAN paper's architecture widths (64) and Adam (2e-4, beta1 0.5)
+- `classic`: a plain, well-tuned small DCGAN: the DCGAN paper's widths (64) and Adam (2e-4, beta1 0.5, beta2 0.999)
   in counterfeit's own training loop, for --ref-minutes (not capped at 420 kimg), judged like `counterfeit`;
   a `--set seed=N` seeds it too, so each seed is a fair pair.
 - `counterfeit`: `counterfeit train` with the default config (its own monitor, grids and checkpoints
