@@ -8,8 +8,8 @@ flat option) through the real training loop into a temporary run folder; the rat
 the stats of the second half of the run, so start-up and compilation are excluded. FLOPs per
 training image come from torch's FlopCounterMode over one real D step + G step (forward and
 backward; 2 FLOPs per multiply-add). The matmul peak is the best of repeated 2048x2048 products in the
-precision the runs compute in (fp32, or bf16 with `--set precision=bf16`), measured before and after the
-training runs (the larger counts: the VM's speed drifts).
+precision each run computes in (fp32 or bf16; dcgan's default `auto` is bf16 on a CPU with native bfloat16), measured
+before and after the training runs (the larger counts: the VM's speed drifts).
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ except ImportError:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_md import append_row, machine_line, today  # noqa: E402
 
-from counterfeit.config import make_config, option_type  # noqa: E402
+from counterfeit.config import ConfigError, make_config, option_type  # noqa: E402
 from counterfeit.losses import build_loss  # noqa: E402
 from counterfeit.models import build_models  # noqa: E402
 from counterfeit.runs import create_run_dir, read_stats  # noqa: E402
-from counterfeit.train import d_step, g_step, pick_device, train  # noqa: E402
+from counterfeit.train import d_step, g_step, pick_device, pick_precision, train  # noqa: E402
 
 HEADING = "## Training throughput and FLOP efficiency (issue 7)"
 INTRO = [
@@ -129,25 +129,31 @@ def main() -> None:
     overrides = parse_set(args.set)
     device = pick_device(args.device)
     # bf16 runs are held to the bf16 matmul peak: against fp32's they would look up to several times better than they are.
-    precision = overrides.get("precision", "fp32")
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
-    if precision not in dtypes:
-        raise SystemExit(f"--set precision={precision}: choose fp32 or bf16")
-    dtype = dtypes[precision]
-    peak = matmul_peak(device, dtype=dtype)
+    models = args.models.split(",")
+    try:
+        precisions = {m: pick_precision(make_config(model=m, **overrides).loop.precision, device) for m in models}  # auto resolved
+    except ConfigError as e:  # a bad --set fails here in one line, before any measuring
+        raise SystemExit(f"--set: {e}") from None
+    # fp32's peak is always measured: the issue's yardstick, printed beside a bf16 run's own.
+    peaks = {p: matmul_peak(device, dtype=dtypes[p]) for p in sorted(set(precisions.values()) | {"fp32"})}
     results = []
-    for model in args.models.split(","):
+    for model in models:
         r = measure(model, getattr(args, f"kimg_{model}", 5.0), args.device, overrides)
         r["flops"] = flops_per_image(r["cfg"], device)
         results.append((model, r))
         print(f"{model}: {r['img_s']:.0f} img/s, {r['flops'] / 1e6:.1f} MFLOP/img, {r['img_s'] * r['flops'] / 1e9:.1f} GFLOP/s", flush=True)
-    peak = max(peak, matmul_peak(device, dtype=dtype))
-    print(f"{precision} matmul peak {peak:.1f} GFLOP/s")
+    for p in peaks:
+        peaks[p] = max(peaks[p], matmul_peak(device, dtype=dtypes[p]))
+        print(f"{p} matmul peak {peaks[p]:.1f} GFLOP/s")
     for model, r in results:
-        L = r["cfg"].loop
-        options = f"channels_last={L.channels_last}, compile={L.compile}" + "".join(f", {k}={v}" for k, v in overrides.items()
-                                                                                      if k not in ("channels_last", "compile"))  # fmt: skip
+        L, precision = r["cfg"].loop, precisions[model]
+        peak = peaks[precision]
         gflops = r["img_s"] * r["flops"] / 1e9
+        print(f"{model}: {100 * gflops / peak:.0f} % of the {precision} peak, {100 * gflops / peaks['fp32']:.0f} % of the fp32 peak")
+        options = f"channels_last={L.channels_last}, compile={L.compile}, precision={precision}" + "".join(
+            f", {k}={v}" for k, v in overrides.items() if k not in ("channels_last", "compile", "precision")
+        )
         row = [today(), model, args.device, str(L.batch_size), options, f"{r['img_s']:.0f}", f"{r['flops'] / 1e6:.1f}", f"{gflops:.1f}",
                f"{peak:.1f} ({precision})", f"{100 * gflops / peak:.0f} %", machine_line(args.device), f"`{command}`"]  # fmt: skip
         append_row(args.md, HEADING, INTRO, HEADER, row)

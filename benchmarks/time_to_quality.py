@@ -8,7 +8,7 @@ One process, one machine, one after the other:
   (Adam 1e-4); `tutorial-tuned`: the same loop with the DCGAN paper's Adam (2e-4, beta1 0.5).
   Each trains for --ref-minutes of training time and is judged every --eval-every-s with the clock paused.
 - `classic`: a plain, well-tuned small DCGAN: the DCGAN paper's widths (64) and Adam (2e-4, beta1 0.5, beta2 0.999)
-  in counterfeit's own training loop, for --ref-minutes (not capped at 420 kimg), judged like `counterfeit`;
+  in fp32 in counterfeit's own training loop, for --ref-minutes (not capped at 420 kimg), judged like `counterfeit`;
   a `--set seed=N` seeds it too, so each seed is a fair pair.
 - `counterfeit`: `counterfeit train` with the default config (its own monitor, grids and checkpoints
   included in its clock; --set changes flat options), stopped after --ours-minutes; a checkpoint every
@@ -50,7 +50,8 @@ from counterfeit.train import Callbacks, train  # noqa: E402
 
 LEVELS = (100, 50, 30, 20, 15, 12, 10, 9)
 REFS = {"tutorial": dict(lr=1e-4, betas=(0.9, 0.999)), "tutorial-tuned": dict(lr=2e-4, betas=(0.5, 0.999))}
-CLASSIC = dict(g_width=64, d_width=64, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999)  # DCGAN (Radford et al. 2016) at 28x28
+# DCGAN (Radford et al. 2016) at 28x28, in plain fp32 (dcgan's own default precision is auto: bf16 on some CPUs)
+CLASSIC = dict(g_width=64, d_width=64, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, precision="fp32")
 HEADING = "## Time to quality: the default vs the classic tutorial loop (issue 7)"
 INTRO = [
     "`python benchmarks/time_to_quality.py`: training seconds until the domain FID (evaluator features, n fakes vs the",

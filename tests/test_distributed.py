@@ -96,7 +96,7 @@ def test_a_two_process_checkpoint_resumes_on_one_process(float64_runs):
 
 
 def test_two_process_run_resumes_bit_for_bit(tiny_folder, tmp_path):
-    """The default float32 DCGAN (batch norm in G and D), stopped at a checkpoint and resumed with torchrun: the same bits."""
+    """The default DCGAN (batch norm in G and D; bf16 autocast on a CPU with native bf16), stopped and resumed with torchrun: the same bits."""
     straight = _train(tmp_path / "straight", ["--data", tiny_folder, *STEPS_ARGS], nproc=2)
     resumed = _train(tmp_path, ["--resume", _at_middle(straight, tmp_path / "resumed")], nproc=2)
     want, got = _weights(straight), _weights(resumed)

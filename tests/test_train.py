@@ -21,10 +21,12 @@ from counterfeit.runs import create_run_dir, read_stats
 from counterfeit.train import (
     Callbacks,
     TrainingDiverged,
+    cpu_has_native_bf16,
     d_step,
     ema_update,
     g_step,
     lr_scale,
+    pick_precision,
     train,
 )
 
@@ -32,8 +34,9 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 def tiny_cfg(folder, **kw):
+    # fp32 pinned: dcgan's `auto` would give bf16 on some CPUs only, and these tests compare float32 results.
     opts = dict(data=folder, g_width=8, d_width=8, z_dim=8, batch_size=16, kimg=0.256, tick_kimg=0.064,
-                sample_kimg=0.128, snapshot_kimg=0.064, seed=7)  # fmt: skip
+                sample_kimg=0.128, snapshot_kimg=0.064, seed=7, precision="fp32")  # fmt: skip
     return make_config(**{**opts, **kw})
 
 
@@ -279,8 +282,46 @@ def test_bf16_autocast_trains_with_fp32_weights(tiny_folder, tmp_path, model):
 
 
 def test_precision_must_be_known(tiny_folder):
-    with pytest.raises(ConfigError, match="--precision must be fp32 or bf16"):
+    with pytest.raises(ConfigError, match="--precision must be fp32, bf16 or auto, got 'fp8'"):
         tiny_cfg(tiny_folder, precision="fp8")
+
+
+def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch):
+    import counterfeit.train as train_module
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: True)
+    assert [pick_precision("auto", cpu), pick_precision("auto", cuda)] == ["bf16", "fp32"]
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: False)
+    assert pick_precision("auto", cpu) == "fp32"
+    assert [pick_precision(p, d) for p in ("fp32", "bf16") for d in (cpu, cuda)] == ["fp32", "fp32", "bf16", "bf16"]
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert cpu_has_native_bf16()  # AMX (Sapphire Rapids and later) counts too
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert not cpu_has_native_bf16()  # a torch without the private probes: fp32, not a crash
+
+
+def test_dcgan_alone_defaults_to_auto_precision():
+    assert make_config().loop.precision == "auto"
+    others = ("cdcgan", "lecture", "vae")
+    assert {m: make_config(model=m).loop.precision for m in others} == dict.fromkeys(others, "fp32")
+    assert make_config(precision="fp32").loop.precision == "fp32"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_logged_and_kept_in_the_checkpoint(tiny_folder, tmp_path, monkeypatch, native):
+    import counterfeit.train as train_module
+
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: native)
+    cfg = tiny_cfg(tiny_folder, kimg=0.032, device="cpu", precision="auto")
+    run = create_run_dir(cfg, tmp_path)
+    assert train(cfg, run).status == "done"
+    resolved = "bf16" if native else "fp32"
+    assert f"on cpu, {resolved}" in (run / "log.txt").read_text()
+    assert read_checkpoint(list_checkpoints(run)[-1])[1]["precision"] == resolved
+    assert json.loads((run / "config.json").read_text())["loop"]["precision"] == "auto"  # the choice, not the machine's answer
 
 
 def test_compile_without_a_compiler_is_a_one_line_error(tiny_folder, tmp_path, monkeypatch):

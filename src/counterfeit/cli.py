@@ -154,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="auto (default) | cpu | cuda")
     t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, help="NHWC memory format for images (on; faster on CPU)")
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile G and D (off; ~30 s to compile)")
-    t.add_argument("--precision", help="fp32 (default) | bf16: bf16 autocast of the training steps (for GPUs with bf16)")
+    t.add_argument("--precision", help="auto (dcgan's default: bf16 on CPUs with native bfloat16, else fp32) | fp32 (other models) | bf16")
     t.add_argument("--dry-run", action="store_true", help="print the config and exit")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
 

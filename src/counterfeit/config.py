@@ -107,7 +107,9 @@ class LoopConfig:
     device: str = "auto"  # auto | cpu | cuda
     channels_last: bool = True  # NHWC convolutions: dcgan ~20 % faster on 2 CPU cores, lecture unchanged (benchmarks/ab_speed.py)
     compile: bool = False  # torch.compile G and D; off by default: no win for the small 28x28 models on CPU (RESULTS.md)
-    precision: str = "fp32"  # fp32 | bf16: bf16 autocast of the D and G steps (weights, optimiser state, EMA stay fp32)
+    # fp32 | bf16 | auto: bf16 autocast of the D and G steps (weights, optimiser state, EMA stay fp32). auto = bf16 on a
+    # CPU with native bfloat16 (AVX512-BF16 or AMX), else fp32; dcgan registers auto (RESULTS.md, bf16 on CPU).
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -291,7 +293,7 @@ def _validate(cfg: RunConfig) -> None:
         (L.ema_halflife_kimg >= 0, "--ema-halflife-kimg must be >= 0"),
         (L.eval_every_kimg >= 0, f"--eval-every-kimg must be >= 0 (0 turns it off), got {L.eval_every_kimg}"),
         (L.eval_n >= 10, f"--eval-n must be at least 10, got {L.eval_n}"),
-        (L.precision in ("fp32", "bf16"), f"--precision must be fp32 or bf16, got '{L.precision}'"),
+        (L.precision in ("fp32", "bf16", "auto"), f"--precision must be fp32, bf16 or auto, got '{L.precision}'"),
         (
             not (L.compile and (Lo.r1_gamma > 0 or Lo.name == "wgan-gp")),
             "--compile cannot take the double backward of the R1 / WGAN-GP penalty; drop --compile or the penalty",

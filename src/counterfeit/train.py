@@ -73,6 +73,21 @@ class TrainResult:
     last_stats: dict[str, Any] = field(default_factory=dict)
 
 
+def pick_precision(name: str, device: torch.device) -> str:
+    """'auto' means bf16 on a CPU that multiplies bfloat16 natively, else fp32 (GPUs: bf16 is unmeasured there)."""
+    if name != "auto":
+        return name
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bfloat16 dot products (AVX512-BF16 or AMX), where oneDNN's bf16 convolutions beat fp32."""
+    # Without them autocast still works but emulates bf16 and runs slower than fp32. The probes are private in torch
+    # 2.x, so a torch without them counts as no.
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
 def pick_device(name: str) -> torch.device:
     """'auto' means CUDA when present, else CPU."""
     if name == "auto":
@@ -256,7 +271,8 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     device = dist.local_device(pick_device(L.device))
     if L.compile:
         _check_compiler(device)
-    _check_precision(L.precision, device)
+    precision = pick_precision(L.precision, device)
+    _check_precision(precision, device)
     main = dist.is_main()
     spec = get_spec(cfg.model.name)
     data = data if data is not None else load_training_data(cfg)
@@ -311,9 +327,9 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
             load_optimizer(opt, tensors, state, name)
         restore_rng(tensors)
         cur_nimg, elapsed_prev = state["cur_nimg"], state.get("seconds", 0.0)
-        log.info(f"resuming {run_dir} from {ckpts[-1].name} at {cur_nimg / 1000:.1f} kimg")
+        log.info(f"resuming {run_dir} from {ckpts[-1].name} at {cur_nimg / 1000:.1f} kimg on {device}, {precision}")
     else:
-        log.info(f"starting {run_dir}: {cfg.model.name} on {cfg.data.name} ({n_data} items) on {device}")
+        log.info(f"starting {run_dir}: {cfg.model.name} on {cfg.data.name} ({n_data} items) on {device}, {precision}")
     if dist.world_size() > 1:
         log.info(f"{dist.world_size()} processes, {L.batch_size // dist.world_size()} images each per batch of {L.batch_size}")
     shared = dist.shared_generator(device)  # several processes: the global batch's noise and labels (one process: None, the global RNG)
@@ -362,13 +378,14 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
 
     def checkpoint(done: bool) -> None:
         state = {"version": __version__, "torch": torch.__version__, "config": cfg.to_dict(), "done": done,
-                 "seconds": elapsed_prev + time.time() - t_start, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+                 "seconds": elapsed_prev + time.time() - t_start, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                 "precision": precision}  # fmt: skip
         dist.expose_shared(shared)  # the checkpoint's RNG state is the shared stream's, so any process count resumes it
         save_checkpoint(run_dir, cur_nimg, modules, optimizers, state, L.keep_checkpoints)
 
     halflife_nimg = L.ema_halflife_kimg * 1000
     ema_beta = 0.5 ** (L.batch_size / max(halflife_nimg, 1e-8)) if halflife_nimg > 0 else 0.0  # per step of batch_size images
-    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=L.precision == "bf16")  # noqa: E731
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")  # noqa: E731
     acc = torch.zeros(len(stat_keys), device=device)  # running sums of the stats: GAN_STATS, or the autoencoder's losses
     acc_steps, t_start = 0, time.time()
     t_tick, nimg_tick = t_start, cur_nimg
