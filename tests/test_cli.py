@@ -134,6 +134,7 @@ def test_bad_options(capsys, tmp_path):
     _one_line_error(capsys, ["train", "--model", "lecture", "--resolution", "64", "--out", str(tmp_path)], "28x28")
     _one_line_error(capsys, ["train", "--data", "ring8", "--model", "dcgan", "--out", str(tmp_path)], "--model mlp")
     _one_line_error(capsys, ["train", "--resolution", "48", "--dry-run"], "48")
+    _one_line_error(capsys, ["train", "--precision", "fp16", "--dry-run"], "--precision must be fp32, bf16 or auto", "fp16")
 
 
 def test_bad_resume(folder_run, tmp_path, capsys):

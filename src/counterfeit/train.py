@@ -82,8 +82,8 @@ def pick_precision(name: str, device: torch.device) -> str:
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU has bfloat16 dot products (AVX512-BF16 or AMX), where oneDNN's bf16 convolutions beat fp32."""
-    # Without them autocast still works but emulates bf16 and runs slower than fp32. The probes are private in torch
-    # 2.x, so a torch without them counts as no.
+    # Without them autocast still works but emulates bf16, which was never measured to win, so auto keeps fp32 there.
+    # The probes are private in torch 2.x, so a torch without them counts as no.
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
@@ -511,7 +511,7 @@ def _check_compiler(device: torch.device) -> None:
 
 
 def _check_precision(precision: str, device: torch.device) -> None:
-    """bf16 needs a GPU with bfloat16 units (or a CPU, where autocast emulates it): a one-line error before training."""
+    """bf16 needs a GPU with bfloat16 units (any CPU runs it, natively or emulated): a one-line error before training."""
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError(f"--precision bf16 needs a GPU with bfloat16 support; {torch.cuda.get_device_name(device)} has none, use fp32")
 
