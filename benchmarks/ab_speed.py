@@ -6,17 +6,23 @@ This VM's speed drifts by more than many effects between minutes, so the setting
 every value once, round 2 again, and so on. Each run trains the model's default config (training-time
 evaluation off) for --kimg into a temporary folder; the img/s of every tick after the first is reported, so
 start-up (and compilation) is left out. Appends one block to benchmarks/RESULTS.md.
+
+`--option adam --values foreach,fused` compares Adam's two multi-tensor implementations, which are a code path,
+not a config option: the training loop's Adam is wrapped to use the given one.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shlex
 import statistics
 import sys
 import tempfile
 from pathlib import Path
+
+import torch
 
 try:
     import counterfeit  # noqa: F401
@@ -34,6 +40,22 @@ from counterfeit.train import train  # noqa: E402
 HEADING = "## Speed A/B of single options (issue 7)"
 INTRO = ["`python benchmarks/ab_speed.py`: the values of one option take turns through the real training loop (rounds),",
          "so the VM's drift hits every value alike; img/s of every tick after the first."]  # fmt: skip
+
+
+ADAM_IMPLS = {"foreach": dict(fused=None, foreach=True), "fused": dict(fused=True, foreach=None)}
+
+
+@contextlib.contextmanager
+def adam_impl(name: str):
+    """Within the block, torch.optim.Adam uses the named implementation (foreach or fused) whatever it is asked for."""
+    if name not in ADAM_IMPLS:
+        raise SystemExit(f"--option adam takes {', '.join(ADAM_IMPLS)}, not {name}")
+    original = torch.optim.Adam
+    torch.optim.Adam = lambda params, **kw: original(params, **{**kw, **ADAM_IMPLS[name]})
+    try:
+        yield
+    finally:
+        torch.optim.Adam = original
 
 
 def ticks(model: str, kimg: float, overrides: dict) -> list[float]:
@@ -61,7 +83,11 @@ def main() -> None:
     rates: dict[str, list[float]] = {v: [] for v in values}
     for r in range(args.rounds):
         for v in values:
-            rates[v] += ticks(args.model, args.kimg, parse_set([f"{args.option}={v}"]))
+            if args.option == "adam":
+                with adam_impl(v):
+                    rates[v] += ticks(args.model, args.kimg, {})
+            else:
+                rates[v] += ticks(args.model, args.kimg, parse_set([f"{args.option}={v}"]))
             print(f"round {r + 1}, {args.option}={v}: {rates[v][-3:]}", flush=True)
     block = [f"### {today()}: {args.model}, {args.option} = {args.values}", "", f"`{command}`; {machine_line()}", "",
              "| value | median img/s | range of ticks | ticks |", "|---|---|---|---|"]  # fmt: skip

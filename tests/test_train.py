@@ -223,6 +223,15 @@ def test_lr_rampdown_sets_the_optimisers_lr_and_survives_a_resume(tiny_folder, t
         tiny_cfg(tiny_folder, lr_rampdown=1.5)
 
 
+def test_the_loop_uses_fused_adam_on_cpu(tiny_folder, tmp_path):
+    cfg = tiny_cfg(tiny_folder)
+    run = create_run_dir(cfg, tmp_path)
+    train(cfg, run)
+    _, state = read_checkpoint(list_checkpoints(run)[-1], prefixes=())
+    groups = [g for opt in ("opt_G", "opt_D") for g in state["optimizer_groups"][opt]]
+    assert groups and all(g["fused"] is True and not g["foreach"] for g in groups)
+
+
 def test_standardise_scales_points_not_the_weights():
     """--standardise divides D's input by the toy's RMS coordinate and multiplies G's output by it; same parameters."""
     plain, std = (build_models(make_config(data="grid25", g_width=16, d_width=16, standardise=s)) for s in (False, True))
