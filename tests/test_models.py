@@ -176,6 +176,28 @@ def test_lecture_matches_the_keras_summary():
     assert feats.shape == (2, 256, 12, 12) and feats.flatten(1).shape[1] == 36_864
 
 
+def test_lecture_dropout_keeps_1_minus_p_scaled_and_is_off_in_eval():
+    from counterfeit.models.lecture import Dropout
+
+    torch.manual_seed(0)
+    drop, x = Dropout(0.4).train(), torch.full((400, 1000), 3.0)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.6) < 0.005  # 400,000 draws: the std of the share is 0.0008
+    assert torch.allclose(y[kept], torch.tensor(3.0 / 0.6))  # kept values scaled as F.dropout scales them
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_lecture_odd_same_conv_equals_explicit_zero_padding_under_the_same_keys():
+    from counterfeit.models.lecture import _conv_same
+
+    conv = _conv_same(6, 4, 5)
+    padded = torch.nn.Sequential(torch.nn.ZeroPad2d((2, 2, 2, 2)), torch.nn.Conv2d(6, 4, 5))
+    padded.load_state_dict(conv.state_dict())  # a checkpoint of the padded form loads into the new one and back
+    x = torch.randn(2, 6, 14, 14)
+    assert torch.allclose(conv(x), padded(x), atol=1e-6) and conv(x).shape == (2, 4, 14, 14)
+
+
 def test_lecture_rejects_other_sizes():
     with pytest.raises(ConfigError, match="28x28 grey"):
         build_models(make_config(model="lecture", resolution=32))

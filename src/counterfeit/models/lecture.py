@@ -13,7 +13,22 @@ from .layers import Reshape
 def _conv_same(c_in: int, c_out: int, k: int) -> nn.Module:
     """Keras' padding='same': an even kernel gets one more zero on the bottom/right, as TensorFlow pads."""
     before, after = (k - 1) // 2, k // 2
+    if before == after:
+        # An odd kernel pads alike on all sides, which the convolution does itself without copying its input into a
+        # zero-filled tensor first. The Identity keeps the checkpoint keys (net.N.1.weight) of the padded form.
+        return nn.Sequential(nn.Identity(), nn.Conv2d(c_in, c_out, k, padding=before))
     return nn.Sequential(nn.ZeroPad2d((before, after, before, after)), nn.Conv2d(c_in, c_out, k))
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout whose mask on CPU comes from uniform noise: the same maths, about 2.5x faster than bernoulli_ there."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu":
+            return super().forward(x)
+        # Keep each element with probability 1 - p and scale it by 1 / (1 - p), as F.dropout does; torch's CPU
+        # bernoulli_ draws each element in a slow serial loop (about 3.5x the time of uniform_ on 2026-12-05's Xeon).
+        return x * torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))  # same shape as x
 
 
 class LectureGenerator(nn.Module):
@@ -47,8 +62,8 @@ class LectureDiscriminator(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for c_in, c_out in [(1, 32), (32, 64), (64, 128), (128, 256)]:  # 28 -> 24 -> 20 -> 16 -> 12
-            layers += [nn.Conv2d(c_in, c_out, 5), nn.LeakyReLU(0.2), nn.Dropout(dropout)]
-        layers += [nn.Flatten(), nn.Dropout(dropout), nn.Linear(256 * 12 * 12, 1)]  # 36,864 features
+            layers += [nn.Conv2d(c_in, c_out, 5), nn.LeakyReLU(0.2), Dropout(dropout)]
+        layers += [nn.Flatten(), Dropout(dropout), nn.Linear(256 * 12 * 12, 1)]  # 36,864 features
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
