@@ -185,6 +185,8 @@ def test_lecture_dropout_keeps_1_minus_p_scaled_and_is_off_in_eval():
     kept = y != 0
     assert abs(kept.float().mean().item() - 0.6) < 0.005  # 400,000 draws: the std of the share is 0.0008
     assert torch.allclose(y[kept], torch.tensor(3.0 / 0.6))  # kept values scaled as F.dropout scales them
+    y16 = drop(x.bfloat16())  # under --precision bf16 the noise stays float32, so the share kept is still 1 - p
+    assert y16.dtype == torch.bfloat16 and abs((y16 != 0).float().mean().item() - 0.6) < 0.005
     assert torch.equal(drop.eval()(x), x)
 
 

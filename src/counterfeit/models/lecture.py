@@ -28,7 +28,9 @@ class Dropout(nn.Dropout):
             return super().forward(x)
         # Keep each element with probability 1 - p and scale it by 1 / (1 - p), as F.dropout does; torch's CPU
         # bernoulli_ draws each element in a slow serial loop (about 3.5x the time of uniform_ on 2026-12-05's Xeon).
-        return x * torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))  # same shape as x
+        # The noise is float32 whatever x is: bf16 uniforms are too coarse to hit 1 - p.
+        keep = torch.rand_like(x, dtype=torch.float32).ge_(self.p).to(x.dtype)  # (x's shape): 1 where kept, else 0
+        return x * keep.div_(1.0 - self.p)  # (x's shape)
 
 
 class LectureGenerator(nn.Module):

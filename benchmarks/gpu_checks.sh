@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Issue 7's GPU measurements in one call of the device tool, for a session that is lent a GPU (none was, so far).
+#
+#   here, once:  mkdir -p .gpu-data && cp ../shared/data/fashion-mnist/*.gz .gpu-data/    (30 MB, ignored by git)
+#   device tool: run(command="bash benchmarks/gpu_checks.sh", carry=[".gpu-data"], timeout_s=560)
+#   smoke test here, on CPU, in about a minute:  DEVICE=cpu QUICK=1 bash benchmarks/gpu_checks.sh
+#
+# Uses the machine's own python3 and torch (the package from src/, no install; the training path needs none of the
+# studio's packages). Each step has its own time limit, so one hang cannot eat the device budget: at most 9 minutes
+# in all; what an H100 takes is unmeasured. What comes back under $OUT (4 files): log.txt; RESULTS-gpu.md with
+# throughput.py's rows (img/s, GFLOP/s, the device's matmul peak, the fraction of it), to copy into
+# benchmarks/RESULTS.md; the default run's log.txt and stats.jsonl as default-log.txt and default-stats.jsonl.
+set -uo pipefail
+export PYTHONPATH=src PYTHONUNBUFFERED=1 COUNTERFEIT_DATA_DIR="${COUNTERFEIT_DATA_DIR:-.gpu-data}"
+DEVICE="${DEVICE:-cuda}"
+OUT="${OUT:-/tmp/gpu-checks}"
+RUNS="$(mktemp -d)"  # run folders stay on the machine: only the files named above come back
+mkdir -p "$OUT"
+md="$OUT/RESULTS-gpu.md"
+small=100 big=1000 compiled=2000 default_kimg=420 ddp_kimg=20
+if [[ "${QUICK:-0}" == 1 ]]; then small=2 big=4 compiled=4 default_kimg=4 ddp_kimg=2; fi
+
+step() {  # step SECONDS COMMAND...: run it under a time limit and log its exit status
+    local limit=$1
+    shift
+    echo "=== $* (limit ${limit} s)"
+    local t0=$SECONDS
+    timeout "$limit" "$@"
+    echo "=== rc=$? after $((SECONDS - t0)) s: $*"
+}
+
+tp() {  # tp SECONDS KIMG [--set KEY=VALUE ...]: one throughput.py row for the default dcgan on $DEVICE
+    local limit=$1 kimg=$2
+    shift 2
+    step "$limit" python3 benchmarks/throughput.py --device "$DEVICE" --models dcgan --kimg-dcgan "$kimg" --md "$md" "$@"
+}
+
+{
+    [[ "$DEVICE" == cuda ]] && nvidia-smi -L
+    step 60 python3 -c "import torch; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))"
+    # Throughput and MFU of the default 28x28 dcgan (goal: >= 100,000 img/s on an H100, 50 epochs in under 30 s).
+    tp 60 "$small"
+    tp 90 "$big" --set batch_size=1024
+    tp 90 "$big" --set batch_size=1024 --set precision=bf16
+    tp 150 "$compiled" --set batch_size=1024 --set precision=bf16 --set compile=true
+    # The whole default run, monitor and checkpoints included.
+    step 120 python3 -m counterfeit train --device "$DEVICE" --kimg "$default_kimg" --out "$RUNS/single"
+    for f in log.txt stats.jsonl; do cp "$RUNS"/single/*/"$f" "$OUT/default-$f"; done
+    tail -n 3 "$OUT/default-log.txt"
+    # torchrun with one process: on a GPU, the NCCL path of the multi-GPU code.
+    step 90 torchrun --standalone --nproc_per_node=1 -m counterfeit train --device "$DEVICE" --kimg "$ddp_kimg" --out "$RUNS/ddp"
+} 2>&1 | tee "$OUT/log.txt"
