@@ -190,6 +190,13 @@ def test_lecture_dropout_keeps_1_minus_p_scaled_and_is_off_in_eval():
     assert torch.equal(drop.eval()(x), x)
 
 
+def test_lecture_dropout_at_p_1_drops_everything_like_nn_dropout():
+    from counterfeit.models.lecture import Dropout
+
+    x = torch.ones(8, 8)
+    assert torch.equal(Dropout(1.0).train()(x), torch.nn.Dropout(1.0).train()(x))  # zeros, not 0/0
+
+
 def test_lecture_odd_same_conv_equals_explicit_zero_padding_under_the_same_keys():
     from counterfeit.models.lecture import _conv_same
 

@@ -301,7 +301,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     # copies keep plain batch norm: they only run in eval mode, and on rank 0 alone.
     G, D = dist.sync_batchnorm(G), dist.sync_batchnorm(D)
     # Fused Adam updates each tensor in one kernel, on CPU too, where foreach Adam runs about ten small ops per tensor:
-    # the default dcgan's 15 tensors cost it about 1.6 ms of a 19 ms step in a profile (RESULTS.md, speed A/B of single options).
+    # the default dcgan's 15 tensors cost it 1.8 ms of a 7.4 ms step at batch 2 (RESULTS.md, speed A/B of single options).
     adam = dict(betas=(O.beta1, O.beta2), fused=True)
     if ae:
         # One objective of encoder (D slot) and decoder (G slot), so one optimiser; the encoder gets an EMA
