@@ -9,15 +9,23 @@ start-up (and compilation) is left out. Appends one block to benchmarks/RESULTS.
 
 `--option adam --values foreach,fused` compares Adam's two multi-tensor implementations, which are a code path,
 not a config option: the training loop's Adam is wrapped to use the given one.
+
+`--option allocator --values system,tuned` compares glibc's malloc as it comes with the thresholds
+`counterfeit.allocator` sets. The setting is process-wide, so each run of this option trains in a child process;
+the block also gives the page faults per training step (minor faults of the whole run over its steps).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
+import os
+import resource
 import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -35,7 +43,7 @@ from throughput import parse_set  # noqa: E402
 
 from counterfeit.config import make_config  # noqa: E402
 from counterfeit.runs import create_run_dir, read_stats  # noqa: E402
-from counterfeit.train import train  # noqa: E402
+from counterfeit.train import Callbacks, train  # noqa: E402
 
 HEADING = "## Speed A/B of single options (issue 7)"
 INTRO = ["`python benchmarks/ab_speed.py`: the values of one option take turns through the real training loop (rounds),",
@@ -58,14 +66,45 @@ def adam_impl(name: str):
         torch.optim.Adam = original
 
 
-def ticks(model: str, kimg: float, overrides: dict) -> list[float]:
+def ticks(model: str, kimg: float, overrides: dict, callbacks: Callbacks | None = None) -> list[float]:
     """img/s of each tick after the first of a fresh default-config run."""
     cfg = make_config(model=model, kimg=kimg, tick_kimg=kimg / 4, sample_kimg=kimg, snapshot_kimg=kimg, eval_every_kimg=0,
                       device="cpu", **overrides)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         run = create_run_dir(cfg, tmp)
-        train(cfg, run)
+        train(cfg, run, callbacks)
         return [r["img/s"] for r in read_stats(run)[1:]]
+
+
+ALLOCATORS = ("system", "tuned")
+
+
+def ticks_in_child(model: str, kimg: float, overrides: dict, allocator: str) -> tuple[list[float], float]:
+    """ticks() in a fresh process with malloc as `allocator` says, and that run's page faults per training step."""
+    if allocator not in ALLOCATORS:
+        raise SystemExit(f"--option allocator takes {', '.join(ALLOCATORS)}, not {allocator}")
+    env = {**os.environ, "COUNTERFEIT_MALLOC": "system" if allocator == "system" else ""}
+    code = f"import ab_speed; ab_speed.child({model!r}, {kimg!r}, {overrides!r})"
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).parent, check=True, capture_output=True, text=True)
+    result = json.loads(out.stdout.splitlines()[-1])
+    return result["ticks"], result["faults_per_step"]
+
+
+def child(model: str, kimg: float, overrides: dict) -> None:
+    """Print ticks() and the minor page faults per step after the first tick as JSON: ticks_in_child's other half."""
+    logging.getLogger("counterfeit").setLevel(logging.WARNING)
+    first: list[tuple[int, int]] = []  # (cur_nimg, minor faults so far) at the first step past the first tick
+    last: list[tuple[int, int]] = []  # the same at the latest step
+
+    def on_step(cur_nimg: int, total_nimg: int) -> None:
+        if 4 * cur_nimg > total_nimg:  # the first tick (a quarter of the run) is start-up, as ticks() reckons
+            last[:] = [(cur_nimg, resource.getrusage(resource.RUSAGE_SELF).ru_minflt)]
+            first[:] = first or last
+
+    rates = ticks(model, kimg, overrides, Callbacks(on_step=on_step))
+    (n0, f0), (n1, f1) = first[0], last[0]
+    steps = (n1 - n0) / make_config(model=model, **overrides).loop.batch_size
+    print(json.dumps({"ticks": rates, "faults_per_step": (f1 - f0) / max(steps, 1)}))
 
 
 def main() -> None:
@@ -75,25 +114,35 @@ def main() -> None:
     p.add_argument("--option", default="channels_last")
     p.add_argument("--values", default="true,false")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every value, e.g. batch_size=256")
     p.add_argument("--md", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = p.parse_args()
     logging.getLogger("counterfeit").setLevel(logging.WARNING)
     command = shlex.join(["python", "benchmarks/ab_speed.py", *sys.argv[1:]])
     values = args.values.split(",")
+    common = parse_set(args.set)
     rates: dict[str, list[float]] = {v: [] for v in values}
+    faults: dict[str, list[float]] = {v: [] for v in values}
     for r in range(args.rounds):
         for v in values:
-            if args.option == "adam":
+            if args.option == "allocator":
+                run_ticks, run_faults = ticks_in_child(args.model, args.kimg, common, v)
+                rates[v] += run_ticks
+                faults[v].append(run_faults)
+            elif args.option == "adam":
                 with adam_impl(v):
-                    rates[v] += ticks(args.model, args.kimg, {})
+                    rates[v] += ticks(args.model, args.kimg, common)
             else:
-                rates[v] += ticks(args.model, args.kimg, parse_set([f"{args.option}={v}"]))
+                rates[v] += ticks(args.model, args.kimg, {**common, **parse_set([f"{args.option}={v}"])})
             print(f"round {r + 1}, {args.option}={v}: {rates[v][-3:]}", flush=True)
+    fault_col = args.option == "allocator"
     block = [f"### {today()}: {args.model}, {args.option} = {args.values}", "", f"`{command}`; {machine_line()}", "",
-             "| value | median img/s | range of ticks | ticks |", "|---|---|---|---|"]  # fmt: skip
+             "| value | median img/s | range of ticks | ticks |" + (" page faults per step (median of runs) |" if fault_col else ""),
+             "|---|---|---|---|" + ("---|" if fault_col else "")]  # fmt: skip
     for v in values:
         block.append(
             f"| {args.option}={v} | {statistics.median(rates[v]):.1f} | {min(rates[v]):.1f}-{max(rates[v]):.1f} | {len(rates[v])} |"
+            + (f" {statistics.median(faults[v]):.0f} |" if fault_col else "")
         )
     print("\n".join(block))
     append_block(args.md, HEADING, INTRO, block)

@@ -24,6 +24,7 @@ from torch.nn.utils.parametrizations import _SpectralNorm
 
 from . import __version__
 from . import distributed as dist
+from .allocator import keep_freed_memory
 from .checkpoints import (
     checkpoint_path,
     list_checkpoints,
@@ -268,6 +269,7 @@ def train(cfg: RunConfig, run_dir: str | Path, callbacks: Callbacks | None = Non
 
 def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -> TrainResult:
     L, O = cfg.loop, cfg.optim
+    keep_freed_memory()  # each step's tensors reuse the last step's memory instead of faulting in fresh pages
     device = dist.local_device(pick_device(L.device))
     if L.compile:
         _check_compiler(device)
