@@ -4,8 +4,8 @@ A CPU training step allocates and frees the same tensors every time (activations
 hundreds of kilobytes to megabytes each). glibc serves blocks of 128 KiB and more with a fresh mmap, and gives them
 back with munmap, or trims the heap's free top, as soon as they are freed. So the next step touches fresh pages,
 and each first touch is a page fault in the kernel, a cost that grows with the batch (RESULTS.md, speed A/B of single
-options: allocator). Raising the two thresholds lets freed blocks be reused from the heap,
-the effect PyTorch's CPU tuning guide gets from swapping in jemalloc or tcmalloc, without a library to install.
+options: allocator). Raising the two thresholds lets freed blocks be reused from the heap, the effect PyTorch's CPU
+tuning guide gets from swapping in jemalloc or tcmalloc, without a library to install.
 `COUNTERFEIT_MALLOC=system` in the environment leaves malloc as it is.
 """
 
