@@ -167,6 +167,13 @@ def test_family_learning_rates_and_a_flag_overrides_them():
     assert make_config(beta2=0.999).optim.beta2 == 0.999 and make_config(beta2=0.999).optim.beta1 == 0.5
 
 
+def test_dcgan_alone_trains_600_kimg_by_default():
+    """600 kimg for dcgan (RESULTS.md, time to quality on a fast CPU); the other families keep 420; --kimg wins."""
+    assert make_config().loop.total_kimg == 600.0
+    assert make_config(model="cdcgan").loop.total_kimg == make_config(model="lecture").loop.total_kimg == 420.0
+    assert make_config(kimg=40).loop.total_kimg == 40.0
+
+
 def test_lecture_matches_the_keras_summary():
     """Parameter counts of the lecture's Keras model.summary(): G 2,155,137 and D 1,113,345."""
     G, D = build_models(make_config(model="lecture"))

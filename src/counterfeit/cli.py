@@ -109,7 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--noise-std", type=float, help="dae: std of the Gaussian pixel noise in [-1, 1] units (default 0.3)")
     t.add_argument("--exclude-class", help="leave this class (name or index) out of training, for counterfeit eval RUN --anomaly")
     t.add_argument(
-        "--kimg", type=float, help="training length in thousands of real images (default 420 for dcgan, about 8 minutes on 2 CPU cores)"
+        "--kimg",
+        type=float,
+        help="training length in thousands of real images (default 600 for dcgan: 2.3-7 minutes on 2 CPU cores; 420 for the others)",
     )
     t.add_argument("--epochs", type=float, help="training length in passes over the data (instead of --kimg)")
     t.add_argument("--batch-size", type=int)

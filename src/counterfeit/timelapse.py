@@ -13,7 +13,7 @@ from .sample import gif_bytes
 
 FAKES = re.compile(r"^fakes(\d+(?:\.\d+)?)kimg\.png$")
 GIF_NAME = "timelapse.gif"
-MAX_FRAMES = 60  # a 420-kimg run samples 21 grids; a long one is thinned so the GIF stays a few MB at most
+MAX_FRAMES = 60  # a 600-kimg run samples 31 grids; a long one is thinned so the GIF stays a few MB at most
 FRAME_MS, LAST_FRAME_MS = 250, 2000  # the final grid is held, so the loop's restart is visible
 LABEL_PX = 12  # height of the kimg caption band above each grid
 
