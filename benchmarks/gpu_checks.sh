@@ -17,7 +17,7 @@ OUT="${OUT:-/tmp/gpu-checks}"
 RUNS="$(mktemp -d)"  # run folders stay on the machine: only the files named above come back
 mkdir -p "$OUT"
 md="$OUT/RESULTS-gpu.md"
-small=100 big=1000 compiled=2000 default_kimg=420 ddp_kimg=20
+small=100 big=1000 compiled=2000 default_kimg=600 ddp_kimg=20
 if [[ "${QUICK:-0}" == 1 ]]; then small=2 big=4 compiled=4 default_kimg=4 ddp_kimg=2; fi
 
 step() {  # step SECONDS COMMAND...: run it under a time limit and log its exit status

@@ -8,7 +8,7 @@ One process, one machine, one after the other:
   (Adam 1e-4); `tutorial-tuned`: the same loop with the DCGAN paper's Adam (2e-4, beta1 0.5).
   Each trains for --ref-minutes of training time and is judged every --eval-every-s with the clock paused.
 - `classic`: a plain, well-tuned small DCGAN: the DCGAN paper's widths (64) and Adam (2e-4, beta1 0.5, beta2 0.999)
-  in fp32 in counterfeit's own training loop, for --ref-minutes (not capped at 420 kimg), judged like `counterfeit`;
+  in fp32 in counterfeit's own training loop, for --ref-minutes (not capped at the default's kimg), judged like `counterfeit`;
   a `--set seed=N` seeds it too, so each seed is a fair pair.
 - `counterfeit`: `counterfeit train` with the default config (its own monitor, grids and checkpoints
   included in its clock; --set changes flat options), stopped after --ours-minutes; a checkpoint every
@@ -139,7 +139,7 @@ def main() -> None:
     curves = {"counterfeit": curve_of_counterfeit("counterfeit", options, args.ours_minutes * 60, args.n, ev, real_feats)}
     for name in filter(None, args.refs.split(",")):  # --refs "": counterfeit alone, e.g. to try a --set
         if name == "classic":
-            # Stopped by the clock alone: at the default 420 kimg a fast machine would end it before --ref-minutes.
+            # Stopped by the clock alone: at the default's 600 kimg a fast machine would end it before --ref-minutes.
             classic = {**CLASSIC, "kimg": 100_000, **({"seed": options["seed"]} if "seed" in options else {})}
             curves[name] = curve_of_counterfeit(name, classic, args.ref_minutes * 60, args.n, ev, real_feats)
         else:
