@@ -204,3 +204,37 @@ def test_eval_bad_inputs(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.startswith("counterfeit: error:") and needle in err, err
+
+
+class _RealsAsG(torch.nn.Module):
+    """A stand-in generator that returns real training images, picked by the noise, through one identity 1x1 conv."""
+
+    def __init__(self, images_uint8: torch.Tensor):
+        super().__init__()
+        self.z_dim = 8
+        self.bank = images_uint8.float() / 127.5 - 1.0  # (N, 1, 28, 28) in [-1, 1]
+        self.w = torch.nn.Parameter(torch.ones(1, 1, 1, 1))
+        self.dtypes = set()
+
+    def forward(self, z, labels=None):
+        idx = z[:, 0].argsort()  # (B,) distinct images, the same ones for the same noise
+        out = torch.nn.functional.conv2d(self.bank[idx], self.w)  # (B, 1, 28, 28): bf16 under autocast, as a real G's
+        self.dtypes.add(out.dtype)
+        return out
+
+
+def test_monitor_in_bf16_scores_like_fp32(fashion_dir):
+    from counterfeit.data import load_dataset
+    from counterfeit.metrics.monitor import build_monitor
+
+    train = load_dataset("fashion-mnist", "train", data_dir=fashion_dir)
+    G = _RealsAsG(train.x[:5000]).eval()
+    rows = {}
+    for precision in ("fp32", "bf16"):
+        mon = build_monitor("fashion-mnist", train, 1, 28, 1000, 40, (-1.0, 1.0), fashion_dir, precision=precision)
+        rows[precision] = mon(G, 100.0)
+    assert G.dtypes == {torch.float32, torch.bfloat16}  # the bf16 monitor really sampled under autocast
+    a, b = rows["fp32"], rows["bf16"]
+    assert a["cov/classes"] == b["cov/classes"] == 10 and "alarm" not in b
+    assert b["cov/fid"] == pytest.approx(a["cov/fid"], abs=0.05) and a["cov/fid"] < 3  # reals against the test set
+    assert b["cov/dup"] == pytest.approx(a["cov/dup"], abs=0.005) and b["cov/kl"] == pytest.approx(a["cov/kl"], abs=0.005)

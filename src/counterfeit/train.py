@@ -358,7 +358,15 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
         from .metrics.monitor import build_monitor
 
         monitor = build_monitor(
-            cfg.data.name, data, cfg.data.channels, cfg.data.resolution, L.eval_n, L.alarm_after_kimg, spec.pixel_range, cfg.data.data_dir
+            cfg.data.name,
+            data,
+            cfg.data.channels,
+            cfg.data.resolution,
+            L.eval_n,
+            L.alarm_after_kimg,
+            spec.pixel_range,
+            cfg.data.data_dir,
+            precision,
         )
         if monitor is not None:
             monitor.replay(read_stats(run_dir))

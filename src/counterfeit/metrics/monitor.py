@@ -23,8 +23,8 @@ class TrainingMonitor:
     """Scores the EMA generator every few kimg; `__call__` returns stats for stats.jsonl (with 'alarm' when it fires)."""
 
     def __init__(self, kind: str, n: int, warmup_kimg: float, evaluator=None, real_feats=None, real_share=None, class_names=None,
-                 dup_threshold=None, centres=None, sigma=None, pixel_range=None):  # fmt: skip
-        self.kind, self.n, self.pixel_range = kind, n, pixel_range
+                 dup_threshold=None, centres=None, sigma=None, pixel_range=None, precision: str = "fp32"):  # fmt: skip
+        self.kind, self.n, self.pixel_range, self.precision = kind, n, pixel_range, precision
         self.evaluator, self.real_feats, self.real_share, self.class_names = evaluator, real_feats, real_share, class_names
         self.dup_threshold, self.centres, self.sigma = dup_threshold, centres, sigma
         self.alarm = CollapseAlarm(warmup_kimg=warmup_kimg, unit="classes" if kind == "images" else "modes")
@@ -42,13 +42,16 @@ class TrainingMonitor:
         """Evaluate n samples from fixed noise; returns the stats row fragment."""
         device = next(G_ema.parameters()).device
         labels = default_labels(G_ema, self.n, device)  # (n,) balanced, or None when unconditional
-        out = sample(G_ema, make_noise(self.n, G_ema.z_dim, MONITOR_SEED, device), labels)  # (n, C, H, W) or (n, 2)
+        with self._autocast(device):
+            out = sample(G_ema, make_noise(self.n, G_ema.z_dim, MONITOR_SEED, device), labels)  # (n, C, H, W) or (n, 2), float32
         if self.kind == "points":
             t = toy_metrics_from_centres(out, self.centres, self.sigma)
             row = {"toy/modes": t["modes_covered"], "toy/modes_total": t["modes_total"], "toy/hq": round(t["high_quality_pct"], 2)}
             msg = self.alarm.update(kimg, t["modes_covered"], t["modes_total"])
         else:
-            probs, feats = predict(self.evaluator, to_uint8(out, self.pixel_range))  # (n, C), (n, D)
+            with self._autocast(next(self.evaluator.parameters()).device):
+                probs, feats = predict(self.evaluator, to_uint8(out, self.pixel_range))  # (n, C), (n, D)
+            probs, feats = probs.float(), feats.float()
             cov = class_coverage(probs, self.class_names, self.real_share)
             dup = duplicate_rate(feats, self.dup_threshold)
             row = {"cov/classes": cov["classes_covered"], "cov/num_classes": cov["num_classes"], "cov/kl": cov["kl"],
@@ -62,9 +65,15 @@ class TrainingMonitor:
             row["alarm"] = msg
         return row
 
+    def _autocast(self, device: torch.device):
+        # A bf16 run's monitor samples and judges in bf16 too: 2.5x faster on an AMX CPU (0.4 -> 0.15 s per call, a few
+        # seconds of the default run), and on the test set the judge's accuracy, FID and duplicate rate did not move
+        # (RESULTS.md, speed A/B, the training-time monitor, 2026-12-06). The reals' features stay float32, computed once.
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
 
 def build_monitor(data_name: str, data: Dataset, channels: int, resolution: int, n: int, warmup_kimg: float, pixel_range,
-                  data_dir: str | None = None) -> TrainingMonitor | None:  # fmt: skip
+                  data_dir: str | None = None, precision: str = "fp32") -> TrainingMonitor | None:  # fmt: skip
     """A monitor for this run's data, or None (with a log line) when there is nothing to judge it with."""
     if data.kind == "points":
         if data_name not in TOY_DATASETS:
@@ -83,4 +92,5 @@ def build_monitor(data_name: str, data: Dataset, channels: int, resolution: int,
     _, real_feats = predict(ev, test.x)  # (10000, D)
     real_share = torch.bincount(test.labels, minlength=len(test.class_names))  # (C,)
     return TrainingMonitor("images", n, warmup_kimg, evaluator=ev, real_feats=real_feats, real_share=real_share,
-                           class_names=list(test.class_names), dup_threshold=duplicate_threshold(real_feats, n), pixel_range=pixel_range)  # fmt: skip
+                           class_names=list(test.class_names), dup_threshold=duplicate_threshold(real_feats, n), pixel_range=pixel_range,
+                           precision=precision)  # fmt: skip
