@@ -223,10 +223,12 @@ class _RealsAsG(torch.nn.Module):
         return out
 
 
-def test_monitor_in_bf16_scores_like_fp32(fashion_dir):
+def test_monitor_in_bf16_scores_like_fp32(fashion_dir, monkeypatch):
+    import counterfeit.metrics.monitor as monitor_module
     from counterfeit.data import load_dataset
     from counterfeit.metrics.monitor import build_monitor
 
+    monkeypatch.setattr(monitor_module, "cpu_has_native_bf16", lambda: True)  # emulated where it is not: the same numbers
     train = load_dataset("fashion-mnist", "train", data_dir=fashion_dir)
     G = _RealsAsG(train.x[:5000]).eval()
     rows = {}
@@ -234,6 +236,9 @@ def test_monitor_in_bf16_scores_like_fp32(fashion_dir):
         mon = build_monitor("fashion-mnist", train, 1, 28, 1000, 40, (-1.0, 1.0), fashion_dir, precision=precision)
         rows[precision] = mon(G, 100.0)
     assert G.dtypes == {torch.float32, torch.bfloat16}  # the bf16 monitor really sampled under autocast
+    monkeypatch.setattr(monitor_module, "cpu_has_native_bf16", lambda: False)
+    G.dtypes.clear()
+    assert mon(G, 100.0) == rows["fp32"] and G.dtypes == {torch.float32}  # no native bf16 on this CPU: the monitor stays fp32
     a, b = rows["fp32"], rows["bf16"]
     assert a["cov/classes"] == b["cov/classes"] == 10 and "alarm" not in b
     assert b["cov/fid"] == pytest.approx(a["cov/fid"], abs=0.05) and a["cov/fid"] < 3  # reals against the test set

@@ -38,6 +38,7 @@ from .config import ConfigError, RunConfig
 from .data import Dataset, batch_indices, drop_class, load_dataset
 from .fileio import atomic_write_text
 from .losses import build_loss, gaussian_kl, reconstruction_loss
+from .machine import cpu_has_native_bf16
 from .models import build_models, get_spec
 from .models.layers import to_channels_last
 from .runs import read_stats
@@ -79,14 +80,6 @@ def pick_precision(name: str, device: torch.device) -> str:
     if name != "auto":
         return name
     return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU has bfloat16 dot products (AVX512-BF16 or AMX), where oneDNN's bf16 convolutions beat fp32."""
-    # Without them autocast still works but emulates bf16, which was never measured to win, so auto keeps fp32 there.
-    # The probes are private in torch 2.x, so a torch without them counts as no.
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
 def pick_device(name: str) -> torch.device:
