@@ -129,6 +129,16 @@ def test_bad_data_folder(tmp_path, capsys):
 
 def test_bad_options(capsys, tmp_path):
     _one_line_error(capsys, ["train", "--kimg", "-1"], "--kimg")
+    _one_line_error(capsys, ["train", "--kimg", "inf", "--dry-run"], "--kimg must be a positive number", "inf")
+    for epochs in ("0", "-1", "inf"):
+        _one_line_error(capsys, ["train", "--epochs", epochs, "--dry-run"], "--epochs must be a positive number")
+    for argv in (
+        ["train", "--out", str(tmp_path / "tpu")],
+        ["sample", str(tmp_path)],
+        ["export", str(tmp_path), "--out", str(tmp_path / "x")],
+    ):
+        _one_line_error(capsys, [*argv, "--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N", "'tpu'")
+    assert not (tmp_path / "tpu").exists()  # refused before the run folder was made
     _one_line_error(capsys, ["train", "--batch-size", "1"], "--batch-size")
     _one_line_error(capsys, ["train", "--kimg", "1", "--epochs", "1"], "--epochs")
     _one_line_error(capsys, ["train", "--model", "lecture", "--resolution", "64", "--out", str(tmp_path)], "28x28")
@@ -140,6 +150,26 @@ def test_bad_options(capsys, tmp_path):
 def test_bad_resume(folder_run, tmp_path, capsys):
     _one_line_error(capsys, ["train", "--resume", str(tmp_path / "missing")], "not a run folder")
     _one_line_error(capsys, ["train", "--resume", str(folder_run), "--lr-g", "0.1"], "--lr-g", "cannot change")
+
+
+def test_resume_refuses_to_start_over_or_to_shrink_a_run(tiny_folder, tmp_path, capsys):
+    run = _train(tmp_path, "--data", tiny_folder)
+    config, stats = (run / "config.json").read_text(), (run / "stats.jsonl").read_text()
+    reached = json.loads(stats.splitlines()[-1])["kimg"]
+    _one_line_error(capsys, ["train", "--resume", str(run), "--kimg", str(reached / 2)], "--kimg", f"{reached:g} kimg", "leave --kimg out")
+    _one_line_error(capsys, ["train", "--resume", str(run), "--epochs", "0.01"], "--epochs", "leave --epochs out")
+    for ckpt in list_checkpoints(run):
+        ckpt.unlink()
+    _one_line_error(capsys, ["train", "--resume", str(run)], "no checkpoint to resume from", "new run")
+    assert (run / "config.json").read_text() == config and (run / "stats.jsonl").read_text() == stats  # nothing overwritten
+
+
+def test_unusable_output_paths_are_one_line_errors(folder_run, tmp_path, capsys):
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "a-file.png").write_bytes(b"mine")
+    _one_line_error(capsys, ["sample", str(folder_run), "--out", str(tmp_path / "a-folder")], "cannot use", "a-folder", "give a file name")
+    _one_line_error(capsys, ["sample", str(folder_run), "--format", "npz", "--out", str(tmp_path / "a-file.png" / "x.npz")], "cannot use")
+    assert (tmp_path / "a-file.png").read_bytes() == b"mine"
 
 
 def test_bad_sample_inputs(folder_run, tmp_path, capsys):
@@ -154,5 +184,11 @@ def test_corrupt_checkpoint_and_config(tiny_folder, tmp_path, capsys):
     newest = list_checkpoints(run)[-1]
     newest.write_bytes(newest.read_bytes()[:100])
     _one_line_error(capsys, ["sample", str(run)], newest.name, "not a readable checkpoint")
+    good = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**good, "loop": {**good["loop"], "batch_size": "big"}}))
+    for argv in (["train", "--resume", str(run)], ["sample", str(run)]):
+        _one_line_error(capsys, argv, "config.json", 'loop.batch_size must be int, got "big"')
+    (run / "config.json").write_text(json.dumps({**good, "data": 3}))
+    _one_line_error(capsys, ["sample", str(run)], "config.json", "config.data must be a JSON object")
     (run / "config.json").write_text("{not json")
     _one_line_error(capsys, ["sample", str(run)], "config.json")

@@ -172,6 +172,11 @@ def test_eval_run_and_fakes_cli(tiny_folder, fashion_dir, tmp_path, capsys, monk
     capsys.readouterr()
     assert main(["eval", "--fakes", str(tmp_path / "f.npz"), "--reals", "fashion-mnist:test", "--metrics", "fid,coverage"]) == 0
     assert "FID" in capsys.readouterr().out
+    assert main(["eval", "--fakes", str(tmp_path / "f.npz"), "--reals", "fashion-mnist:test", "--metrics", "memorisation"]) == 0
+    assert "near-copies" in capsys.readouterr().out  # the training images come from the reals' dataset
+    assert main(["eval", "--fakes", str(tmp_path / "f.npz"), "--reals", tiny_folder, "--metrics", "memorisation"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--reals must name an idx dataset" in err
     assert main(["report", str(run)]) == 0 and (run / "report.html").is_file()
 
 

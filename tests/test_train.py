@@ -131,6 +131,14 @@ def test_stop_and_resume_equals_straight_run(tiny_folder, tmp_path):
     assert_stop_and_resume_is_exact(tiny_cfg(tiny_folder), tmp_path)
 
 
+def test_resume_is_exact_with_the_training_time_monitor_on(fashion_dir, tmp_path):
+    # The monitor's judge is built at start-up (its layers are initialised before the weights are loaded); on resume
+    # that must not move the training noise the checkpoint restored.
+    cfg = tiny_cfg("fashion-mnist", data_dir=fashion_dir, eval_every_kimg=0.064, eval_n=50)
+    assert_stop_and_resume_is_exact(cfg, tmp_path)
+    assert any("cov/fid" in r for r in read_stats(next(tmp_path.iterdir())))
+
+
 def _interrupt_then_resume(cli, args, out, env, sig):
     """Start a CLI run, send `sig` once its first checkpoint exists, then resume it to the end; return the run folder."""
     proc = subprocess.Popen(cli + args + ["--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -303,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
             "arithmetic": cmd_latent,
             "project": cmd_latent,
         }
+        if getattr(args, "device", None) not in (None, "auto"):  # checked before any command writes a file
+            from .train import pick_device
+
+            pick_device(args.device)
         return commands[args.command](args)
     except (ConfigError, DataError, CheckpointError, TrainingDiverged, EvaluatorWeightsError, BackboneUnavailable, OnnxExportError) as e:
         if _launched_rank() == 0:  # under torchrun every rank meets the same error: say it once
@@ -312,6 +316,24 @@ def main(argv: list[str] | None = None) -> int:
         if _launched_rank() == 0:
             print("counterfeit: aborted; the newest checkpoint on disk is kept", file=sys.stderr)
         return 130
+    except OSError as e:  # a path the command cannot write (or read): say which, not where in the code
+        if e.filename is None:
+            raise
+        if _launched_rank() == 0:
+            print(f"counterfeit: error: {_os_error_line(e)}", file=sys.stderr)
+        return 2
+
+
+def _os_error_line(e: OSError) -> str:
+    """One line naming the path an OSError is about and what to do."""
+    import errno
+
+    hints = {errno.EISDIR: "it is a folder: give a file name inside it", errno.ENOTDIR: "part of the path is a file, not a folder",
+             errno.EROFS: "pick a path you can write to", errno.EACCES: "pick a path you can write to",
+             errno.EPERM: "pick a path you can write to", errno.ENOSPC: "free some disk space or pick another disk",
+             errno.EEXIST: "it exists already: pick a new name", errno.ENOENT: "check the path"}  # fmt: skip
+    path = e.filename2 if e.errno == errno.EISDIR and e.filename2 else e.filename  # os.replace(tmp, out): out is the one meant
+    return f"cannot use {path} ({e.strerror}); {hints.get(e.errno, 'check the path')}"
 
 
 def _launched_rank() -> int:
@@ -441,6 +463,7 @@ _RESUMABLE = ("kimg", "epochs", "device", "channels_last", "compile", "precision
 
 def _train_config(args: argparse.Namespace):
     """(existing run folder or None, config) from the command line."""
+    from .checkpoints import list_checkpoints, read_checkpoint
     from .config import ConfigError, extend_config, load_config, make_config
 
     given = {k: getattr(args, k) for k in _OPTIONS if getattr(args, k) is not None}
@@ -455,7 +478,19 @@ def _train_config(args: argparse.Namespace):
         )
     if not (run_dir / "config.json").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.json); pass a folder such as runs/00000-fashion-mnist-dcgan")
-    return run_dir, extend_config(load_config(run_dir / "config.json"), **given)
+    # Training from scratch in the folder would overwrite the stats and grids a missing checkpoint leaves behind.
+    ckpts = list_checkpoints(run_dir)
+    if not ckpts:
+        raise ConfigError(
+            f"{run_dir / 'checkpoints'} holds no checkpoint to resume from; start a new run with counterfeit train (same options)"
+        )
+    cfg = extend_config(load_config(run_dir / "config.json"), **given)
+    reached = read_checkpoint(ckpts[-1], prefixes=())[1]["cur_nimg"]
+    if cfg.loop.total_kimg * 1000 < reached:
+        flag = "--epochs" if args.epochs is not None else "--kimg"
+        raise ConfigError(f"{flag} asks for {cfg.loop.total_kimg:g} kimg, less than the {reached / 1000:g} kimg {run_dir} has reached; "
+                          f"pass more, or leave {flag} out to keep its planned length")  # fmt: skip
+    return run_dir, cfg
 
 
 def _progress_bar(total_kimg: float):
@@ -553,12 +588,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     elif args.fakes:
         if args.run_dir:
             raise ConfigError("give a RUN_DIR or --fakes, not both")
-        names = [m for m in parse_metrics(args.metrics) if m != "memorisation"]
+        names = parse_metrics(args.metrics)
+        base = args.reals.partition(":")[0]
+        if "memorisation" in names and base not in ("fashion-mnist", "mnist"):
+            raise ConfigError("--metrics memorisation compares the fakes with the training images, so --reals must name an idx "
+                              "dataset such as fashion-mnist:test (or evaluate the run itself)")  # fmt: skip
         fakes, fdesc = load_image_source(args.fakes, args.n)
         reals, rdesc = load_image_source(args.reals)
-        dataset = args.reals.partition(":")[0] if args.reals.partition(":")[0] in ("fashion-mnist", "mnist") else "fashion-mnist"
+        train = load_image_source(f"{base}:train")[0] if "memorisation" in names else None  # (N, C, H, W) uint8
+        dataset = base if base in ("fashion-mnist", "mnist") else "fashion-mnist"
         prov = {"fakes": fdesc["source"], "reference": rdesc["source"]}
-        results = evaluate_images(fakes, reals, names, args.backbone or "evaluator", dataset, rdesc.get("class_labels"), None, prov)
+        results = evaluate_images(fakes, reals, names, args.backbone or "evaluator", dataset, rdesc.get("class_labels"), train, prov)
         if args.json:
             from .fileio import atomic_write_text
 

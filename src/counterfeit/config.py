@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -152,8 +153,22 @@ def _from_dict(cls: type, d: Any, where: str) -> Any:
     kwargs = {}
     for name, value in d.items():
         sub = _section_types.get(name) if cls is RunConfig else None
+        if sub is None:
+            _check_type(known[name], value, f"{where}.{name}")
         kwargs[name] = _from_dict(sub, value, f"{where}.{name}") if sub else (tuple(value) if isinstance(value, list) else value)
     return cls(**kwargs)
+
+
+def _check_type(f: dataclasses.Field, value: Any, where: str) -> None:
+    # A hand-edited "batch_size": "big" would otherwise pass here and fail deep in training with a TypeError.
+    default = f.default if f.default is not dataclasses.MISSING else None
+    want = type(default)
+    if want not in (bool, int, float, str) or value is None and default is None:
+        return
+    ok = isinstance(value, bool) if want is bool else (isinstance(value, want) and not isinstance(value, bool))
+    ok = ok or (want is float and isinstance(value, int) and not isinstance(value, bool))
+    if not ok:
+        raise ConfigError(f"{where} must be {want.__name__}, got {json.dumps(value)}")
 
 
 _section_types = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optim": OptimConfig, "loop": LoopConfig}
@@ -166,7 +181,7 @@ def load_config(path: str | Path) -> RunConfig:
         return RunConfig.from_dict(json.loads(path.read_text()))
     except FileNotFoundError:
         raise ConfigError(f"{path} not found; is this a counterfeit run folder?") from None
-    except (json.JSONDecodeError, TypeError) as e:
+    except (json.JSONDecodeError, TypeError, ConfigError) as e:
         raise ConfigError(f"{path} is not a valid config ({e}); restore it or start a new run") from None
 
 
@@ -231,6 +246,9 @@ def extend_config(cfg: RunConfig, **options: Any) -> RunConfig:
     if epochs is not None:
         from .train import load_training_data
 
+        if not (math.isfinite(epochs) and epochs > 0):
+            raise ConfigError(f"--epochs must be a positive number, got {epochs}")
+
         cfg = cfg.replace(loop={"total_kimg": round(epochs * load_training_data(cfg).x.shape[0] / 1000, 3)})
     _validate(cfg)
     return cfg
@@ -277,7 +295,7 @@ def _validate(cfg: RunConfig) -> None:
 
     L, O, M, Lo = cfg.loop, cfg.optim, cfg.model, cfg.loss
     checks = [
-        (L.total_kimg > 0, f"--kimg must be positive, got {L.total_kimg}"),
+        (math.isfinite(L.total_kimg) and L.total_kimg > 0, f"--kimg must be a positive number, got {L.total_kimg}"),
         (L.batch_size >= 2, f"--batch-size must be at least 2 (batch norm needs it), got {L.batch_size}"),
         (L.batch_size <= 65536, f"--batch-size {L.batch_size} is too large; try 64 to 1024"),
         (O.lr_g > 0 and O.lr_d > 0, "learning rates must be positive"),

@@ -258,7 +258,10 @@ def load_evaluator(dataset: str = "fashion-mnist", weights_dir: Path | None = No
         meta = json.loads(meta_path.read_text())
         if meta["sha256"] != _sha256(path):
             raise ValueError("sha256 differs from the one in the .json")
-        ev = Evaluator(num_classes=len(meta["class_names"]), num_features=meta["num_features"], widths=tuple(meta["widths"]))
+        # Its layers' random initialisation, overwritten at once, must not draw from the global RNG: a training run loads
+        # the judge after restoring a checkpoint's RNG state, and a resume is exact only if nothing draws in between.
+        with torch.random.fork_rng(devices=[]):
+            ev = Evaluator(num_classes=len(meta["class_names"]), num_features=meta["num_features"], widths=tuple(meta["widths"]))
         ev.load_state_dict(load_file(path))
     except Exception as e:  # any failure here means the same thing to the user
         raise fail(f"are corrupt ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
