@@ -124,7 +124,7 @@ def test_bad_data_folder(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     _one_line_error(capsys, ["train", "--data", str(empty), "--out", str(tmp_path)], str(empty))
-    assert not [p for p in tmp_path.iterdir() if p.name[:5].isdigit()] or True
+    assert not [p for p in tmp_path.iterdir() if p.name[:5].isdigit()]  # no run folder was made
 
 
 def test_bad_options(capsys, tmp_path):
