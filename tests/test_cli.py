@@ -79,6 +79,9 @@ def test_runs_table(folder_run, capsys):
     assert main(["runs", str(folder_run.parent)]) == 0
     out = capsys.readouterr().out
     assert "run" in out.splitlines()[0] and folder_run.name in out and "dcgan" in out
+    assert main(["runs", str(folder_run.parent / "typo")]) == 0
+    assert "typo does not exist" in capsys.readouterr().out
+    _one_line_error(capsys, ["runs", str(folder_run / "config.json")], "is a file")
 
 
 def test_toy_train_and_sample_points(tmp_path):

@@ -554,9 +554,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """Print a table of the runs in a folder."""
+    from .config import ConfigError
     from .runs import run_table
 
-    rows = run_table(Path(args.dir))
+    where = Path(args.dir)
+    if where.exists() and not where.is_dir():
+        raise ConfigError(f"{where} is a file; give the folder that holds the runs, such as runs")
+    if not where.exists():
+        print(f"no runs yet: {where} does not exist (counterfeit train makes it)")
+        return 0
+    rows = run_table(where)
     if not rows:
         print(f"no runs in {args.dir}")
         return 0
