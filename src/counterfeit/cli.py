@@ -595,9 +595,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     elif args.fakes:
         if args.run_dir:
             raise ConfigError("give a RUN_DIR or --fakes, not both")
+        from .data import IDX_DATASETS
+
         names = parse_metrics(args.metrics)
         base = args.reals.partition(":")[0]
-        if "memorisation" in names and base not in ("fashion-mnist", "mnist"):
+        if "memorisation" in names and base not in IDX_DATASETS:
             raise ConfigError("--metrics memorisation compares the fakes with the training images, so --reals must name an idx "
                               "dataset such as fashion-mnist:test (or evaluate the run itself)")  # fmt: skip
         fakes, fdesc = load_image_source(args.fakes, args.n)

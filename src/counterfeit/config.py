@@ -163,7 +163,7 @@ def _check_type(f: dataclasses.Field, value: Any, where: str) -> None:
     # A hand-edited "batch_size": "big" would otherwise pass here and fail deep in training with a TypeError.
     default = f.default if f.default is not dataclasses.MISSING else None
     want = type(default)
-    if want not in (bool, int, float, str) or value is None and default is None:
+    if want not in (bool, int, float, str):  # None defaults (data_dir, exclude_class) and lists take what they get
         return
     ok = isinstance(value, bool) if want is bool else (isinstance(value, want) and not isinstance(value, bool))
     ok = ok or (want is float and isinstance(value, int) and not isinstance(value, bool))

@@ -353,16 +353,9 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     if L.eval_every_kimg > 0 and main:
         from .metrics.monitor import build_monitor
 
+        d = cfg.data
         monitor = build_monitor(
-            cfg.data.name,
-            data,
-            cfg.data.channels,
-            cfg.data.resolution,
-            L.eval_n,
-            L.alarm_after_kimg,
-            spec.pixel_range,
-            cfg.data.data_dir,
-            precision,
+            d.name, data, d.channels, d.resolution, L.eval_n, L.alarm_after_kimg, spec.pixel_range, d.data_dir, precision
         )
         if monitor is not None:
             monitor.replay(read_stats(run_dir))
