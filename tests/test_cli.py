@@ -195,3 +195,77 @@ def test_corrupt_checkpoint_and_config(tiny_folder, tmp_path, capsys):
     _one_line_error(capsys, ["sample", str(run)], "config.json", "config.data must be a JSON object")
     (run / "config.json").write_text("{not json")
     _one_line_error(capsys, ["sample", str(run)], "config.json")
+
+
+def test_named_outputs_are_replaced_only_with_force(folder_run, tmp_path, capsys):
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"mine")
+    _one_line_error(capsys, ["sample", str(folder_run), "-n", "4", "--out", str(mine)], str(mine), "exists already", "--force")
+    assert mine.read_bytes() == b"mine"
+    assert main(["sample", str(folder_run), "-n", "4", "--out", str(mine), "--force"]) == 0
+    assert Image.open(mine).size[0] > 28
+    folder = tmp_path / "f"
+    assert main(["sample", str(folder_run), "-n", "5", "--format", "folder", "--out", str(folder)]) == 0
+    (folder / "notes.txt").write_text("mine")
+    _one_line_error(capsys, ["sample", str(folder_run), "-n", "3", "--format", "folder", "--out", str(folder)], "exists already")
+    assert main(["sample", str(folder_run), "-n", "3", "--format", "folder", "--out", str(folder), "--force"]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["000000.png", "000001.png", "000002.png", "notes.txt"]  # no stale samples
+    html = tmp_path / "r.html"
+    html.write_text("mine")
+    _one_line_error(capsys, ["report", str(folder_run), "--out", str(html)], "exists already")
+    _one_line_error(capsys, ["report", str(folder_run), "--out", str(tmp_path / "x.png")], "HTML", ".html")
+    assert html.read_text() == "mine" and not (tmp_path / "x.png").exists()
+    assert main(["report", str(folder_run), "--out", str(html), "--force"]) == 0 and html.read_text().startswith("<!DOCTYPE html>")
+    (tmp_path / "walk.gif").write_bytes(b"mine")  # interpolate writes walk.png and walk.gif
+    _one_line_error(capsys, ["interpolate", str(folder_run), "--from", "1", "--to", "2", "--out", str(tmp_path / "walk.png")], "walk.gif")
+    for _ in range(2):  # outputs inside the run folder are its own and are refreshed
+        assert main(["sample", str(folder_run), "-n", "4"]) == 0
+        assert main(["report", str(folder_run)]) == 0
+
+
+def test_seeds_have_one_range_in_every_command(folder_run, capsys):
+    for argv in (["sample", str(folder_run)], ["interpolate", str(folder_run), "--from", "1", "--to", "2"], ["train", "--dry-run"]):
+        for seed in ("-1", str(2**31)):
+            _one_line_error(capsys, [*argv, "--seed", seed], "--seed must be from 0 to 2147483647")
+    _one_line_error(capsys, ["interpolate", str(folder_run), "--from", "-1", "--to", "2"], "-1")
+
+
+def test_runs_table_reports_a_checkpoint_newer_than_the_last_stats_line(tiny_folder, tmp_path):
+    from counterfeit.runs import run_row
+
+    run = _train(tmp_path, "--data", tiny_folder, "--eval-every-kimg", "0")
+    lines = (run / "stats.jsonl").read_text().splitlines()
+    (run / "stats.jsonl").write_text(lines[0] + "\n")  # as after a Ctrl-C between ticks: the checkpoint got further
+    assert run_row(run)["kimg"] == "0.1/0.064"  # 0.064 kimg, printed to one decimal
+
+
+def test_a_run_that_fails_as_it_starts_leaves_no_folder(tiny_folder, tmp_path, capsys, monkeypatch):
+    import counterfeit.train
+
+    def broken(*args, **kwargs):
+        raise counterfeit.train.TrainingDiverged("as if the first step failed")
+
+    monkeypatch.setattr(counterfeit.train, "train", broken)
+    assert main(["train", *TINY, *SHORT, "--data", tiny_folder, "--out", str(tmp_path / "runs")]) == 1
+    assert not list((tmp_path / "runs").iterdir())
+    assert "removed" in capsys.readouterr().err
+
+
+def test_eval_prints_its_scores_before_a_failed_write(folder_run, capsys):
+    (folder_run / "metrics.json").unlink(missing_ok=True)
+    (folder_run / "metrics.json").mkdir()
+    try:
+        code = main(["eval", str(folder_run), "--n", "40", "--metrics", "fid", "--backbone", "evaluator"])
+        captured = capsys.readouterr()
+        assert code == 2 and "FID" in captured.out and "metrics.json" in captured.err, captured
+    finally:
+        (folder_run / "metrics.json").rmdir()
+
+
+def test_eval_of_a_folder_run_counts_no_fashion_classes(folder_run, capsys):
+    assert main(["eval", str(folder_run), "--n", "40", "--backbone", "evaluator"]) == 0
+    out = capsys.readouterr().out
+    assert "FID" in out and "classes" not in out
+    assert "coverage" not in json.loads((folder_run / "metrics.json").read_text())["metrics"]
+    _one_line_error(capsys, ["eval", str(folder_run), "--n", "40", "--metrics", "fid,coverage", "--backbone", "evaluator"],
+                    "--metrics coverage counts Fashion-MNIST or MNIST classes")  # fmt: skip

@@ -168,6 +168,8 @@ def test_eval_run_and_fakes_cli(tiny_folder, fashion_dir, tmp_path, capsys, monk
     assert (run / doc["metrics"]["memorisation"]["pairs_png"]).is_file()
     assert main(["eval", str(run), "--n", "300", "--metrics", "fid"]) == 0
     assert len((run / "metric-fid.jsonl").read_text().splitlines()) == 2
+    merged = json.loads((run / "metrics.json").read_text())["metrics"]  # the same checkpoint's other metrics stay
+    assert set(merged) == set(doc["metrics"]) and merged["kid"] == doc["metrics"]["kid"]
     assert main(["sample", str(run), "-n", "300", "--format", "npz", "--out", str(tmp_path / "f.npz")]) == 0
     capsys.readouterr()
     assert main(["eval", "--fakes", str(tmp_path / "f.npz"), "--reals", "fashion-mnist:test", "--metrics", "fid,coverage"]) == 0
@@ -177,6 +179,9 @@ def test_eval_run_and_fakes_cli(tiny_folder, fashion_dir, tmp_path, capsys, monk
     assert main(["eval", "--fakes", str(tmp_path / "f.npz"), "--reals", tiny_folder, "--metrics", "memorisation"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--reals must name an idx dataset" in err
+    assert main(["eval", "--fakes", str(tmp_path / "f.npz"), "--reals", tiny_folder]) == 0
+    out = capsys.readouterr().out
+    assert "FID" in out and "classes" not in out  # no Fashion-MNIST classes are counted against a folder of squares
     assert main(["report", str(run)]) == 0 and (run / "report.html").is_file()
 
 
@@ -189,12 +194,14 @@ def test_eval_toy_run(tmp_path):
     assert main(["eval", str(run), "--n", "2500"]) == 0
     toy = json.loads((run / "metrics.json").read_text())["metrics"]["toy"]
     assert toy["modes_total"] == 8 and 0 <= toy["modes_covered"] <= 8
+    assert main(["eval", str(run), "--metrics", "fid"]) == 2  # not silently ignored
 
 
 def test_eval_bad_inputs(tmp_path, capsys):
     np.savez(tmp_path / "x.npz", images=np.zeros((4, 28, 28), np.uint8))
     np.savez(tmp_path / "y.npz", pixels=np.zeros((4, 28, 28), np.uint8))
     np.savez(tmp_path / "f.npz", images=np.zeros((4, 28, 28), np.float32))
+    np.savez(tmp_path / "p.npz", points=np.zeros((4, 2), np.float32))  # what `sample --format npz` writes for a toy run
     (tmp_path / "cut.npz").write_bytes((tmp_path / "x.npz").read_bytes()[:100])  # a download cut short
     for argv, needle in [
         (["eval", "--fakes", str(tmp_path / "cut.npz")], "not a readable .npz"),
@@ -204,6 +211,12 @@ def test_eval_bad_inputs(tmp_path, capsys):
         (["eval", "--fakes", str(tmp_path / "x.npz"), "--metrics", "fid,bogus"], "bogus"),
         (["eval", "--fakes", str(tmp_path / "y.npz")], "no 'images'"),
         (["eval", "--fakes", str(tmp_path / "f.npz")], "uint8"),
+        (["eval", "--fakes", str(tmp_path / "p.npz")], "2-D toy points, not images"),
+        (
+            ["eval", "--fakes", str(tmp_path / "x.npz"), "--reals", "fashion-mnist:test", "--json", str(tmp_path / "y.npz")],
+            "exists already",
+        ),
+        (["eval", str(tmp_path), "--json", str(tmp_path / "new.json")], "--json goes with --fakes"),
         (["eval", "--fakes", str(tmp_path / "x.npz"), "--reals", "nowhere:test"], "cannot read images"),
     ]:
         assert main(argv) == 2

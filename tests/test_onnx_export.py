@@ -20,13 +20,18 @@ SHORT = ["--kimg", "0.032", "--tick-kimg", "0.032", "--snapshot-kimg", "0.032", 
 
 
 @pytest.mark.parametrize("model", ["dcgan", "cdcgan"])
-def test_onnx_matches_torch(model, tiny_folder, tmp_path, capsys):
+def test_onnx_matches_torch(model, tiny_folder, tmp_path, capfd):
     runs = tmp_path / "runs"
     assert main(["train", "--model", model, "--data", tiny_folder, *TINY, *SHORT, "--out", str(runs)]) == 0
     run_dir = next(runs.iterdir())
     out = tmp_path / "g.onnx"
+    capfd.readouterr()
     assert main(["export-onnx", str(run_dir), "--out", str(out)]) == 0
-    assert "wrote" in capsys.readouterr().out and not list(tmp_path.glob("*.tmp"))
+    printed = capfd.readouterr()  # file-descriptor level: torch's own log handlers write there too
+    assert "wrote" in printed.out and not list(tmp_path.glob("*.tmp"))
+    assert "torchvision" not in printed.err and "Warning" not in printed.err, printed.err  # nothing about ops G does not use
+    assert main(["export-onnx", str(run_dir), "--out", str(out)]) == 2  # never replaced without --force
+    assert "exists already" in capfd.readouterr().err
     G = load_run(run_dir).G
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     for n in (1, 5):  # a batch size other than the traced one: the batch dimension is dynamic

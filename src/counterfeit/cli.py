@@ -167,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="output path (default: inside RUN_DIR/samples)")
     s.add_argument("--format", choices=["grid", "folder", "npz"], default="grid")
     s.add_argument("--device", default="cpu")
+    s.add_argument("--force", action="store_true", help="replace --out if it exists (a folder: its numbered PNGs)")
     s.add_argument("--class", dest="class_name", help="conditional runs: draw only this class (name or index)")
     s.add_argument(
         "--drs",
@@ -188,12 +189,14 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--fakes", help="instead of a run: an .npz with 'images' or a folder of images")
     e.add_argument("--reals", default="fashion-mnist:test", help="reference for --fakes: DATASET:SPLIT, .npz or folder")
     e.add_argument("--json", help="with --fakes: also write the results to this JSON file")
+    e.add_argument("--force", action="store_true", help="replace the --json file if it exists")
     e.add_argument("--anomaly", action="store_true", help="instead: AUROC of finding a run's --exclude-class class among the test images")
     e.add_argument("--device", default="cpu", help="with --anomaly: where to score (default cpu)")
 
     rp = sub.add_parser("report", help="write a self-contained HTML report of a run", epilog=EXAMPLES["report"], formatter_class=fmt)
     rp.add_argument("run_dir", metavar="RUN_DIR")
-    rp.add_argument("--out", help="HTML path (default RUN_DIR/report.html)")
+    rp.add_argument("--out", help="HTML path (default RUN_DIR/report.html, which is refreshed)")
+    rp.add_argument("--force", action="store_true", help="replace --out if it exists")
 
     ox = sub.add_parser(
         "export-onnx", help="write a run's EMA generator as an ONNX graph", epilog=EXAMPLES["export-onnx"], formatter_class=fmt
@@ -201,6 +204,7 @@ def _parser() -> argparse.ArgumentParser:
     ox.add_argument("run", help="run folder")
     ox.add_argument("--out", required=True, help="the .onnx file to write")
     ox.add_argument("--opset", type=int, default=18, help="ONNX opset version (default 18)")
+    ox.add_argument("--force", action="store_true", help="replace --out if it exists")
     ev = sub.add_parser(
         "evaluator", help="train or inspect the domain evaluator behind the metrics", epilog=EXAMPLES["evaluator"], formatter_class=fmt
     )
@@ -246,7 +250,8 @@ def _latent_parsers(sub, fmt) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("run_dir", metavar="RUN_DIR")
     common.add_argument("--seed", type=int, default=0, help="noise of the rows (and of projection starts)")
-    common.add_argument("--out", help="output path (default: RUN_DIR/latent/...)")
+    common.add_argument("--out", help="output path (default: RUN_DIR/latent/..., refreshed)")
+    common.add_argument("--force", action="store_true", help="replace --out (and its .gif/.png companion) if it exists")
     common.add_argument("--device", default="cpu")
     walks = argparse.ArgumentParser(add_help=False)
     walks.add_argument("--class", dest="class_name", help="conditional runs: the class for operands that name none")
@@ -274,7 +279,7 @@ def _latent_parsers(sub, fmt) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `counterfeit` console script; bad input ends in one line on stderr."""
     from .checkpoints import CheckpointError
-    from .config import ConfigError
+    from .config import MAX_SEED, ConfigError
     from .data import DataError
     from .evaluator import EvaluatorWeightsError
     from .metrics.features import BackboneUnavailable
@@ -303,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
             "arithmetic": cmd_latent,
             "project": cmd_latent,
         }
+        seed = getattr(args, "seed", None)
+        if args.command != "train" and seed is not None and not 0 <= seed <= MAX_SEED:  # train's config checks its own
+            raise ConfigError(f"--seed must be from 0 to {MAX_SEED}, got {seed}")
         if getattr(args, "device", None) not in (None, "auto"):  # checked before any command writes a file
             from .train import pick_device
 
@@ -387,11 +395,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int:
     """Make (or reuse) the run folder, train with a progress bar and say how it ended; under torchrun rank 0 alone talks."""
     from .distributed import from_main, is_main, world_size
-    from .runs import create_run_dir, write_config
+    from .runs import create_run_dir, remove_if_unused, write_config
     from .train import Callbacks, train
 
     main = is_main()
-    if run_dir is None:
+    created = run_dir is None
+    if created:
         run_dir = from_main(create_run_dir(cfg, args.out) if main else None)  # one folder, numbered by rank 0
     elif main:
         write_config(run_dir, cfg)
@@ -416,6 +425,10 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
     try:
         with stop.installed():
             result = train(cfg, run_dir, cbs, data)
+    except BaseException:
+        if created and main and remove_if_unused(run_dir):  # failed before its first stats line: nothing worth keeping
+            print(f"removed {run_dir}: the run failed before it trained", file=sys.stderr)
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -547,9 +560,25 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.n < 1 or args.n > 1_000_000:
         raise ConfigError(f"-n must be between 1 and 1,000,000, got {args.n}")
+    _refuse_existing(args.out, args.force)
     out = write_samples(args.run_dir, args.n, args.seed, args.format, args.out, args.device, args.class_name, args.drs)
     print(f"wrote {out}")
     return 0
+
+
+def _refuse_existing(out: str | Path | None, force: bool, companions: tuple[str, ...] = (), flag: str = "--out") -> None:
+    """One-line error when an output path the user named exists (an empty folder is fine), unless --force.
+
+    Default outputs inside the run folder are the command's own and are refreshed; a path the user named may hold
+    anything, so it is never replaced silently. `companions` are suffixes of files written beside it (a GIF, a PNG).
+    """
+    from .config import ConfigError
+
+    if out is None or force:
+        return
+    for path in [Path(out), *(Path(out).with_suffix(sfx) for sfx in companions)]:
+        if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+            raise ConfigError(f"{path} exists already; pass --force to replace it, or give {flag} a new name")
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -580,10 +609,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
     from .config import ConfigError
-    from .metrics.evaluate import evaluate_images, evaluate_run, load_image_source, parse_metrics
+    from .metrics.evaluate import evaluate_images, load_image_source, parse_metrics, score_run, write_results
 
     if args.n < 2:
         raise ConfigError(f"--n must be at least 2, got {args.n}")
+    if args.json and not args.fakes:
+        raise ConfigError("--json goes with --fakes; a run's scores are written to RUN_DIR/metrics.json")
+    _refuse_existing(args.json, args.force, flag="--json")  # before minutes of scoring
     if args.anomaly:
         from .metrics.anomaly import evaluate_anomaly
 
@@ -597,8 +629,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise ConfigError("give a RUN_DIR or --fakes, not both")
         from .data import IDX_DATASETS
 
-        names = parse_metrics(args.metrics)
         base = args.reals.partition(":")[0]
+        names = parse_metrics(args.metrics, classes=base if base in IDX_DATASETS else None)
         if "memorisation" in names and base not in IDX_DATASETS:
             raise ConfigError("--metrics memorisation compares the fakes with the training images, so --reals must name an idx "
                               "dataset such as fashion-mnist:test (or evaluate the run itself)")  # fmt: skip
@@ -608,13 +640,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         dataset = base if base in ("fashion-mnist", "mnist") else "fashion-mnist"
         prov = {"fakes": fdesc["source"], "reference": rdesc["source"]}
         results = evaluate_images(fakes, reals, names, args.backbone or "evaluator", dataset, rdesc.get("class_labels"), train, prov)
+        for line in _summary(results):  # first, so a failed write below loses no minutes of scoring
+            print(line)
         if args.json:
             from .fileio import atomic_write_text
 
             atomic_write_text(Path(args.json), json.dumps({"metrics": results}, indent=2) + "\n")
+            print(f"wrote {args.json}")
+        return 0
     elif args.run_dir:
-        results = evaluate_run(args.run_dir, args.n, args.metrics, args.seed, args.backbone)["metrics"]
-        print(f"wrote {Path(args.run_dir) / 'metrics.json'}")
+        scored = score_run(args.run_dir, args.n, args.metrics, args.seed, args.backbone)
+        for line in _summary(scored.results):  # first, so a failed write below loses no minutes of scoring
+            print(line)
+        write_results(scored.run_dir, scored.results, scored.kimg, scored.checkpoint)
+        print(f"wrote {scored.run_dir / 'metrics.json'}")
+        return 0
     else:
         raise ConfigError("give a RUN_DIR to evaluate, or --fakes PATH [--reals fashion-mnist:test]")
     for line in _summary(results):
@@ -660,9 +700,16 @@ def _summary(results: dict) -> list[str]:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the run's HTML report and PNG plots."""
+    from .config import ConfigError
     from .report import write_report
 
-    out = write_report(Path(args.run_dir), Path(args.out) if args.out else None)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out = out / "report.html" if out.is_dir() else out
+        if out.suffix.lower() not in (".html", ".htm"):
+            raise ConfigError(f"--out {out}: the report is an HTML page; give a name ending in .html (or a folder)")
+        _refuse_existing(out, args.force)
+    out = write_report(Path(args.run_dir), out)
     print(f"wrote {out}")
     return 0
 
@@ -670,6 +717,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export_onnx(args: argparse.Namespace) -> int:
     from .onnx_export import export_onnx
 
+    if not Path(args.out).is_dir():  # export_onnx says what to do about a folder
+        _refuse_existing(args.out, args.force)
     out = export_onnx(args.run, args.out, args.opset)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
@@ -719,6 +768,7 @@ def cmd_latent(args: argparse.Namespace) -> int:
     """interpolate / arithmetic / project: call the latent library and print what it wrote."""
     from .latent import explore
 
+    _refuse_existing(args.out, args.force, {"interpolate": (".gif",), "project": (".png",)}.get(args.command, ()))
     if args.command == "interpolate":
         o = explore.interpolate(args.run_dir, args.start, args.end, args.steps, args.mode, args.rows, args.seed, args.out, args.device,
                                 args.class_name, args.project_steps)  # fmt: skip

@@ -92,6 +92,9 @@ class OptimConfig:
     lr_rampdown: float = 0.0
 
 
+MAX_SEED = 2**31 - 1  # every command's and the studio's seed range: 0 to MAX_SEED
+
+
 @dataclass(frozen=True)
 class LoopConfig:
     total_kimg: float = 420.0  # training length in thousands of real images shown to D (7 epochs of Fashion-MNIST)
@@ -296,6 +299,7 @@ def _validate(cfg: RunConfig) -> None:
     L, O, M, Lo = cfg.loop, cfg.optim, cfg.model, cfg.loss
     checks = [
         (math.isfinite(L.total_kimg) and L.total_kimg > 0, f"--kimg must be a positive number, got {L.total_kimg}"),
+        (0 <= L.seed <= MAX_SEED, f"--seed must be from 0 to {MAX_SEED}, got {L.seed}"),
         (L.batch_size >= 2, f"--batch-size must be at least 2 (batch norm needs it), got {L.batch_size}"),
         (L.batch_size <= 65536, f"--batch-size {L.batch_size} is too large; try 64 to 1024"),
         (O.lr_g > 0 and O.lr_d > 0, "learning rates must be positive"),

@@ -87,6 +87,10 @@ def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out
         extra = {"labels": labels.numpy()} if labels is not None else {}
         return save_npz(out, images=x.permute(0, 2, 3, 1).numpy(), **extra)  # images (n, H, W, C) uint8
     arrays = x.permute(0, 2, 3, 1).numpy()  # (n, H, W, C) uint8
+    if out.is_dir():  # a folder being replaced: numbered PNGs beyond the new n would pass for samples of this call
+        for stale in out.glob("[0-9][0-9][0-9][0-9][0-9][0-9].png"):
+            if int(stale.stem) >= n:
+                stale.unlink()
     write_many(out, ((f"{i:06d}.png", png_bytes(to_pil(a))) for i, a in enumerate(arrays)))
     return out
 
@@ -121,6 +125,8 @@ def read_npz_images(path: str | Path) -> np.ndarray:
         raise ConfigError(f"{path} not found; pass an .npz written by `counterfeit sample --format npz`")
     try:
         with np.load(path, allow_pickle=False) as f:
+            if "images" not in f and "points" in f:
+                raise ConfigError(f"{path} holds 2-D toy points, not images; score a toy run itself with `counterfeit eval RUN_DIR`")
             if "images" not in f:
                 raise ConfigError(
                     f"{path} has no 'images' array (it has {', '.join(f.files) or 'nothing'}); write one with `counterfeit sample --format npz`"

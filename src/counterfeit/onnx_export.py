@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -49,11 +51,20 @@ def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 18) -> Path:
     out = Path(out)
     if out.is_dir():
         raise OnnxExportError(f"--out {out} is a folder; give a file name such as {out / 'g.onnx'}")
+    # The exporter logs a warning for each torchvision op it cannot register when torchvision is absent; G uses none.
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
     try:
-        program = torch.onnx.export(module, args, dynamo=True, input_names=names, output_names=["images"], dynamic_shapes=shapes,
-                                    opset_version=opset, verbose=False)  # fmt: skip
+        with warnings.catch_warnings():
+            # z and labels share the batch axis on purpose; the exporter warns that it keeps one name for both.
+            warnings.filterwarnings("ignore", message=r".*The axis name: batch will not be used", category=UserWarning)
+            program = torch.onnx.export(module, args, dynamo=True, input_names=names, output_names=["images"],
+                                        dynamic_shapes=shapes, opset_version=opset, verbose=False)  # fmt: skip
     except Exception as e:  # the exporter's errors are long; keep the first line
         raise OnnxExportError(f"torch.onnx could not export {run.run_dir}: {str(e).splitlines()[0]}") from None
+    finally:
+        registration.setLevel(level)
     cfg = run.config
     meta = {
         "counterfeit_version": __version__, "run": run.run_dir.name, "checkpoint": run.checkpoint.name,

@@ -44,6 +44,21 @@ def create_run_dir(cfg: RunConfig, out_dir: str | Path) -> Path:
     return run_dir
 
 
+def remove_if_unused(run_dir: Path) -> bool:
+    """Delete a run folder that holds no checkpoint and no stats line (a run that failed as it started); True if deleted.
+
+    What such a folder holds (config.json, log.txt, the reals grid, an empty TensorBoard log) only repeats the
+    command line, and an empty numbered folder would pass for a run in `counterfeit runs` and the studio.
+    """
+    import shutil
+
+    run_dir = Path(run_dir)
+    if list_checkpoints(run_dir) or read_stats(run_dir):
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return True
+
+
 def write_config(run_dir: Path, cfg: RunConfig) -> None:
     """Save the run's config.json atomically."""
     atomic_write_text(Path(run_dir) / "config.json", cfg.to_json() + "\n")
@@ -136,17 +151,21 @@ def run_row(run_dir: Path, cfg: RunConfig | None = None, stats: list[dict[str, A
             return {"run": run_dir.name, "data": "?", "model": "?", "kimg": "?", "losses": "", "classes": "", "status": f"unreadable: {e}"}
     stats = read_stats(run_dir) if stats is None else stats
     last = stats[-1] if stats else {}
+    judged = next((r for r in reversed(stats) if "cov/classes" in r or "toy/modes" in r), {})  # the newest evaluation
+    kimg = last.get("kimg", 0) if isinstance(last.get("kimg"), (int, float)) else 0
     ckpts = list_checkpoints(run_dir)
     status = "no checkpoint"
     if ckpts:
         try:
             _, state = read_checkpoint(ckpts[-1], prefixes=())
             status = "done" if state.get("done") else f"stopped at {state['cur_nimg'] / 1000:.1f}"
+            # A Ctrl-C saves between ticks, so the checkpoint can be ahead of the last stats line.
+            kimg = max(kimg, state["cur_nimg"] / 1000)
         except CheckpointError:
             status = "bad checkpoint"
     return {
         "run": run_dir.name, "data": data_label(cfg.data.name), "model": cfg.model.name,
-        "kimg": f"{last.get('kimg', 0):.1f}/{cfg.loop.total_kimg:g}",
-        "losses": _losses(last), "classes": f"{last['cov/classes']}/{last['cov/num_classes']}" if "cov/classes" in last else "",
-        "status": status + (" (collapse alarm)" if "alarm" in last else ""),
+        "kimg": f"{kimg:.1f}/{cfg.loop.total_kimg:g}",
+        "losses": _losses(last), "classes": f"{judged['cov/classes']}/{judged['cov/num_classes']}" if "cov/classes" in judged else "",
+        "status": status + (" (collapse alarm)" if "alarm" in judged else ""),
     }  # fmt: skip

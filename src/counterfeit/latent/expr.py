@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..config import ConfigError
+from ..config import MAX_SEED, ConfigError
 
 _NUMBER = re.compile(r"\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?")
 _CLASS_INDEX = re.compile(r"class:(\d+)", re.IGNORECASE)
@@ -39,9 +39,6 @@ def describe_choices(class_names: list[str]) -> str:
 
 def _bad(token: str, text: str, class_names: list[str], why: str = "unknown name") -> ConfigError:
     return ConfigError(f"{why} '{token}' in expression \"{text}\"; {describe_choices(class_names)}")
-
-
-MAX_SEED = 2**31 - 1  # the CLI's and the studio's seed range
 
 
 def _seed(token: str, text: str) -> int:

@@ -118,4 +118,4 @@ def evaluate_anomaly(run_dir: str | Path, device: str = "cpu") -> dict[str, Any]
             "counterfeit": __version__,
         },
     }
-    return write_results(run.run_dir, {"anomaly": result}, kimg, run.checkpoint.name, keep_others=True)
+    return write_results(run.run_dir, {"anomaly": result}, kimg, run.checkpoint.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,25 @@ DEFAULT_METRICS = ("fid", "kid", "pr", "coverage")
 MEMORISATION_N = 2000
 
 
-def parse_metrics(text: str | None, images: bool = True) -> list[str]:
-    """Validate a comma-separated metric list ('fid,kid,pr,coverage,memorisation' or 'toy')."""
+def parse_metrics(text: str | None, images: bool = True, classes: str | None = None) -> list[str]:
+    """Validate a comma-separated metric list ('fid,kid,pr,coverage,memorisation' or 'toy').
+
+    `classes` names the idx dataset whose classes the judge counts; None (a folder, an .npz) leaves class coverage
+    out of the default list and refuses it when asked for, since the judge's classes would say nothing about those images.
+    """
     if not images:
+        if text and text.strip() != "toy":
+            raise ConfigError("2-D toy runs are scored by modes covered, % high quality and reverse KL; drop --metrics")
         return ["toy"]
     names = list(DEFAULT_METRICS) if not text else [t.strip() for t in text.split(",") if t.strip()]
     bad = [n for n in names if n not in IMAGE_METRICS]
     if bad:
         raise ConfigError(f"unknown metric '{bad[0]}' in --metrics; choose from {','.join(IMAGE_METRICS)}")
+    if classes is None and "coverage" in names:
+        if text:
+            raise ConfigError("--metrics coverage counts Fashion-MNIST or MNIST classes, and the reference images are neither "
+                              "(a folder or an .npz); drop coverage from --metrics")  # fmt: skip
+        names.remove("coverage")
     return names
 
 
@@ -134,6 +146,20 @@ def evaluate_run(
     run_dir: str | Path, n: int = 10_000, metrics: str | None = None, seed: int = 0, backbone: str | None = None
 ) -> dict[str, Any]:
     """Evaluate a run's newest EMA generator; writes metrics.json and appends metric-<name>.jsonl in the run folder."""
+    scored = score_run(run_dir, n, metrics, seed, backbone)
+    return write_results(scored.run_dir, scored.results, scored.kimg, scored.checkpoint)
+
+
+@dataclass(frozen=True)
+class RunScores:
+    run_dir: Path
+    results: dict[str, dict]  # metric name -> scores and provenance
+    kimg: float  # the checkpoint's progress
+    checkpoint: str  # its file name
+
+
+def score_run(run_dir: str | Path, n: int = 10_000, metrics: str | None = None, seed: int = 0, backbone: str | None = None) -> RunScores:
+    """Score a run's newest EMA generator without writing metrics.json (evaluate_run writes it)."""
     from ..runs import load_run
     from ..sample import default_labels, generate
 
@@ -144,11 +170,12 @@ def evaluate_run(
     if run.spec.data_kind == "points":
         if cfg.data.name not in TOY_DATASETS:
             raise ConfigError(f"{run_dir} trained on points but '{cfg.data.name}' is not a known toy dataset")
+        parse_metrics(metrics, images=False)
         results = evaluate_points(generate(run.G, None, n, seed), cfg.data.name)  # (n, 2)
         for v in results.values():
             v["provenance"].update(base)
     else:
-        names = parse_metrics(metrics)
+        names = parse_metrics(metrics, classes=cfg.data.name if cfg.data.name in IDX_DATASETS else None)
         fakes = generate(run.G, run.spec.pixel_range, n, seed)  # (n, C, H, W) uint8
         bb, dataset = _pick_backbone(cfg, backbone)
         if cfg.data.name in IDX_DATASETS:
@@ -170,7 +197,7 @@ def evaluate_run(
             results["coverage"]["label_accuracy"] = round(float((seen == asked).float().mean()), 4)
         if "memorisation" in results:
             results["memorisation"]["pairs_png"] = _save_pairs(run_dir, fakes, train_x, results["memorisation"]["closest_pairs"])
-    return write_results(run_dir, results, kimg, run.checkpoint.name)
+    return RunScores(run_dir, results, kimg, run.checkpoint.name)
 
 
 def _pick_backbone(cfg, backbone: str | None) -> tuple[str, str]:
@@ -193,20 +220,20 @@ def _save_pairs(run_dir: Path, fakes: torch.Tensor, train: torch.Tensor, pairs: 
     return str(rel)
 
 
-def write_results(run_dir: Path, results: dict[str, dict], kimg: float, checkpoint: str, keep_others: bool = False) -> dict[str, Any]:
-    """Write metrics.json (the latest evaluation) and append one line per metric to metric-<name>.jsonl.
+def write_results(run_dir: Path, results: dict[str, dict], kimg: float, checkpoint: str) -> dict[str, Any]:
+    """Write metrics.json (the latest score of each metric) and append one line per metric to metric-<name>.jsonl.
 
-    keep_others: metrics.json keeps the metrics it already holds for the same checkpoint (eval --anomaly beside FID).
+    metrics.json keeps the metrics it already holds for the same checkpoint (FID beside --anomaly's AUROC, or a
+    memorisation check beside an earlier FID); a newer checkpoint starts it afresh, so no score outlives its weights.
     """
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     doc = {"run": run_dir.name, "kimg": kimg, "checkpoint": checkpoint, "created": now, "metrics": results}
-    if keep_others:
-        try:
-            old = json.loads((run_dir / "metrics.json").read_text())
-            if old.get("checkpoint") == checkpoint and isinstance(old.get("metrics"), dict):
-                doc["metrics"] = {**old["metrics"], **results}
-        except (OSError, ValueError):  # none yet, or unreadable: this evaluation starts it afresh
-            pass
+    try:
+        old = json.loads((run_dir / "metrics.json").read_text())
+        if isinstance(old, dict) and old.get("checkpoint") == checkpoint and isinstance(old.get("metrics"), dict):
+            doc["metrics"] = {**old["metrics"], **results}
+    except (OSError, ValueError):  # none yet, or unreadable: this evaluation starts it afresh
+        pass
     atomic_write_text(run_dir / "metrics.json", json.dumps(doc, indent=2) + "\n")
     for name, r in results.items():
         flat = {k: v for k, v in r.items() if isinstance(v, (int, float, str)) and k not in ("rule",)}

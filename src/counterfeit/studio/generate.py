@@ -13,13 +13,13 @@ from pathlib import Path
 import torch
 
 from ..checkpoints import CheckpointError, list_checkpoints
+from ..config import MAX_SEED
 from ..export import resolve_class, sample_labels
 from ..runs import LoadedRun, conditional_class_names, load_run
 from ..sample import generate, image_grid, png_bytes, scatter_image, to_pil
 from .params import Params, StudioError, run_path
 
 MAX_COUNT = 256  # images per request: a 16x16 grid, or a zip of 256 PNGs
-MAX_SEED = 2**31 - 1
 
 
 class ModelCache:
