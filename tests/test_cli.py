@@ -122,8 +122,9 @@ def test_help_has_examples(command, capsys):
     assert e.value.code == 0 and "examples:" in capsys.readouterr().out
 
 
-def test_bad_data_folder(tmp_path, capsys):
+def test_bad_data_folder(tmp_path, tiny_folder, capsys):
     _one_line_error(capsys, ["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path)], "nope")
+    _one_line_error(capsys, ["train", "--data", tiny_folder, "--batch-size", "128", "--out", str(tmp_path)], "96 items", "--batch-size 128")
     empty = tmp_path / "empty"
     empty.mkdir()
     _one_line_error(capsys, ["train", "--data", str(empty), "--out", str(tmp_path)], str(empty))

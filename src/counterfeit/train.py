@@ -103,7 +103,14 @@ def load_training_data(cfg: RunConfig) -> Dataset:
         raise ConfigError(f"model '{spec.name}' trains on {spec.data_kind} but '{cfg.data.name}' holds {data.kind}; use {hint}")
     if cfg.data.exclude_class is not None:
         data = drop_class(data, cfg.data.exclude_class)  # the class left for eval --anomaly to find
+    check_batch_fits(cfg, len(data.x))
     return data
+
+
+def check_batch_fits(cfg: RunConfig, n_data: int) -> None:
+    """One-line ConfigError when the training set holds fewer items than one batch."""
+    if n_data < cfg.loop.batch_size:
+        raise ConfigError(f"{cfg.data.name} has {n_data} items, fewer than --batch-size {cfg.loop.batch_size}; use a smaller batch")
 
 
 def conditional_config(cfg: RunConfig, data: Dataset) -> RunConfig:
@@ -283,8 +290,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     x_all = data.x.to(device)  # whole split resident: (N, C, H, W) uint8 or (N, 2) float32
     y_all = data.labels.to(device) if cond else None  # (N,) int64
     n_data = x_all.shape[0]
-    if n_data < L.batch_size:
-        raise ConfigError(f"{cfg.data.name} has {n_data} items, fewer than --batch-size {L.batch_size}; use a smaller batch")
+    check_batch_fits(cfg, n_data)
     dist.check_batch(L.batch_size, cfg.model.pack)
 
     torch.manual_seed(L.seed)
