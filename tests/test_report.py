@@ -109,6 +109,7 @@ def test_toy_run_with_broken_metrics(tmp_path):
     (run / "metrics.json").write_text("{not json")
     page = write_report(run).read_text()
     assert "no training statistics yet" in page and "metrics.json could not be read" in page and "ring8" in page
+    assert "class coverage counts Fashion-MNIST and MNIST classes, which the judge knows; this run trained on ring8" in page
 
     rows = [{"kimg": k, "loss_D": 1.3, "loss_G": -0.7, "toy/modes": m, "toy/modes_total": 8, "toy/hq": 80.0} for k, m in ((1, 5), (2, 8))]
     (run / "stats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError
+from .data import IDX_DATASETS
 from .fileio import atomic_write_bytes, atomic_write_text
 from .runs import is_run_dir, read_stats
 from .timelapse import GIF_NAME, MAX_FRAMES, evenly, sample_grids, timelapse_gif
@@ -66,7 +67,7 @@ def write_report(run_dir: str | Path, out: Path | None = None) -> Path:
         _header(run_dir, config, stats),
         _section_training(stats, plots, config),
         _section_health(stats, plots, alarms, eval_hint),
-        _section_classes(plots, metrics, metrics_error, eval_hint),
+        _section_classes(plots, metrics, metrics_error, eval_hint, _data_name(config)),
         _section_metrics(metrics, metrics_error, eval_hint),
         _section_samples(run_dir),
         _section_pairs(run_dir, metrics, eval_hint),
@@ -398,8 +399,15 @@ def _section_health(stats: list[dict[str, Any]], plots: dict[str, bytes], alarms
     return "\n".join(parts)
 
 
-def _section_classes(plots: dict[str, bytes], metrics: dict[str, Any] | None, metrics_error: str | None, eval_hint: str) -> str:
+def _data_name(config: dict[str, Any]) -> str | None:
+    data = config.get("data")
+    return data.get("name") if isinstance(data, dict) and isinstance(data.get("name"), str) else None
+
+
+def _section_classes(plots: dict[str, bytes], metrics: dict[str, Any] | None, metrics_error: str | None, eval_hint: str,
+                     data_name: str | None = None) -> str:  # fmt: skip
     parts = ["<h2 id='classes'>Classes in the fakes</h2>"]
+    judged = data_name is None or data_name in IDX_DATASETS  # unknown (an unreadable config): keep the usual hint
     if "classes" in plots:
         cov = metrics["metrics"]["coverage"] if metrics else {}
         facts = [
@@ -411,6 +419,9 @@ def _section_classes(plots: dict[str, bytes], metrics: dict[str, Any] | None, me
         if facts:
             parts.append(f"<p>{', '.join(facts)}.</p>")
         parts.append(_img(plots["classes"], "class histogram", "plot"))
+    elif not judged:
+        parts.append(_missing(f"class coverage counts Fashion-MNIST and MNIST classes, which the judge knows; this run "
+                              f"trained on {_e(data_name)}"))  # fmt: skip
     elif metrics_error:
         parts.append(_missing(_e(metrics_error)))
     elif metrics is None:
