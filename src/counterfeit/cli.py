@@ -375,7 +375,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Build the config (or reload it for --resume), make the run folder and train with a progress bar."""
     from .distributed import check_batch, process_group
     from .models import build_models, get_spec
-    from .train import conditional_config, load_training_data
+    from .train import check_batch_fits, conditional_config, load_training_data
 
     run_dir, cfg = _train_config(args)
     if not get_spec(cfg.model.name).conditional or cfg.model.num_classes:
@@ -386,6 +386,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(cfg.to_json())
         return 0
     data = load_training_data(cfg)  # also before the run folder exists, so bad data leaves nothing behind
+    check_batch_fits(cfg, len(data.x))
     cfg = conditional_config(cfg, data)  # a conditional model learns how many classes the data has
     build_models(cfg)
     with process_group(cfg.loop.device):  # torchrun: join the other processes (no-op for one)

@@ -103,7 +103,6 @@ def load_training_data(cfg: RunConfig) -> Dataset:
         raise ConfigError(f"model '{spec.name}' trains on {spec.data_kind} but '{cfg.data.name}' holds {data.kind}; use {hint}")
     if cfg.data.exclude_class is not None:
         data = drop_class(data, cfg.data.exclude_class)  # the class left for eval --anomaly to find
-    check_batch_fits(cfg, len(data.x))
     return data
 
 
