@@ -158,9 +158,9 @@ def test_dcgan_rejects_unsupported_resolution():
 
 
 def test_family_learning_rates_and_a_flag_overrides_them():
-    """dcgan defaults to lr 1.5e-3, beta2 0.99, ramp-down 0.25 (RESULTS.md, time to quality); cdcgan keeps the 5e-4, 0.999, constant lr of its figures."""
+    """dcgan defaults to lr 1.5e-3, beta2 0.99, ramp-down 0.5 (RESULTS.md, time to quality); cdcgan keeps the 5e-4, 0.999, constant lr of its figures."""
     dcgan, cdcgan = make_config().optim, make_config(model="cdcgan").optim
-    assert (dcgan.lr_g, dcgan.lr_d, dcgan.beta2, dcgan.lr_rampdown) == (1.5e-3, 1.5e-3, 0.99, 0.25)
+    assert (dcgan.lr_g, dcgan.lr_d, dcgan.beta2, dcgan.lr_rampdown) == (1.5e-3, 1.5e-3, 0.99, 0.5)
     assert (cdcgan.lr_g, cdcgan.lr_d, cdcgan.beta2, cdcgan.lr_rampdown) == (5e-4, 5e-4, 0.999, 0.0)
     assert make_config(lr_rampdown=0.0).optim.lr_rampdown == 0.0  # the flag turns it off
     assert make_config(lr_g=2e-4).optim.lr_g == 2e-4 and make_config(lr_g=2e-4).optim.lr_d == 1.5e-3
