@@ -38,7 +38,7 @@ def test_train_on_fashion_mnist_defaults(fashion_dir, tmp_path):
     run = _train(tmp_path, "--data-dir", fashion_dir)
     assert run.name == "00000-fashion-mnist-dcgan"
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["data"]["name"] == "fashion-mnist" and cfg["model"]["name"] == "dcgan" and cfg["loss"]["name"] == "ns"
+    assert cfg["data"]["name"] == "fashion-mnist" and cfg["model"]["name"] == "dcgan" and cfg["loss"]["name"] == "hinge"
     assert len((run / "stats.jsonl").read_text().splitlines()) == 2
     assert list_checkpoints(run)
 

@@ -118,6 +118,18 @@ def test_toy_run_with_broken_metrics(tmp_path):
     assert (run / "report" / "coverage.png").is_file() and not (run / "report" / "d_outputs.png").exists()
 
 
+def test_hinge_runs_get_d_level_only(tmp_path):
+    """hinge's D loss sits at 2 when D cannot tell; its G loss has no such level, and the page says so."""
+    run = tmp_path / "00000-fashion-mnist-dcgan"
+    run.mkdir()
+    (run / "config.json").write_text('{"data": {"name": "fashion-mnist"}, "model": {"name": "dcgan"}, "loss": {"name": "hinge"}}')
+    rows = [{"kimg": k, "loss_D": 1.6, "loss_G": 0.4} for k in (1, 2)]
+    (run / "stats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page = write_report(run).read_text()
+    assert "The dashed line, 2 for D, is where the losses sit when D cannot tell" in page
+    assert "G's hinge loss is minus D's mean score of its fakes" in page and "ln 2" not in page
+
+
 def test_not_a_run_folder(tmp_path):
     with pytest.raises(ConfigError, match="not a run folder"):
         write_report(tmp_path)

@@ -269,7 +269,7 @@ def test_image_run_with_diffaug_resumes_exactly(tiny_folder, tmp_path):
 
 def test_defaults_leave_everything_off():
     cfg = make_config()
-    assert (cfg.loss.name, cfg.loss.gp_weight, cfg.loss.r1_gamma, cfg.loss.diffaug) == ("ns", 10.0, 0.0, "")
+    assert (cfg.loss.name, cfg.loss.gp_weight, cfg.loss.r1_gamma, cfg.loss.diffaug) == ("hinge", 10.0, 0.0, "")  # dcgan's loss
     assert (cfg.model.spectral_norm, cfg.model.mbstd, cfg.model.pack) == (False, False, 1)
 
 

@@ -132,9 +132,17 @@ def _section_of(config: dict[str, Any], section: str, key: str, default: Any = N
     return value.get(key, default) if isinstance(value, dict) else default
 
 
-def _g_reference(loss_name: Any) -> float | None:
-    # At D = 1/2 everywhere: ns gives -log(1/2) = ln 2 and minimax gives log(1 - 1/2) = -ln 2; other losses have no such point.
-    return {"ns": _LN2, "minimax": -_LN2}.get(loss_name) if isinstance(loss_name, str) else None
+Level = tuple[float, str]  # a loss value and how the legend names it
+
+
+def _loss_levels(loss_name: Any) -> tuple[Level | None, Level | None]:
+    """(D's, G's) loss where D cannot tell reals from fakes, each None where the loss has no such level."""
+    # ns and minimax at D = 1/2 everywhere: D's cross-entropy is 2 ln 2, ns's G loss -log(1/2) = ln 2, minimax's
+    # log(1 - 1/2) = -ln 2. hinge: D's loss is 2 for any constant score in [-1, 1], and G's (minus that score) has no
+    # level of its own. lsgan and wgan-gp are left without lines.
+    cross_entropy = (2 * _LN2, "2 ln 2")
+    levels = {"ns": (cross_entropy, (_LN2, "ln 2")), "minimax": (cross_entropy, (-_LN2, "-ln 2")), "hinge": ((2.0, "2"), None)}
+    return levels.get(loss_name, (None, None)) if isinstance(loss_name, str) else (None, None)
 
 
 # ---------------------------------------------------------------- plots
@@ -182,11 +190,10 @@ def _make_plots(
         fig, ax = new_axes("Losses", "loss")
         ax.plot(xs_d, loss_d, color="C0", label="loss_D")
         ax.plot(xs_g, loss_g, color="C1", label="loss_G")
-        g_ref = _g_reference(_section_of(config, "loss", "name", "ns"))
-        if loss_d and g_ref is not None:  # 2 ln 2 is the cross-entropy losses' indifference point only
-            ax.axhline(2 * _LN2, color="C0", ls="--", lw=1, alpha=0.7, label="2 ln 2 (D cannot tell)")
-        if loss_g and g_ref is not None:
-            ax.axhline(g_ref, color="C1", ls="--", lw=1, alpha=0.7, label=f"{'-' if g_ref < 0 else ''}ln 2 (D cannot tell)")
+        d_level, g_level = _loss_levels(_section_of(config, "loss", "name", "ns"))
+        for values, level, color in ((loss_d, d_level, "C0"), (loss_g, g_level, "C1")):
+            if values and level is not None:
+                ax.axhline(level[0], color=color, ls="--", lw=1, alpha=0.7, label=f"{level[1]} (D cannot tell)")
         ax.legend(fontsize=8)
         plots["losses"] = png(fig)
     elif any(series(stats, k)[0] for k in AE_LOSSES):
@@ -361,11 +368,16 @@ def _section_training(stats: list[dict[str, Any]], plots: dict[str, bytes], conf
         )
         parts.append(_img(plots["losses"], "loss curves", "plot"))
     elif "losses" in plots:
-        g_ref = _g_reference(_section_of(config, "loss", "name", "ns"))
-        if g_ref is not None:
-            g_text = f" and {'-' if g_ref < 0 else ''}ln 2 &asymp; {g_ref:.3f} for G"
+        loss_name = _section_of(config, "loss", "name", "ns")
+        d_level, g_level = _loss_levels(loss_name)
+        levels = [(who, level) for who, level in (("D", d_level), ("G", g_level)) if level is not None]
+        named = [f"{label} &asymp; {value:.3f} for {who}" if "ln" in label else f"{label} for {who}" for who, (value, label) in levels]
+        if named:
+            lines = "lines" if len(named) > 1 else "line"
+            hinge = " G's hinge loss is minus D's mean score of its fakes, so it has no such level." if loss_name == "hinge" else ""
             parts.append(
-                f"<p>The dashed lines, 2 ln 2 &asymp; 1.386 for D{g_text}, are where the losses sit when D cannot tell reals from fakes.</p>"
+                f"<p>The dashed {lines}, {' and '.join(named)}, {'are' if len(named) > 1 else 'is'} where the losses sit when D "
+                f"cannot tell reals from fakes.{hinge}</p>"
             )
         parts.append(_img(plots["losses"], "loss curves", "plot"))
     else:
