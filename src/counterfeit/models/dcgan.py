@@ -97,9 +97,10 @@ class Discriminator(nn.Module):
     # same (2026-12-06; over three quarters it ended worse). total_kimg 600 (10 epochs; the
     # other families keep 420): on a fast CPU the classic DCGAN's 10 minutes got below the whole 420-kimg run's end;
     # at 600 kimg all three seeds reached it there in 101-153 s (RESULTS.md, time to quality, third AMX Xeon).
-    # loss hinge (SNGAN's, BigGAN's): on two seeds of the same schedule it reached FID 7.0 100-120 kimg sooner than the
-    # non-saturating loss and ended about 0.5 lower (6.4 against 6.9; RESULTS.md, time to quality, 2026-12-06).
-    # cdcgan keeps ns, with which its class-accuracy figures were measured.
+    # loss hinge (SNGAN's, BigGAN's): on four seeds of this schedule it beat the non-saturating loss on three and lost
+    # on one; FID 7.0 came 70 kimg sooner on average and on the slowest seed at 460 kimg instead of 540, which is what
+    # the seed-by-seed time-to-quality goal needs (RESULTS.md, time to quality, 2026-12-06 session 24). cdcgan keeps
+    # ns, with which its class-accuracy figures were measured.
     defaults={
         "loss": {"name": "hinge"},
         "optim": {"lr_g": 1.5e-3, "lr_d": 1.5e-3, "beta2": 0.99, "lr_rampdown": 0.5},
