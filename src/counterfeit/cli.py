@@ -93,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--loss",
         choices=list(LOSSES),
-        help="ns: non-saturating (default) | minimax: the original game | lsgan: least squares | hinge | wgan-gp: Wasserstein + gradient penalty",
+        help="hinge (dcgan's default) | ns: non-saturating cross-entropy (the other GANs' default) | minimax: the original game | "
+        "lsgan: least squares | wgan-gp: Wasserstein + gradient penalty",
     )
     t.add_argument("--gp-weight", type=float, help="wgan-gp's gradient-penalty weight lambda (default 10)")
     t.add_argument("--ac-weight", type=float, help="conditional models: weight of the auxiliary-classifier (AC-GAN) term (0 = off)")
