@@ -51,6 +51,9 @@ def test_runs_list_and_run_page(client, runs):
     assert [g["kimg"] for g in d["grids"]] == [0.0, 0.1] and d["reals"] and d["checkpoints"]
     assert d["config"]["model"]["name"] == "dcgan" and d["alarm"]["now"] is None and d["job"] is None
     assert client.get(f"/api/runs/{DCGAN}?since=1").json()["stats"] == d["stats"][1:]  # live polling fetches only new rows
+    # the loss chart's "D cannot tell" lines: hinge (dcgan's default) has D's only, ns (cdcgan's) both
+    assert d["config"]["loss"]["name"] == "hinge" and d["loss_levels"] == [[2.0, "2"], None]
+    assert [label for _, label in client.get(f"/api/runs/{CDCGAN}").json()["loss_levels"]] == ["2 ln 2", "ln 2"]
     grid = _png(client.get(f"/api/runs/{DCGAN}/samples/{d['grids'][-1]['file']}"))
     assert grid.shape[0] > 28
     info = client.get(f"/api/runs/{CDCGAN}/model").json()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -161,6 +163,21 @@ class WGANGPLoss(GANLoss):
 
 
 LOSSES: dict[str, type[GANLoss]] = {cls.name: cls for cls in (NonSaturatingLoss, MinimaxLoss, LeastSquaresLoss, HingeLoss, WGANGPLoss)}
+
+
+Level = tuple[float, str]  # a loss value and how a chart's legend names it
+_CROSS_ENTROPY: Level = (2 * math.log(2), "2 ln 2")
+# Where (D's, G's) loss sits when D cannot tell reals from fakes. ns and minimax at D = 1/2 everywhere: D's
+# cross-entropy is 2 ln 2, ns's G loss -log(1/2) = ln 2, minimax's log(1 - 1/2) = -ln 2. hinge: D's loss is 2 for any
+# constant score in [-1, 1], and G's (minus that score) has no level of its own. lsgan and wgan-gp get no lines.
+_LEVELS: dict[str, tuple[Level | None, Level | None]] = {
+    "ns": (_CROSS_ENTROPY, (math.log(2), "ln 2")), "minimax": (_CROSS_ENTROPY, (-math.log(2), "-ln 2")), "hinge": ((2.0, "2"), None),
+}  # fmt: skip
+
+
+def indifference_levels(loss_name: object) -> tuple[Level | None, Level | None]:
+    """(D's, G's) loss where D cannot tell reals from fakes, each None where the loss has no such level."""
+    return _LEVELS.get(loss_name, (None, None)) if isinstance(loss_name, str) else (None, None)
 
 
 def build_loss(cfg: LossConfig | str) -> GANLoss:

@@ -6,7 +6,6 @@ import base64
 import html
 import io
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from .config import ConfigError
 from .data import IDX_DATASETS
 from .fileio import atomic_write_bytes, atomic_write_text
+from .losses import indifference_levels
 from .runs import is_run_dir, read_stats
 from .timelapse import GIF_NAME, MAX_FRAMES, evenly, sample_grids, timelapse_gif
 
@@ -21,7 +21,6 @@ MAX_GRIDS = 8  # enough to see training unfold without making the page tens of m
 PLOT_NAMES = ("losses", "d_outputs", "fid", "coverage", "classes")
 _RECON = re.compile(r"^recon(\d+(?:\.\d+)?)kimg\.png$")
 AE_LOSSES = ("loss", "loss_rec", "loss_kl")  # an autoencoder's stats.jsonl rows (no loss_D / loss_G)
-_LN2 = math.log(2)
 
 _CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 980px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -132,19 +131,6 @@ def _section_of(config: dict[str, Any], section: str, key: str, default: Any = N
     return value.get(key, default) if isinstance(value, dict) else default
 
 
-Level = tuple[float, str]  # a loss value and how the legend names it
-
-
-def _loss_levels(loss_name: Any) -> tuple[Level | None, Level | None]:
-    """(D's, G's) loss where D cannot tell reals from fakes, each None where the loss has no such level."""
-    # ns and minimax at D = 1/2 everywhere: D's cross-entropy is 2 ln 2, ns's G loss -log(1/2) = ln 2, minimax's
-    # log(1 - 1/2) = -ln 2. hinge: D's loss is 2 for any constant score in [-1, 1], and G's (minus that score) has no
-    # level of its own. lsgan and wgan-gp are left without lines.
-    cross_entropy = (2 * _LN2, "2 ln 2")
-    levels = {"ns": (cross_entropy, (_LN2, "ln 2")), "minimax": (cross_entropy, (-_LN2, "-ln 2")), "hinge": ((2.0, "2"), None)}
-    return levels.get(loss_name, (None, None)) if isinstance(loss_name, str) else (None, None)
-
-
 # ---------------------------------------------------------------- plots
 
 
@@ -190,7 +176,7 @@ def _make_plots(
         fig, ax = new_axes("Losses", "loss")
         ax.plot(xs_d, loss_d, color="C0", label="loss_D")
         ax.plot(xs_g, loss_g, color="C1", label="loss_G")
-        d_level, g_level = _loss_levels(_section_of(config, "loss", "name", "ns"))
+        d_level, g_level = indifference_levels(_section_of(config, "loss", "name", "ns"))
         for values, level, color in ((loss_d, d_level, "C0"), (loss_g, g_level, "C1")):
             if values and level is not None:
                 ax.axhline(level[0], color=color, ls="--", lw=1, alpha=0.7, label=f"{level[1]} (D cannot tell)")
@@ -369,9 +355,12 @@ def _section_training(stats: list[dict[str, Any]], plots: dict[str, bytes], conf
         parts.append(_img(plots["losses"], "loss curves", "plot"))
     elif "losses" in plots:
         loss_name = _section_of(config, "loss", "name", "ns")
-        d_level, g_level = _loss_levels(loss_name)
+        d_level, g_level = indifference_levels(loss_name)
         levels = [(who, level) for who, level in (("D", d_level), ("G", g_level)) if level is not None]
-        named = [f"{label} &asymp; {value:.3f} for {who}" if "ln" in label else f"{label} for {who}" for who, (value, label) in levels]
+        # a level named by its value ("2") needs no approximation beside it
+        named = [
+            f"{label} for {who}" if label == f"{value:g}" else f"{label} &asymp; {value:.3f} for {who}" for who, (value, label) in levels
+        ]
         if named:
             lines = "lines" if len(named) > 1 else "line"
             hinge = " G's hinge loss is minus D's mean score of its fakes, so it has no such level." if loss_name == "hinge" else ""

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..checkpoints import list_checkpoints
 from ..config import ConfigError, load_config
+from ..losses import indifference_levels
 from ..models import get_spec
 from ..runs import is_run_dir, read_stats, run_row
 from .jobs import Jobs
@@ -59,6 +60,8 @@ def run_detail(run_dir: Path, jobs: Jobs, since: int = 0) -> dict[str, Any]:
         "run": run_dir.name,
         "summary": run_row(run_dir) if config is None else run_row(run_dir, config, stats),
         "config": cfg,
+        # the loss chart's "D cannot tell" lines: [[value, label] or null for D, the same for G]
+        "loss_levels": indifference_levels(config.loss.name) if config is not None else [None, None],
         "stats": stats[since:],
         "stats_total": len(stats),
         "grids": grids["fakes"],

@@ -140,11 +140,9 @@ function drawRun() {
     Plot.line($("#chart-loss"), { title: "Loss per image", series: [series("loss", "total", "#1f6f43"), series("loss_rec", "reconstruction", "#3367d6"), series("loss_kl", "KL", "#c2571a")] });
     $("#chart-d").innerHTML = "";
   } else {
-    // Where the losses sit when D cannot tell (report.py's _loss_levels): hinge's G loss has no such level.
-    const lossName = (d.config.loss || {}).name;
-    const levels = { ns: [[2 * Math.LN2, "2 ln 2"], [Math.LN2, "ln 2"]], minimax: [[2 * Math.LN2, "2 ln 2"], [-Math.LN2, "-ln 2"]], hinge: [[2, "2 (hinge)"]] };
+    // Where the losses sit when D cannot tell (the server's loss_levels, from counterfeit.losses)
     Plot.line($("#chart-loss"), { title: "Losses", series: [series("loss_D", "D", "#c2571a"), series("loss_G", "G", "#1f6f43")],
-      hlines: (levels[lossName] || []).map(([y, label]) => ({ y, label })) });
+      hlines: (d.loss_levels || []).filter(Boolean).map(([y, label]) => ({ y, label })) });
     Plot.line($("#chart-d"), { title: "D's verdicts", ymin: 0, ymax: 1, series: [series("D(x)", "D(x)", "#3367d6"), series("D(G(z))", "D(G(z))", "#c2571a")],
       hlines: [{ y: 0.5, label: "can't tell" }] });
   }
