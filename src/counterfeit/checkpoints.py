@@ -37,7 +37,9 @@ def _optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[st
     for idx, slots in sd["state"].items():
         for slot, value in slots.items():
             tensors[f"{prefix}.{idx}.{slot}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    return tensors, sd["param_groups"]
+    # A CUDA-graphed run keeps its lr as a device tensor (cudagraph.make_capturable); the JSON state holds it as a number.
+    groups = [{k: v.item() if isinstance(v, torch.Tensor) else v for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, groups
 
 
 def _optimizer_state_dict(prefix: str, tensors: dict[str, torch.Tensor], groups: list[dict]) -> dict:

@@ -157,6 +157,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="auto (default) | cpu | cuda")
     t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, help="NHWC memory format for images (on; faster on CPU)")
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile G and D (off; ~30 s to compile)")
+    t.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        help="replay each training step as one CUDA graph (off; GPU, one process; unmeasured so far)",
+    )
     t.add_argument("--precision", help="auto (dcgan's default: bf16 on CPUs with native bfloat16, else fp32) | fp32 (other models) | bf16")
     t.add_argument("--dry-run", action="store_true", help="print the config and exit")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
@@ -471,9 +476,10 @@ def _postfix(s: dict) -> str:
 _OPTIONS = ("data", "model", "loss", "kimg", "epochs", "batch_size", "seed", "data_dir", "resolution", "channels", "z_dim",
             "g_width", "d_width", "g_depth", "d_depth", "lr_g", "lr_d", "beta1", "beta2", "lr_rampdown", "d_steps", "ema_halflife_kimg", "tick_kimg", "sample_kimg",
             "snapshot_kimg", "keep_checkpoints", "eval_every_kimg", "eval_n", "alarm_after_kimg", "device",
-            "channels_last", "compile", "precision",
+            "channels_last", "compile", "precision", "cuda_graphs",
             "gp_weight", "r1_gamma", "ac_weight", "twin_ac", "ms_weight", "recall_weight", "recall_pool", "diffaug", "spectral_norm", "mbstd", "pack", "beta", "noise_std", "exclude_class", "standardise")  # fmt: skip
-_RESUMABLE = ("kimg", "epochs", "device", "channels_last", "compile", "precision")  # how long and how fast, not what is learned
+# How long and how fast, not what is learned:
+_RESUMABLE = ("kimg", "epochs", "device", "channels_last", "compile", "precision", "cuda_graphs")
 
 
 def _train_config(args: argparse.Namespace):
@@ -489,7 +495,7 @@ def _train_config(args: argparse.Namespace):
     if fixed:
         flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
         raise ConfigError(
-            f"{flags} cannot change when resuming; a resumed run keeps its config.json (only --kimg, --epochs, --device, --channels-last, --compile, --precision may change)"
+            f"{flags} cannot change when resuming; a resumed run keeps its config.json (only --kimg, --epochs, --device, --channels-last, --compile, --precision, --cuda-graphs may change)"
         )
     if not (run_dir / "config.json").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.json); pass a folder such as runs/00000-fashion-mnist-dcgan")

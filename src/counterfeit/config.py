@@ -114,6 +114,9 @@ class LoopConfig:
     # fp32 | bf16 | auto: bf16 autocast of the D and G steps (weights, optimiser state, EMA stay fp32). auto = bf16 on a
     # CPU with native bfloat16 (AVX512-BF16 or AMX), else fp32; dcgan registers auto (RESULTS.md, bf16 on CPU).
     precision: str = "fp32"
+    # Capture the whole GAN step (D and G updates, EMA) once as a CUDA graph and replay it: one launch per step instead of
+    # hundreds, for small models on a GPU. Off until measured on one (RESULTS.md); CUDA only, one process.
+    cuda_graphs: bool = False
 
 
 @dataclass(frozen=True)
@@ -270,8 +273,11 @@ def _check_family_options(cfg: RunConfig, options: dict[str, Any]) -> None:
         gan_only = [k for k in _GAN_ONLY if k in options]
         if gan_only:
             raise ConfigError(f"--{gan_only[0].replace('_', '-')} is a GAN option; --model {name} has no discriminator, drop the flag")
-    if options.get("compile") and get_spec(name).family == "autoencoder":
-        raise ConfigError(f"--compile applies to the GAN step only; --model {name} would train uncompiled, drop the flag")
+    for flag in ("compile", "cuda_graphs"):
+        if options.get(flag) and get_spec(name).family == "autoencoder":
+            raise ConfigError(
+                f"--{flag.replace('_', '-')} applies to the GAN step only; --model {name} would train without it, drop the flag"
+            )
     if options.get("ac_weight") and not get_spec(name).conditional:
         raise ConfigError(f"--ac-weight trains a class head in D; use it with a conditional model (--model cdcgan), not --model {name}")
     if options.get("twin_ac") and not get_spec(name).conditional:
@@ -319,6 +325,11 @@ def _validate(cfg: RunConfig) -> None:
         (
             not (L.compile and (Lo.r1_gamma > 0 or Lo.name == "wgan-gp")),
             "--compile cannot take the double backward of the R1 / WGAN-GP penalty; drop --compile or the penalty",
+        ),
+        (not (L.cuda_graphs and L.compile), "--cuda-graphs and --compile cannot be combined; pick one"),
+        (
+            not (L.cuda_graphs and Lo.recall_weight > 0),
+            "--cuda-graphs cannot replay the recall term (it sizes a tensor on the host every step); set --recall-weight 0 or drop --cuda-graphs",
         ),
         (Lo.name in LOSSES, f"unknown loss '{Lo.name}'; choose one of {', '.join(LOSSES)}"),
         (Lo.gp_weight >= 0, f"--gp-weight must be >= 0, got {Lo.gp_weight}"),

@@ -36,6 +36,7 @@ from .checkpoints import (
     save_checkpoint,
 )
 from .config import ConfigError, RunConfig
+from .cudagraph import StepGraph, make_capturable, set_lr
 from .data import Dataset, batch_indices, drop_class, load_dataset
 from .fileio import atomic_write_text
 from .losses import build_loss, gaussian_kl, reconstruction_loss
@@ -279,6 +280,9 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     _check_precision(precision, device)
     main = dist.is_main()
     spec = get_spec(cfg.model.name)
+    graphs = L.cuda_graphs
+    if graphs:
+        _check_cuda_graphs(device)
     data = data if data is not None else load_training_data(cfg)
     cond, ae = spec.conditional, spec.family == "autoencoder"
     if cond and cfg.model.num_classes == 0:
@@ -331,6 +335,14 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
             load_optimizer(opt, tensors, state, name)
         restore_rng(tensors)
         cur_nimg, elapsed_prev = state["cur_nimg"], state.get("seconds", 0.0)
+    # After any loading: a checkpoint's param groups would replace these, and whether a run is graphed is this process's choice.
+    for opt in optimizers.values():
+        if graphs:
+            make_capturable(opt, device)
+        else:
+            for group in opt.param_groups:
+                group["capturable"] = False
+    if ckpts:
         log.info(f"resuming {run_dir} from {ckpts[-1].name} at {cur_nimg / 1000:.1f} kimg on {device}, {precision}")
     else:
         log.info(f"starting {run_dir}: {cfg.model.name} on {cfg.data.name} ({n_data} items) on {device}, {precision}")
@@ -390,8 +402,50 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
 
     halflife_nimg = L.ema_halflife_kimg * 1000
     ema_beta = 0.5 ** (L.batch_size / max(halflife_nimg, 1e-8)) if halflife_nimg > 0 else 0.0  # per step of batch_size images
-    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")  # noqa: E731
+    # A captured step casts the weights afresh in every replay: autocast's cache of casts must not outlive the capture.
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=not graphs)  # noqa: E731
     acc = torch.zeros(len(stat_keys), device=device)  # running sums of the stats: GAN_STATS, or the autoencoder's losses
+    # The step reads its batches' indices from these buffers, refilled in place before every step, so a CUDA graph of
+    # the step reads each new batch from the addresses it captured. Several processes draw the global batch alike.
+    batches_per_step = 1 if ae else O.d_steps
+    step_indices = lambda start_nimg: dist.shard(batch_indices(n_data, L.batch_size, L.seed, start_nimg))  # noqa: E731
+    idx_bufs = [step_indices(0).to(device) for _ in range(batches_per_step)]  # (B / ranks,) int64 each
+
+    def gan_step() -> None:
+        """d_steps D updates on the batches in idx_bufs, one G update, the EMA; its stats are added to acc."""
+        with autocast():  # bf16: the steps' matmuls and convolutions in bfloat16; parameters and optimisers stay fp32
+            # Step 1: D learns on reals labelled real and fakes labelled fake; G only generates.
+            for idx in idx_bufs:
+                real = prep(x_all[idx])  # (B, C, H, W) in G's range, B per process
+                z = dist.shard(torch.randn(L.batch_size, G.z_dim, device=device, generator=shared))  # (B, z_dim)
+                real_y = y_all[idx] if cond else None  # (B,)
+                fake_y = dist.shard(torch.randint(C, (L.batch_size,), device=device, generator=shared)) if cond else None  # (B,) uniform
+                loss_D, real_logits, fake_logits = d_step(G_gen, D_train, opt_D, loss, real, z, real_y, fake_y)
+            # Step 2: D is frozen; G learns from D's verdict on fresh fakes labelled real.
+            z = dist.shard(torch.randn(L.batch_size, G.z_dim, device=device, generator=shared))  # (B, z_dim)
+            fake_y = dist.shard(torch.randint(C, (L.batch_size,), device=device, generator=shared)) if cond else None  # (B,)
+            recall = None
+            if loss.recall_weight > 0:  # the last D step's reals pull their nearest fakes of a wider pool
+                pool_z = dist.shard(torch.randn(cfg.loss.recall_pool, G.z_dim, device=device, generator=shared))  # (P, z_dim)
+                pool_y = dist.shard(torch.randint(C, (cfg.loss.recall_pool,), device=device, generator=shared)) if cond else None  # (P,)
+                recall = RecallBatch(real, real_y, pool_z, pool_y)
+            loss_G, fake_logits_g = g_step(G_train, D_judge, opt_G, loss, z, fake_y, recall)
+            with torch.no_grad():
+                acc.add_(torch.stack([loss_D, loss_G, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean(),
+                                      torch.sigmoid(fake_logits_g).mean()]).to(acc.dtype))  # fmt: skip
+        ema_update(G_ema, G, ema_beta)
+
+    def autoencoder_step() -> None:
+        """The one autoencoder update: encoder and decoder learn together to reconstruct the batch in idx_bufs."""
+        with autocast():
+            losses = ae_step(D, G, opt_ae, prep(x_all[idx_bufs[0]]), cfg.loss.beta)
+            acc.add_(torch.stack([losses[k] for k in stat_keys]))
+        ema_update(G_ema, G, ema_beta)
+        ema_update(D_ema, D, ema_beta)
+
+    train_step = autoencoder_step if ae else gan_step
+    if graphs:
+        train_step = StepGraph(train_step)
     acc_steps, t_start = 0, time.time()
     t_tick, nimg_tick = t_start, cur_nimg
     last: dict[str, Any] = {}
@@ -406,51 +460,12 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
             scale = lr_scale(cur_nimg, total_nimg, O.lr_rampdown)
             for name, opt in optimizers.items():  # looked up each time: loading a checkpoint replaces the param groups
                 for group, lr in zip(opt.param_groups, base_lrs[name]):
-                    group["lr"] = lr * scale
+                    set_lr(group, lr * scale)
         dist.reseed_rank_local(L.seed, cur_nimg)  # several processes: per-image randomness (DiffAugment, dropout) differs by rank
-
-        with autocast():  # bf16: the steps' matmuls and convolutions in bfloat16; parameters and optimisers stay fp32
-            if ae:
-                # The one autoencoder step: encoder and decoder learn together to reconstruct a batch of reals.
-                idx = dist.shard(batch_indices(n_data, L.batch_size, L.seed, cur_nimg)).to(
-                    device, non_blocking=True
-                )  # (B / ranks,): this rank's slice
-                losses = ae_step(D, G, opt_ae, prep(x_all[idx]), cfg.loss.beta)
-                cur_nimg += L.batch_size
-                acc += torch.stack([losses[k] for k in stat_keys])
-            else:
-                # Step 1: D learns on reals labelled real and fakes labelled fake; G only generates.
-                for _ in range(O.d_steps):
-                    # Several processes draw the global batch (indices, noise, labels) alike, and each takes its slice.
-                    idx = dist.shard(batch_indices(n_data, L.batch_size, L.seed, cur_nimg)).to(
-                        device, non_blocking=True
-                    )  # (B,) per process: B / ranks
-                    real = prep(x_all[idx])  # (B, C, H, W) in G's range
-                    z = dist.shard(torch.randn(L.batch_size, G.z_dim, device=device, generator=shared))  # (B, z_dim)
-                    real_y = y_all[idx] if cond else None  # (B,)
-                    fake_y = (
-                        dist.shard(torch.randint(C, (L.batch_size,), device=device, generator=shared)) if cond else None
-                    )  # (B,) uniform
-                    loss_D, real_logits, fake_logits = d_step(G_gen, D_train, opt_D, loss, real, z, real_y, fake_y)
-                    cur_nimg += L.batch_size
-                # Step 2: D is frozen; G learns from D's verdict on fresh fakes labelled real.
-                z = dist.shard(torch.randn(L.batch_size, G.z_dim, device=device, generator=shared))  # (B, z_dim)
-                fake_y = dist.shard(torch.randint(C, (L.batch_size,), device=device, generator=shared)) if cond else None  # (B,)
-                recall = None
-                if loss.recall_weight > 0:  # the last D step's reals pull their nearest fakes of a wider pool
-                    pool_z = dist.shard(torch.randn(cfg.loss.recall_pool, G.z_dim, device=device, generator=shared))  # (P, z_dim)
-                    pool_y = (
-                        dist.shard(torch.randint(C, (cfg.loss.recall_pool,), device=device, generator=shared)) if cond else None
-                    )  # (P,)
-                    recall = RecallBatch(real, real_y, pool_z, pool_y)
-                loss_G, fake_logits_g = g_step(G_train, D_judge, opt_G, loss, z, fake_y, recall)
-                with torch.no_grad():
-                    acc += torch.stack([loss_D, loss_G, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean(),
-                                        torch.sigmoid(fake_logits_g).mean()]).to(acc.dtype)  # fmt: skip
-
-        ema_update(G_ema, G, ema_beta)
-        if ae:
-            ema_update(D_ema, D, ema_beta)
+        for k, buf in enumerate(idx_bufs):
+            buf.copy_(step_indices(cur_nimg + k * L.batch_size), non_blocking=True)
+        train_step()
+        cur_nimg += batches_per_step * L.batch_size
         acc_steps += 1
         if cb.on_step:
             cb.on_step(cur_nimg, total_nimg)
@@ -513,6 +528,17 @@ def _check_compiler(device: torch.device) -> None:
     """torch.compile on CPU builds C++ with the system compiler: say so in one line before training, not deep in it."""
     if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++")):
         raise ConfigError("--compile on CPU needs a C++ compiler (g++ or clang++, e.g. apt-get install g++); install one or drop --compile")
+
+
+def _check_cuda_graphs(device: torch.device) -> None:
+    """--cuda-graphs replays one process's step on a CUDA GPU: say in one line when this run is not that."""
+    # The config rules out what no machine allows (autoencoders, --compile, the recall term); this is the machine's part.
+    if device.type != "cuda":
+        raise ConfigError(
+            f"--cuda-graphs replays the training step on a CUDA GPU and this run trains on {device.type}; drop --cuda-graphs or use --device cuda"
+        )
+    if dist.world_size() > 1:
+        raise ConfigError("--cuda-graphs graphs one process's step; under torchrun, train without --cuda-graphs")
 
 
 def _check_precision(precision: str, device: torch.device) -> None:
