@@ -5,13 +5,15 @@ import contextlib
 import pytest
 import torch
 from test_train import _final_tensors, tiny_cfg
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from counterfeit import cudagraph
 from counterfeit.checkpoints import list_checkpoints, read_checkpoint
-from counterfeit.config import ConfigError
+from counterfeit.config import ConfigError, LossConfig
 from counterfeit.cudagraph import StepGraph, make_capturable, set_lr
+from counterfeit.losses import build_loss
 from counterfeit.runs import create_run_dir
-from counterfeit.train import Callbacks, train
+from counterfeit.train import Callbacks, conditional_config, load_training_data, train
 
 
 class FakeCuda:
@@ -20,6 +22,7 @@ class FakeCuda:
     def __init__(self):
         self.capturing, self.captures, self.replays, self.eager_calls = False, 0, 0, 0
         self.captured = None
+        self.replay_context = contextlib.nullcontext  # what each replay runs inside (a test may watch the ops)
 
     def install(self, monkeypatch):
         """Patch torch.cuda's stream and graph entry points with this fake's."""
@@ -32,7 +35,8 @@ class FakeCuda:
         class Graph:
             def replay(self):
                 fake.replays += 1
-                fake.captured()  # what a replay of the recorded kernels does: the step, once more
+                with fake.replay_context():
+                    fake.captured()  # what a replay of the recorded kernels does: the step, once more
 
         @contextlib.contextmanager
         def graph(g):
@@ -171,3 +175,69 @@ def test_cuda_graphs_on_a_cpu_is_a_one_line_error_before_anything_is_loaded(tiny
 def test_cuda_graphs_refuses_what_it_cannot_replay(tiny_folder, options, needle):
     with pytest.raises(ConfigError, match=needle):
         tiny_cfg(tiny_folder, cuda_graphs=True, **options)
+
+
+# Ops that make the host wait for the GPU (a value or a data-dependent shape read back), or copy a host constant in:
+# any of them inside the step would fail a real capture, or freeze one step's host-side value into every replay.
+_HOST_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "equal", "is_nonzero", "allclose", "bincount", "histc",
+             "_unique", "_unique2", "unique_dim", "unique_consecutive", "lift_fresh", "lift_fresh_copy"}  # fmt: skip
+
+
+class _HostOpDetector(TorchDispatchMode):
+    """Record the aten ops run inside the mode that would sync: _HOST_OPS, indexing by a mask, repeat_interleave unsized."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen, self.ran = set(), set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        self.ran.add(name)
+        if name in _HOST_OPS or (name == "repeat_interleave" and (kwargs or {}).get("output_size") is None and len(args) < 4):
+            self.seen.add(name)
+        # A boolean mask as an index is a nonzero inside the kernel: the result's shape depends on the data.
+        if name.startswith(("index", "_index_put")) and len(args) > 1 and isinstance(args[1], (list, tuple)):
+            if any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in args[1]):
+                self.seen.add(f"{name} by a boolean mask")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"loss": "ns", "r1_gamma": 0.1, "diffaug": "color,translation,cutout"},
+        {"loss": "wgan-gp", "d_steps": 2},
+        {"spectral_norm": True, "mbstd": True, "pack": 2, "ms_weight": 1.0},
+        {"model": "cdcgan", "ac_weight": 1.0, "twin_ac": True},
+    ],
+)
+def test_the_graphed_step_never_waits_for_the_host(tiny_folder, tmp_path, monkeypatch, options):
+    """Every replay of the step (here on CPU) runs without an op that a CUDA capture cannot take: the step is graph-safe."""
+    fake = _graphs_on_cpu(monkeypatch)
+    detector = _HostOpDetector()
+    fake.replay_context = lambda: detector
+    cfg = tiny_cfg(tiny_folder, cuda_graphs=True, kimg=0.128, **options)
+    cfg = conditional_config(cfg, load_training_data(cfg)) if "model" in options else cfg  # cdcgan: the folder's classes
+    train(cfg, create_run_dir(cfg, tmp_path))
+    steps = 128 // (cfg.loop.batch_size * cfg.optim.d_steps)
+    assert fake.replays == steps - 3 and detector.seen == set()
+    # ...and it watched the whole step: the backward passes, both optimisers' updates and the EMA.
+    assert {"convolution_backward", "_fused_adam_", "_foreach_lerp_"} <= detector.ran
+
+
+def test_the_host_op_detector_sees_the_recall_term_that_graphs_refuse():
+    """The detector is not blind: the recall term (refused under --cuda-graphs) drops rows by a boolean mask."""
+    loss = build_loss(LossConfig(recall_weight=1.0))
+    detector = _HostOpDetector()
+    with detector:
+        loss.recall_loss(torch.randn(4, 1, 8, 8), torch.randn(6, 1, 8, 8))
+    assert detector.seen == {"index by a boolean mask"}
+
+
+def test_cuda_graphs_under_torchrun_is_a_one_line_error(monkeypatch):
+    from counterfeit.train import _check_cuda_graphs
+
+    monkeypatch.setattr("counterfeit.distributed.world_size", lambda: 2)
+    with pytest.raises(ConfigError, match="--cuda-graphs graphs one process's step; under torchrun, train without --cuda-graphs"):
+        _check_cuda_graphs(torch.device("cuda"))
