@@ -87,7 +87,7 @@ def test_a_step_that_cannot_be_captured_is_a_one_line_error(monkeypatch):
     graph = StepGraph(syncs, warmup=0)
     with pytest.raises(
         ConfigError,
-        match=r"could not capture this run's training step \(CUDA error: operation not permitted when stream is capturing\); train without --cuda-graphs$",
+        match=r"could not capture this run's training step \(CUDA error: operation not permitted when stream is capturing\); rerun with --no-cuda-graphs$",
     ):
         graph()
 
@@ -239,5 +239,23 @@ def test_cuda_graphs_under_torchrun_is_a_one_line_error(monkeypatch):
     from counterfeit.train import _check_cuda_graphs
 
     monkeypatch.setattr("counterfeit.distributed.world_size", lambda: 2)
-    with pytest.raises(ConfigError, match="--cuda-graphs graphs one process's step; under torchrun, train without --cuda-graphs"):
+    with pytest.raises(ConfigError, match="--cuda-graphs graphs one process's step; under torchrun, add --no-cuda-graphs"):
         _check_cuda_graphs(torch.device("cuda"))
+
+
+def test_a_graphed_run_resumed_on_a_cpu_says_how_and_resumes_with_no_cuda_graphs(tiny_folder, tmp_path, monkeypatch, capsys):
+    """config.json keeps --cuda-graphs: a CPU resume says to add --no-cuda-graphs in one line, and with it finishes the run."""
+    from test_cli import _one_line_error
+
+    from counterfeit.cli import main
+
+    cfg = tiny_cfg(tiny_folder, cuda_graphs=True)
+    run = create_run_dir(cfg, tmp_path)
+    with monkeypatch.context() as m:
+        _graphs_on_cpu(m)
+        steps = []
+        train(cfg, run, Callbacks(should_stop=lambda: len(steps) >= 6, on_step=lambda c, t: steps.append(c)))
+    _one_line_error(capsys, ["train", "--resume", str(run), "--no-progress"], "trains on cpu; add --no-cuda-graphs")
+    assert main(["train", "--resume", str(run), "--no-cuda-graphs", "--no-progress"]) == 0
+    _, state = read_checkpoint(list_checkpoints(run)[-1], prefixes=())
+    assert state["done"] and state["cur_nimg"] == 256 and state["config"]["loop"]["cuda_graphs"] is False

@@ -54,7 +54,7 @@ class StepGraph:
                 self.step()  # recorded, not run: __call__ replays it
         except RuntimeError as e:  # a host sync, a CPU tensor or an unsupported op in the step
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"--cuda-graphs could not capture this run's training step ({first}); train without --cuda-graphs") from e
+            raise ConfigError(f"--cuda-graphs could not capture this run's training step ({first}); rerun with --no-cuda-graphs") from e
         return graph
 
 

@@ -535,10 +535,10 @@ def _check_cuda_graphs(device: torch.device) -> None:
     # The config rules out what no machine allows (autoencoders, --compile, the recall term); this is the machine's part.
     if device.type != "cuda":
         raise ConfigError(
-            f"--cuda-graphs replays the training step on a CUDA GPU and this run trains on {device.type}; drop --cuda-graphs or use --device cuda"
+            f"--cuda-graphs replays the training step on a CUDA GPU and this run trains on {device.type}; add --no-cuda-graphs or use --device cuda"
         )
     if dist.world_size() > 1:
-        raise ConfigError("--cuda-graphs graphs one process's step; under torchrun, train without --cuda-graphs")
+        raise ConfigError("--cuda-graphs graphs one process's step; under torchrun, add --no-cuda-graphs")
 
 
 def _check_precision(precision: str, device: torch.device) -> None:
