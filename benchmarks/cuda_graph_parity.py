@@ -2,8 +2,9 @@
 
     python benchmarks/cuda_graph_parity.py [--kimg 4] [--device cuda] [--modes eager,eager,graphs] [--set KEY=VALUE ...]
 
-Each mode trains the default dcgan (plus any `--set`) for `--kimg` from the same seed, training-time monitor off,
-into a temporary run folder. The first run is the reference; for each other run the script prints the largest
+Each mode trains the default dcgan (plus any `--set`) for `--kimg` from the same seed into a temporary run folder,
+with a checkpoint, a sample grid and the training-time monitor every half of the run, so a graphed run also shows
+that eager work between replays (sampling, judging, saving) leaves its graph intact. The first run is the reference; for each other run the script prints the largest
 absolute difference of any weight, optimiser moment or EMA tensor of the final checkpoint, the loss rows side by
 side and the img/s. Two eager runs show how far the GPU's own non-determinism (atomics in some backward kernels)
 moves the weights; a graphed run within that spread trains the same model. Graphs need a CUDA GPU:
@@ -35,8 +36,8 @@ from counterfeit.train import train  # noqa: E402
 
 def run_once(graphs: bool, kimg: float, device: str, overrides: dict, folder: str) -> tuple[dict, list[dict]]:
     """Train once; the final checkpoint's tensors (RNG states left out) and the stats rows."""
-    cfg = make_config(kimg=kimg, tick_kimg=kimg / 4, sample_kimg=kimg, snapshot_kimg=kimg, eval_every_kimg=0, device=device,
-                      cuda_graphs=graphs, **overrides)  # fmt: skip
+    cfg = make_config(kimg=kimg, tick_kimg=kimg / 4, sample_kimg=kimg / 2, snapshot_kimg=kimg / 2, eval_every_kimg=kimg / 2,
+                      device=device, cuda_graphs=graphs, **overrides)  # fmt: skip
     run = create_run_dir(cfg, folder)
     train(cfg, run)
     tensors, _ = read_checkpoint(list_checkpoints(run)[-1])
@@ -78,9 +79,11 @@ def main() -> None:
             continue
         worst, where = largest_difference(ref, tensors)
         print(f"run {i} ({mode}): largest difference from run 0 {worst:.3g} (in {where}); {rate:.0f} img/s over the last tick")
-    print("kimg | " + " | ".join(f"loss_D, loss_G run {i}" for i in range(len(modes))))
+    print("kimg | " + " | ".join(f"loss_D, loss_G (monitor's FID) run {i}" for i in range(len(modes))))
     for j, row in enumerate(ref_rows):
-        cells = [f"{r[j]['loss_D']:.5f}, {r[j]['loss_G']:.5f}" for _, r in results]
+        cells = [
+            f"{r[j]['loss_D']:.5f}, {r[j]['loss_G']:.5f}" + (f" ({r[j]['cov/fid']:.3f})" if "cov/fid" in r[j] else "") for _, r in results
+        ]
         print(f"{row['kimg']} | " + " | ".join(cells))
 
 
