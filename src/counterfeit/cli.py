@@ -723,6 +723,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
+    """`counterfeit export-onnx RUN --out g.onnx`: the EMA generator as an ONNX graph."""
     from .onnx_export import export_onnx
 
     if not Path(args.out).is_dir():  # export_onnx says what to do about a folder

@@ -16,6 +16,8 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class DataConfig:
+    """Which images (or 2-D points) the run trains on, and at what size."""
+
     name: str = "fashion-mnist"  # fashion-mnist | mnist | ring8 | grid25 | ducks-cows | a folder path
     resolution: int = 28  # pixels per side; folders are resized and centre-cropped to it
     channels: int = 1  # 1 = grey, 3 = RGB
@@ -26,6 +28,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The architecture of G and D: which model, the noise length and the layer widths and options."""
+
     name: str = "dcgan"
     z_dim: int = 64  # length of the noise vector z
     # Width 32 beat 64 per CPU-second at 28x28 (benchmarks/RESULTS.md); raise it for 64x64 colour data.
@@ -53,6 +57,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
+    """The game G and D play: the loss and the stabilisers that change D's or G's objective."""
+
     name: str = "ns"  # ns (non-saturating) | minimax (the original log(1 - D(G(z)))) | lsgan | hinge | wgan-gp
     gp_weight: float = 10.0  # wgan-gp's gradient-penalty weight lambda (Gulrajani et al. 2017's value)
     r1_gamma: float = 0.0  # R1 penalty gamma/2 * E[|grad D(x)|^2] on reals in every D step (Mescheder et al. 2018); 0 = off
@@ -80,6 +86,8 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
+    """Adam's settings for G and D and the learning-rate ramp-down."""
+
     # DCGAN's paper used 2e-4; 5e-4 reached a lower FID at every length we tried for the first default 28x28 run
     # (benchmarks/RESULTS.md). cdcgan keeps it; dcgan registers 1.5e-3 and the lecture model 2e-4 as their defaults.
     lr_g: float = 5e-4
@@ -97,6 +105,8 @@ MAX_SEED = 2**31 - 1  # every command's and the studio's seed range: 0 to MAX_SE
 
 @dataclass(frozen=True)
 class LoopConfig:
+    """How long and how the run trains: length, batch, seed, EMA, logging, checkpoints and speed switches."""
+
     total_kimg: float = 420.0  # training length in thousands of real images shown to D (7 epochs of Fashion-MNIST)
     batch_size: int = 64
     seed: int = 0
@@ -121,6 +131,8 @@ class LoopConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
+    """One run's whole configuration, saved as config.json: enough to rebuild the run."""
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)

@@ -88,6 +88,8 @@ def read_stats(run_dir: Path) -> list[dict[str, Any]]:
 
 @dataclass
 class LoadedRun:
+    """A finished or stopped run read back from its folder: config, model spec, generator and checkpoint state."""
+
     run_dir: Path
     config: RunConfig
     spec: ModelSpec

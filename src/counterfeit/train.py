@@ -71,6 +71,8 @@ class Callbacks:
 
 @dataclass
 class TrainResult:
+    """What `train` returns: the run folder, how far it got and the last stats line."""
+
     run_dir: Path
     cur_nimg: int
     status: str  # "done" or "stopped"

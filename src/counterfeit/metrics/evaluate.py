@@ -152,6 +152,8 @@ def evaluate_run(
 
 @dataclass(frozen=True)
 class RunScores:
+    """The scores of one evaluation of a run's newest checkpoint, each with its provenance."""
+
     run_dir: Path
     results: dict[str, dict]  # metric name -> scores and provenance
     kimg: float  # the checkpoint's progress

@@ -12,6 +12,8 @@ from ..config import ConfigError, RunConfig
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """A registered model: how to build G and D, what data it takes and its default options."""
+
     name: str
     build: Callable[[RunConfig], tuple[nn.Module, nn.Module]]
     data_kind: str  # "images" or "points"

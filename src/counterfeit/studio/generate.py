@@ -54,6 +54,8 @@ class ModelCache:
 
 @dataclass
 class Request:
+    """One generate request from the studio page, validated."""
+
     run_dir: Path
     seed: int
     n: int
