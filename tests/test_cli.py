@@ -151,6 +151,85 @@ def test_bad_options(capsys, tmp_path):
     _one_line_error(capsys, ["train", "--precision", "fp16", "--dry-run"], "--precision must be fp32, bf16 or auto", "fp16")
 
 
+def test_non_finite_option_values_are_one_line_errors(capsys, tmp_path):
+    """inf and nan pass a "> 0" check; each float option refuses them by its flag's name, before any folder is made."""
+    for flag, value in (("--sample-kimg", "inf"), ("--eval-every-kimg", "inf"), ("--lr-g", "1e400"), ("--alarm-after-kimg", "nan")):
+        _one_line_error(capsys, ["train", flag, value, "--out", str(tmp_path)], f"{flag} must be")
+    _one_line_error(capsys, ["train", "--alarm-after-kimg", "-5", "--dry-run"], "--alarm-after-kimg must be >= 0")
+    assert not list(tmp_path.iterdir())
+
+
+def test_argparse_errors_are_one_line(capsys):
+    for argv, needle in (
+        (["train", "--kimg", "abc"], "invalid float value: 'abc'"),
+        (["train", "--model", "foo"], "invalid choice: 'foo'"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(err.splitlines()) == 1 and needle in err, err
+        assert err.startswith("counterfeit train: error:") and err.endswith("(see 'counterfeit train --help')")
+
+
+def test_missing_folder_and_cuda_graphs_on_cpu_are_refused_before_a_folder_or_dry_run(tmp_path, capsys):
+    _one_line_error(capsys, ["train", "--data", str(tmp_path / "gone"), "--dry-run"], "no such folder", "gone")
+    err = _one_line_error(capsys, ["train", "--cuda-graphs", "--device", "cpu", "--out", str(tmp_path)], "--cuda-graphs", "trains on cpu")
+    assert "removed" not in capsys.readouterr().err + err and not list(tmp_path.iterdir())
+
+
+def test_a_folder_run_resumes_from_anywhere_and_follows_its_data_when_told(tiny_folder, tmp_path, capsys, monkeypatch):
+    """A folder run's config keeps the folder's absolute path; when the folder moves, --data on resume says where to."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_folder, data)
+    monkeypatch.chdir(tmp_path)
+    run = _train(tmp_path, "--data", "data")  # relative, as a user types it
+    assert json.loads((run / "config.json").read_text())["data"]["name"] == str(data)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["train", "--resume", str(run), "--kimg", "0.096", "--no-progress"]) == 0
+    data.rename(tmp_path / "moved")
+    _one_line_error(capsys, ["train", "--resume", str(run), "--kimg", "0.128"], "which is not there", "--data NEW_FOLDER")
+    _one_line_error(capsys, ["train", "--resume", str(run), "--data", "mnist", "--kimg", "0.128"], "--data cannot change when resuming")
+    assert main(["train", "--resume", str(run), "--data", str(tmp_path / "moved"), "--kimg", "0.128", "--no-progress"]) == 0
+    assert json.loads((run / "config.json").read_text())["data"]["name"] == str(tmp_path / "moved")
+
+
+def test_conditional_data_problems_are_named(tiny_folder, tmp_path, capsys):
+    """Loose images beside the class folders, or a class whose files all fail to decode, are named in the one line."""
+    import shutil
+
+    loose = tmp_path / "loose"
+    shutil.copytree(tiny_folder, loose)
+    shutil.copy(loose / "rings" / "000.png", loose / "stray.png")
+    _one_line_error(
+        capsys, ["train", "--model", "cdcgan", "--data", str(loose), "--out", str(tmp_path)], "1 images lie directly in the folder"
+    )
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_folder, broken)
+    (broken / "dots").mkdir()
+    for i in range(3):
+        (broken / "dots" / f"{i}.png").write_bytes(b"junk")
+    _one_line_error(
+        capsys, ["train", "--model", "cdcgan", "--data", str(broken), "--out", str(tmp_path)], "class 'dots'", "no readable images"
+    )
+    assert not [p for p in tmp_path.iterdir() if p.name[:5].isdigit()]
+
+
+def test_log_txt_keeps_the_skipped_files_and_the_labels(tiny_folder, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_folder, data)
+    (data / "rings" / "bad.png").write_bytes(b"junk")
+    run = _train(tmp_path, "--data", str(data))
+    log = (run / "log.txt").read_text()
+    assert "labelled by sub-folder: 2 classes" in log and "skipped 1 of 97 files that could not be read: rings/bad.png" in log
+    assert capsys.readouterr().err.count("rings/bad.png") == 1  # the console said it once, as the folder loaded
+
+
 def test_bad_resume(folder_run, tmp_path, capsys):
     _one_line_error(capsys, ["train", "--resume", str(tmp_path / "missing")], "not a run folder")
     _one_line_error(capsys, ["train", "--resume", str(folder_run), "--lr-g", "0.1"], "--lr-g", "cannot change")

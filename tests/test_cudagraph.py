@@ -108,7 +108,7 @@ def test_a_tensor_lr_is_filled_in_place_a_float_one_replaced():
 def _graphs_on_cpu(monkeypatch):
     """Let the loop take its --cuda-graphs path on a CPU: the device check passes, and the fake CUDA replays the step."""
     fake = FakeCuda().install(monkeypatch)
-    monkeypatch.setattr("counterfeit.train._check_cuda_graphs", lambda device: None)
+    monkeypatch.setattr("counterfeit.train.check_cuda_graphs", lambda device: None)
     real_init = StepGraph.__init__
     monkeypatch.setattr(cudagraph.StepGraph, "__init__", lambda self, step, warmup=3: real_init(self, fake.wrap(step), warmup))
     return fake
@@ -236,11 +236,11 @@ def test_the_host_op_detector_sees_the_recall_term_that_graphs_refuse():
 
 
 def test_cuda_graphs_under_torchrun_is_a_one_line_error(monkeypatch):
-    from counterfeit.train import _check_cuda_graphs
+    from counterfeit.train import check_cuda_graphs
 
     monkeypatch.setattr("counterfeit.distributed.world_size", lambda: 2)
     with pytest.raises(ConfigError, match="--cuda-graphs graphs one process's step; under torchrun, add --no-cuda-graphs"):
-        _check_cuda_graphs(torch.device("cuda"))
+        check_cuda_graphs(torch.device("cuda"))
 
 
 def test_a_graphed_run_resumed_on_a_cpu_says_how_and_resumes_with_no_cuda_graphs(tiny_folder, tmp_path, monkeypatch, capsys):

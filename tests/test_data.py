@@ -390,6 +390,35 @@ def test_corrupt_cache_entry_is_rebuilt(pictures):
     assert load_folder(str(pictures), 16, 3).info["cache"] == "hit"
 
 
+def test_a_file_the_system_would_not_read_is_tried_again_next_time(pictures, monkeypatch):
+    """A permission or I/O error leaves the file's size and mtime (the cache key) as they were: such a load is not cached."""
+    real_decode = folder_module.decode_image
+
+    def no_permission(path, *args):
+        if path.name == "a.png":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_decode(path, *args)
+
+    monkeypatch.setattr(folder_module, "decode_image", no_permission)
+    first = load_folder(str(pictures), 16, 3)
+    assert {"file": "cats/a.png", "reason": "Permission denied"} in first.info["skipped"] and len(first) == 6
+    monkeypatch.setattr(folder_module, "decode_image", real_decode)  # the owner fixed the permissions
+    second = load_folder(str(pictures), 16, 3)
+    assert second.info["cache"] == "miss" and len(second) == 7
+    assert load_folder(str(pictures), 16, 3).info["cache"] == "hit"  # a bad file's bytes do not change by themselves
+
+
+def test_linked_class_folders_are_followed_once(pictures, tmp_path):
+    """A dataset assembled from links to class folders loads them; a link back up the tree does not loop."""
+    root = tmp_path / "linked"
+    root.mkdir()
+    (root / "cats").symlink_to(pictures / "cats", target_is_directory=True)
+    (root / "dogs").symlink_to(pictures / "dogs", target_is_directory=True)
+    (pictures / "cats" / "loop").symlink_to(pictures / "cats", target_is_directory=True)
+    ds = load_folder(str(root), 16, 3)
+    assert ds.class_names == ["cats", "dogs"] and ds.info["class_counts"] == [4, 3]
+
+
 def test_loose_images_beside_class_folders_mean_unlabelled(tmp_path):
     save(tmp_path / "mixed" / "cats" / "a.png", noise(8, 8, 0))
     save(tmp_path / "mixed" / "dogs" / "b.png", noise(8, 8, 1))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -75,12 +76,20 @@ EXAMPLES = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: the usage block it prints by default buries the line that says what is wrong."""
+
+    def error(self, message: str):
+        """Print `<prog>: error: <message>` and where help is, then exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     from .losses import LOSSES
     from .models import MODELS
 
     fmt = argparse.RawDescriptionHelpFormatter
-    p = argparse.ArgumentParser(prog="counterfeit", description="Teach a machine to forge images.", formatter_class=fmt,
+    p = _Parser(prog="counterfeit", description="Teach a machine to forge images.", formatter_class=fmt,
                                 epilog="run 'counterfeit COMMAND --help' for examples")  # fmt: skip
     p.add_argument("--version", action="version", version=f"counterfeit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -356,37 +365,45 @@ def _launched_rank() -> int:
     return launched_rank()
 
 
-class _NoTicks(logging.Filter):
+class _NotFileOnly(logging.Filter):
+    # Lines for log.txt alone: the ticks (the progress bar shows them) and what the console already said another way.
     def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(record, "tick", False)
+        return not getattr(record, "file_only", False)
+
+
+class _TqdmHandler(logging.Handler):
+    # Log lines printed above a running progress bar instead of through it. At module level, so the check below finds
+    # the handler an earlier main() in this process installed (a class made per call never matches).
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(self.format(record), file=sys.stderr)
 
 
 def _console_logging() -> None:
-    from tqdm import tqdm
-
-    class TqdmHandler(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            tqdm.write(self.format(record), file=sys.stderr)
-
     log = logging.getLogger("counterfeit")
     log.setLevel(logging.INFO)
-    if not any(isinstance(h, TqdmHandler) for h in log.handlers):
-        h = TqdmHandler()
-        h.addFilter(_NoTicks())
+    if not any(isinstance(h, _TqdmHandler) for h in log.handlers):
+        h = _TqdmHandler()
+        h.addFilter(_NotFileOnly())
         h.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(h)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Build the config (or reload it for --resume), make the run folder and train with a progress bar."""
+    from .data import check_data_source
     from .distributed import check_batch, process_group
     from .models import build_models, get_spec
-    from .train import check_batch_fits, conditional_config, load_training_data
+    from .train import check_batch_fits, check_cuda_graphs, conditional_config, load_training_data, pick_device
 
     run_dir, cfg = _train_config(args)
     if not get_spec(cfg.model.name).conditional or cfg.model.num_classes:
         build_models(cfg)  # checks the architecture fits the data shape, before anything is written
     check_batch(cfg.loop.batch_size, cfg.model.pack)  # under torchrun: the batch must split over the processes
+    if cfg.loop.cuda_graphs:  # the machine's part of that check, before the data loads or a run folder exists
+        check_cuda_graphs(pick_device(cfg.loop.device), int(os.environ.get("WORLD_SIZE", "1")))
+    check_data_source(cfg.data.name)  # a folder that is not there is refused by --dry-run too
     if args.dry_run:
         if _launched_rank() == 0:
             print(cfg.to_json())
@@ -486,26 +503,32 @@ def _train_config(args: argparse.Namespace):
     """(existing run folder or None, config) from the command line."""
     from .checkpoints import list_checkpoints, read_checkpoint
     from .config import ConfigError, extend_config, load_config, make_config
+    from .data import builtin_name
 
     given = {k: getattr(args, k) for k in _OPTIONS if getattr(args, k) is not None}
     if not args.resume:
         return None, make_config(**given)
     run_dir = Path(args.resume)
-    fixed = sorted(set(given) - set(_RESUMABLE))
+    if not (run_dir / "config.json").is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no config.json); pass a folder such as runs/00000-fashion-mnist-dcgan")
+    saved = load_config(run_dir / "config.json")
+    # A run on a folder of images may say where that folder went; a built-in dataset cannot be swapped.
+    folder_run = builtin_name(saved.data.name) is None
+    fixed = sorted(set(given) - set(_RESUMABLE) - ({"data"} if folder_run and builtin_name(given.get("data", "")) is None else set()))
     if fixed:
         flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
         raise ConfigError(
-            f"{flags} cannot change when resuming; a resumed run keeps its config.json (only --kimg, --epochs, --device, --channels-last, --compile, --precision, --cuda-graphs may change)"
+            f"{flags} cannot change when resuming; a resumed run keeps its config.json (only --kimg, --epochs, --device, --channels-last, --compile, --precision, --cuda-graphs may change, and --data for a folder that moved)"
         )
-    if not (run_dir / "config.json").is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no config.json); pass a folder such as runs/00000-fashion-mnist-dcgan")
+    if folder_run and "data" not in given and not Path(saved.data.name).is_dir():
+        raise ConfigError(f"{run_dir} trained on the folder {saved.data.name}, which is not there; if it moved, add --data NEW_FOLDER")
     # Training from scratch in the folder would overwrite the stats and grids a missing checkpoint leaves behind.
     ckpts = list_checkpoints(run_dir)
     if not ckpts:
         raise ConfigError(
             f"{run_dir / 'checkpoints'} holds no checkpoint to resume from; start a new run with counterfeit train (same options)"
         )
-    cfg = extend_config(load_config(run_dir / "config.json"), **given)
+    cfg = extend_config(saved, **given)
     reached = read_checkpoint(ckpts[-1], prefixes=())[1]["cur_nimg"]
     if cfg.loop.total_kimg * 1000 < reached:
         flag = "--epochs" if args.epochs is not None else "--kimg"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -246,6 +247,10 @@ def extend_config(cfg: RunConfig, **options: Any) -> RunConfig:
     canonical = builtin_name(options.get("data", ""))
     if canonical:  # one spelling in config.json, so every later lookup by name agrees
         options["data"] = canonical
+    elif "data" in options:  # a folder: kept absolute, so the run resumes and evaluates from any working directory
+        options["data"] = os.path.abspath(os.path.expanduser(str(options["data"])))
+    if "data_dir" in options:
+        options["data_dir"] = os.path.abspath(os.path.expanduser(str(options["data_dir"])))
     epochs = options.pop("epochs", None)
     if "exclude_class" in options:
         options["exclude_class"] = str(options["exclude_class"]).strip()  # an index given from Python is kept as text, as the CLI gives it
@@ -332,6 +337,7 @@ def _validate(cfg: RunConfig) -> None:
         (L.keep_checkpoints >= 1, "--keep-checkpoints must be at least 1"),
         (L.ema_halflife_kimg >= 0, "--ema-halflife-kimg must be >= 0"),
         (L.eval_every_kimg >= 0, f"--eval-every-kimg must be >= 0 (0 turns it off), got {L.eval_every_kimg}"),
+        (L.alarm_after_kimg >= 0, f"--alarm-after-kimg must be >= 0, got {L.alarm_after_kimg}"),
         (L.eval_n >= 10, f"--eval-n must be at least 10, got {L.eval_n}"),
         (L.precision in ("fp32", "bf16", "auto"), f"--precision must be fp32, bf16 or auto, got '{L.precision}'"),
         (
@@ -361,4 +367,13 @@ def _validate(cfg: RunConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    flags: dict[tuple[str, str], str] = {}
+    for option, where in _FIELDS.items():
+        flags.setdefault(where, option)  # the first name of a field is its flag: "kimg", not "total_kimg"
+    for section, cls in _section_types.items():
+        for f in fields(cls):
+            value = getattr(getattr(cfg, section), f.name)
+            # inf or nan passes many of the checks above and breaks training later (int(inf), a NaN learning rate)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"--{flags[(section, f.name)].replace('_', '-')} must be a finite number, got {value}")
     parse_policy(Lo.diffaug)  # a one-line error naming --diffaug and the known parts

@@ -120,10 +120,17 @@ def conditional_config(cfg: RunConfig, data: Dataset) -> RunConfig:
     if not get_spec(cfg.model.name).conditional:
         return cfg
     if data.labels is None or len(data.class_names or []) < 2:
-        raise ConfigError(
-            f"model '{cfg.model.name}' needs class labels, but '{cfg.data.name}' has none; use a folder with one sub-folder per class"
-        )
+        note = data.info.get("note", "")  # a folder says why it is unlabelled, e.g. loose images beside the class folders
+        fix = note.removeprefix("unlabelled: ") if note.startswith("unlabelled: ") else "use a folder with one sub-folder per class"
+        raise ConfigError(f"model '{cfg.model.name}' needs class labels, but '{cfg.data.name}' has none: {fix}")
     n = len(data.class_names)
+    counts = torch.bincount(data.labels, minlength=n).tolist()
+    empty = [c for c, k in zip(data.class_names, counts) if k == 0 and c != data.info.get("excluded_class")]
+    if empty:
+        raise ConfigError(
+            f"class '{empty[0]}' of '{cfg.data.name}' has no readable images (see the skipped files above); "
+            f"add images to its sub-folder or remove the sub-folder"
+        )
     if cfg.model.num_classes not in (0, n):
         raise ConfigError(f"the config says {cfg.model.num_classes} classes but '{cfg.data.name}' has {n}")
     return cfg.replace(model={"num_classes": n}, data={"class_names": tuple(data.class_names)})
@@ -284,7 +291,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     spec = get_spec(cfg.model.name)
     graphs = L.cuda_graphs
     if graphs:
-        _check_cuda_graphs(device)
+        check_cuda_graphs(device)
     data = data if data is not None else load_training_data(cfg)
     cond, ae = spec.conditional, spec.family == "autoencoder"
     if cond and cfg.model.num_classes == 0:
@@ -348,6 +355,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
         log.info(f"resuming {run_dir} from {ckpts[-1].name} at {cur_nimg / 1000:.1f} kimg on {device}, {precision}")
     else:
         log.info(f"starting {run_dir}: {cfg.model.name} on {cfg.data.name} ({n_data} items) on {device}, {precision}")
+        _log_data_notes(data)
     if dist.world_size() > 1:
         log.info(f"{dist.world_size()} processes, {L.batch_size // dist.world_size()} images each per batch of {L.batch_size}")
     shared = dist.shared_generator(device)  # several processes: the global batch's noise and labels (one process: None, the global RNG)
@@ -503,7 +511,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
                     if k not in ("kimg", "alarm"):
                         writer.add_scalar(k if "/" in k else f"train/{k}", v, cur_nimg)
                 writer.flush()
-            log.info(" ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "alarm"), extra={"tick": True})
+            log.info(" ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "alarm"), extra={"file_only": True})
             if cb.on_tick:
                 cb.on_tick(last)
         if crossed(sample_nimg) and main:
@@ -532,14 +540,28 @@ def _check_compiler(device: torch.device) -> None:
         raise ConfigError("--compile on CPU needs a C++ compiler (g++ or clang++, e.g. apt-get install g++); install one or drop --compile")
 
 
-def _check_cuda_graphs(device: torch.device) -> None:
+def _log_data_notes(data: Dataset) -> None:
+    """Into log.txt: how a folder's images were labelled and which files were skipped (the console said so as they loaded)."""
+    info = data.info
+    if info.get("note"):
+        log.info(f"{data.name}: {info['note']}", extra={"file_only": True})
+    skipped = info.get("skipped") or []
+    if skipped:
+        files = ", ".join(f"{s['file']} ({s['reason']})" for s in skipped[:200])
+        more = f", and {len(skipped) - 200} more" if len(skipped) > 200 else ""
+        log.info(
+            f"skipped {len(skipped)} of {info.get('files', '?')} files that could not be read: {files}{more}", extra={"file_only": True}
+        )
+
+
+def check_cuda_graphs(device: torch.device, world_size: int | None = None) -> None:
     """--cuda-graphs replays one process's step on a CUDA GPU: say in one line when this run is not that."""
     # The config rules out what no machine allows (autoencoders, --compile, the recall term); this is the machine's part.
     if device.type != "cuda":
         raise ConfigError(
             f"--cuda-graphs replays the training step on a CUDA GPU and this run trains on {device.type}; add --no-cuda-graphs or use --device cuda"
         )
-    if dist.world_size() > 1:
+    if (dist.world_size() if world_size is None else world_size) > 1:
         raise ConfigError("--cuda-graphs graphs one process's step; under torchrun, add --no-cuda-graphs")
 
 

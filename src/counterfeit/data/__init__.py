@@ -5,7 +5,7 @@ from .download import download_idx
 from .folder import load_folder
 from .idx import SYSTEM_DATA_DIRS, find_idx_dir, load_idx, search_dirs
 from .idxfile import IDX_DATASETS
-from .load import builtin_name, class_index, drop_class, load_dataset
+from .load import builtin_name, check_data_source, class_index, drop_class, load_dataset
 from .sampler import batch_indices
 from .toys import TOY_DATASETS, load_toy, toy_modes
 
@@ -18,6 +18,7 @@ __all__ = [
     "batch_indices",
     "builtin_name",
     "cache_dir",
+    "check_data_source",
     "class_index",
     "download_idx",
     "drop_class",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -20,6 +22,8 @@ from .decode import DECODE_ERRORS, decode_failure, decode_image
 log = logging.getLogger("counterfeit")
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+# Read errors from the system, not from the file's bytes, that can go away with no change to the file's size or mtime.
+_MAY_PASS = {errno.EACCES, errno.EPERM, errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ESTALE}
 CACHE_VERSION = 1  # bump when decoding changes, so old cache entries stop matching
 
 
@@ -46,13 +50,16 @@ def load_folder(path: str, resolution: int, channels: int, cache_dir: str | None
     entry = (Path(cache_dir).expanduser() if cache_dir else base.cache_dir()) / "folders" / key
     cached = _read_cache(entry, resolution, channels, labelled=file_labels is not None)
     if cached is None:
-        x, labels, skipped = _decode_all(root, files, listing, file_labels, resolution, channels)
-        _write_cache(
-            entry,
-            x,
-            labels,
-            {"source": str(path), "root": str(root.resolve()), "class_names": class_names, "skipped": skipped, "note": note},
-        )
+        x, labels, skipped, unreadable = _decode_all(root, files, listing, file_labels, resolution, channels)
+        # A file the system would not let us read (permissions, an I/O error) may read next time without any change to
+        # its size or mtime, which the key covers: such a result is not cached, so the next load tries again.
+        if not unreadable:
+            _write_cache(
+                entry,
+                x,
+                labels,
+                {"source": str(path), "root": str(root.resolve()), "class_names": class_names, "skipped": skipped, "note": note},
+            )
     else:
         # Class names and the note follow from the file list, which the key covers; only `skipped` needs the cache.
         x, labels, skipped = cached
@@ -77,8 +84,15 @@ def load_folder(path: str, resolution: int, channels: int, cache_dir: str | None
 
 def _scan(root: Path) -> list[Path]:
     # Relative paths of all image files, sorted so the order (and the labels) never depend on the filesystem.
-    found = []
-    for folder, dirs, names in os.walk(root):
+    found, seen = [], set()
+    # Linked folders are followed (a dataset is often assembled from links to class folders), each real folder once,
+    # so a link to a parent cannot loop.
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         # Hidden folders and files (.git, .ipynb_checkpoints, macOS "._x.jpg" shadows) are never pictures.
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         rel = Path(folder).relative_to(root)
@@ -126,19 +140,24 @@ def _cache_key(files: list[Path], listing: list[tuple[int, int]], resolution: in
 
 def _decode_all(
     root: Path, files: list[Path], listing: list[tuple[int, int]], file_labels: list[int] | None, resolution: int, channels: int
-) -> tuple[torch.Tensor, torch.Tensor | None, list[dict]]:
+) -> tuple[torch.Tensor, torch.Tensor | None, list[dict], bool]:
     x = torch.empty(len(files), channels, resolution, resolution, dtype=torch.uint8)  # (N, C, H, W) uint8
-    kept, skipped = [], []
-    for i, rel in enumerate(tqdm(files, desc=f"decoding {root.name}", unit="img", disable=None)):
-        if listing[i][0] == 0:
-            skipped.append({"file": rel.as_posix(), "reason": "empty file"})
-            continue
-        try:
-            x[len(kept)] = torch.from_numpy(decode_image(root / rel, resolution, channels))  # (C, H, W) uint8
-        except DECODE_ERRORS as e:
-            skipped.append({"file": rel.as_posix(), "reason": decode_failure(e)})
-            continue
-        kept.append(i)
+    kept, skipped, unreadable = [], [], False
+    with warnings.catch_warnings():
+        # Pillow warns about each odd-but-readable file (corrupt EXIF, huge images); the image still decodes, and a line
+        # per file would bury the one summary of the files that did not.
+        warnings.filterwarnings("ignore", module="PIL")
+        for i, rel in enumerate(tqdm(files, desc=f"decoding {root.name}", unit="img", disable=None)):
+            if listing[i][0] == 0:
+                skipped.append({"file": rel.as_posix(), "reason": "empty file"})
+                continue
+            try:
+                x[len(kept)] = torch.from_numpy(decode_image(root / rel, resolution, channels))  # (C, H, W) uint8
+            except DECODE_ERRORS as e:
+                skipped.append({"file": rel.as_posix(), "reason": decode_failure(e)})
+                unreadable |= isinstance(e, OSError) and e.errno in _MAY_PASS
+                continue
+            kept.append(i)
     if not kept:
         raise DataError(
             f"none of the {len(files)} image files in {root} could be read ({_first(skipped, 3)}); "
@@ -146,7 +165,7 @@ def _decode_all(
         )
     x = x[: len(kept)].clone() if skipped else x  # (N, C, H, W) uint8, only the good images
     labels = None if file_labels is None else torch.tensor([file_labels[i] for i in kept], dtype=torch.int64)
-    return x, labels, skipped
+    return x, labels, skipped, unreadable
 
 
 def _first(skipped: list[dict], k: int) -> str:

@@ -20,6 +20,16 @@ def builtin_name(spec: str) -> str | None:
     return name if name in IDX_DATASETS or name in TOY_DATASETS else None
 
 
+def check_data_source(spec: str) -> None:
+    """One-line DataError when `spec` is neither a built-in dataset nor an existing path (before anything loads)."""
+    if builtin_name(spec) is None and not Path(spec).expanduser().exists():
+        choices = ", ".join([*IDX_DATASETS, *TOY_DATASETS])
+        raise DataError(
+            f"unknown dataset '{spec}': not a built-in name and no such folder "
+            f"({Path(spec).expanduser().absolute()}); choose one of {choices}, or give a folder of images"
+        )
+
+
 SPLIT_SEEDS = {"train": 0, "test": 1}  # toys: the test split is a fresh draw from the same mixture
 
 
@@ -35,12 +45,7 @@ def load_dataset(
         return _conform(load_idx(name, split, data_dir, download), resolution, channels)
     if name in TOY_DATASETS:
         return load_toy(name, seed=SPLIT_SEEDS[split])
-    if not Path(spec).expanduser().exists():
-        choices = ", ".join([*IDX_DATASETS, *TOY_DATASETS])
-        raise DataError(
-            f"unknown dataset '{spec}': not a built-in name and no such folder "
-            f"({Path(spec).expanduser().absolute()}); choose one of {choices}, or give a folder of images"
-        )
+    check_data_source(spec)
     # A folder has no held-out part: both splits are all of its images.
     return load_folder(spec, resolution, channels)
 
