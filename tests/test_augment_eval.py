@@ -64,3 +64,5 @@ def test_cli_runs_one_setting_and_refuses_bad_input(run, capsys):
     ):
         with pytest.raises(ConfigError, match=f"{flag} must be at least 1, got 0"):
             augment_eval(run, **kwargs)
+    with pytest.raises(ConfigError, match="--n-real 10000000 is more than the"):
+        augment_eval(run, n_real=10_000_000)

@@ -230,6 +230,39 @@ def test_log_txt_keeps_the_skipped_files_and_the_labels(tiny_folder, tmp_path, c
     assert capsys.readouterr().err.count("rings/bad.png") == 1  # the console said it once, as the folder loaded
 
 
+def test_sample_format_follows_out_and_refuses_a_mismatch(folder_run, tmp_path, capsys):
+    assert main(["sample", str(folder_run), "-n", "4", "--out", str(tmp_path / "x.npz")]) == 0
+    assert np.load(tmp_path / "x.npz")["images"].shape[0] == 4
+    assert main(["sample", str(folder_run), "-n", "3", "--out", str(tmp_path / "pngs")]) == 0
+    assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == ["000000.png", "000001.png", "000002.png"]
+    for argv in (["--format", "npz", "--out", "y.png"], ["--format", "folder", "--out", "f.npz"], ["--out", "g.jpg"]):
+        argv[-1] = str(tmp_path / argv[-1])
+        _one_line_error(capsys, ["sample", str(folder_run), *argv], "does not fit --format")
+        assert not (tmp_path / argv[-1]).exists()
+
+
+def test_eval_with_too_few_images_for_a_metric_is_one_line(folder_run, tmp_path, capsys):
+    _one_line_error(capsys, ["eval", str(folder_run), "--n", "3"], "--metrics pr needs at least 6 fakes", "got 3")
+    assert main(["sample", str(folder_run), "-n", "1", "--out", str(tmp_path / "one.npz")]) == 0
+    _one_line_error(capsys, ["eval", "--fakes", str(tmp_path / "one.npz"), "--reals", str(tmp_path / "one.npz"), "--metrics", "fid"],
+                    "--metrics fid needs at least 2")  # fmt: skip
+
+
+def test_a_run_stopped_before_its_first_step_leaves_no_folder(tiny_folder, tmp_path, capsys, monkeypatch):
+    """Ctrl-C while the run starts: nothing was trained or saved, so the folder goes and nobody is told to resume it."""
+    monkeypatch.setattr("counterfeit.cli._StopFlag.is_set", lambda self: True)
+    assert main(["train", *TINY, *SHORT, "--data", tiny_folder, "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "stopped before the first step; removed" in err and "--resume" not in err and not list(tmp_path.iterdir())
+
+
+def test_the_only_checkpoint_unreadable_says_so(tiny_folder, tmp_path, capsys):
+    run = _train(tmp_path, "--data", tiny_folder, "--keep-checkpoints", "1")
+    (only,) = list_checkpoints(run)
+    only.write_bytes(b"garbage")
+    _one_line_error(capsys, ["sample", str(run)], "the run's only checkpoint")
+
+
 def test_bad_resume(folder_run, tmp_path, capsys):
     _one_line_error(capsys, ["train", "--resume", str(tmp_path / "missing")], "not a run folder")
     _one_line_error(capsys, ["train", "--resume", str(folder_run), "--lr-g", "0.1"], "--lr-g", "cannot change")
@@ -250,7 +283,10 @@ def test_resume_refuses_to_start_over_or_to_shrink_a_run(tiny_folder, tmp_path, 
 def test_unusable_output_paths_are_one_line_errors(folder_run, tmp_path, capsys):
     (tmp_path / "a-folder").mkdir()
     (tmp_path / "a-file.png").write_bytes(b"mine")
-    _one_line_error(capsys, ["sample", str(folder_run), "--out", str(tmp_path / "a-folder")], "cannot use", "a-folder", "give a file name")
+    _one_line_error(
+        capsys, ["sample", str(folder_run), "--format", "grid", "--out", str(tmp_path / "a-folder")], "a-folder", "does not fit"
+    )
+    _one_line_error(capsys, ["sample", str(folder_run), "--out", str(tmp_path / "a-file.png" / "x.png")], "cannot use")
     _one_line_error(capsys, ["sample", str(folder_run), "--format", "npz", "--out", str(tmp_path / "a-file.png" / "x.npz")], "cannot use")
     assert (tmp_path / "a-file.png").read_bytes() == b"mine"
 

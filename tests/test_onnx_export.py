@@ -69,6 +69,25 @@ def test_onnx_export_to_a_folder_or_unwritable_path(tiny_folder, tmp_path, capsy
         assert len(errors) == 1 and needle in errors[0], errors
 
 
+def test_onnx_export_refuses_an_opset_it_cannot_write(tiny_folder, tmp_path, capsys, monkeypatch):
+    """An opset outside onnx's range, or one the converter cannot reach from the exporter's 18, writes no file."""
+    runs = tmp_path / "runs"
+    assert main(["train", "--data", tiny_folder, *TINY, *SHORT, "--out", str(runs)]) == 0
+    run_dir = next(runs.iterdir())
+    capsys.readouterr()
+    for opset, needle in (
+        ("99", "--opset 99 is not one this exporter writes"),
+        ("-1", "choose 16 to"),
+        ("15", "could not convert the graph to opset 15"),
+    ):
+        assert main(["export-onnx", str(run_dir), "--out", str(tmp_path / "g.onnx"), "--opset", opset]) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("counterfeit: error:")]
+        assert len(errors) == 1 and needle in errors[0], errors
+        assert not (tmp_path / "g.onnx").exists()
+        if opset == "-1":  # below the range the converter is known to fail: check that the failure itself is caught
+            monkeypatch.setattr("counterfeit.onnx_export.MIN_OPSET", 1)
+
+
 def test_onnx_export_without_onnx_says_how_to_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # an import of it now fails as if it were missing
     assert main(["export-onnx", str(tmp_path), "--out", str(tmp_path / "g.onnx")]) == 2

@@ -63,6 +63,11 @@ def augment_eval(run_dir: str | Path, n_fakes: int = 10_000, seeds: int = 3, epo
     test = load_dataset(cfg.name, "test", cfg.resolution, cfg.channels, cfg.data_dir)
     if train.labels is None:
         raise ConfigError(f"augment-eval needs labelled real data, but {cfg.name} has no classes; put each class in its own sub-folder")
+    for flag, n, split in (("--n-real", n_real, train), ("--n-test", n_test, test)):
+        if n is not None and n > len(split):
+            raise ConfigError(
+                f"{flag} {n} is more than the {len(split):,} images {cfg.name} has there; give at most that, or leave it out for all"
+            )
     fakes = labelled_fakes(run, n_fakes, fake_seed, None, device)
     if fakes.class_names != list(train.class_names):
         raise ConfigError(f"the fakes' classes ({', '.join(fakes.class_names)}) differ from {cfg.name}'s ({', '.join(train.class_names)})")

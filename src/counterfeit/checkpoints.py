@@ -108,7 +108,13 @@ def read_checkpoint(path: Path, prefixes: tuple[str, ...] | None = None) -> tupl
     except FileNotFoundError:
         raise CheckpointError(f"{path} not found") from None
     except (SafetensorError, ValueError, KeyError, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({e}); delete it to fall back to the previous one") from None
+        others = [p for p in list_checkpoints(Path(path).parent.parent) if p.name != Path(path).name]  # the run folder holds checkpoints/
+        fix = (
+            "delete it to fall back to the previous one"
+            if others
+            else "it is the run's only checkpoint: retrain, or restore it from a backup"
+        )
+        raise CheckpointError(f"{path} is not a readable checkpoint ({e}); {fix}") from None
 
 
 def load_module(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, path: Path | str = "?") -> None:

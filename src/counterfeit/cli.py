@@ -180,7 +180,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, default=64, help="how many samples (default 64)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="output path (default: inside RUN_DIR/samples)")
-    s.add_argument("--format", choices=["grid", "folder", "npz"], default="grid")
+    s.add_argument("--format", choices=["grid", "folder", "npz"], help="grid (one PNG), folder (a PNG per image) or npz "
+                   "(default: from --out: .npz, .png, or a name without a suffix for a folder; grid without --out)")  # fmt: skip
     s.add_argument("--device", default="cpu")
     s.add_argument("--force", action="store_true", help="replace --out if it exists (a folder: its numbered PNGs)")
     s.add_argument("--class", dest="class_name", help="conditional runs: draw only this class (name or index)")
@@ -458,7 +459,9 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
             bar.close()
     if not main:
         return 0
-    if result.status == "stopped":
+    if result.status == "stopped" and created and remove_if_unused(run_dir):  # stopped before its first step
+        print(f"stopped before the first step; removed {run_dir}, which held nothing to resume", file=sys.stderr)
+    elif result.status == "stopped":
         print(
             f"stopped at {result.cur_nimg / 1000:.1f} kimg and saved; continue with: {_launcher()}counterfeit train --resume {run_dir}",
             file=sys.stderr,
@@ -591,10 +594,25 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.n < 1 or args.n > 1_000_000:
         raise ConfigError(f"-n must be between 1 and 1,000,000, got {args.n}")
+    fmt = _sample_format(args.format, args.out)
     _refuse_existing(args.out, args.force)
-    out = write_samples(args.run_dir, args.n, args.seed, args.format, args.out, args.device, args.class_name, args.drs)
+    out = write_samples(args.run_dir, args.n, args.seed, fmt, args.out, args.device, args.class_name, args.drs)
     print(f"wrote {out}")
     return 0
+
+
+def _sample_format(fmt: str | None, out: str | None) -> str:
+    """--format, or the one --out's suffix implies; one-line error when a named --out does not fit the format."""
+    from .config import ConfigError
+
+    suffix = Path(out).suffix.lower() if out else ""
+    if fmt is None:
+        fmt = "npz" if suffix == ".npz" else "folder" if out and (not suffix or Path(out).is_dir()) else "grid"
+    fits = {"grid": suffix == ".png", "npz": suffix == ".npz", "folder": suffix not in (".png", ".npz")}[fmt]
+    if out and not fits:
+        raise ConfigError(f"--out {out} does not fit --format {fmt} (grid writes a .png, npz an .npz, folder a folder); "
+                          f"rename --out or change --format")  # fmt: skip
+    return fmt
 
 
 def _refuse_existing(out: str | Path | None, force: bool, companions: tuple[str, ...] = (), flag: str = "--out") -> None:

@@ -14,6 +14,8 @@ from . import __version__
 from .fileio import atomic_path
 from .runs import load_run
 
+MIN_OPSET = 16  # the oldest the converter reached from the exporter's 18 for our generators (15 and below: no adapter)
+
 
 class OnnxExportError(RuntimeError):
     """The export could not run (a missing package or a model the exporter cannot trace)."""
@@ -39,6 +41,9 @@ def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 18) -> Path:
         raise OnnxExportError(
             f"ONNX export needs the onnx and onnxscript packages ({e.name} is missing); pip install 'counterfeit[onnx]'"
         ) from None
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise OnnxExportError(f"--opset {opset} is not one this exporter writes; choose {MIN_OPSET} to {newest} (default 18)")
     run = load_run(run_dir)
     G, cond = run.G.float().eval(), run.spec.conditional
     z = torch.zeros(2, G.z_dim)  # (2, z_dim): the batch size is exported as a dynamic dimension
@@ -75,6 +80,9 @@ def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 18) -> Path:
                  + "; images (N, C, H, W) float32 in pixel_range",
     }  # fmt: skip
     model = program.model_proto
+    got = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if got != opset:  # torch builds opset 18 and converts; a failed conversion leaves 18 with only a logged warning
+        raise OnnxExportError(f"torch.onnx could not convert the graph to opset {opset} (it stayed at {got}); use --opset 18")
     for k, v in meta.items():
         model.metadata_props.add(key=k, value=v)
     try:

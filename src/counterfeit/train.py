@@ -530,7 +530,10 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     dist.barrier()  # every rank returns once the final checkpoint is on disk
     if writer:
         writer.close()
-    log.info(f"{'finished' if status == 'done' else 'stopped'} at {cur_nimg / 1000:.1f} kimg; checkpoint in {run_dir / 'checkpoints'}")
+    if cur_nimg > 0:
+        log.info(f"{'finished' if status == 'done' else 'stopped'} at {cur_nimg / 1000:.1f} kimg; checkpoint in {run_dir / 'checkpoints'}")
+    else:
+        log.info("stopped before the first training step; there is nothing to save")
     return TrainResult(run_dir, cur_nimg, status, last)
 
 

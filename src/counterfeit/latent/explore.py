@@ -73,6 +73,16 @@ def equation_columns(run, res, terms) -> list[torch.Tensor]:
     return [to_uint8(decode_batched(run.G, lat), run.spec.pixel_range) for lat in latents]
 
 
+def _out_path(out: str | Path | None, suffix: str, command: str, what: str) -> Path | None:
+    """--out as a Path, refused in one line unless it ends in `suffix` (a companion file is named after it)."""
+    if out is None:
+        return None
+    path = Path(out)
+    if path.suffix.lower() != suffix:
+        raise ConfigError(f"--out {out}: {command} writes {what}; give a name ending in {suffix}, such as {path.stem or 'out'}{suffix}")
+    return path
+
+
 def interpolate(run_dir, start: str, end: str, steps: int = 10, mode: str = "slerp", rows: int = 1, seed: int = 0,
                 out: str | Path | None = None, device="cpu", class_name: str | None = None, project_steps: int = 100) -> Outcome:  # fmt: skip
     """Walk from one seed, class, image or saved latent to another: a strip/grid PNG and a ping-pong GIF."""
@@ -80,6 +90,7 @@ def interpolate(run_dir, start: str, end: str, steps: int = 10, mode: str = "sle
         raise ConfigError(f"unknown --mode '{mode}'; choose {' or '.join(MODES)}")
     if not 2 <= steps <= 200:
         raise ConfigError(f"--steps must be between 2 and 200, got {steps}")
+    out = _out_path(out, ".png", "interpolate", "a PNG strip and a GIF beside it")
     run = _image_run(run_dir, device)
     names = class_names_for(run)
     a, b = parse_endpoint(start, names), parse_endpoint(end, names)
@@ -95,6 +106,7 @@ def interpolate(run_dir, start: str, end: str, steps: int = 10, mode: str = "sle
 def arithmetic(run_dir, expression: str, rows: int = 4, seed: int = 0, out: str | Path | None = None, device="cpu",
                class_name: str | None = None, project_steps: int = 100) -> Outcome:  # fmt: skip
     """Evaluate an expression over concepts, seeds and images; one PNG with every operand, its sign, and the result."""
+    out = _out_path(out, ".png", "arithmetic", "a PNG")
     run = _image_run(run_dir, device)
     terms = parse_expression(expression, class_names_for(run))
     res = Resolver(run, rows, seed, class_index=_class_option(run, class_name), steps=project_steps, device=device)
@@ -141,6 +153,7 @@ def project(run_dir, specs: list[str], steps: int = 100, restarts: int = 4, seed
     """Find latents for real images; writes an .npz of latents and a PNG of originals over reconstructions."""
     if steps < 0 or restarts < 1:
         raise ConfigError(f"--steps must be >= 0 and --restarts >= 1, got {steps} and {restarts}")
+    out = _out_path(out, ".npz", "project", "the latents as an .npz and a PNG beside it")
     run = _image_run(run_dir, device)
     if not specs:
         raise ConfigError("give at least one IMAGE to project")

@@ -8,6 +8,7 @@ operand: a class name (spaces and dashes allowed: "T-shirt/top", "Ankle boot"), 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -128,6 +129,8 @@ def parse_expression(text: str, class_names: list[str]) -> list[tuple[float, Ope
         m = _NUMBER.match(text, pos)
         if m and _match_class(text, pos, class_names) is None and not _CLASS_INDEX.match(text, pos):
             coef, pos = float(m.group()), m.end()
+            if not math.isfinite(coef):  # 1e999 parses as inf: the latent, and every image, would be inf or NaN
+                raise _bad(m.group(), text, class_names, "a factor must be a finite number, not")
             while pos < len(text) and text[pos].isspace():
                 pos += 1
             if pos < len(text) and text[pos] == "*":

@@ -26,6 +26,8 @@ from .toy import toy_metrics_from_centres
 IMAGE_METRICS = ("fid", "kid", "pr", "coverage", "memorisation")
 DEFAULT_METRICS = ("fid", "kid", "pr", "coverage")
 MEMORISATION_N = 2000
+# The fewest images of each side a metric is defined for: a covariance needs 2, the k-NN balls of pr (k = 3 and 5) 6.
+MIN_IMAGES = {"fid": 2, "kid": 2, "pr": 6, "coverage": 2, "memorisation": 1}
 
 
 def parse_metrics(text: str | None, images: bool = True, classes: str | None = None) -> list[str]:
@@ -86,6 +88,12 @@ def evaluate_images(
     provenance: dict | None = None,
 ) -> dict[str, dict]:
     """Score uint8 fakes (N, C, H, W) against reals (M, C, H, W); one dict per metric, each with a provenance block."""
+    for m in metrics:
+        if min(len(fakes), len(reals)) < MIN_IMAGES.get(m, 1):
+            raise ConfigError(
+                f"--metrics {m} needs at least {MIN_IMAGES[m]} fakes and {MIN_IMAGES[m]} reference images, got {len(fakes)} and "
+                f"{len(reals)}; give more (10,000 each is the standard), or drop {m}"
+            )
     t0 = time.time()
     need_feats = any(m in metrics for m in ("fid", "kid", "pr", "coverage"))
     out: dict[str, dict] = {}
