@@ -159,6 +159,13 @@ def test_non_finite_option_values_are_one_line_errors(capsys, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_a_model_too_big_for_memory_and_a_missing_data_dir_are_one_line(tmp_path, capsys):
+    _one_line_error(capsys, ["train", "--z-dim", "100000000", "--out", str(tmp_path)], "can't allocate memory", "--z-dim")
+    assert not list(tmp_path.iterdir())
+    assert main(["train", "--data-dir", str(tmp_path / "nowhere"), "--dry-run"]) == 0
+    assert "warning: --data-dir" in capsys.readouterr().err
+
+
 def test_argparse_errors_are_one_line(capsys):
     for argv, needle in (
         (["train", "--kimg", "abc"], "invalid float value: 'abc'"),

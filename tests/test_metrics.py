@@ -261,3 +261,20 @@ def test_monitor_in_bf16_scores_like_fp32(fashion_dir, monkeypatch):
     assert a["cov/classes"] == b["cov/classes"] == 10 and "alarm" not in b
     assert b["cov/fid"] == pytest.approx(a["cov/fid"], abs=0.05) and a["cov/fid"] < 3  # reals against the test set
     assert b["cov/dup"] == pytest.approx(a["cov/dup"], abs=0.005) and b["cov/kl"] == pytest.approx(a["cov/kl"], abs=0.005)
+
+
+def test_a_damaged_test_split_turns_the_monitor_off_not_the_run(tmp_path, caplog):
+    """Training needs only the training split: a corrupt t10k file is a warning naming it, and the run trains unjudged."""
+    import gzip
+    import logging
+
+    from counterfeit.data import Dataset
+    from counterfeit.metrics.monitor import build_monitor
+
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
+        (tmp_path / f"{name}.gz").write_bytes(gzip.compress(b"placeholder"))  # found, never read: only the test labels are
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"")
+    train = Dataset("fashion-mnist", "images", torch.zeros(4, 1, 28, 28, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64))
+    with caplog.at_level(logging.WARNING, logger="counterfeit"):
+        assert build_monitor("fashion-mnist", train, 1, 28, 1000, 40, (-1.0, 1.0), str(tmp_path)) is None
+    assert "training-time coverage is off" in caplog.text and "t10k" in caplog.text

@@ -340,6 +340,15 @@ def main(argv: list[str] | None = None) -> int:
         if _launched_rank() == 0:
             print("counterfeit: aborted; the newest checkpoint on disk is kept", file=sys.stderr)
         return 130
+    except RuntimeError as e:  # torch's allocators say "out of memory" / "can't allocate memory" in a long message
+        text = str(e)
+        where = max(text.find("out of memory"), text.find("can't allocate memory"))
+        if where < 0:
+            raise
+        if _launched_rank() == 0:
+            print(f"counterfeit: error: {text[where:].splitlines()[0][:160]}; use a smaller --batch-size, --z-dim, "
+                  f"--g-width/--d-width or --resolution", file=sys.stderr)  # fmt: skip
+        return 2
     except OSError as e:  # a path the command cannot write (or read): say which, not where in the code
         if e.filename is None:
             raise
@@ -405,6 +414,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg.loop.cuda_graphs:  # the machine's part of that check, before the data loads or a run folder exists
         check_cuda_graphs(pick_device(cfg.loop.device), int(os.environ.get("WORLD_SIZE", "1")))
     check_data_source(cfg.data.name)  # a folder that is not there is refused by --dry-run too
+    if cfg.data.data_dir and not Path(cfg.data.data_dir).is_dir() and _launched_rank() == 0:
+        print(f"warning: --data-dir {cfg.data.data_dir} is not a folder; looking in the usual places instead", file=sys.stderr)
     if args.dry_run:
         if _launched_rank() == 0:
             print(cfg.to_json())

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import IDX_DATASETS, TOY_DATASETS, Dataset, load_dataset, toy_modes
+from ..data import IDX_DATASETS, TOY_DATASETS, DataError, Dataset, load_dataset, toy_modes
 from ..evaluator import EvaluatorWeightsError, load_evaluator, predict
 from ..machine import cpu_has_native_bf16
 from ..sample import default_labels, make_noise, sample, to_uint8
@@ -91,7 +91,11 @@ def build_monitor(data_name: str, data: Dataset, channels: int, resolution: int,
     except EvaluatorWeightsError as e:
         log.warning(f"training-time coverage is off: {e}")
         return None
-    test = load_dataset(data_name, "test", data_dir=data_dir)
+    try:
+        test = load_dataset(data_name, "test", data_dir=data_dir)
+    except DataError as e:  # training needs only the training split: a damaged test file turns the monitor off, not the run
+        log.warning(f"training-time coverage is off: {e}")
+        return None
     _, real_feats = predict(ev, test.x)  # (10000, D)
     real_share = torch.bincount(test.labels, minlength=len(test.class_names))  # (C,)
     return TrainingMonitor("images", n, warmup_kimg, evaluator=ev, real_feats=real_feats, real_share=real_share,
