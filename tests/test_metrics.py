@@ -278,3 +278,22 @@ def test_a_damaged_test_split_turns_the_monitor_off_not_the_run(tmp_path, caplog
     with caplog.at_level(logging.WARNING, logger="counterfeit"):
         assert build_monitor("fashion-mnist", train, 1, 28, 1000, 40, (-1.0, 1.0), str(tmp_path)) is None
     assert "training-time coverage is off" in caplog.text and "t10k" in caplog.text
+
+
+def test_fid_and_kid_never_gather_over_a_process_group(monkeypatch):
+    """Under torchrun only rank 0 evaluates: torchmetrics must not wait for the other ranks to join an all-gather."""
+    import torch.distributed as dist
+
+    from counterfeit.metrics.fid import fid, kid
+
+    def no_gather(*args, **kwargs):
+        raise AssertionError("gathered over the process group")
+
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda *a, **k: 2)
+    monkeypatch.setattr(dist, "all_gather", no_gather)
+    monkeypatch.setattr(dist, "all_gather_object", no_gather)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(50, 4, generator=g), torch.randn(60, 4, generator=g)
+    assert fid(a, b) >= 0 and kid(a, b, subsets=5, subset_size=20)[0] == kid(a, b, subsets=5, subset_size=20)[0]

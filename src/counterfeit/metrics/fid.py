@@ -43,7 +43,9 @@ def fid(fake: torch.Tensor | np.ndarray, real: torch.Tensor | np.ndarray) -> flo
 
     fake, real = torch.as_tensor(fake), torch.as_tensor(real)
     _check(fake, real, "FID")
-    metric = FrechetInceptionDistance(feature=_Precomputed(fake.shape[1]))
+    # Features are whole on the process that calls this: torchmetrics' default would all-gather them over a torchrun group
+    # whose other ranks never call it (training-time evaluation runs on rank 0 alone) and hang or fail.
+    metric = FrechetInceptionDistance(feature=_Precomputed(fake.shape[1]), sync_on_compute=False)
     metric.update(real.double(), real=True)
     metric.update(fake.double(), real=False)
     return max(float(metric.compute()), 0.0)  # -1e-12 for identical sets is round-off
@@ -60,7 +62,7 @@ def kid(fake: torch.Tensor, real: torch.Tensor, subsets: int = 100, subset_size:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # its "features kept in memory" notice: we hold them anyway
-            metric = KernelInceptionDistance(feature=_Precomputed(fake.shape[1]), subsets=subsets, subset_size=size)
+            metric = KernelInceptionDistance(feature=_Precomputed(fake.shape[1]), subsets=subsets, subset_size=size, sync_on_compute=False)
             metric.update(real.double(), real=True)
             metric.update(fake.double(), real=False)
             mean, std = metric.compute()
