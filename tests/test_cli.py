@@ -95,6 +95,9 @@ def test_toy_train_and_sample_points(tmp_path):
     assert main(["sample", str(run), "-n", "1000", "--format", "npz", "--out", str(tmp_path / "c.npz")]) == 0
     candidates = {tuple(p) for p in np.load(tmp_path / "c.npz")["points"]}  # the same seed's first 1,000 draws
     assert kept.shape == (50, 2) and all(tuple(p) in candidates for p in kept)  # DRS keeps candidates, never alters them
+    assert main(["eval", str(run)]) == 0  # the toy protocol's 2,500 samples: more would cover more modes by chance
+    line = json.loads((run / "metric-toy.jsonl").read_text().splitlines()[-1])
+    assert line["n"] == line["provenance"]["n_fakes"] == 2500 and line["dataset"] == "ring8"
 
 
 def test_drs_on_images_and_its_refusals(folder_run, tmp_path, capsys):
@@ -164,6 +167,19 @@ def test_a_model_too_big_for_memory_and_a_missing_data_dir_are_one_line(tmp_path
     assert not list(tmp_path.iterdir())
     assert main(["train", "--data-dir", str(tmp_path / "nowhere"), "--dry-run"]) == 0
     assert "warning: --data-dir" in capsys.readouterr().err
+
+
+def test_resume_to_the_planned_end_of_a_finished_run_is_no_error(folder_run, tmp_path, capsys):
+    """A run stops at the first whole batch past --kimg, so a finished run has passed its plan: resuming it does nothing."""
+    stats = (folder_run / "stats.jsonl").read_text()
+    assert main(["train", "--resume", str(folder_run), "--no-progress"]) == 0
+    assert (folder_run / "stats.jsonl").read_text() == stats
+
+
+def test_less_than_a_batch_and_bad_evaluator_or_eval_counts_are_one_line(folder_run, capsys):
+    _one_line_error(capsys, ["train", "--data", "ring8", "--kimg", "1e-9", "--dry-run"], "less than one batch")
+    _one_line_error(capsys, ["evaluator", "train", "--epochs", "0", "--out", "unused"], "--epochs must be from 1 to 1000, got 0")
+    _one_line_error(capsys, ["eval", str(folder_run), "--n", "2000000000"], "--n must be between 2 and 1,000,000")
 
 
 def test_argparse_errors_are_one_line(capsys):
@@ -280,7 +296,8 @@ def test_resume_refuses_to_start_over_or_to_shrink_a_run(tiny_folder, tmp_path, 
     config, stats = (run / "config.json").read_text(), (run / "stats.jsonl").read_text()
     reached = json.loads(stats.splitlines()[-1])["kimg"]
     _one_line_error(capsys, ["train", "--resume", str(run), "--kimg", str(reached / 2)], "--kimg", f"{reached:g} kimg", "leave --kimg out")
-    _one_line_error(capsys, ["train", "--resume", str(run), "--epochs", "0.01"], "--epochs", "leave --epochs out")
+    _one_line_error(capsys, ["train", "--resume", str(run), "--epochs", "0.5"], "--epochs", "leave --epochs out")
+    _one_line_error(capsys, ["train", "--resume", str(run), "--epochs", "0.01"], "--epochs 0.01 shows D 1 images, fewer than one batch")
     for ckpt in list_checkpoints(run):
         ckpt.unlink()
     _one_line_error(capsys, ["train", "--resume", str(run)], "no checkpoint to resume from", "new run")

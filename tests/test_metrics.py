@@ -167,7 +167,8 @@ def test_eval_run_and_fakes_cli(tiny_folder, fashion_dir, tmp_path, capsys, monk
     assert set(doc["metrics"]) == {"fid", "kid", "pr", "coverage", "memorisation"} and doc["kimg"] == pytest.approx(0.064)
     assert (run / doc["metrics"]["memorisation"]["pairs_png"]).is_file()
     assert main(["eval", str(run), "--n", "300", "--metrics", "fid"]) == 0
-    assert len((run / "metric-fid.jsonl").read_text().splitlines()) == 2
+    history = [json.loads(x) for x in (run / "metric-fid.jsonl").read_text().splitlines()]
+    assert len(history) == 2 and all(h["provenance"]["n_fakes"] == 300 and "seed" in h["provenance"] for h in history)
     merged = json.loads((run / "metrics.json").read_text())["metrics"]  # the same checkpoint's other metrics stay
     assert set(merged) == set(doc["metrics"]) and merged["kid"] == doc["metrics"]["kid"]
     assert main(["sample", str(run), "-n", "300", "--format", "npz", "--out", str(tmp_path / "f.npz")]) == 0

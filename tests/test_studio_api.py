@@ -367,6 +367,7 @@ def test_a_damaged_run_does_not_hide_the_others(runs, tmp_path):
         ("get", f"/api/runs/{DCGAN}/model?ema=maybe", None, 400),
         ("post", f"/api/runs/{DCGAN}/resume", {"model": "vae"}, 400),
         ("post", f"/api/runs/{DCGAN}/resume", {"kimg": -1}, 400),
+        ("post", f"/api/runs/{DCGAN}/resume", {"kimg": 0.032}, 400),  # fewer kimg than the run has reached
         ("post", "/api/runs/00099-nowhere/resume", {}, 404),
         ("post", "/api/runs/00099-nowhere/stop", {}, 404),
         ("post", "/api/playground/nope/reset", {}, 404),

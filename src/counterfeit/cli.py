@@ -198,7 +198,7 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="score a run (or any images) with FID, KID, precision/recall, coverage, memorisation",
                        epilog=EXAMPLES["eval"], formatter_class=fmt)  # fmt: skip
     e.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a run folder (or give --fakes)")
-    e.add_argument("--n", type=int, default=10_000, help="how many fakes (default 10000)")
+    e.add_argument("--n", type=int, help="how many fakes (default 10000; 2500 for a 2-D toy run, the PacGAN protocol)")
     e.add_argument("--metrics", help="comma list of fid,kid,pr,coverage,memorisation (default fid,kid,pr,coverage)")
     e.add_argument("--seed", type=int, default=0, help="noise seed of the fakes (default 0)")
     e.add_argument("--backbone", choices=["evaluator", "inception"], help="feature network (default: evaluator for grey 28x28)")
@@ -515,9 +515,10 @@ _RESUMABLE = ("kimg", "epochs", "device", "channels_last", "compile", "precision
 
 def _train_config(args: argparse.Namespace):
     """(existing run folder or None, config) from the command line."""
-    from .checkpoints import list_checkpoints, read_checkpoint
+    from .checkpoints import list_checkpoints
     from .config import ConfigError, extend_config, load_config, make_config
     from .data import builtin_name
+    from .runs import check_resume_length
 
     given = {k: getattr(args, k) for k in _OPTIONS if getattr(args, k) is not None}
     if not args.resume:
@@ -543,11 +544,9 @@ def _train_config(args: argparse.Namespace):
             f"{run_dir / 'checkpoints'} holds no checkpoint to resume from; start a new run with counterfeit train (same options)"
         )
     cfg = extend_config(saved, **given)
-    reached = read_checkpoint(ckpts[-1], prefixes=())[1]["cur_nimg"]
-    if cfg.loop.total_kimg * 1000 < reached:
-        flag = "--epochs" if args.epochs is not None else "--kimg"
-        raise ConfigError(f"{flag} asks for {cfg.loop.total_kimg:g} kimg, less than the {reached / 1000:g} kimg {run_dir} has reached; "
-                          f"pass more, or leave {flag} out to keep its planned length")  # fmt: skip
+    # Without --kimg/--epochs the run goes to its planned end, which a finished run may have passed by part of a batch.
+    if args.kimg is not None or args.epochs is not None:
+        check_resume_length(run_dir, cfg.loop.total_kimg, "--epochs" if args.epochs is not None else "--kimg")
     return run_dir, cfg
 
 
@@ -671,8 +670,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .config import ConfigError
     from .metrics.evaluate import evaluate_images, load_image_source, parse_metrics, score_run, write_results
 
-    if args.n < 2:
-        raise ConfigError(f"--n must be at least 2, got {args.n}")
+    if args.n is not None and not 2 <= args.n <= 1_000_000:
+        raise ConfigError(f"--n must be between 2 and 1,000,000, got {args.n}")
     if args.json and not args.fakes:
         raise ConfigError("--json goes with --fakes; a run's scores are written to RUN_DIR/metrics.json")
     _refuse_existing(args.json, args.force, flag="--json")  # before minutes of scoring
@@ -694,7 +693,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if "memorisation" in names and base not in IDX_DATASETS:
             raise ConfigError("--metrics memorisation compares the fakes with the training images, so --reals must name an idx "
                               "dataset such as fashion-mnist:test (or evaluate the run itself)")  # fmt: skip
-        fakes, fdesc = load_image_source(args.fakes, args.n)
+        fakes, fdesc = load_image_source(args.fakes, args.n or 10_000)
         reals, rdesc = load_image_source(args.reals)
         train = load_image_source(f"{base}:train")[0] if "memorisation" in names else None  # (N, C, H, W) uint8
         dataset = base if base in ("fashion-mnist", "mnist") else "fashion-mnist"

@@ -273,6 +273,10 @@ def extend_config(cfg: RunConfig, **options: Any) -> RunConfig:
             raise ConfigError(f"--epochs must be a positive number, got {epochs}")
 
         cfg = cfg.replace(loop={"total_kimg": round(epochs * load_training_data(cfg).x.shape[0] / 1000, 3)})
+        if cfg.loop.total_kimg * 1000 < cfg.loop.batch_size:
+            raise ConfigError(
+                f"--epochs {epochs:g} shows D {cfg.loop.total_kimg * 1000:g} images, fewer than one batch ({cfg.loop.batch_size}); train for more"
+            )
     _validate(cfg)
     return cfg
 
@@ -322,6 +326,10 @@ def _validate(cfg: RunConfig) -> None:
     L, O, M, Lo = cfg.loop, cfg.optim, cfg.model, cfg.loss
     checks = [
         (math.isfinite(L.total_kimg) and L.total_kimg > 0, f"--kimg must be a positive number, got {L.total_kimg}"),
+        (
+            not L.total_kimg * 1000 < L.batch_size,  # not "<": a NaN is left to the finite check below
+            f"--kimg {L.total_kimg:g} is less than one batch ({L.batch_size} images, {L.batch_size / 1000:g} kimg); train for more",
+        ),
         (0 <= L.seed <= MAX_SEED, f"--seed must be from 0 to {MAX_SEED}, got {L.seed}"),
         (L.batch_size >= 2, f"--batch-size must be at least 2 (batch norm needs it), got {L.batch_size}"),
         (L.batch_size <= 65536, f"--batch-size {L.batch_size} is too large; try 64 to 1024"),

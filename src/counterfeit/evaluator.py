@@ -194,6 +194,10 @@ def train_evaluator(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Train the judge on the train split, measure test accuracy, write `<out>.safetensors` and `<out>.json`."""
+    if not 1 <= epochs <= 1000:
+        from .config import ConfigError
+
+        raise ConfigError(f"--epochs must be from 1 to 1000, got {epochs}")
     out = Path(out) if out is not None else weights_path(dataset).with_suffix("")  # suffixes get appended
     x_train, y_train = load_split(dataset, "train")  # (N, 1, 28, 28) uint8, (N,)
     x_test, y_test = load_split(dataset, "test")

@@ -59,6 +59,17 @@ def remove_if_unused(run_dir: Path) -> bool:
     return True
 
 
+def check_resume_length(run_dir: Path, total_kimg: float, flag: str = "--kimg") -> None:
+    """One-line ConfigError when a resume asks for fewer kimg than the run's newest checkpoint has reached."""
+    from .config import ConfigError
+
+    ckpts = list_checkpoints(run_dir)
+    reached = read_checkpoint(ckpts[-1], prefixes=())[1]["cur_nimg"] if ckpts else 0
+    if total_kimg * 1000 < reached:
+        raise ConfigError(f"{flag} asks for {total_kimg:g} kimg, less than the {reached / 1000:g} kimg {run_dir} has reached; "
+                          f"pass more, or leave {flag} out to keep its planned length")  # fmt: skip
+
+
 def write_config(run_dir: Path, cfg: RunConfig) -> None:
     """Save the run's config.json atomically."""
     atomic_write_text(Path(run_dir) / "config.json", cfg.to_json() + "\n")

@@ -21,6 +21,7 @@ from .features import BackboneUnavailable, Features, as_nhwc_or_nchw_uint8, extr
 from .fid import fid, kid, small_n_warning
 from .memorisation import memorisation
 from .prdc import prdc
+from .toy import DEFAULT_SAMPLES as TOY_SAMPLES
 from .toy import toy_metrics_from_centres
 
 IMAGE_METRICS = ("fid", "kid", "pr", "coverage", "memorisation")
@@ -146,12 +147,16 @@ def evaluate_points(points: torch.Tensor, dataset: str) -> dict[str, dict]:
     centres, sigma = toy_modes(dataset)
     r = toy_metrics_from_centres(points, centres, sigma)
     return {
-        "toy": {**r, "provenance": {"dataset": dataset, "protocol": "PacGAN/VEEGAN", "n_fakes": len(points), "counterfeit": __version__}}
+        "toy": {
+            **r,
+            "dataset": dataset,
+            "provenance": {"dataset": dataset, "protocol": "PacGAN/VEEGAN", "n_fakes": len(points), "counterfeit": __version__},
+        }
     }
 
 
 def evaluate_run(
-    run_dir: str | Path, n: int = 10_000, metrics: str | None = None, seed: int = 0, backbone: str | None = None
+    run_dir: str | Path, n: int | None = None, metrics: str | None = None, seed: int = 0, backbone: str | None = None
 ) -> dict[str, Any]:
     """Evaluate a run's newest EMA generator; writes metrics.json and appends metric-<name>.jsonl in the run folder."""
     scored = score_run(run_dir, n, metrics, seed, backbone)
@@ -168,8 +173,10 @@ class RunScores:
     checkpoint: str  # its file name
 
 
-def score_run(run_dir: str | Path, n: int = 10_000, metrics: str | None = None, seed: int = 0, backbone: str | None = None) -> RunScores:
-    """Score a run's newest EMA generator without writing metrics.json (evaluate_run writes it)."""
+def score_run(
+    run_dir: str | Path, n: int | None = None, metrics: str | None = None, seed: int = 0, backbone: str | None = None
+) -> RunScores:
+    """Score a run's newest EMA generator without writing metrics.json (evaluate_run writes it); n None: the protocol's count."""
     from ..runs import load_run
     from ..sample import default_labels, generate
 
@@ -181,11 +188,13 @@ def score_run(run_dir: str | Path, n: int = 10_000, metrics: str | None = None, 
         if cfg.data.name not in TOY_DATASETS:
             raise ConfigError(f"{run_dir} trained on points but '{cfg.data.name}' is not a known toy dataset")
         parse_metrics(metrics, images=False)
+        n = n or TOY_SAMPLES  # mode coverage counts modes with any sample: more samples would cover more
         results = evaluate_points(generate(run.G, None, n, seed), cfg.data.name)  # (n, 2)
         for v in results.values():
             v["provenance"].update(base)
     else:
         names = parse_metrics(metrics, classes=cfg.data.name if cfg.data.name in IDX_DATASETS else None)
+        n = n or 10_000
         fakes = generate(run.G, run.spec.pixel_range, n, seed)  # (n, C, H, W) uint8
         bb, dataset = _pick_backbone(cfg, backbone)
         if cfg.data.name in IDX_DATASETS:
@@ -248,5 +257,6 @@ def write_results(run_dir: Path, results: dict[str, dict], kimg: float, checkpoi
     for name, r in results.items():
         flat = {k: v for k, v in r.items() if isinstance(v, (int, float, str)) and k not in ("rule",)}
         with open(run_dir / f"metric-{name}.jsonl", "a") as f:
-            f.write(json.dumps({"kimg": kimg, "created": now, **flat}) + "\n")
+            # Each line keeps how it was measured (fakes, seed, reference, backbone, any warning): the history mixes settings.
+            f.write(json.dumps({"kimg": kimg, "created": now, **flat, "provenance": r.get("provenance", {})}) + "\n")
     return doc

@@ -28,6 +28,7 @@ from starlette.staticfiles import StaticFiles
 from ..checkpoints import CheckpointError
 from ..config import ConfigError
 from ..data import DataError
+from ..runs import check_resume_length
 from . import generate as gen
 from . import latent_panel
 from .jobs import RESUMABLE, Jobs, check_config, parse_options
@@ -166,7 +167,9 @@ def resume(studio: Studio, request: Request, params: Params) -> dict:
     run_dir = run_path(studio.runs_dir, request.path_params["name"])
     given = parse_options(params, RESUMABLE)
     params.done()
-    check_config(given, run_dir)
+    cfg = check_config(given, run_dir)
+    if "kimg" in given:
+        check_resume_length(run_dir, cfg.loop.total_kimg)
     return studio.jobs.start(given, resume=run_dir)
 
 
