@@ -156,6 +156,30 @@ def test_flipped_byte_names_the_file(tiny, tmp_path):
     assert tiny and IDX_DATASETS["tiny"].files["train-images-idx3-ubyte"].sha256 in msg
 
 
+def test_a_bad_copy_gives_way_to_the_next_good_one(tiny, tmp_path, monkeypatch, caplog):
+    """A corrupt copy first in the search order is named in a warning, and the next complete folder is used."""
+    blob = bytearray(tiny["train-images-idx3-ubyte"])
+    blob[100] ^= 0xFF
+    write_files(tmp_path / "d", {**tiny, "train-images-idx3-ubyte": bytes(blob)})
+    monkeypatch.setenv("COUNTERFEIT_DATA_DIR", str(write_files(tmp_path / "good", tiny)))
+    with caplog.at_level(logging.WARNING, logger="counterfeit"):
+        ds = load_idx("tiny", data_dir=str(tmp_path / "d"), download=False)
+    assert ds.info["source"] == str(tmp_path / "good") and "SHA-256" in caplog.text and f"trying {tmp_path / 'good'}" in caplog.text
+
+
+def test_the_other_datasets_file_is_named_not_condemned(tiny, tmp_path, monkeypatch):
+    """MNIST and Fashion-MNIST share file names: a good file of the other one is never called corrupt."""
+    blob = bytearray(tiny["train-images-idx3-ubyte"])
+    blob[100] ^= 0xFF  # not what "tiny" expects, but exactly the file "twin" expects under the same name
+    twin_file = IdxFile(len(blob), hashlib.sha256(blob).hexdigest(), 3)
+    monkeypatch.setitem(IDX_DATASETS, "twin", replace(IDX_DATASETS["tiny"], files={"train-images-idx3-ubyte": twin_file}))
+    write_files(tmp_path / "d", {**tiny, "train-images-idx3-ubyte": bytes(blob)})
+    with pytest.raises(DataError) as e:
+        load_idx("tiny", data_dir=str(tmp_path / "d"), download=False)
+    msg = one_line(e)
+    assert "is twin's train-images-idx3-ubyte, a good file of another dataset; keep it" in msg and "delete" not in msg
+
+
 def test_truncated_gz_names_the_file(tiny, tmp_path):
     folder = write_files(tmp_path / "d", tiny)
     path = folder / "train-images-idx3-ubyte.gz"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -18,6 +19,8 @@ from .idxfile import (
     read_idx,
     split_files,
 )
+
+log = logging.getLogger("counterfeit")
 
 # Where distributions install the files; a constant so tests can point it elsewhere.
 SYSTEM_DATA_DIRS: dict[str, list[Path]] = {
@@ -63,10 +66,23 @@ def load_idx(name: str, split: str = "train", data_dir: str | None = None, downl
     spec = _spec(name)
     if split not in SPLIT_PREFIX:
         raise DataError(f"unknown split '{split}' for {name}; use 'train' or 'test'")
-    folder, downloaded = find_idx_dir(name, data_dir), False
-    if folder is None:
-        folder = _fetch(name, data_dir, download)
-        downloaded = True
+    # Every folder that holds the four files, in the search order: a copy that fails its checks gives way to the next.
+    folders = [f for f in search_dirs(name, data_dir) if all(_present(f, fname) for fname in spec.files)]
+    errors: list[DataError] = []
+    for i, folder in enumerate(folders):
+        try:
+            return _load_split(name, split, folder, downloaded=False)
+        except DataError as e:
+            errors.append(e)
+            if i + 1 < len(folders):
+                log.warning(f"{e}; trying {folders[i + 1]}")
+    if errors:
+        raise errors[0]  # the copy the user put first is the one to mend
+    return _load_split(name, split, _fetch(name, data_dir, download), downloaded=True)
+
+
+def _load_split(name: str, split: str, folder: Path, downloaded: bool) -> Dataset:
+    spec = _spec(name)
     start = time.perf_counter()
     images_name, labels_name = split_files(spec, split)
     images_path, labels_path = _present(folder, images_name), _present(folder, labels_name)

@@ -106,6 +106,11 @@ def read_idx(path: Path, expected: IdxFile, fix: str) -> torch.Tensor:
         raise DataError(f"{path} is not an idx file of {expected.ndim}-D unsigned bytes (magic 0x{magic:08x}, dims {dims}); {fix}")
     digest = hashlib.sha256(buf).hexdigest()
     if digest != expected.sha256:
+        # MNIST and Fashion-MNIST name their files alike: a good file of the other one is misplaced, not corrupt.
+        other = next((f"{ds}'s {fname}" for ds, sp in IDX_DATASETS.items() for fname, f in sp.files.items() if f.sha256 == digest), None)
+        if other:
+            raise DataError(f"{path} is {other}, a good file of another dataset; keep it, and give this dataset its own folder "
+                            f"(--data-dir DIR, or a sub-folder named after it)")  # fmt: skip
         raise DataError(f"{path} has the wrong SHA-256 (expected {expected.sha256}, got {digest}); {fix}")
     return torch.frombuffer(buf, dtype=torch.uint8, offset=header).reshape(dims)  # (N, H, W) or (N,) uint8
 
