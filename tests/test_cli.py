@@ -151,6 +151,7 @@ def test_bad_options(capsys, tmp_path):
     _one_line_error(capsys, ["train", "--model", "lecture", "--resolution", "64", "--out", str(tmp_path)], "28x28")
     _one_line_error(capsys, ["train", "--data", "ring8", "--model", "dcgan", "--out", str(tmp_path)], "--model mlp")
     _one_line_error(capsys, ["train", "--resolution", "48", "--dry-run"], "48")
+    _one_line_error(capsys, ["train", "--data", "ring8", "--resolution", "64", "--dry-run"], "--resolution sizes images", "2-D points")
     _one_line_error(capsys, ["train", "--precision", "fp16", "--dry-run"], "--precision must be fp32, bf16 or auto", "fp16")
 
 
@@ -266,6 +267,8 @@ def test_sample_format_follows_out_and_refuses_a_mismatch(folder_run, tmp_path, 
 
 def test_eval_with_too_few_images_for_a_metric_is_one_line(folder_run, tmp_path, capsys):
     _one_line_error(capsys, ["eval", str(folder_run), "--n", "3"], "--metrics pr needs at least 6 fakes", "got 3")
+    _one_line_error(capsys, ["eval", str(folder_run), "--metrics", ""], "--metrics is empty")
+    _one_line_error(capsys, ["eval", str(folder_run), "--anomaly", "--metrics", "fid"], "--anomaly computes its own score")
     assert main(["sample", str(folder_run), "-n", "1", "--out", str(tmp_path / "one.npz")]) == 0
     _one_line_error(capsys, ["eval", "--fakes", str(tmp_path / "one.npz"), "--reals", str(tmp_path / "one.npz"), "--metrics", "fid"],
                     "--metrics fid needs at least 2")  # fmt: skip
@@ -409,3 +412,21 @@ def test_eval_of_a_folder_run_counts_no_fashion_classes(folder_run, capsys):
     assert "coverage" not in json.loads((folder_run / "metrics.json").read_text())["metrics"]
     _one_line_error(capsys, ["eval", str(folder_run), "--n", "40", "--metrics", "fid,coverage", "--backbone", "evaluator"],
                     "--metrics coverage counts Fashion-MNIST or MNIST classes")  # fmt: skip
+
+
+def test_ctrl_c_while_python_imports_is_one_line(monkeypatch, capsys):
+    """The studio's Stop can land before main() runs: python -m counterfeit says so in a line, exit 130, no traceback."""
+    import runpy
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("counterfeit.cli.main", interrupted)
+    with pytest.raises(SystemExit) as e:
+        runpy.run_module("counterfeit", run_name="__main__")
+    assert e.value.code == 130 and capsys.readouterr().err == "stopped while starting; nothing was written\n"
+
+
+def test_studio_refuses_a_runs_folder_whose_parent_is_missing(tmp_path, capsys):
+    _one_line_error(capsys, ["studio", "--runs", str(tmp_path / "typo" / "runs"), "--port", "0"], "typo", "does not exist")
+    assert not (tmp_path / "typo").exists()

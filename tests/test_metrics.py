@@ -166,6 +166,9 @@ def test_eval_run_and_fakes_cli(tiny_folder, fashion_dir, tmp_path, capsys, monk
     doc = json.loads((run / "metrics.json").read_text())
     assert set(doc["metrics"]) == {"fid", "kid", "pr", "coverage", "memorisation"} and doc["kimg"] == pytest.approx(0.064)
     assert (run / doc["metrics"]["memorisation"]["pairs_png"]).is_file()
+    assert (
+        doc["metrics"]["memorisation"]["provenance"]["n_fakes"] == 300 and doc["metrics"]["memorisation"]["provenance"]["n_train"] == 60000
+    )
     assert main(["eval", str(run), "--n", "300", "--metrics", "fid"]) == 0
     history = [json.loads(x) for x in (run / "metric-fid.jsonl").read_text().splitlines()]
     assert len(history) == 2 and all(h["provenance"]["n_fakes"] == 300 and "seed" in h["provenance"] for h in history)
@@ -264,13 +267,18 @@ def test_monitor_in_bf16_scores_like_fp32(fashion_dir, monkeypatch):
     assert b["cov/dup"] == pytest.approx(a["cov/dup"], abs=0.005) and b["cov/kl"] == pytest.approx(a["cov/kl"], abs=0.005)
 
 
-def test_a_damaged_test_split_turns_the_monitor_off_not_the_run(tmp_path, caplog):
+def test_a_damaged_test_split_turns_the_monitor_off_not_the_run(tmp_path, caplog, monkeypatch):
     """Training needs only the training split: a corrupt t10k file is a warning naming it, and the run trains unjudged."""
     import gzip
     import logging
 
-    from counterfeit.data import Dataset
+    from counterfeit.data import SYSTEM_DATA_DIRS, Dataset
     from counterfeit.metrics.monitor import build_monitor
+
+    # No good copy anywhere else to fall back on (the loader would use one)
+    monkeypatch.setitem(SYSTEM_DATA_DIRS, "fashion-mnist", [])
+    monkeypatch.delenv("COUNTERFEIT_DATA_DIR", raising=False)
+    monkeypatch.setenv("COUNTERFEIT_CACHE_DIR", str(tmp_path / "cache"))
 
     for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
         (tmp_path / f"{name}.gz").write_bytes(gzip.compress(b"placeholder"))  # found, never read: only the test labels are

@@ -130,6 +130,7 @@ def test_symlink_out_of_the_runs_folder_is_refused(client, runs, tmp_path):
     (runs / "99999-link").symlink_to(outside)
     try:
         assert "outside" in _error(client.get("/api/generate?run=99999-link"), 403)
+        assert "99999-link" not in {row["run"] for row in client.get("/api/runs").json()["runs"]}  # nor listed
     finally:
         (runs / "99999-link").unlink()
 

@@ -2,6 +2,11 @@
 
 import sys
 
-from .cli import main
+try:
+    from .cli import main
 
-sys.exit(main())
+    code = main()
+except KeyboardInterrupt:  # Ctrl-C (or the studio's Stop) while Python still imports: nothing has started or been written
+    print("stopped while starting; nothing was written", file=sys.stderr)
+    code = 130
+sys.exit(code)

@@ -680,6 +680,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         if args.fakes or not args.run_dir:
             raise ConfigError("--anomaly scores a run: give a RUN_DIR trained with --exclude-class, and no --fakes")
+        if args.metrics is not None:
+            raise ConfigError("--anomaly computes its own score (AUROC); drop --metrics, or run eval again without --anomaly")
         results = evaluate_anomaly(args.run_dir, args.device)["metrics"]
         results = {"anomaly": results["anomaly"]}  # metrics.json may keep older metrics beside it; print only this one
         print(f"wrote {Path(args.run_dir) / 'metrics.json'}")

@@ -307,6 +307,9 @@ def _check_family_options(cfg: RunConfig, options: dict[str, Any]) -> None:
         raise ConfigError("--twin-ac pairs a twin with the AC class head; give --ac-weight > 0 (cdcgan's default is 2) or drop --twin-ac")
     if "beta" in options and name != "vae":
         raise ConfigError(f"--beta weights the VAE's KL term; use it with --model vae, not --model {name}")
+    pixels = [k for k in ("resolution", "channels") if k in options]
+    if pixels and get_spec(name).data_kind == "points":
+        raise ConfigError(f"--{pixels[0]} sizes images; --model {name} draws 2-D points, drop the flag")
     if options.get("standardise") and get_spec(name).data_kind != "points":
         raise ConfigError(f"--standardise rescales 2-D toy points; --model {name} draws images, drop the flag")
     deep = [k for k in ("g_depth", "d_depth") if options.get(k)]

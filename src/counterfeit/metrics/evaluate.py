@@ -41,7 +41,9 @@ def parse_metrics(text: str | None, images: bool = True, classes: str | None = N
         if text and text.strip() != "toy":
             raise ConfigError("2-D toy runs are scored by modes covered, % high quality and reverse KL; drop --metrics")
         return ["toy"]
-    names = list(DEFAULT_METRICS) if not text else [t.strip() for t in text.split(",") if t.strip()]
+    names = list(DEFAULT_METRICS) if text is None else [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise ConfigError(f"--metrics is empty; name some of {','.join(IMAGE_METRICS)}, or leave it out for {','.join(DEFAULT_METRICS)}")
     bad = [n for n in names if n not in IMAGE_METRICS]
     if bad:
         raise ConfigError(f"unknown metric '{bad[0]}' in --metrics; choose from {','.join(IMAGE_METRICS)}")
@@ -123,7 +125,11 @@ def evaluate_images(
         # Pixel-space nearest neighbours over the whole training set are the costly part: 2,000 of each
         # side pin the near-copy fraction to within about a percent in a few seconds.
         m = memorisation(fakes[:MEMORISATION_N], train_images, reals[:MEMORISATION_N])
-        out["memorisation"] = {**m, "provenance": {**(provenance or {}), "space": "pixels in [0, 1], L2", "counterfeit": __version__}}
+        used = {"n_fakes": min(len(fakes), MEMORISATION_N), "n_reals": min(len(reals), MEMORISATION_N), "n_train": len(train_images)}
+        out["memorisation"] = {
+            **m,
+            "provenance": {**(provenance or {}), **used, "space": "pixels in [0, 1], L2", "counterfeit": __version__},
+        }
     for v in out.values():
         v["provenance"]["seconds"] = round(time.time() - t0, 2)
     return out

@@ -321,9 +321,11 @@ def serve(runs_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, ready
     # One torch thread per request: the server runs requests side by side, and on the busy 2-core machine a
     # playground step took 1.5 s with 2 threads against 57 ms with one (measured; see the README's Studio section).
     torch.set_num_threads(1)
-    sock = bind(host, port)
     runs_dir = Path(runs_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    if not runs_dir.parent.is_dir():  # a typo deeper in the path would otherwise make a whole new tree
+        raise ConfigError(f"--runs {runs_dir}: {runs_dir.parent} does not exist; give an existing folder, or one inside it")
+    runs_dir.mkdir(exist_ok=True)
+    sock = bind(host, port)
     local = host in ("127.0.0.1", "localhost", "::1")
     allowed = None if local else ["*"]  # bound to a network address: it is reached under names we cannot know
     server = uvicorn.Server(uvicorn.Config(create_app(runs_dir, allowed), log_level="warning", lifespan="off"))

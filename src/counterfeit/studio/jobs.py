@@ -198,7 +198,7 @@ class Jobs:
             last = next(line for line in reversed(lines) if "counterfeit: error:" in line)
         elif last.startswith("done:"):
             state = "done"
-        elif last.startswith("stopped at"):
+        elif last.startswith("stopped"):  # at a checkpoint, before the first step, or while starting
             state = "stopped"
         else:
             state = "ended" if proc is None or proc.returncode == 0 else f"exited with code {proc.returncode}"

@@ -24,7 +24,9 @@ def list_runs(root: Path, jobs: Jobs) -> dict[str, Any]:
     runs, all_jobs = [], jobs.list()
     if root.is_dir():
         live = {j["run"] for j in all_jobs if j["alive"] and j.get("run")}
-        for run_dir in sorted((p for p in root.iterdir() if is_run_dir(p)), reverse=True):
+        # A run linked in from elsewhere is listed only if it resolves inside root, as run_path serves it (else a 403).
+        inside = [p for p in root.iterdir() if is_run_dir(p) and p.resolve().parent == root.resolve()]
+        for run_dir in sorted(inside, reverse=True):
             row = run_row(run_dir)
             row["training"] = run_dir.name in live
             row["has_checkpoint"] = bool(list_checkpoints(run_dir))
