@@ -98,6 +98,10 @@ def test_toy_train_and_sample_points(tmp_path):
     assert main(["eval", str(run)]) == 0  # the toy protocol's 2,500 samples: more would cover more modes by chance
     line = json.loads((run / "metric-toy.jsonl").read_text().splitlines()[-1])
     assert line["n"] == line["provenance"]["n_fakes"] == 2500 and line["dataset"] == "ring8"
+    (tmp_path / "keep.png").write_text("mine")  # a toy run's npz gets a scatter PNG of the same name: refused, not replaced
+    _one_line_error_code = main(["sample", str(run), "--out", str(tmp_path / "keep.npz")])
+    assert _one_line_error_code == 2 and (tmp_path / "keep.png").read_text() == "mine"
+    assert main(["sample", str(run), "--out", str(tmp_path / "pts")]) == 2  # a folder of PNGs is no format for points
 
 
 def test_drs_on_images_and_its_refusals(folder_run, tmp_path, capsys):
@@ -183,6 +187,15 @@ def test_less_than_a_batch_and_bad_evaluator_or_eval_counts_are_one_line(folder_
     _one_line_error(capsys, ["eval", str(folder_run), "--n", "2000000000"], "--n must be between 2 and 1,000,000")
 
 
+def test_out_of_memory_outside_training_asks_for_fewer_images(monkeypatch, capsys):
+    def too_big(args):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 10 bytes")
+
+    monkeypatch.setattr("counterfeit.cli.cmd_sample", too_big)
+    err = _one_line_error(capsys, ["sample", "anything"], "can't allocate memory", "ask for fewer images")
+    assert "--batch-size" not in err
+
+
 def test_argparse_errors_are_one_line(capsys):
     for argv, needle in (
         (["train", "--kimg", "abc"], "invalid float value: 'abc'"),
@@ -219,6 +232,10 @@ def test_a_folder_run_resumes_from_anywhere_and_follows_its_data_when_told(tiny_
     _one_line_error(capsys, ["train", "--resume", str(run), "--data", "mnist", "--kimg", "0.128"], "--data cannot change when resuming")
     assert main(["train", "--resume", str(run), "--data", str(tmp_path / "moved"), "--kimg", "0.128", "--no-progress"]) == 0
     assert json.loads((run / "config.json").read_text())["data"]["name"] == str(tmp_path / "moved")
+    cfg = json.loads((run / "config.json").read_text())  # an older run may keep the folder as "~/...": still found
+    (run / "config.json").write_text(json.dumps({**cfg, "data": {**cfg["data"], "name": "~/moved"}}))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert main(["train", "--resume", str(run), "--kimg", "0.16", "--no-progress"]) == 0
 
 
 def test_conditional_data_problems_are_named(tiny_folder, tmp_path, capsys):
@@ -259,9 +276,13 @@ def test_sample_format_follows_out_and_refuses_a_mismatch(folder_run, tmp_path, 
     assert np.load(tmp_path / "x.npz")["images"].shape[0] == 4
     assert main(["sample", str(folder_run), "-n", "3", "--out", str(tmp_path / "pngs")]) == 0
     assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == ["000000.png", "000001.png", "000002.png"]
-    for argv in (["--format", "npz", "--out", "y.png"], ["--format", "folder", "--out", "f.npz"], ["--out", "g.jpg"]):
+    for argv, needle in (
+        (["--format", "npz", "--out", "y.png"], "does not fit --format npz"),
+        (["--format", "folder", "--out", "f.npz"], "does not fit --format folder"),
+        (["--out", "g.jpg"], "cannot tell the format from --out"),
+    ):
         argv[-1] = str(tmp_path / argv[-1])
-        _one_line_error(capsys, ["sample", str(folder_run), *argv], "does not fit --format")
+        _one_line_error(capsys, ["sample", str(folder_run), *argv], needle)
         assert not (tmp_path / argv[-1]).exists()
 
 

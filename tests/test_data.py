@@ -425,7 +425,10 @@ def test_a_file_the_system_would_not_read_is_tried_again_next_time(pictures, mon
 
     monkeypatch.setattr(folder_module, "decode_image", no_permission)
     first = load_folder(str(pictures), 16, 3)
-    assert {"file": "cats/a.png", "reason": "Permission denied"} in first.info["skipped"] and len(first) == 6
+    assert {"file": "cats/a.png", "reason": "Permission denied", "retry": True} in first.info["skipped"] and len(first) == 6
+    monkeypatch.setattr(folder_module, "_opens", lambda path: False)  # still refused: the cached result stands
+    assert load_folder(str(pictures), 16, 3).info["cache"] == "hit"
+    monkeypatch.setattr(folder_module, "_opens", lambda path: True)
     monkeypatch.setattr(folder_module, "decode_image", real_decode)  # the owner fixed the permissions
     second = load_folder(str(pictures), 16, 3)
     assert second.info["cache"] == "miss" and len(second) == 7
@@ -433,12 +436,13 @@ def test_a_file_the_system_would_not_read_is_tried_again_next_time(pictures, mon
 
 
 def test_linked_class_folders_are_followed_once(pictures, tmp_path):
-    """A dataset assembled from links to class folders loads them; a link back up the tree does not loop."""
+    """A dataset assembled from links to class folders loads them; a link back into the tree or above it is not followed."""
     root = tmp_path / "linked"
     root.mkdir()
     (root / "cats").symlink_to(pictures / "cats", target_is_directory=True)
     (root / "dogs").symlink_to(pictures / "dogs", target_is_directory=True)
     (pictures / "cats" / "loop").symlink_to(pictures / "cats", target_is_directory=True)
+    (pictures / "dogs" / "up").symlink_to(tmp_path, target_is_directory=True)  # above the dataset: everything around it
     ds = load_folder(str(root), 16, 3)
     assert ds.class_names == ["cats", "dogs"] and ds.info["class_counts"] == [4, 3]
 

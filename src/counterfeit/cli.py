@@ -342,12 +342,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except RuntimeError as e:  # torch's allocators say "out of memory" / "can't allocate memory" in a long message
         text = str(e)
-        where = max(text.find("out of memory"), text.find("can't allocate memory"))
+        where = max(text.find(phrase) for phrase in ("out of memory", "can't allocate memory", "ALLOC_FAILED"))
         if where < 0:
             raise
+        fix = (
+            "use a smaller --batch-size, --z-dim, --g-width/--d-width or --resolution"
+            if args.command == "train"
+            else "ask for fewer images"
+        )
         if _launched_rank() == 0:
-            print(f"counterfeit: error: {text[where:].splitlines()[0][:160]}; use a smaller --batch-size, --z-dim, "
-                  f"--g-width/--d-width or --resolution", file=sys.stderr)  # fmt: skip
+            print(f"counterfeit: error: {text[where:].splitlines()[0][:160]}; {fix}", file=sys.stderr)
         return 2
     except OSError as e:  # a path the command cannot write (or read): say which, not where in the code
         if e.filename is None:
@@ -535,7 +539,7 @@ def _train_config(args: argparse.Namespace):
         raise ConfigError(
             f"{flags} cannot change when resuming; a resumed run keeps its config.json (only --kimg, --epochs, --device, --channels-last, --compile, --precision, --cuda-graphs may change, and --data for a folder that moved)"
         )
-    if folder_run and "data" not in given and not Path(saved.data.name).is_dir():
+    if folder_run and "data" not in given and not Path(saved.data.name).expanduser().is_dir():
         raise ConfigError(f"{run_dir} trained on the folder {saved.data.name}, which is not there; if it moved, add --data NEW_FOLDER")
     # Training from scratch in the folder would overwrite the stats and grids a missing checkpoint leaves behind.
     ckpts = list_checkpoints(run_dir)
@@ -604,20 +608,39 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.n < 1 or args.n > 1_000_000:
         raise ConfigError(f"-n must be between 1 and 1,000,000, got {args.n}")
-    fmt = _sample_format(args.format, args.out)
-    _refuse_existing(args.out, args.force)
+    points = _run_kind(args.run_dir) == "points"
+    fmt = _sample_format(args.format, args.out, points)
+    # A toy run's npz gets a scatter plot of the same name beside it: that PNG is as much the user's as --out.
+    _refuse_existing(args.out, args.force, (".png",) if points and fmt == "npz" else ())
     out = write_samples(args.run_dir, args.n, args.seed, fmt, args.out, args.device, args.class_name, args.drs)
     print(f"wrote {out}")
     return 0
 
 
-def _sample_format(fmt: str | None, out: str | None) -> str:
+def _run_kind(run_dir: str) -> str | None:
+    """'images' or 'points' from a run's config.json, None when it cannot be read (the command says why later)."""
+    from .config import ConfigError, load_config
+    from .models import get_spec
+
+    try:
+        return get_spec(load_config(Path(run_dir) / "config.json").model.name).data_kind
+    except (ConfigError, OSError, ValueError):
+        return None
+
+
+def _sample_format(fmt: str | None, out: str | None, points: bool = False) -> str:
     """--format, or the one --out's suffix implies; one-line error when a named --out does not fit the format."""
     from .config import ConfigError
 
     suffix = Path(out).suffix.lower() if out else ""
     if fmt is None:
-        fmt = "npz" if suffix == ".npz" else "folder" if out and (not suffix or Path(out).is_dir()) else "grid"
+        if not out or suffix in (".png", ".npz"):
+            fmt = "npz" if suffix == ".npz" else "grid"
+        elif (not suffix or Path(out).is_dir()) and not points:
+            fmt = "folder"
+        else:
+            kinds = ".npz or .png (a 2-D toy run draws points)" if points else ".npz, .png or a folder name without a suffix"
+            raise ConfigError(f"cannot tell the format from --out {out}; name it {kinds}, or add --format")
     fits = {"grid": suffix == ".png", "npz": suffix == ".npz", "folder": suffix not in (".png", ".npz")}[fmt]
     if out and not fits:
         raise ConfigError(f"--out {out} does not fit --format {fmt} (grid writes a .png, npz an .npz, folder a folder); "

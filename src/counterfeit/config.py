@@ -247,7 +247,9 @@ def extend_config(cfg: RunConfig, **options: Any) -> RunConfig:
     canonical = builtin_name(options.get("data", ""))
     if canonical:  # one spelling in config.json, so every later lookup by name agrees
         options["data"] = canonical
-    elif "data" in options:  # a folder: kept absolute, so the run resumes and evaluates from any working directory
+    elif "data" in options and os.path.exists(os.path.expanduser(str(options["data"]))):
+        # A folder: kept absolute, so the run resumes and evaluates from any working directory. A name that is not there
+        # stays as typed, for the error to quote (it is likely a misspelt built-in name).
         options["data"] = os.path.abspath(os.path.expanduser(str(options["data"])))
     if "data_dir" in options:
         options["data_dir"] = os.path.abspath(os.path.expanduser(str(options["data_dir"])))

@@ -23,8 +23,9 @@ log = logging.getLogger("counterfeit")
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 # Read errors from the system, not from the file's bytes, that can go away with no change to the file's size or mtime.
-_MAY_PASS = {errno.EACCES, errno.EPERM, errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ESTALE}
-CACHE_VERSION = 1  # bump when decoding changes, so old cache entries stop matching
+_MAY_PASS = {errno.EACCES, errno.EPERM, errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ESTALE, errno.EMFILE, errno.ENFILE,
+             errno.ENOMEM, errno.EBUSY}  # fmt: skip
+CACHE_VERSION = 2  # bump when decoding or the entry changes, so old entries stop matching (2: skipped files marked "retry")
 
 
 def load_folder(path: str, resolution: int, channels: int, cache_dir: str | None = None) -> Dataset:
@@ -49,17 +50,18 @@ def load_folder(path: str, resolution: int, channels: int, cache_dir: str | None
     key = _cache_key(files, listing, resolution, channels)
     entry = (Path(cache_dir).expanduser() if cache_dir else base.cache_dir()) / "folders" / key
     cached = _read_cache(entry, resolution, channels, labelled=file_labels is not None)
+    # A file the system would not let us read (permissions, an I/O error) may read later with no change to its size or
+    # mtime, which the key covers: the entry marks it, and a load that finds it readable now decodes the folder again.
+    if cached is not None and any(isinstance(s, dict) and s.get("retry") and _opens(root / str(s.get("file"))) for s in cached[2]):
+        cached = None
     if cached is None:
-        x, labels, skipped, unreadable = _decode_all(root, files, listing, file_labels, resolution, channels)
-        # A file the system would not let us read (permissions, an I/O error) may read next time without any change to
-        # its size or mtime, which the key covers: such a result is not cached, so the next load tries again.
-        if not unreadable:
-            _write_cache(
-                entry,
-                x,
-                labels,
-                {"source": str(path), "root": str(root.resolve()), "class_names": class_names, "skipped": skipped, "note": note},
-            )
+        x, labels, skipped = _decode_all(root, files, listing, file_labels, resolution, channels)
+        _write_cache(
+            entry,
+            x,
+            labels,
+            {"source": str(path), "root": str(root.resolve()), "class_names": class_names, "skipped": skipped, "note": note},
+        )
     else:
         # Class names and the note follow from the file list, which the key covers; only `skipped` needs the cache.
         x, labels, skipped = cached
@@ -86,10 +88,12 @@ def _scan(root: Path) -> list[Path]:
     # Relative paths of all image files, sorted so the order (and the labels) never depend on the filesystem.
     found, seen = [], set()
     # Linked folders are followed (a dataset is often assembled from links to class folders), each real folder once,
-    # so a link to a parent cannot loop.
+    # so a link back into the tree cannot loop.
+    top = os.path.realpath(root)
     for folder, dirs, names in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
-        if real in seen:
+        # A link up the tree (to the dataset's parent, or /) would pull in everything around the dataset: not followed.
+        if real in seen or (real != top and top.startswith(real.rstrip(os.sep) + os.sep)):
             dirs[:] = []
             continue
         seen.add(real)
@@ -140,9 +144,9 @@ def _cache_key(files: list[Path], listing: list[tuple[int, int]], resolution: in
 
 def _decode_all(
     root: Path, files: list[Path], listing: list[tuple[int, int]], file_labels: list[int] | None, resolution: int, channels: int
-) -> tuple[torch.Tensor, torch.Tensor | None, list[dict], bool]:
+) -> tuple[torch.Tensor, torch.Tensor | None, list[dict]]:
     x = torch.empty(len(files), channels, resolution, resolution, dtype=torch.uint8)  # (N, C, H, W) uint8
-    kept, skipped, unreadable = [], [], False
+    kept, skipped = [], []
     with warnings.catch_warnings():
         # Pillow warns about each odd-but-readable file (corrupt EXIF, huge images); the image still decodes, and a line
         # per file would bury the one summary of the files that did not.
@@ -154,8 +158,8 @@ def _decode_all(
             try:
                 x[len(kept)] = torch.from_numpy(decode_image(root / rel, resolution, channels))  # (C, H, W) uint8
             except DECODE_ERRORS as e:
-                skipped.append({"file": rel.as_posix(), "reason": decode_failure(e)})
-                unreadable |= isinstance(e, OSError) and e.errno in _MAY_PASS
+                retry = {"retry": True} if isinstance(e, OSError) and e.errno in _MAY_PASS else {}
+                skipped.append({"file": rel.as_posix(), "reason": decode_failure(e), **retry})
                 continue
             kept.append(i)
     if not kept:
@@ -165,7 +169,17 @@ def _decode_all(
         )
     x = x[: len(kept)].clone() if skipped else x  # (N, C, H, W) uint8, only the good images
     labels = None if file_labels is None else torch.tensor([file_labels[i] for i in kept], dtype=torch.int64)
-    return x, labels, skipped, unreadable
+    return x, labels, skipped
+
+
+def _opens(path: Path) -> bool:
+    # Whether a file that the system refused before can be read now (one byte tells).
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+        return True
+    except OSError:
+        return False
 
 
 def _first(skipped: list[dict], k: int) -> str:
