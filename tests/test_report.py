@@ -133,3 +133,21 @@ def test_hinge_runs_get_d_level_only(tmp_path):
 def test_not_a_run_folder(tmp_path):
     with pytest.raises(ConfigError, match="not a run folder"):
         write_report(tmp_path)
+
+
+def test_extra_loss_terms_leave_no_dashed_line_and_autoencoders_no_gan_loss(tmp_path):
+    """cdcgan's logged losses carry the AC term: no "D cannot tell" line; a VAE's header names its objective, not ns."""
+    run = tmp_path / "00000-fashion-mnist-cdcgan"
+    run.mkdir()
+    (run / "config.json").write_text('{"model": {"name": "cdcgan"}, "loss": {"name": "ns", "ac_weight": 2.0}}')
+    (run / "stats.jsonl").write_text("".join(json.dumps({"kimg": k, "loss_D": 4.3, "loss_G": 6.1}) + "\n" for k in (1, 2)))
+    page = write_report(run).read_text()
+    assert "include the terms of --ac-weight" in page and "The dashed" not in page
+    vae = tmp_path / "00001-fashion-mnist-vae"
+    vae.mkdir()
+    (vae / "config.json").write_text('{"model": {"name": "vae"}, "loss": {"name": "ns", "beta": 4.0}}')
+    (vae / "stats.jsonl").write_text(
+        "".join(json.dumps({"kimg": k, "loss": 90.0, "loss_rec": 80.0, "loss_kl": 2.5}) + "\n" for k in (1, 2))
+    )
+    page = write_report(vae).read_text()
+    assert "reconstruction + 4 x KL" in page and "<td>ns</td>" not in page

@@ -51,9 +51,11 @@ def test_runs_list_and_run_page(client, runs):
     assert [g["kimg"] for g in d["grids"]] == [0.0, 0.1] and d["reals"] and d["checkpoints"]
     assert d["config"]["model"]["name"] == "dcgan" and d["alarm"]["now"] is None and d["job"] is None
     assert client.get(f"/api/runs/{DCGAN}?since=1").json()["stats"] == d["stats"][1:]  # live polling fetches only new rows
-    # the loss chart's "D cannot tell" lines: hinge (dcgan's default) has D's only, ns (cdcgan's) both
+    # the loss chart's "D cannot tell" lines: hinge (dcgan's default) has D's only; cdcgan's logged losses carry its AC
+    # term on top of ns, so they have none
     assert d["config"]["loss"]["name"] == "hinge" and d["loss_levels"] == [[2.0, "2"], None]
-    assert [label for _, label in client.get(f"/api/runs/{CDCGAN}").json()["loss_levels"]] == ["2 ln 2", "ln 2"]
+    cdcgan = client.get(f"/api/runs/{CDCGAN}").json()
+    assert cdcgan["config"]["loss"]["ac_weight"] > 0 and cdcgan["loss_levels"] == [None, None]
     grid = _png(client.get(f"/api/runs/{DCGAN}/samples/{d['grids'][-1]['file']}"))
     assert grid.shape[0] > 28
     info = client.get(f"/api/runs/{CDCGAN}/model").json()
@@ -184,7 +186,8 @@ def test_bad_bodies(client):
         ({"model": "lecture", "d_depth": 1}, "--d-depth adds conv layers"),
         ({"model": "vae", "recall_weight": 1}, "--recall-weight is a GAN option"),
         ({"exclude_class": "Unicorn"}, "unknown class 'Unicorn'"),  # found before a training process starts
-        ({"data": "ring8", "model": "mlp", "exclude_class": "0"}, "needs labelled data"),
+        ({"data": "ring8", "model": "mlp", "exclude_class": "0"}, "no classes to leave out"),
+        ({"model": "cdcgan", "exclude_class": "Bag"}, "needs an unconditional model"),
     ],
 )
 def test_bad_training_options(client, body, needle):

@@ -309,6 +309,14 @@ def _check_family_options(cfg: RunConfig, options: dict[str, Any]) -> None:
         raise ConfigError("--twin-ac pairs a twin with the AC class head; give --ac-weight > 0 (cdcgan's default is 2) or drop --twin-ac")
     if "beta" in options and name != "vae":
         raise ConfigError(f"--beta weights the VAE's KL term; use it with --model vae, not --model {name}")
+    if options.get("exclude_class") is not None:
+        # The class is left out for eval --anomaly, which scores with an unconditional D or an autoencoder, on images.
+        if get_spec(name).conditional:
+            raise ConfigError(
+                f"--exclude-class trains for eval --anomaly, which needs an unconditional model; use --model dcgan or vae, not {name}"
+            )
+        if get_spec(name).data_kind == "points":
+            raise ConfigError("--exclude-class leaves a class of images out for eval --anomaly; 2-D toy data has no classes to leave out")
     pixels = [k for k in ("resolution", "channels") if k in options]
     if pixels and get_spec(name).data_kind == "points":
         raise ConfigError(f"--{pixels[0]} sizes images; --model {name} draws 2-D points, drop the flag")

@@ -175,9 +175,26 @@ _LEVELS: dict[str, tuple[Level | None, Level | None]] = {
 }  # fmt: skip
 
 
-def indifference_levels(loss_name: object) -> tuple[Level | None, Level | None]:
-    """(D's, G's) loss where D cannot tell reals from fakes, each None where the loss has no such level."""
-    return _LEVELS.get(loss_name, (None, None)) if isinstance(loss_name, str) else (None, None)
+# Terms the logged loss_D / loss_G carry on top of the game's own loss (AC's cross-entropy, MS, R1, recall)
+EXTRA_TERMS = ("ac_weight", "ms_weight", "r1_gamma", "recall_weight")
+
+
+def extra_terms(loss: object) -> list[str]:
+    """The extra terms a run's loss section (config.json's dict or a LossConfig) turns on, e.g. ['ac_weight']."""
+    get = loss.get if isinstance(loss, dict) else lambda k: getattr(loss, k, None)
+    return [k for k in EXTRA_TERMS if isinstance(get(k), (int, float)) and get(k) > 0]
+
+
+def indifference_levels(loss: object) -> tuple[Level | None, Level | None]:
+    """(D's, G's) loss where D cannot tell reals from fakes, each None where the loss has no such level.
+
+    `loss` is a loss name, or a run's loss section: extra terms in the logged losses leave them no such level.
+    """
+    if not isinstance(loss, str):
+        if extra_terms(loss):
+            return None, None
+        loss = loss.get("name") if isinstance(loss, dict) else getattr(loss, "name", None)
+    return _LEVELS.get(loss, (None, None)) if isinstance(loss, str) else (None, None)
 
 
 def build_loss(cfg: LossConfig | str) -> GANLoss:

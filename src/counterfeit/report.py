@@ -13,7 +13,7 @@ from typing import Any
 from .config import ConfigError
 from .data import IDX_DATASETS
 from .fileio import atomic_write_bytes, atomic_write_text
-from .losses import indifference_levels
+from .losses import extra_terms, indifference_levels
 from .runs import is_run_dir, read_stats
 from .timelapse import GIF_NAME, MAX_FRAMES, evenly, sample_grids, timelapse_gif
 
@@ -126,6 +126,23 @@ def _read_metric_lines(run_dir: Path, name: str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["kimg"])
 
 
+def _loss_row(config: dict[str, Any]) -> tuple[str, Any]:
+    """The header's loss row: the GAN's game, or an autoencoder's objective (it has no GAN loss)."""
+    from .models import MODELS
+
+    spec = MODELS.get(_section_of(config, "model", "name", ""))
+    if spec is not None and spec.family == "autoencoder":
+        beta = _section_of(config, "loss", "beta", None)
+        return "objective", "reconstruction" + (f" + {beta:g} x KL" if spec.name == "vae" and isinstance(beta, (int, float)) else "")
+    return "loss", _section_of(config, "loss", "name", "?")
+
+
+def _loss_section(config: dict[str, Any]) -> dict[str, Any]:
+    """config.json's loss section, or the default game (ns) when it is missing or broken."""
+    loss = config.get("loss")
+    return loss if isinstance(loss, dict) else {"name": "ns"}
+
+
 def _section_of(config: dict[str, Any], section: str, key: str, default: Any = None) -> Any:
     value = config.get(section)
     return value.get(key, default) if isinstance(value, dict) else default
@@ -176,7 +193,7 @@ def _make_plots(
         fig, ax = new_axes("Losses", "loss")
         ax.plot(xs_d, loss_d, color="C0", label="loss_D")
         ax.plot(xs_g, loss_g, color="C1", label="loss_G")
-        d_level, g_level = indifference_levels(_section_of(config, "loss", "name", "ns"))
+        d_level, g_level = indifference_levels(_loss_section(config))
         for values, level, color in ((loss_d, d_level, "C0"), (loss_g, g_level, "C1")):
             if values and level is not None:
                 ax.axhline(level[0], color=color, ls="--", lw=1, alpha=0.7, label=f"{level[1]} (D cannot tell)")
@@ -326,7 +343,7 @@ def _header(run_dir: Path, config: dict[str, Any], stats: list[dict[str, Any]]) 
     rows = [
         ("data", _section_of(config, "data", "name", "?")),
         ("model", _section_of(config, "model", "name", "?")),
-        ("loss", _section_of(config, "loss", "name", "?")),
+        _loss_row(config),
         ("kimg reached", kimg),
         ("wall-clock", wall),
     ]
@@ -355,7 +372,12 @@ def _section_training(stats: list[dict[str, Any]], plots: dict[str, bytes], conf
         parts.append(_img(plots["losses"], "loss curves", "plot"))
     elif "losses" in plots:
         loss_name = _section_of(config, "loss", "name", "ns")
-        d_level, g_level = indifference_levels(loss_name)
+        d_level, g_level = indifference_levels(_loss_section(config))
+        extra = extra_terms(_loss_section(config))
+        if extra:
+            flags = ", ".join("--" + k.replace("_", "-") for k in extra)
+            parts.append(f"<p>The logged losses include the terms of {flags} on top of the game's own loss, so no line marks "
+                         f"where D cannot tell reals from fakes.</p>")  # fmt: skip
         levels = [(who, level) for who, level in (("D", d_level), ("G", g_level)) if level is not None]
         # a level named by its value ("2") needs no approximation beside it
         named = [

@@ -77,9 +77,10 @@ def evaluate_anomaly(run_dir: str | Path, device: str = "cpu") -> dict[str, Any]
         )
     if spec.data_kind != "images":
         raise ConfigError("--anomaly scores images; 2-D toy runs have no classes to leave out")
-    if spec.family == "gan" and (spec.conditional or cfg.model.pack != 1):
-        raise ConfigError(f"--anomaly scores each image with an unconditional D on its own; '{cfg.model.name}' with --pack {cfg.model.pack} "
-                          "cannot, train --model dcgan without --pack")  # fmt: skip
+    if spec.family == "gan" and spec.conditional:
+        raise ConfigError(f"--anomaly scores each image with an unconditional D; '{cfg.model.name}' is conditional, train --model dcgan")
+    if spec.family == "gan" and cfg.model.pack != 1:
+        raise ConfigError(f"--anomaly scores each image with D on its own; a --pack {cfg.model.pack} D judges packs, train without --pack")
     if cfg.data.name in IDX_DATASETS:
         test = load_dataset(cfg.data.name, "test", cfg.data.resolution, cfg.data.channels, cfg.data.data_dir)
         reference = f"{cfg.data.name}:test"

@@ -63,7 +63,7 @@ def run_detail(run_dir: Path, jobs: Jobs, since: int = 0) -> dict[str, Any]:
         "summary": run_row(run_dir) if config is None else run_row(run_dir, config, stats),
         "config": cfg,
         # the loss chart's "D cannot tell" lines: [[value, label] or null for D, the same for G]
-        "loss_levels": indifference_levels(config.loss.name) if config is not None else [None, None],
+        "loss_levels": indifference_levels(config.loss) if config is not None else [None, None],
         "stats": stats[since:],
         "stats_total": len(stats),
         "grids": grids["fakes"],
