@@ -605,27 +605,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """Write samples of a run as a grid PNG, a folder of PNGs or an .npz."""
     from .config import ConfigError
     from .export import write_samples
+    from .runs import run_data_kind
 
     if args.n < 1 or args.n > 1_000_000:
         raise ConfigError(f"-n must be between 1 and 1,000,000, got {args.n}")
-    points = _run_kind(args.run_dir) == "points"
+    points = run_data_kind(args.run_dir) == "points"  # None for an unreadable run: write_samples says why
     fmt = _sample_format(args.format, args.out, points)
     # A toy run's npz gets a scatter plot of the same name beside it: that PNG is as much the user's as --out.
     _refuse_existing(args.out, args.force, (".png",) if points and fmt == "npz" else ())
     out = write_samples(args.run_dir, args.n, args.seed, fmt, args.out, args.device, args.class_name, args.drs)
     print(f"wrote {out}")
     return 0
-
-
-def _run_kind(run_dir: str) -> str | None:
-    """'images' or 'points' from a run's config.json, None when it cannot be read (the command says why later)."""
-    from .config import ConfigError, load_config
-    from .models import get_spec
-
-    try:
-        return get_spec(load_config(Path(run_dir) / "config.json").model.name).data_kind
-    except (ConfigError, OSError, ValueError):
-        return None
 
 
 def _sample_format(fmt: str | None, out: str | None, points: bool = False) -> str:

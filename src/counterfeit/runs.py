@@ -59,6 +59,16 @@ def remove_if_unused(run_dir: Path) -> bool:
     return True
 
 
+def run_data_kind(run_dir: str | Path) -> str | None:
+    """'images' or 'points' (what the run's model makes) from its config.json, None when that cannot be read."""
+    from .config import ConfigError
+
+    try:
+        return get_spec(load_config(Path(run_dir) / "config.json").model.name).data_kind
+    except (ConfigError, OSError, ValueError):
+        return None
+
+
 def check_resume_length(run_dir: Path, total_kimg: float, flag: str = "--kimg") -> None:
     """One-line ConfigError when a resume asks for fewer kimg than the run's newest checkpoint has reached."""
     from .config import ConfigError

@@ -52,22 +52,24 @@ def _present(folder: Path, fname: str) -> Path | None:
     return next((p for p in file_candidates(folder, fname) if p.is_file()), None)
 
 
+def complete_dirs(name: str, data_dir: str | None = None) -> list[Path]:
+    """The folders in the search order that hold all four files (plain or .gz)."""
+    files = _spec(name).files
+    return [folder for folder in search_dirs(name, data_dir) if all(_present(folder, fname) for fname in files)]
+
+
 def find_idx_dir(name: str, data_dir: str | None = None) -> Path | None:
     """The first folder in the search order holding all four files (plain or .gz), or None."""
-    files = _spec(name).files
-    for folder in search_dirs(name, data_dir):
-        if all(_present(folder, fname) for fname in files):
-            return folder
-    return None
+    return next(iter(complete_dirs(name, data_dir)), None)
 
 
 def load_idx(name: str, split: str = "train", data_dir: str | None = None, download: bool = True) -> Dataset:
     """Load one split of Fashion-MNIST or MNIST as (N, 1, 28, 28) uint8 images with int64 labels."""
-    spec = _spec(name)
+    _spec(name)  # an unknown name is refused before the split
     if split not in SPLIT_PREFIX:
         raise DataError(f"unknown split '{split}' for {name}; use 'train' or 'test'")
     # Every folder that holds the four files, in the search order: a copy that fails its checks gives way to the next.
-    folders = [f for f in search_dirs(name, data_dir) if all(_present(f, fname) for fname in spec.files)]
+    folders = complete_dirs(name, data_dir)
     errors: list[DataError] = []
     for i, folder in enumerate(folders):
         try:

@@ -10,8 +10,7 @@ from typing import Any
 from ..checkpoints import list_checkpoints
 from ..config import ConfigError, load_config
 from ..losses import indifference_levels
-from ..models import get_spec
-from ..runs import is_run_dir, read_stats, run_row
+from ..runs import is_run_dir, read_stats, run_data_kind, run_row
 from .jobs import Jobs
 
 _GRID = re.compile(r"^(fakes|recon)(\d+\.\d)kimg\.png$")
@@ -30,17 +29,9 @@ def list_runs(root: Path, jobs: Jobs) -> dict[str, Any]:
             row = run_row(run_dir)
             row["training"] = run_dir.name in live
             row["has_checkpoint"] = bool(list_checkpoints(run_dir))
-            row["kind"] = _data_kind(run_dir)
+            row["kind"] = run_data_kind(run_dir)  # None: a broken config, shown as such
             runs.append(row)
     return {"runs": runs, "jobs": all_jobs[:20]}
-
-
-def _data_kind(run_dir: Path) -> str | None:
-    """'images' or 'points' (what the run's model makes), None for a broken config."""
-    try:
-        return get_spec(load_config(run_dir / "config.json").model.name).data_kind
-    except (ConfigError, OSError, ValueError):  # unreadable or undecodable: the runs list shows the run as broken
-        return None
 
 
 def run_detail(run_dir: Path, jobs: Jobs, since: int = 0) -> dict[str, Any]:
