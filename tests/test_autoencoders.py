@@ -200,3 +200,14 @@ def test_eval_anomaly_needs_an_excluded_class(tiny_folder, tmp_path, capsys):
     assert main(["eval", str(next(out.iterdir())), "--anomaly"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("counterfeit: error: --anomaly needs a run trained with --exclude-class") and "\n" not in err
+
+
+def test_eval_anomaly_refuses_a_packed_d_by_its_pack(tiny_folder, tmp_path, capsys):
+    """A --pack D judges packs, not images: the refusal names --pack (and no longer blames a conditional model)."""
+    out = tmp_path / "runs"
+    argv = ["train", "--data", tiny_folder, "--exclude-class", "rings", "--pack", "2", *TINY, *SHORT, "--out", str(out)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["eval", str(next(out.iterdir())), "--anomaly"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "a --pack 2 D judges packs, train without --pack" in err and "conditional" not in err
