@@ -107,6 +107,22 @@ def test_class_coverage_counts_and_kl():
     assert r["classes_covered"] == 2 and r["kl"] == pytest.approx(np.log(5), abs=1e-5) and r["missing"] == NAMES[2:]
 
 
+def test_class_coverage_leaves_a_class_without_real_share_out():
+    """A class left out of training (--exclude-class) is neither covered nor missing, and fakes judged as it are counted apart."""
+    probs = torch.zeros(100, 10)
+    probs[torch.arange(100), torch.arange(100) % 10] = 1.0  # ten fakes of each class, one of them the left-out class 8
+    share = torch.ones(10)
+    share[8] = 0
+    r = class_coverage(probs, NAMES, share)
+    assert r["num_classes"] == 9 and r["classes_covered"] == 9 and r["missing"] == []
+    assert r["off_target"] == {"classes": ["c8"], "fraction": 0.1}
+    assert r["kl"] == pytest.approx(0.0, abs=1e-9) and r["kl_max"] == pytest.approx(np.log(9), abs=1e-4)  # finite
+    nine = probs[torch.arange(100) % 10 != 8]  # (90, 10) the same fakes without the left-out class
+    assert class_coverage(nine, NAMES, share)["kl"] == pytest.approx(0.0, abs=1e-9) and "off_target" not in class_coverage(nine, NAMES)
+    r = class_coverage(probs[torch.arange(100) % 10 < 3], NAMES, share)  # (30, 10) three classes only
+    assert r["classes_covered"] == 3 and r["missing"] == [n for i, n in enumerate(NAMES) if i >= 3 and i != 8]
+
+
 def test_duplicates():
     g = torch.Generator().manual_seed(0)
     real = torch.randn(400, 8, generator=g)
@@ -265,6 +281,17 @@ def test_monitor_in_bf16_scores_like_fp32(fashion_dir, monkeypatch):
     assert a["cov/classes"] == b["cov/classes"] == 10 and "alarm" not in b
     assert b["cov/fid"] == pytest.approx(a["cov/fid"], abs=0.05) and a["cov/fid"] < 3  # reals against the test set
     assert b["cov/dup"] == pytest.approx(a["cov/dup"], abs=0.005) and b["cov/kl"] == pytest.approx(a["cov/kl"], abs=0.005)
+
+
+def test_monitor_of_a_run_without_one_class_does_not_count_it_missing(fashion_dir):
+    """--exclude-class: the training-time coverage asks for the nine classes G was shown, so the alarm does not count the tenth."""
+    from counterfeit.data import drop_class, load_dataset
+    from counterfeit.metrics.monitor import build_monitor
+
+    train = drop_class(load_dataset("fashion-mnist", "train", data_dir=fashion_dir), "Bag")
+    G = _RealsAsG(train.x[:5000]).eval()  # (5000 reals, no bags) as a perfect G of the nine classes
+    row = build_monitor("fashion-mnist", train, 1, 28, 1000, 40, (-1.0, 1.0), fashion_dir)(G, 100.0)
+    assert row["cov/num_classes"] == 9 and row["cov/classes"] == 9 and row["cov/kl"] < 0.05 and "alarm" not in row
 
 
 def test_a_damaged_test_split_turns_the_monitor_off_not_the_run(tmp_path, caplog, monkeypatch):

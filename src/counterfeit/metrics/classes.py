@@ -24,29 +24,37 @@ def class_coverage(probs: torch.Tensor, class_names: list[str], real_share: torc
     """Histogram, classes covered, KL to the real class distribution and an Inception-Score-style score, from probs (N, C)."""
     n, c = probs.shape
     real_share = torch.full((c,), 1.0 / c, dtype=torch.float64) if real_share is None else real_share.double() / real_share.sum()
+    # A class with no real share (one left out with --exclude-class) is no target: it can be neither covered nor
+    # missing, and the fakes judged to be it are counted apart (off_target) instead of making the KL infinite.
+    target = real_share > 0  # (C,) bool
     conf, pred = probs.max(dim=1)  # (N,), (N,)
     counts = torch.bincount(pred, minlength=c)  # (C,)
     sure = torch.bincount(pred[conf >= COVER_CONFIDENCE], minlength=c).double()  # (C,)
-    covered = sure >= COVER_FRACTION_OF_SHARE * real_share * n  # (C,) bool
-    share = counts.double() / n  # (C,)
+    covered = target & (sure >= COVER_FRACTION_OF_SHARE * real_share * n)  # (C,) bool
+    on = counts.double() * target  # (C,)
+    share = on / on.sum().clamp_min(1)  # (C,) the fakes' class distribution over the target classes
     nz = share > 0
     kl = float((share[nz] * (share[nz] / real_share[nz]).log()).sum())  # KL(fake || real); 0 log 0 = 0
     p = probs.double().clamp_min(1e-12)  # (N, C)
     p_y = p.mean(dim=0, keepdim=True)  # (1, C)
     score = math.exp(float((p * (p.log() - p_y.log())).sum(dim=1).mean()))  # exp E[KL(p(y|x) || p(y))], at most C
-    return {
+    out = {
         "n": n,
-        "num_classes": c,
+        "num_classes": int(target.sum()),
         "classes_covered": int(covered.sum()),
-        "missing": [name for name, ok in zip(class_names, covered.tolist()) if not ok],
+        "missing": [name for name, ok, want in zip(class_names, covered.tolist(), target.tolist()) if want and not ok],
         "histogram": dict(zip(class_names, counts.tolist())),
         "real_share": dict(zip(class_names, [round(float(s), 4) for s in real_share])),
         "kl": round(kl, 5),
-        "kl_max": round(float(-real_share.min().log()), 4),
+        "kl_max": round(float(-real_share[target].min().log()), 4),
         "class_score": round(score, 4),
         "mean_confidence": round(float(conf.double().mean()), 4),
         "rule": COVERAGE_RULE,
     }
+    if not bool(target.all()):
+        out["off_target"] = {"classes": [name for name, want in zip(class_names, target.tolist()) if not want],
+                             "fraction": round(float(counts[~target].sum()) / n, 5)}  # fmt: skip
+    return out
 
 
 def duplicate_threshold(real_feats: torch.Tensor, n: int) -> float:

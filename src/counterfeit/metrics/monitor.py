@@ -98,6 +98,9 @@ def build_monitor(data_name: str, data: Dataset, channels: int, resolution: int,
         return None
     _, real_feats = predict(ev, test.x)  # (10000, D)
     real_share = torch.bincount(test.labels, minlength=len(test.class_names))  # (C,)
+    left_out = data.info.get("excluded_class")
+    if left_out in test.class_names:  # G is asked for the training set's classes: the one left out is no class to cover
+        real_share[list(test.class_names).index(left_out)] = 0
     return TrainingMonitor("images", n, warmup_kimg, evaluator=ev, real_feats=real_feats, real_share=real_share,
                            class_names=list(test.class_names), dup_threshold=duplicate_threshold(real_feats, n), pixel_range=pixel_range,
                            precision=precision)  # fmt: skip
