@@ -57,6 +57,8 @@ class TrainingMonitor:
             dup = duplicate_rate(feats, self.dup_threshold)
             row = {"cov/classes": cov["classes_covered"], "cov/num_classes": cov["num_classes"], "cov/kl": cov["kl"],
                    "cov/dup": round(dup, 4), "cov/fid": round(fid(feats, self.real_feats), 3)}  # fmt: skip
+            if "off_target" in cov:  # fakes judged to be the class left out of training
+                row["cov/off_target"] = cov["off_target"]["fraction"]
             if labels is not None:  # does G draw the class it was asked for?
                 row["cov/label_acc"] = round(float((probs.argmax(1) == labels.cpu()).float().mean()), 4)
             msg = self.alarm.update(kimg, cov["classes_covered"], cov["num_classes"], dup)
