@@ -174,10 +174,20 @@ def test_the_other_datasets_file_is_named_not_condemned(tiny, tmp_path, monkeypa
     twin_file = IdxFile(len(blob), hashlib.sha256(blob).hexdigest(), 3)
     monkeypatch.setitem(IDX_DATASETS, "twin", replace(IDX_DATASETS["tiny"], files={"train-images-idx3-ubyte": twin_file}))
     write_files(tmp_path / "d", {**tiny, "train-images-idx3-ubyte": bytes(blob)})
-    with pytest.raises(DataError) as e:
+    with pytest.raises(DataError) as e:  # the file is passed over, and with downloading off nothing else is found
         load_idx("tiny", data_dir=str(tmp_path / "d"), download=False)
     msg = one_line(e)
-    assert "is twin's train-images-idx3-ubyte, a good file of another dataset; keep it" in msg and "delete" not in msg
+    assert msg.startswith("tiny not found") and f"{tmp_path / 'd'} holds twin's files, of the same names" in msg and "delete" not in msg
+    calls = []
+
+    def fake_download(name, folder):
+        calls.append(name)
+        return write_files(folder, tiny)
+
+    monkeypatch.setenv("COUNTERFEIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr("counterfeit.data.idx.download_idx", fake_download)
+    ds = load_idx("tiny", data_dir=str(tmp_path / "d"))  # online: the other dataset's folder does not stop the download
+    assert calls == ["tiny"] and ds.info["downloaded"] and len(ds) == len(load_idx("tiny", data_dir=str(tmp_path / "cache" / "tiny")))
 
 
 def test_truncated_gz_names_the_file(tiny, tmp_path):

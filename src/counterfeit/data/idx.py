@@ -15,6 +15,7 @@ from .idxfile import (
     IDX_DATASETS,
     SPLIT_PREFIX,
     IdxSpec,
+    OtherDatasetFile,
     file_candidates,
     read_idx,
     split_files,
@@ -71,16 +72,20 @@ def load_idx(name: str, split: str = "train", data_dir: str | None = None, downl
     # Every folder that holds the four files, in the search order: a copy that fails its checks gives way to the next.
     folders = complete_dirs(name, data_dir)
     errors: list[DataError] = []
+    others: list[str] = []  # folders that hold the other dataset under the same file names: not this one's copy at all
     for i, folder in enumerate(folders):
         try:
             return _load_split(name, split, folder, downloaded=False)
+        except OtherDatasetFile as e:
+            others.append(f"{folder} holds {e.dataset}'s files")
+            log.info(f"{e}; looking further")
         except DataError as e:
             errors.append(e)
             if i + 1 < len(folders):
                 log.warning(f"{e}; trying {folders[i + 1]}")
     if errors:
         raise errors[0]  # the copy the user put first is the one to mend
-    return _load_split(name, split, _fetch(name, data_dir, download), downloaded=True)
+    return _load_split(name, split, _fetch(name, data_dir, download, others), downloaded=True)
 
 
 def _load_split(name: str, split: str, folder: Path, downloaded: bool) -> Dataset:
@@ -113,7 +118,7 @@ def _load_split(name: str, split: str, folder: Path, downloaded: bool) -> Datase
     )
 
 
-def _fetch(name: str, data_dir: str | None, download: bool) -> Path:
+def _fetch(name: str, data_dir: str | None, download: bool, others: list[str] = ()) -> Path:
     # Nothing found locally: download into the cache, or explain every way to get the files.
     reason = "downloading is off"
     if download:
@@ -124,6 +129,8 @@ def _fetch(name: str, data_dir: str | None, download: bool) -> Path:
         except DataError as e:
             reason = f"download failed: {e}"
     looked = ", ".join(str(d) for d in search_dirs(name, data_dir))
+    if others:  # found but not this dataset's: say so, or "not found" reads as if the folder were never searched
+        looked += f"; {', '.join(others)}, of the same names"
     apt = " or `sudo apt install dataset-fashion-mnist` (Debian/Ubuntu)," if name == "fashion-mnist" else ""
     raise DataError(
         f"{name} not found: looked in {looked} ({reason}); put the four idx files (.gz or plain) "

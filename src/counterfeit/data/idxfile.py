@@ -90,6 +90,14 @@ IDX_DATASETS: dict[str, IdxSpec] = {
 }
 
 
+class OtherDatasetFile(DataError):
+    """A verified file of the other idx dataset (MNIST and Fashion-MNIST name their files alike): misplaced, not corrupt."""
+
+    def __init__(self, message: str, dataset: str):
+        super().__init__(message)
+        self.dataset = dataset  # whose file it is
+
+
 def file_candidates(folder: Path, name: str) -> list[Path]:
     """The paths one idx file may have in a folder: plain first (faster to read), then gzipped."""
     return [folder / name, folder / f"{name}.gz"]
@@ -107,10 +115,10 @@ def read_idx(path: Path, expected: IdxFile, fix: str) -> torch.Tensor:
     digest = hashlib.sha256(buf).hexdigest()
     if digest != expected.sha256:
         # MNIST and Fashion-MNIST name their files alike: a good file of the other one is misplaced, not corrupt.
-        other = next((f"{ds}'s {fname}" for ds, sp in IDX_DATASETS.items() for fname, f in sp.files.items() if f.sha256 == digest), None)
+        other = next(((ds, fname) for ds, sp in IDX_DATASETS.items() for fname, f in sp.files.items() if f.sha256 == digest), None)
         if other:
-            raise DataError(f"{path} is {other}, a good file of another dataset; keep it, and give this dataset its own folder "
-                            f"(--data-dir DIR, or a sub-folder named after it)")  # fmt: skip
+            raise OtherDatasetFile(f"{path} is {other[0]}'s {other[1]}, a good file of another dataset; keep it, and give this "
+                                   f"dataset its own folder (--data-dir DIR, or a sub-folder named after it)", other[0])  # fmt: skip
         raise DataError(f"{path} has the wrong SHA-256 (expected {expected.sha256}, got {digest}); {fix}")
     return torch.frombuffer(buf, dtype=torch.uint8, offset=header).reshape(dims)  # (N, H, W) or (N,) uint8
 
