@@ -29,6 +29,7 @@ test = load_dataset("fashion-mnist", "test", 28, 1, None)
 run = load_run(run_dir)
 D = load_slot(run, "D").eval()
 PER = 6000
+MAX_DRAWN = 100 * 10 * PER  # give up when under 1 % of candidates is kept
 
 
 def candidates(seed: int, n: int = 20000) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,6 +67,9 @@ def build(mode: str) -> tuple[torch.Tensor, torch.Tensor, float]:
             sel = x[keep & (y == c)]
             kept[c].append(sel)
             counts[c] += len(sel)
+        if drawn >= MAX_DRAWN and min(counts) < PER:  # a class the filter (almost) never keeps would loop forever
+            starved = [c for c in range(10) if counts[c] < PER]
+            raise SystemExit(f"{mode}: after {drawn:,} candidates, classes {starved} kept fewer than {PER:,}; is the class head trained?")
     xs = torch.cat([torch.cat(k)[:PER] for k in kept])  # (60000, 1, 28, 28)
     return xs, torch.arange(10).repeat_interleave(PER), 10 * PER / drawn
 

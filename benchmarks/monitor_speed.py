@@ -28,7 +28,7 @@ from results_md import append_block, machine_line, today  # noqa: E402
 
 from counterfeit.config import make_config  # noqa: E402
 from counterfeit.metrics.monitor import build_monitor  # noqa: E402
-from counterfeit.models import build_models  # noqa: E402
+from counterfeit.models import build_models, get_spec  # noqa: E402
 from counterfeit.models.layers import to_channels_last  # noqa: E402
 from counterfeit.train import load_training_data  # noqa: E402
 
@@ -55,7 +55,8 @@ def main() -> None:
         G, source = to_channels_last(build_models(cfg)[0]).eval().requires_grad_(False), "an untrained default dcgan"
     data = load_training_data(cfg)
     d = cfg.data
-    monitors = {pr: build_monitor(d.name, data, d.channels, d.resolution, args.n, 40, (-1.0, 1.0), d.data_dir, pr) for pr in PRECISIONS}
+    pixels, alarm = get_spec(cfg.model.name).pixel_range, cfg.loop.alarm_after_kimg  # as training builds it
+    monitors = {pr: build_monitor(d.name, data, d.channels, d.resolution, args.n, alarm, pixels, d.data_dir, pr) for pr in PRECISIONS}
     if any(m is None for m in monitors.values()):
         raise SystemExit(f"no training-time monitor for {d.name} at {d.channels}x{d.resolution}: it needs grey 28x28 Fashion-MNIST")
     seconds, rows = {pr: [] for pr in PRECISIONS}, {}

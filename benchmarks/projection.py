@@ -1,6 +1,7 @@
 """Does projection beat search? Pixel error of projected held-out test images vs the nearest of many random samples.
 
-    python benchmarks/projection.py [RUN ...] [--n 200] [--pool 10000] [--steps 100] [--restarts 4] [--append benchmarks/RESULTS.md]
+    python benchmarks/projection.py RUN [RUN ...] [--n 200] [--pool 10000] [--steps 100] [--restarts 4]
+        [--feature-weights W[,W...]] [--threads 2] [--append benchmarks/RESULTS.md]
 
 For each run: N Fashion-MNIST test images (a fixed seeded choice), each projected with the library's
 defaults (GANs: Adam from random starts on pixel MSE + evaluator features; VAE/AE: the encoder, then
@@ -33,7 +34,6 @@ from counterfeit.machine import cpu_name  # noqa: E402
 from counterfeit.runs import load_run, load_slot  # noqa: E402
 from counterfeit.sample import from_uint8, make_noise, to_uint8  # noqa: E402
 
-RUNS = ["/tmp/healthy/runs/00000-fashion-mnist-dcgan", "/tmp/vaedef/runs/00000-fashion-mnist-vae"]
 PICK_SEED = 1  # which test images
 POOL_SEED = 123_456  # the random samples searched: a seed the projection's starts (seed 0) never use
 
@@ -97,7 +97,7 @@ def table(rows: list[dict], args, command: str) -> str:
 def main() -> None:
     """Measure every run and print (and optionally append) the table."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs", nargs="*", default=RUNS)
+    p.add_argument("runs", nargs="+", help="run folders: a GAN and, for the side-by-side, a VAE")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--pool", type=int, default=10_000)
     p.add_argument("--steps", type=int, default=100)

@@ -1,6 +1,6 @@
 """Quality over training time: judge every checkpoint of a run with the domain evaluator.
 
-    python benchmarks/quality.py RUN_DIR [RUN_DIR ...] [--n 10000] [--img-per-s R] [--md OUT.md]
+    python benchmarks/quality.py RUN_DIR [RUN_DIR ...] [--n 10000] [--every K] [--md OUT.md]
 
 For each checkpoint: kimg, wall-clock seconds the run had spent when it was saved, FID in the
 evaluator's feature space against the 10,000 Fashion-MNIST test images, classes covered, KL of

@@ -127,6 +127,8 @@ def main() -> None:
     args = p.parse_args()
     command = shlex.join(["python", "benchmarks/throughput.py", *sys.argv[1:]])
     overrides = parse_set(args.set)
+    if "kimg" in overrides:  # each model's length is its own option: --set kimg would clash with it
+        raise SystemExit("--set: kimg is set per model; use --kimg-dcgan and --kimg-lecture")
     device = pick_device(args.device)
     # bf16 runs are held to the bf16 matmul peak: against fp32's they would look up to several times better than they are.
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}

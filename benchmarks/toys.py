@@ -246,7 +246,8 @@ def drs_cells(recs: list[dict], field: str = "drs") -> str:
         return "n/a (pack > 1) | n/a" if field == "drs" else "not run | n/a"
     rkl = [x["reverse_kl"] for x in d if x["reverse_kl"] is not None]
     return (f"{mean_std([x['modes_covered'] for x in d], '.1f')} / {mean_std([x['high_quality_pct'] for x in d], '.1f')} / "
-            f"{statistics.fmean(rkl):.3f} / {statistics.fmean(x['acceptance'] for x in d):.2f} | {sum(x['goal'] for x in d)}/{len(d)}")  # fmt: skip
+            f"{f'{statistics.fmean(rkl):.3f}' if rkl else 'n/a'} / {statistics.fmean(x['acceptance'] for x in d):.2f} | "
+            f"{sum(x['goal'] for x in d)}/{len(d)}")  # fmt: skip
 
 
 def fmt_published(dataset: str, name: str) -> str:

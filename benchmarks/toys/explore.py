@@ -55,7 +55,7 @@ def main() -> None:
                 k = read_checkpoint(ck, prefixes=())[1]["cur_nimg"] / 1000
                 print(
                     f"{ds} {kv} seed {seed} @{k:.0f}kimg: {m['modes_covered']}/{m['modes_total']} "
-                    f"hq {m['high_quality_pct']:.1f}% rkl {m['reverse_kl']:.3f} d50/90/99 {'/'.join(q)} sigma  ({cpu:.0f} cpu-s)",
+                    f"hq {m['high_quality_pct']:.1f}% rkl {'n/a' if m['reverse_kl'] is None else format(m['reverse_kl'], '.3f')} d50/90/99 {'/'.join(q)} sigma  ({cpu:.0f} cpu-s)",
                     flush=True,
                 )
 

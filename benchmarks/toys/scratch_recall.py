@@ -30,7 +30,7 @@ reals = load_toy("grid25", 1_000_000, seed=7000 + seed).x  # (1e6, 2) fresh draw
 gen = torch.Generator().manual_seed(seed)
 
 
-def g_step(G, D, opt_G, loss, z, labels=None):
+def g_step(G, D, opt_G, loss, z, labels=None, recall=None):  # this script's recall term stands in for the library's
     D.requires_grad_(False)
     try:
         fake = G(torch.cat([z, torch.randn(pool, z.shape[1])]) if pool else z)  # (B + P, 2)
