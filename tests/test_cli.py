@@ -4,11 +4,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import TINY
 from PIL import Image
 
 from counterfeit.checkpoints import list_checkpoints
 from counterfeit.cli import main
+from counterfeit.metrics.evaluate import evaluate_points
 
 SHORT = ["--kimg", "0.064", "--tick-kimg", "0.032", "--snapshot-kimg", "0.032", "--sample-kimg", "0.032", "--no-progress"]
 
@@ -98,6 +100,14 @@ def test_toy_train_and_sample_points(tmp_path):
     assert main(["eval", str(run)]) == 0  # the toy protocol's 2,500 samples: more would cover more modes by chance
     line = json.loads((run / "metric-toy.jsonl").read_text().splitlines()[-1])
     assert line["n"] == line["provenance"]["n_fakes"] == 2500 and line["dataset"] == "ring8"
+    # eval --drs scores what sample --drs draws, and keeps it beside the plain score
+    assert main(["eval", str(run), "--drs", "90", "--n", "50"]) == 0
+    scores = json.loads((run / "metrics.json").read_text())["metrics"]
+    assert set(scores) == {"toy", "toy-drs90"} and scores["toy"]["n"] == 2500
+    drs = scores["toy-drs90"]
+    assert drs["provenance"]["drs_percentile"] == 90 and 0 < drs["provenance"]["drs_acceptance"] <= 1
+    assert drs["mode_histogram"] == evaluate_points(torch.from_numpy(kept), "ring8")["toy"]["mode_histogram"]
+    assert json.loads((run / "metric-toy-drs90.jsonl").read_text())["n"] == 50
     (tmp_path / "keep.png").write_text("mine")  # a toy run's npz gets a scatter PNG of the same name: refused, not replaced
     _one_line_error_code = main(["sample", str(run), "--out", str(tmp_path / "keep.npz")])
     assert _one_line_error_code == 2 and (tmp_path / "keep.png").read_text() == "mine"
@@ -108,12 +118,15 @@ def test_drs_on_images_and_its_refusals(folder_run, tmp_path, capsys):
     assert main(["sample", str(folder_run), "-n", "6", "--drs", "50", "--out", str(tmp_path / "g.png")]) == 0
     assert (tmp_path / "g.png").exists()
     _one_line_error(capsys, ["sample", str(folder_run), "--drs", "0"], "--drs", "percentile")
+    _one_line_error(capsys, ["eval", str(folder_run), "--drs", "101"], "--drs", "percentile")
+    _one_line_error(capsys, ["eval", "--fakes", str(tmp_path / "x.npz"), "--drs", "90"], "--drs", "RUN_DIR")
 
 
 def test_drs_refuses_a_conditional_run_in_one_line(studio_runs, capsys):
     from conftest import STUDIO_RUNS
 
     _one_line_error(capsys, ["sample", str(studio_runs / STUDIO_RUNS[1]), "--drs", "90"], "--drs", "unconditional GAN")
+    _one_line_error(capsys, ["eval", str(studio_runs / STUDIO_RUNS[1]), "--drs", "90"], "--drs", "unconditional GAN")
 
 
 def test_dry_run_prints_the_config(capsys):

@@ -36,6 +36,7 @@ EXAMPLES = {
   counterfeit eval runs/00000-fashion-mnist-dcgan --metrics fid,coverage,memorisation --n 5000
   counterfeit eval --fakes fakes.npz --reals fashion-mnist:test           # any .npz or folder of images
   counterfeit eval runs/00001-ring8-mlp                                    # 2-D toys: modes covered, % high quality
+  counterfeit eval runs/00001-ring8-mlp --drs 90                           # the same, of what D's rejection sampling keeps
   counterfeit eval runs/00002-fashion-mnist-vae --anomaly                  # AUROC at finding the --exclude-class class""",
     "report": """examples:
   counterfeit report runs/00000-fashion-mnist-dcgan       # writes RUN/report.html and RUN/report/*.png""",
@@ -208,6 +209,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--force", action="store_true", help="replace the --json file if it exists")
     e.add_argument("--anomaly", action="store_true", help="instead: AUROC of finding a run's --exclude-class class among the test images")
     e.add_argument("--device", default="cpu", help="with --anomaly: where to score (default cpu)")
+    e.add_argument("--drs", type=float, metavar="PCT", help="score the fakes discriminator rejection sampling keeps, as sample "
+                   "--drs draws them (unconditional GANs); stored as <metric>-drs<PCT> beside the plain scores")  # fmt: skip
 
     rp = sub.add_parser("report", help="write a self-contained HTML report of a run", epilog=EXAMPLES["report"], formatter_class=fmt)
     rp.add_argument("run_dir", metavar="RUN_DIR")
@@ -688,6 +691,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json and not args.fakes:
         raise ConfigError("--json goes with --fakes; a run's scores are written to RUN_DIR/metrics.json")
     _refuse_existing(args.json, args.force, flag="--json")  # before minutes of scoring
+    if args.drs is not None and (args.anomaly or args.fakes or not args.run_dir):
+        raise ConfigError("--drs samples a run with its own D: give a RUN_DIR, without --fakes or --anomaly")
     if args.anomaly:
         from .metrics.anomaly import evaluate_anomaly
 
@@ -723,8 +728,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"wrote {args.json}")
         return 0
     elif args.run_dir:
-        scored = score_run(args.run_dir, args.n, args.metrics, args.seed, args.backbone)
-        for line in _summary(scored.results):  # first, so a failed write below loses no minutes of scoring
+        scored = score_run(args.run_dir, args.n, args.metrics, args.seed, args.backbone, args.drs)
+        plain = scored.results
+        if args.drs is not None:
+            tag = f"-drs{args.drs:g}"
+            plain = {name.removesuffix(tag): v for name, v in scored.results.items()}
+            kept = next(iter(plain.values()))["provenance"]["drs_acceptance"]
+            print(f"discriminator rejection sampling (--drs {args.drs:g}) kept {kept:.1%} of the candidates; "
+                  f"scores stored as {', '.join(scored.results)}")  # fmt: skip
+        for line in _summary(plain):  # first, so a failed write below loses no minutes of scoring
             print(line)
         write_results(scored.run_dir, scored.results, scored.kimg, scored.checkpoint)
         print(f"wrote {scored.run_dir / 'metrics.json'}")

@@ -70,7 +70,8 @@ def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out
     out = Path(out) if out else run.run_dir / "samples" / default_name
     labels, nrow = sample_labels(run, n, class_name, by_row=fmt == "grid")
     if drs is not None:
-        x = _drs_samples(run, n, seed, drs, device)
+        x, acceptance = drs_samples(run, n, seed, drs, device)
+        log.info(f"discriminator rejection sampling kept {acceptance:.1%} of the candidates")
     else:
         x = generate(run.G, None if points else run.spec.pixel_range, n, seed, device, labels)  # (n, C, H, W) uint8 or (n, 2)
     if points:
@@ -95,16 +96,15 @@ def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out
     return out
 
 
-def _drs_samples(run, n: int, seed: int, percentile: float, device: str) -> torch.Tensor:
-    """n samples kept by discriminator rejection sampling: uint8 images or float points, as generate gives them."""
+def drs_samples(run, n: int, seed: int, percentile: float, device: str = "cpu") -> tuple[torch.Tensor, float]:
+    """n samples kept by discriminator rejection sampling (uint8 images or float points, as generate gives them) and the share kept."""
     if run.spec.family == "autoencoder" or run.spec.conditional:
         raise ConfigError(f"--drs needs an unconditional GAN's discriminator; {run.config.model.name} runs have none to ask, drop --drs")
     try:
         x, acceptance = rejection_sample(run.G, load_slot(run, "D", device), n, seed, percentile, device)
     except ValueError as e:
         raise ConfigError(f"--drs: {e}") from None
-    log.info(f"discriminator rejection sampling kept {acceptance:.1%} of the candidates")
-    return x if run.spec.data_kind == "points" else to_uint8(x, run.spec.pixel_range)
+    return (x if run.spec.data_kind == "points" else to_uint8(x, run.spec.pixel_range)), acceptance
 
 
 NPZ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)  # what np.load raises for a damaged or foreign file

@@ -180,9 +180,19 @@ class RunScores:
 
 
 def score_run(
-    run_dir: str | Path, n: int | None = None, metrics: str | None = None, seed: int = 0, backbone: str | None = None
+    run_dir: str | Path,
+    n: int | None = None,
+    metrics: str | None = None,
+    seed: int = 0,
+    backbone: str | None = None,
+    drs: float | None = None,
 ) -> RunScores:
-    """Score a run's newest EMA generator without writing metrics.json (evaluate_run writes it); n None: the protocol's count."""
+    """Score a run's newest EMA generator without writing metrics.json (evaluate_run writes it); n None: the protocol's count.
+
+    With `drs` (a percentile) the fakes are those discriminator rejection sampling keeps, as `sample --drs` draws them,
+    and each metric is stored under its name + `-drs<PCT>`, beside (not over) the plain score.
+    """
+    from ..export import drs_samples
     from ..runs import load_run
     from ..sample import default_labels, generate
 
@@ -190,18 +200,27 @@ def score_run(
     cfg, run_dir = run.config, run.run_dir
     kimg = run.state["cur_nimg"] / 1000
     base = {"generator": "G_ema", "checkpoint": run.checkpoint.name, "kimg": kimg, "seed": seed}
+    kept: list[float] = []  # the share of candidates DRS kept
+
+    def draw(n_fakes: int, pixel_range) -> torch.Tensor:
+        if drs is None:
+            return generate(run.G, pixel_range, n_fakes, seed)
+        x, acceptance = drs_samples(run, n_fakes, seed, drs)
+        kept.append(acceptance)
+        return x
+
     if run.spec.data_kind == "points":
         if cfg.data.name not in TOY_DATASETS:
             raise ConfigError(f"{run_dir} trained on points but '{cfg.data.name}' is not a known toy dataset")
         parse_metrics(metrics, images=False)
         n = n or TOY_SAMPLES  # mode coverage counts modes with any sample: more samples would cover more
-        results = evaluate_points(generate(run.G, None, n, seed), cfg.data.name)  # (n, 2)
+        results = evaluate_points(draw(n, None), cfg.data.name)  # (n, 2)
         for v in results.values():
             v["provenance"].update(base)
     else:
         names = parse_metrics(metrics, classes=cfg.data.name if cfg.data.name in IDX_DATASETS else None)
         n = n or 10_000
-        fakes = generate(run.G, run.spec.pixel_range, n, seed)  # (n, C, H, W) uint8
+        fakes = draw(n, run.spec.pixel_range)  # (n, C, H, W) uint8
         bb, dataset = _pick_backbone(cfg, backbone)
         if cfg.data.name in IDX_DATASETS:
             test = load_dataset(cfg.data.name, "test", cfg.data.resolution, cfg.data.channels, cfg.data.data_dir)
@@ -222,6 +241,10 @@ def score_run(
             results["coverage"]["label_accuracy"] = round(float((seen == asked).float().mean()), 4)
         if "memorisation" in results:
             results["memorisation"]["pairs_png"] = _save_pairs(run_dir, fakes, train_x, results["memorisation"]["closest_pairs"])
+    if drs is not None:
+        for v in results.values():
+            v["provenance"].update({"drs_percentile": drs, "drs_acceptance": round(kept[0], 5)})
+        results = {f"{name}-drs{drs:g}": v for name, v in results.items()}
     return RunScores(run_dir, results, kimg, run.checkpoint.name)
 
 
