@@ -122,6 +122,9 @@ def test_wrong_method_is_405_with_allow(client):
     assert r.status_code == 405 and r.headers["allow"] == "POST" and "takes POST, not GET" in r.json()["error"]
     r = client.post("/api/runs", json={})  # GET-only
     assert r.status_code == 405 and r.headers["allow"] == "GET"
+    r = client.post("/api/runs")  # no body, no JSON: still the wrong method first, not a 415
+    assert r.status_code == 405 and r.headers["allow"] == "GET"
+    assert client.post("/api/playground/x/reset").status_code == 415  # a bodiless POST to a POST endpoint is refused
     assert client.get("/api/nothing/here").status_code == 404  # an unknown path stays a 404
 
 

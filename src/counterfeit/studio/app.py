@@ -56,12 +56,15 @@ class Studio:
 Handler = Callable[[Studio, Request, Params], Any]
 
 
-def api(handler: Handler) -> Callable:
-    """Wrap a handler(studio, request, params): parameters from the query (GET) or a JSON body (POST), errors as JSON."""
+def api(handler: Handler, body: bool = True) -> Callable:
+    """Wrap a handler(studio, request, params): parameters from the query (GET) or a JSON body (POST), errors as JSON.
+
+    `body=False` reads no body (the catch-all that answers 404/405 must answer so whatever was sent).
+    """
 
     async def endpoint(request: Request) -> Response:
         try:
-            if request.method == "POST":
+            if request.method == "POST" and body:
                 ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
                 # JSON only: a page on another site cannot send it without a CORS preflight, which we never grant.
                 if ctype != "application/json":
@@ -290,7 +293,7 @@ def create_app(runs_dir: str | Path, allowed_hosts: list[str] | None = None) -> 
         Route("/api/latent/interpolate", api(latent_interpolate)),
         Route("/api/latent/arithmetic", api(latent_arithmetic)),
         Route("/api/latent/dims", api(latent_dims)),
-        Route("/api/{rest:path}", api(not_found), methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+        Route("/api/{rest:path}", api(not_found, body=False), methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
     ]
     hosts = allowed_hosts or ["127.0.0.1", "localhost", "::1", "[::1]"]
     app = Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts)],
