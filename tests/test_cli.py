@@ -135,6 +135,13 @@ def test_dry_run_prints_the_config(capsys):
     assert cfg["model"]["name"] == "lecture" and cfg["model"]["z_dim"] == 128 and cfg["loop"]["total_kimg"] == 5
 
 
+def test_dry_run_of_a_conditional_model_on_a_folder_names_its_classes(tiny_folder, capsys):
+    """The printed config is the one training will write: a folder's classes come from its sub-folders' names."""
+    assert main(["train", "--dry-run", "--model", "cdcgan", "--data", tiny_folder]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["model"]["num_classes"] == 2 and cfg["data"]["class_names"] == ["rings", "squares"]
+
+
 @pytest.mark.parametrize("command", ["train", "sample", "runs"])
 def test_help_has_examples(command, capsys):
     with pytest.raises(SystemExit) as e:

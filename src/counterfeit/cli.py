@@ -424,6 +424,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg.data.data_dir and not Path(cfg.data.data_dir).is_dir() and _launched_rank() == 0:
         print(f"warning: --data-dir {cfg.data.data_dir} is not a folder; looking in the usual places instead", file=sys.stderr)
     if args.dry_run:
+        if get_spec(cfg.model.name).conditional and not cfg.model.num_classes:
+            from .data import folder_classes
+
+            names = folder_classes(cfg.data.name)  # what training will count, from the sub-folders' names alone
+            if len(names) >= 2:
+                cfg = cfg.replace(model={"num_classes": len(names)}, data={"class_names": tuple(names)})
         if _launched_rank() == 0:
             print(cfg.to_json())
         return 0

@@ -84,6 +84,12 @@ def load_folder(path: str, resolution: int, channels: int, cache_dir: str | None
     return Dataset(name=str(path), kind="images", x=x, labels=labels, class_names=class_names, info=info)
 
 
+def folder_classes(path: str) -> list[str]:
+    """The class names a folder's sub-folders give (sorted), without decoding an image; [] when it is unlabelled."""
+    root = Path(path).expanduser()
+    return _classes(_scan(root))[0] if root.is_dir() else []
+
+
 def _scan(root: Path) -> list[Path]:
     # Relative paths of all image files, sorted so the order (and the labels) never depend on the filesystem.
     found, seen = [], set()
