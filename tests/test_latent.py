@@ -180,6 +180,8 @@ def test_cli_on_a_fashion_mnist_gan(fashion_dir, tmp_path, capsys):
     assert main(["arithmetic", str(run), "Sneaker - Sandal + Ankle boot", "--rows", "2", "--out", str(out / "a.png")]) == 0
     text = capsys.readouterr().out
     assert "concepts: Sneaker (" in text and "evaluator on the result rows:" in text
+    thin = [line for line in text.splitlines() if "samples are confidently" in line]  # a barely trained G: few confident samples
+    assert thin and all(any(f"'{c}'" in line for c in ("Sneaker", "Sandal", "Ankle boot")) for line in thin), thin
     Image.open(out / "a.png").verify()
     Image.fromarray(np.full((40, 30), 200, np.uint8)).save(tmp_path / "grey.png")  # resized and cropped to 28x28 on the way in
     argv = ["project", str(run), str(tmp_path / "grey.png"), "fashion-mnist:test:0", "--steps", "20", "--restarts", "2",

@@ -623,7 +623,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     # A toy run's npz gets a scatter plot of the same name beside it: that PNG is as much the user's as --out.
     _refuse_existing(args.out, args.force, (".png",) if points and fmt == "npz" else ())
     out = write_samples(args.run_dir, args.n, args.seed, fmt, args.out, args.device, args.class_name, args.drs)
-    print(f"wrote {out}")
+    print(f"wrote {out} and its scatter plot {out.with_suffix('.png')}" if points and fmt == "npz" else f"wrote {out}")
     return 0
 
 

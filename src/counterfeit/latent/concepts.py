@@ -31,7 +31,7 @@ class Concepts:
     vectors: torch.Tensor  # (C, z_dim)
     members: list[int]  # confident members behind each vector
     class_names: list[str]
-    notes: list[str]  # one line per class that had to fall back on less confident samples
+    notes: dict[int, str]  # class index -> a line saying it had to fall back on less confident samples
 
 
 def evaluator_for(run, need: str = "") -> nn.Module | None:
@@ -74,14 +74,14 @@ def class_concepts(run, device="cpu", n: int = CONCEPT_N, seed: int = CONCEPT_SE
     images = to_uint8(decode_batched(run.G, Latent(z)), run.spec.pixel_range)  # (n, C, H, W)
     probs, _ = predict(ev, images)  # (n, C)
     top_p, top_k = probs.max(dim=1)  # (n,)
-    vectors, members, notes = [], [], []
+    vectors, members, notes = [], [], {}
     for k, name in enumerate(names):
         confident = ((top_k == k) & (top_p >= CONFIDENCE)).nonzero().squeeze(1)  # (m,)
         idx = confident
         if len(confident) < MIN_MEMBERS:
             idx = probs[:, k].topk(MIN_MEMBERS).indices  # (MIN_MEMBERS,)
-            notes.append(f"only {len(confident)} of {n} samples are confidently '{name}'; "
-                         f"its concept is the mean of the {MIN_MEMBERS} most '{name}'-like")  # fmt: skip
+            notes[k] = (f"only {len(confident)} of {n} samples are confidently '{name}'; "
+                        f"its concept is the mean of the {MIN_MEMBERS} most '{name}'-like")  # fmt: skip
         vectors.append(z[idx.to(z.device)].mean(0))
         members.append(len(confident))
     return Concepts(torch.stack(vectors), members, names, notes)  # vectors (C, z_dim)

@@ -57,7 +57,6 @@ class Resolver:
         """The run's class concept vectors (computed once)."""
         if self._concepts is None:
             self._concepts = class_concepts(self.run, self.device)
-            self.notes += self._concepts.notes
         return self._concepts
 
     def part(self, op: Operand) -> Part:
@@ -71,7 +70,11 @@ class Resolver:
         if op.kind == "class":
             if self.conditional:
                 return Part(None, class_codes(self.G)[op.value].expand(R, -1))
-            return Part(self.concepts().vectors[op.value].to(self.device).expand(R, -1), None)
+            concepts = self.concepts()
+            note = concepts.notes.get(op.value)  # the caveat of a class this expression uses, not of every thin class
+            if note and note not in self.notes:
+                self.notes.append(note)
+            return Part(concepts.vectors[op.value].to(self.device).expand(R, -1), None)
         lat = self.load_file(op.value)
         return Part(lat.z.expand(R, -1), None if lat.code is None else lat.code.expand(R, -1))
 

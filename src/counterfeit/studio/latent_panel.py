@@ -42,8 +42,7 @@ class _Resolver(operands.Resolver):
                 if key not in _CONCEPTS:
                     _CONCEPTS.clear()
                     _CONCEPTS[key] = class_concepts(self.run, self.device)
-                self._concepts = _CONCEPTS[key]
-            self.notes += self._concepts.notes  # every request shows the concepts' caveats, not only the first
+                self._concepts = _CONCEPTS[key]  # each request notes the caveats of the classes it uses (Resolver.part)
         return self._concepts
 
 
