@@ -88,6 +88,16 @@ def test_onnx_export_refuses_an_opset_it_cannot_write(tiny_folder, tmp_path, cap
             monkeypatch.setattr("counterfeit.onnx_export.MIN_OPSET", 1)
 
 
+def test_onnx_export_below_opset_18_prints_one_line(tiny_folder, tmp_path, capfd):
+    """Opset 17 is built as 18 and converted down: the exporter's notices about that stay quiet, only 'wrote' remains."""
+    runs = tmp_path / "runs"
+    assert main(["train", "--data", tiny_folder, *TINY, *SHORT, "--out", str(runs)]) == 0
+    capfd.readouterr()
+    assert main(["export-onnx", str(next(runs.iterdir())), "--out", str(tmp_path / "g.onnx"), "--opset", "17"]) == 0
+    out, err = capfd.readouterr()
+    assert out.startswith("wrote ") and out.count("\n") == 1 and err == "", err
+
+
 def test_onnx_export_without_onnx_says_how_to_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # an import of it now fails as if it were missing
     assert main(["export-onnx", str(tmp_path), "--out", str(tmp_path / "g.onnx")]) == 2

@@ -15,6 +15,7 @@ from .fileio import atomic_path
 from .runs import load_run
 
 MIN_OPSET = 16  # the oldest the converter reached from the exporter's 18 for our generators (15 and below: no adapter)
+QUIET_LOGGERS = ("torch.onnx._internal.exporter._registration", "torch.onnx._internal.exporter._compat", "onnxscript.version_converter")
 
 
 class OnnxExportError(RuntimeError):
@@ -56,10 +57,13 @@ def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 18) -> Path:
     out = Path(out)
     if out.is_dir():
         raise OnnxExportError(f"--out {out} is a folder; give a file name such as {out / 'g.onnx'}")
-    # The exporter logs a warning for each torchvision op it cannot register when torchvision is absent; G uses none.
-    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = registration.level
-    registration.setLevel(logging.ERROR)
+    # Quieted while exporting: a warning for each torchvision op the exporter cannot register when torchvision is absent
+    # (G uses none), and, for opsets below 18, two notices that it builds 18 and converts down; the opset check below
+    # says in one line when that conversion fails.
+    quiet = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             # z and labels share the batch axis on purpose; the exporter warns that it keeps one name for both.
@@ -69,7 +73,8 @@ def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 18) -> Path:
     except Exception as e:  # the exporter's errors are long; keep the first line
         raise OnnxExportError(f"torch.onnx could not export {run.run_dir}: {str(e).splitlines()[0]}") from None
     finally:
-        registration.setLevel(level)
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
     cfg = run.config
     meta = {
         "counterfeit_version": __version__, "run": run.run_dir.name, "checkpoint": run.checkpoint.name,
