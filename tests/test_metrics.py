@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY
+from PIL import Image
 
 from counterfeit.cli import main
 from counterfeit.metrics.classes import CollapseAlarm, class_coverage, duplicate_rate, duplicate_threshold
@@ -203,6 +204,26 @@ def test_eval_run_and_fakes_cli(tiny_folder, fashion_dir, tmp_path, capsys, monk
     out = capsys.readouterr().out
     assert "FID" in out and "classes" not in out  # no Fashion-MNIST classes are counted against a folder of squares
     assert main(["report", str(run)]) == 0 and (run / "report.html").is_file()
+
+
+def test_a_folder_of_other_sized_images_is_converted_with_a_warning(tiny_folder, tmp_path, caplog, monkeypatch):
+    """eval --fakes FOLDER scores 28x28 grey: larger colour images are resized with a warning and a provenance note."""
+    import logging
+
+    monkeypatch.setenv("COUNTERFEIT_CACHE_DIR", str(tmp_path / "cache"))
+    big = tmp_path / "big"
+    big.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)).save(big / f"{i}.png")  # 48x64 colour
+    with caplog.at_level(logging.WARNING, logger="counterfeit"):
+        x, desc = load_image_source(str(big))
+    assert x.shape == (8, 1, 28, 28) and desc["converted"] == "from 48x64 colour to 28x28 grey (resized, centre-cropped)"
+    assert "holds 48x64 colour images; they are scored as 28x28 grey" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="counterfeit"):
+        _, desc = load_image_source(tiny_folder)  # already 28x28 grey: nothing to say
+    assert "converted" not in desc and "scored as" not in caplog.text
 
 
 def test_eval_toy_run(tmp_path):

@@ -724,6 +724,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         train = load_image_source(f"{base}:train")[0] if "memorisation" in names else None  # (N, C, H, W) uint8
         dataset = base if base in ("fashion-mnist", "mnist") else "fashion-mnist"
         prov = {"fakes": fdesc["source"], "reference": rdesc["source"]}
+        prov.update({f"{side}_converted": d["converted"] for side, d in (("fakes", fdesc), ("reference", rdesc)) if "converted" in d})
         results = evaluate_images(fakes, reals, names, args.backbone or "evaluator", dataset, rdesc.get("class_labels"), train, prov)
         for line in _summary(results):  # first, so a failed write below loses no minutes of scoring
             print(line)

@@ -11,6 +11,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, Image.DecompressionBombError)
 
 _SIXTEEN_BIT = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+GREY_MODES = ("1", "L", "LA", "La", "P;L", "F", *_SIXTEEN_BIT)  # Pillow modes with one colour channel (P is a palette: colour)
 
 
 def decode_image(path: Path, resolution: int, channels: int) -> np.ndarray:

@@ -11,13 +11,14 @@ import warnings
 from pathlib import Path
 
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from ..fileio import atomic_path
 from . import base
 from .base import DataError, Dataset
-from .decode import DECODE_ERRORS, decode_failure, decode_image
+from .decode import DECODE_ERRORS, GREY_MODES, decode_failure, decode_image
 
 log = logging.getLogger("counterfeit")
 
@@ -88,6 +89,20 @@ def folder_classes(path: str) -> list[str]:
     """The class names a folder's sub-folders give (sorted), without decoding an image; [] when it is unlabelled."""
     root = Path(path).expanduser()
     return _classes(_scan(root))[0] if root.is_dir() else []
+
+
+def folder_image_shapes(path: str, limit: int = 32) -> set[tuple[int, int, int]]:
+    """(width, height, channels: 1 grey or 3 colour) of up to `limit` of a folder's images, spread over it, headers only."""
+    root = Path(path).expanduser()
+    files = _scan(root) if root.is_dir() else []
+    shapes = set()
+    for rel in files[:: max(1, len(files) // limit)][:limit]:
+        try:
+            with Image.open(root / rel) as im:
+                shapes.add((im.width, im.height, 1 if im.mode in GREY_MODES else 3))
+        except DECODE_ERRORS:  # the loader reports unreadable files; they have no size to tell
+            continue
+    return shapes
 
 
 def _scan(root: Path) -> list[Path]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 
 from .. import __version__
 from ..config import ConfigError
-from ..data import IDX_DATASETS, TOY_DATASETS, load_dataset, toy_modes
+from ..data import IDX_DATASETS, TOY_DATASETS, folder_image_shapes, load_dataset, toy_modes
 from ..export import read_npz_images
 from ..fileio import atomic_write_text
 from .classes import class_coverage, duplicate_rate, duplicate_threshold
@@ -23,6 +24,8 @@ from .memorisation import memorisation
 from .prdc import prdc
 from .toy import DEFAULT_SAMPLES as TOY_SAMPLES
 from .toy import toy_metrics_from_centres
+
+log = logging.getLogger("counterfeit")
 
 IMAGE_METRICS = ("fid", "kid", "pr", "coverage", "memorisation")
 DEFAULT_METRICS = ("fid", "kid", "pr", "coverage")
@@ -70,8 +73,15 @@ def load_image_source(
             raise ConfigError(f"{spec}: {e}; save uint8 pixels as `counterfeit sample --format npz` does") from None
         desc = {"source": spec}
     elif Path(spec).is_dir():
-        ds = load_dataset(spec, "train", resolution or 28, channels or 1)
+        res, ch = resolution or 28, channels or 1
+        ds = load_dataset(spec, "train", res, ch)
         x, desc = ds.x, {"source": f"folder {spec}"}
+        other = sorted(s for s in folder_image_shapes(spec) if s != (res, res, ch))
+        if other:  # scoring needs one shape: say so, or a 64x64 colour set passes for a 28x28 grey one
+            seen = ", ".join(f"{w}x{h} {'grey' if c == 1 else 'colour'}" for w, h, c in other[:3]) + (", ..." if len(other) > 3 else "")
+            desc["converted"] = f"from {seen} to {res}x{res} {'grey' if ch == 1 else 'colour'} (resized, centre-cropped)"
+            log.warning(f"{spec} holds {seen} images; they are scored as {res}x{res} {'grey' if ch == 1 else 'colour'}, "
+                        f"resized and centre-cropped, to match the reference")  # fmt: skip
     else:
         raise ConfigError(f"cannot read images from '{spec}'; pass fashion-mnist:test, mnist:test, an .npz or an image folder")
     if n is not None and len(x) > n:
