@@ -82,6 +82,17 @@ def test_kid_same_distribution_near_zero_shifted_positive():
     assert abs(same) < 0.01 < shifted
 
 
+def test_eval_coverage_of_a_run_without_one_class_asks_for_the_others(fashion):
+    """eval of an --exclude-class run, as the training-time monitor: the left-out class is neither covered nor missing."""
+    test, labels, _ = fashion
+    no_bags = test[labels != 8][:2000]  # (2000, 1, 28, 28) a perfect forger of the other nine classes
+    plain = evaluate_images(no_bags, test, ["coverage"], real_labels=labels)["coverage"]
+    assert plain["num_classes"] == 10 and plain["missing"] == ["Bag"]
+    left = evaluate_images(no_bags, test, ["coverage"], real_labels=labels, left_out=8)["coverage"]
+    assert left["num_classes"] == 9 and left["classes_covered"] == 9 and left["missing"] == [] and left["kl"] < 0.05
+    assert left["real_histogram"]["Bag"] == 1000  # the reference itself is still the whole test set
+
+
 def test_prdc_known_answers():
     g = torch.Generator().manual_seed(0)
     real = torch.randn(500, 4, generator=g)
@@ -93,6 +104,15 @@ def test_prdc_known_answers():
     half = real[real[:, 0] > 0]
     r = prdc(half, real)
     assert r["precision"] > 0.95 and 0.3 < r["recall"] < 0.7
+
+
+def test_prdc_of_a_set_against_itself_is_exact_across_chunks():
+    """As in clovaai's prdc: open balls for density/coverage give exactly 1 for reals against themselves, even past one chunk."""
+    real = torch.randn(5000, 16, generator=torch.Generator().manual_seed(1)) * 3 + 0.5  # (5000, 16): 3 chunks of distances
+    r = prdc(real, real)
+    assert r["density"] == 1.0 and r["coverage"] == 1.0 and r["precision"] == 1.0 and r["recall"] == 1.0
+    copies = prdc(real[torch.randperm(5000, generator=torch.Generator().manual_seed(2))], real)  # the same set, reordered
+    assert copies["density"] == pytest.approx(1.0, abs=1e-3) and copies["coverage"] == 1.0
 
 
 def test_class_coverage_counts_and_kl():
@@ -120,6 +140,9 @@ def test_class_coverage_leaves_a_class_without_real_share_out():
     assert r["kl"] == pytest.approx(0.0, abs=1e-9) and r["kl_max"] == pytest.approx(np.log(9), abs=1e-4)  # finite
     nine = probs[torch.arange(100) % 10 != 8]  # (90, 10) the same fakes without the left-out class
     assert class_coverage(nine, NAMES, share)["kl"] == pytest.approx(0.0, abs=1e-9) and "off_target" not in class_coverage(nine, NAMES)
+    only8 = probs[torch.arange(100) % 10 == 8]  # (10, 10) every fake is the left-out class: the worst KL, not a perfect 0
+    r = class_coverage(only8, NAMES, share)
+    assert r["classes_covered"] == 0 and r["off_target"]["fraction"] == 1.0 and r["kl"] == pytest.approx(np.log(9), abs=1e-4)
     r = class_coverage(probs[torch.arange(100) % 10 < 3], NAMES, share)  # (30, 10) three classes only
     assert r["classes_covered"] == 3 and r["missing"] == [n for i, n in enumerate(NAMES) if i >= 3 and i != 8]
 
@@ -183,6 +206,9 @@ def test_eval_run_and_fakes_cli(tiny_folder, fashion_dir, tmp_path, capsys, monk
     doc = json.loads((run / "metrics.json").read_text())
     assert set(doc["metrics"]) == {"fid", "kid", "pr", "coverage", "memorisation"} and doc["kimg"] == pytest.approx(0.064)
     assert (run / doc["metrics"]["memorisation"]["pairs_png"]).is_file()
+    kid_prov, pr_prov = doc["metrics"]["kid"]["provenance"], doc["metrics"]["pr"]["provenance"]
+    assert kid_prov["subset_size"] == 300 and kid_prov["subsets"] == 100 and "subsets of 300" in kid_prov["warning"]
+    assert "from 300 fakes against 10000 reals" in pr_prov["warning"]  # the k-NN scores move with either count
     assert (
         doc["metrics"]["memorisation"]["provenance"]["n_fakes"] == 300 and doc["metrics"]["memorisation"]["provenance"]["n_train"] == 60000
     )

@@ -765,9 +765,13 @@ def _summary(results: dict) -> list[str]:
             out.append("warning: " + results["fid"]["provenance"]["warning"])
     if "kid" in results:
         out.append(f"KID {results['kid']['kid']:.5f} +- {results['kid']['kid_std']:.5f}")
+        if "warning" in results["kid"]["provenance"]:
+            out.append("warning: " + results["kid"]["provenance"]["warning"])
     if "pr" in results:
         r = results["pr"]
         out.append(f"precision {r['precision']:.3f}  recall {r['recall']:.3f}  density {r['density']:.3f}  coverage {r['coverage']:.3f}")
+        if "warning" in r["provenance"]:
+            out.append("warning: " + r["provenance"]["warning"])
     if "coverage" in results:
         c = results["coverage"]
         missing = f"; missing: {', '.join(c['missing'])}" if c["missing"] else ""

@@ -35,6 +35,9 @@ def class_coverage(probs: torch.Tensor, class_names: list[str], real_share: torc
     share = on / on.sum().clamp_min(1)  # (C,) the fakes' class distribution over the target classes
     nz = share > 0
     kl = float((share[nz] * (share[nz] / real_share[nz]).log()).sum())  # KL(fake || real); 0 log 0 = 0
+    kl_max = float(-real_share[target].min().log())  # all the fakes on the rarest class
+    if not bool(nz.any()):  # every fake judged a left-out class: no distribution to compare, and surely not a perfect 0
+        kl = kl_max
     p = probs.double().clamp_min(1e-12)  # (N, C)
     p_y = p.mean(dim=0, keepdim=True)  # (1, C)
     score = math.exp(float((p * (p.log() - p_y.log())).sum(dim=1).mean()))  # exp E[KL(p(y|x) || p(y))], at most C
@@ -46,7 +49,7 @@ def class_coverage(probs: torch.Tensor, class_names: list[str], real_share: torc
         "histogram": dict(zip(class_names, counts.tolist())),
         "real_share": dict(zip(class_names, [round(float(s), 4) for s in real_share])),
         "kl": round(kl, 5),
-        "kl_max": round(float(-real_share[target].min().log()), 4),
+        "kl_max": round(kl_max, 4),
         "class_score": round(score, 4),
         "mean_confidence": round(float(conf.double().mean()), 4),
         "rule": COVERAGE_RULE,

@@ -14,7 +14,7 @@ import torch
 
 from .. import __version__
 from ..config import ConfigError
-from ..data import IDX_DATASETS, TOY_DATASETS, folder_image_shapes, load_dataset, toy_modes
+from ..data import IDX_DATASETS, TOY_DATASETS, class_index, folder_image_shapes, load_dataset, toy_modes
 from ..export import read_npz_images
 from ..fileio import atomic_write_text
 from .classes import class_coverage, duplicate_rate, duplicate_threshold
@@ -30,6 +30,7 @@ log = logging.getLogger("counterfeit")
 IMAGE_METRICS = ("fid", "kid", "pr", "coverage", "memorisation")
 DEFAULT_METRICS = ("fid", "kid", "pr", "coverage")
 MEMORISATION_N = 2000
+KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000  # Binkowski et al. 2018 and torch-fidelity's defaults
 # The fewest images of each side a metric is defined for: a covariance needs 2, the k-NN balls of pr (k = 3 and 5) 6.
 MIN_IMAGES = {"fid": 2, "kid": 2, "pr": 6, "coverage": 2, "memorisation": 1}
 
@@ -99,8 +100,12 @@ def evaluate_images(
     real_labels: torch.Tensor | None = None,
     train_images: torch.Tensor | None = None,
     provenance: dict | None = None,
+    left_out: int | None = None,
 ) -> dict[str, dict]:
-    """Score uint8 fakes (N, C, H, W) against reals (M, C, H, W); one dict per metric, each with a provenance block."""
+    """Score uint8 fakes (N, C, H, W) against reals (M, C, H, W); one dict per metric, each with a provenance block.
+
+    `left_out`: a class the generator never saw (--exclude-class); coverage asks only for the others.
+    """
     for m in metrics:
         if min(len(fakes), len(reals)) < MIN_IMAGES.get(m, 1):
             raise ConfigError(
@@ -117,16 +122,22 @@ def evaluate_images(
         if "fid" in metrics:
             out["fid"] = {"fid": round(fid(ff.feats, fr.feats), 4), "provenance": {**prov, **({"warning": warn} if warn else {})}}
         if "kid" in metrics:
-            mean, std = kid(ff.feats, fr.feats)
-            out["kid"] = {
-                "kid": round(mean, 6),
-                "kid_std": round(std, 6),
-                "provenance": {**prov, "kernel": "cubic polynomial", "subsets": 100},
-            }
+            mean, std = kid(ff.feats, fr.feats, KID_SUBSETS, KID_SUBSET_SIZE)
+            size = min(KID_SUBSET_SIZE, len(fakes), len(reals))
+            extra = {"kernel": "cubic polynomial", "subsets": KID_SUBSETS, "subset_size": size}
+            if size < KID_SUBSET_SIZE:  # every subset then holds (nearly) all the fakes: the spread says little
+                extra["warning"] = (f"KID from subsets of {size} (the standard is {KID_SUBSET_SIZE:,}); its std over subsets "
+                                    f"understates the uncertainty")  # fmt: skip
+            out["kid"] = {"kid": round(mean, 6), "kid_std": round(std, 6), "provenance": {**prov, **extra}}
         if "pr" in metrics:
-            out["pr"] = {**{k: round(v, 4) if isinstance(v, float) else v for k, v in prdc(ff.feats, fr.feats).items()}, "provenance": prov}
+            scores = {k: round(v, 4) if isinstance(v, float) else v for k, v in prdc(ff.feats, fr.feats).items()}
+            extra = {}
+            if len(fakes) != len(reals):  # the k-NN balls shrink as a side grows: only equal sizes compare across evaluations
+                extra["warning"] = (f"precision/recall/density/coverage from {len(fakes)} fakes against {len(reals)} reals; "
+                                    f"they move with either count, so compare only scores with the same counts (10,000 each is usual)")  # fmt: skip
+            out["pr"] = {**scores, "provenance": {**prov, **extra}}
         if "coverage" in metrics:
-            out["coverage"] = _coverage(ff, fr, real_labels, prov)
+            out["coverage"] = _coverage(ff, fr, real_labels, prov, left_out)
     if "memorisation" in metrics:
         if train_images is None:
             raise ConfigError(
@@ -145,12 +156,15 @@ def evaluate_images(
     return out
 
 
-def _coverage(ff: Features, fr: Features, real_labels: torch.Tensor | None, prov: dict) -> dict:
+def _coverage(ff: Features, fr: Features, real_labels: torch.Tensor | None, prov: dict, left_out: int | None = None) -> dict:
     if ff.probs is None:
         raise BackboneUnavailable("class coverage needs a classifier backbone; use --backbone evaluator")
     c = ff.probs.shape[1]
     real_counts = torch.bincount(real_labels, minlength=c) if real_labels is not None else torch.bincount(fr.probs.argmax(1), minlength=c)
-    cov = class_coverage(ff.probs, ff.class_names, real_counts)
+    target = real_counts.clone()
+    if left_out is not None:  # as the training-time monitor does: a class G never saw is neither covered nor missing
+        target[left_out] = 0
+    cov = class_coverage(ff.probs, ff.class_names, target)
     n = min(len(ff.feats), len(fr.feats))
     cov["real_histogram"] = dict(zip(ff.class_names, real_counts.tolist()))
     cov["duplicate_rate"] = round(duplicate_rate(ff.feats[:n], duplicate_threshold(fr.feats, n)), 5)
@@ -243,7 +257,11 @@ def score_run(
         else:
             ds = load_dataset(cfg.data.name, "train", cfg.data.resolution, cfg.data.channels, cfg.data.data_dir)
             reals, labels, ref, train_x = ds.x, None, f"the training folder {cfg.data.name} ({len(ds.x)} images)", ds.x
-        results = evaluate_images(fakes, reals, names, bb, dataset, labels, train_x, {**base, "reference": ref})
+        left_out = None
+        if cfg.data.exclude_class is not None and cfg.data.name in IDX_DATASETS:
+            left_out = class_index(test, cfg.data.exclude_class)
+            base = {**base, "excluded_class": test.class_names[left_out]}
+        results = evaluate_images(fakes, reals, names, bb, dataset, labels, train_x, {**base, "reference": ref}, left_out)
         if run.spec.conditional and "coverage" in results and cfg.data.name in IDX_DATASETS:
             # Asked for class k, does the judge see class k? Balanced labels, as generate() drew them.
             asked = default_labels(run.G, n)  # (n,)
