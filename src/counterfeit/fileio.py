@@ -24,6 +24,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as e:
+        # A full disk reports no file name, a refused rename the temp name: either way `path` is the file meant.
+        if e.filename is None or e.filename == name:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     finally:
         # After a successful replace this is a no-op; after a failure it removes the partial file.
         tmp.unlink(missing_ok=True)
@@ -52,6 +57,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write `text` to `path` atomically."""
     atomic_write_bytes(path, text.encode())
+
+
+def append_text(path: str | Path, text: str) -> None:
+    """Append `text` to `path` (a log of lines); an OSError names the file even when the system does not (a full disk)."""
+    try:
+        with open(path, "a") as f:
+            f.write(text)
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
 
 
 def write_many(folder: Path, items: Iterable[tuple[str, bytes]]) -> int:

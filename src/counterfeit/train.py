@@ -38,7 +38,7 @@ from .checkpoints import (
 from .config import ConfigError, RunConfig
 from .cudagraph import StepGraph, make_capturable, set_lr
 from .data import Dataset, batch_indices, drop_class, load_dataset
-from .fileio import atomic_write_text
+from .fileio import append_text, atomic_write_text
 from .losses import build_loss, gaussian_kl, reconstruction_loss
 from .machine import cpu_has_native_bf16
 from .models import build_models, get_spec
@@ -504,13 +504,16 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
                 if "alarm" in last:
                     log.warning(last["alarm"])
             if main:
-                with open(run_dir / "stats.jsonl", "a") as f:
-                    f.write(json.dumps(last) + "\n")
+                append_text(run_dir / "stats.jsonl", json.dumps(last) + "\n")
             if writer:
-                for k, v in last.items():
-                    if k not in ("kimg", "alarm"):
-                        writer.add_scalar(k if "/" in k else f"train/{k}", v, cur_nimg)
-                writer.flush()
+                try:
+                    for k, v in last.items():
+                        if k not in ("kimg", "alarm"):
+                            writer.add_scalar(k if "/" in k else f"train/{k}", v, cur_nimg)
+                    writer.flush()
+                except OSError as e:  # stats.jsonl holds the same numbers: a TensorBoard file that cannot grow must not stop the run
+                    log.warning(f"TensorBoard logging is off: could not write its event file in {run_dir} ({e.strerror or e})")
+                    writer = None
             log.info(" ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "alarm"), extra={"file_only": True})
             if cb.on_tick:
                 cb.on_tick(last)
@@ -529,7 +532,10 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
         log.warning(f"could not write {run_dir / 'samples' / 'timelapse.gif'}: {e}")
     dist.barrier()  # every rank returns once the final checkpoint is on disk
     if writer:
-        writer.close()
+        try:
+            writer.close()
+        except OSError as e:
+            log.warning(f"could not finish TensorBoard's event file in {run_dir} ({e.strerror or e})")
     if cur_nimg > 0:
         log.info(f"{'finished' if status == 'done' else 'stopped'} at {cur_nimg / 1000:.1f} kimg; checkpoint in {run_dir / 'checkpoints'}")
     else:

@@ -1,0 +1,35 @@
+"""Crash-safe writes: errors name the file meant, never a temporary name or nothing."""
+
+import errno
+import os
+
+import pytest
+
+from counterfeit.fileio import append_text, atomic_path, atomic_write_text
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path):
+    """ENOSPC carries no file name; the error raised names the target, and no partial temp file stays."""
+    target = tmp_path / "ckpt.safetensors"
+    with pytest.raises(OSError) as e, atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as write() reports a full disk
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_rename_names_the_target_not_the_temp_file(tmp_path, monkeypatch):
+    def refuse(src, dst):
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(src), None, str(dst))
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OSError) as e:
+        atomic_write_text(tmp_path / "config.json", "{}")
+    assert e.value.filename == str(tmp_path / "config.json") and e.value.errno == errno.EPERM
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_appending_to_a_full_disk_names_the_file():
+    with pytest.raises(OSError) as e:
+        append_text("/dev/full", "x" * 10_000)
+    assert e.value.errno == errno.ENOSPC and e.value.filename == "/dev/full"
