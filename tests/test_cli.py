@@ -194,6 +194,23 @@ def test_a_model_too_big_for_memory_and_a_missing_data_dir_are_one_line(tmp_path
     assert "warning: --data-dir" in capsys.readouterr().err
 
 
+def test_a_run_being_trained_is_not_resumed_twice_and_a_killed_runs_temp_files_go(tiny_folder, tmp_path, capsys):
+    """RUN/.lock: a second trainer of the same run is refused in one line; temp checkpoints of a killed run are removed."""
+    import os
+
+    from counterfeit.runs import run_lock
+
+    run = _train(tmp_path, "--data", tiny_folder)
+    stats = (run / "stats.jsonl").read_text()
+    with run_lock(run):  # as a resume already running in another process holds it
+        _one_line_error(capsys, ["train", "--resume", str(run), "--kimg", "0.096"], f"is being trained by process {os.getpid()}")
+    assert (run / "stats.jsonl").read_text() == stats  # the refused trainer wrote nothing
+    stale = run / "checkpoints" / ".ckpt-0000000096.k3x9.tmp.safetensors"
+    stale.write_bytes(b"half a checkpoint")  # what kill -9 during a write leaves
+    assert main(["train", "--resume", str(run), "--kimg", "0.096", "--no-progress"]) == 0
+    assert not stale.exists() and "removed 1 checkpoint temp file" in (run / "log.txt").read_text()
+
+
 def test_resume_to_the_planned_end_of_a_finished_run_is_no_error(folder_run, tmp_path, capsys):
     """A run stops at the first whole batch past --kimg, so a finished run has passed its plan: resuming it does nothing."""
     stats = (folder_run / "stats.jsonl").read_text()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,7 @@ import torch
 from torch import nn
 
 from .checkpoints import CheckpointError, list_checkpoints, load_module, read_checkpoint
-from .config import RunConfig, load_config
+from .config import ConfigError, RunConfig, load_config
 from .fileio import atomic_write_text
 from .models import ModelSpec, build_models, get_spec
 
@@ -192,3 +195,46 @@ def run_row(run_dir: Path, cfg: RunConfig | None = None, stats: list[dict[str, A
         "losses": _losses(last), "classes": f"{judged['cov/classes']}/{judged['cov/num_classes']}" if "cov/classes" in judged else "",
         "status": status + (" (collapse alarm)" if "alarm" in judged else ""),
     }  # fmt: skip
+
+
+class RunBusy(ConfigError):
+    """Another process is training this run folder."""
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold RUN/.lock while training: a second trainer of the same run (a resume started twice) is refused, not interleaved.
+
+    An advisory lock the system drops when its process dies, so a crash or kill -9 never leaves the run locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not on this system (Windows): train unguarded, as before
+        yield
+        return
+    path = Path(run_dir) / ".lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip()
+            who = f"process {holder}" if holder.isdigit() else "another process"
+            raise RunBusy(f"{run_dir} is being trained by {who}; let it finish, or stop it (Ctrl-C, or Stop in the studio) "
+                          f"before resuming") from None  # fmt: skip
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def remove_stale_temp_files(run_dir: Path) -> int:
+    """Delete checkpoint temp files a killed run left behind (only a run's trainer writes there); returns how many."""
+    stale = list((Path(run_dir) / "checkpoints").glob(".ckpt-*.tmp.safetensors"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)

@@ -6,6 +6,7 @@ their decoder sits in G's place (so sampling and EMA are shared) and their encod
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -43,7 +44,7 @@ from .losses import build_loss, gaussian_kl, reconstruction_loss
 from .machine import cpu_has_native_bf16
 from .models import build_models, get_spec
 from .models.layers import to_channels_last
-from .runs import read_stats
+from .runs import read_stats, remove_stale_temp_files, run_lock
 from .sample import from_uint8, make_noise, reconstruct, sample, save_grid, save_scatter, to_uint8
 from .timelapse import write_timelapse
 
@@ -264,6 +265,13 @@ def train(cfg: RunConfig, run_dir: str | Path, callbacks: Callbacks | None = Non
     """Train (or resume, when the run folder holds a checkpoint) until cfg.loop.total_kimg; returns the final state."""
     cb = callbacks or Callbacks()
     run_dir = Path(run_dir)
+    # Rank 0 writes the run folder, so it alone holds the lock; taken before log.txt opens, so a refused second trainer
+    # writes nothing there.
+    with run_lock(run_dir) if dist.is_main() else contextlib.nullcontext():
+        return _train_logged(cfg, run_dir, cb, data)
+
+
+def _train_logged(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -> TrainResult:
     file_log = logging.FileHandler(run_dir / "log.txt") if dist.is_main() else logging.NullHandler()
     file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     log.addHandler(file_log)
@@ -272,6 +280,8 @@ def train(cfg: RunConfig, run_dir: str | Path, callbacks: Callbacks | None = Non
     if log.level == logging.NOTSET:
         log.setLevel(logging.INFO)
     try:
+        if dist.is_main() and (n := remove_stale_temp_files(run_dir)):  # the lock is held: no other writer's files
+            log.info(f"removed {n} checkpoint temp file(s) that a killed run left in {run_dir / 'checkpoints'}")
         return _train(cfg, run_dir, cb, data)
     finally:
         log.removeFilter(quiet)
