@@ -376,6 +376,35 @@ def test_unusable_output_paths_are_one_line_errors(folder_run, tmp_path, capsys)
     assert (tmp_path / "a-file.png").read_bytes() == b"mine"
 
 
+def test_flipped_bytes_and_incomplete_state_in_a_checkpoint_are_one_line(tiny_folder, tmp_path, capsys):
+    """A bit flip inside the weights (which safetensors does not check) and crafted, incomplete states name the file."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    run = _train(tmp_path, "--data", tiny_folder)
+    newest = list_checkpoints(run)[-1]
+    good = newest.read_bytes()
+    header_len = int.from_bytes(good[:8], "little")  # safetensors: header length, JSON header, then the tensors' bytes
+    where = next(v["data_offsets"][0] for k, v in json.loads(good[8 : 8 + header_len]).items() if k.startswith("G_ema."))
+    damaged = bytearray(good)
+    damaged[8 + header_len + where : 8 + header_len + where + 4] = b"\x7f" * 4  # in G_ema's first weight, the header intact
+    newest.write_bytes(bytes(damaged))
+    for argv in (["train", "--resume", str(run), "--kimg", "0.096"], ["sample", str(run), "--out", str(tmp_path / "s.png")]):
+        _one_line_error(capsys, argv, newest.name, "do not match their SHA-256", "delete it to fall back to the previous one")
+    newest.write_bytes(good)
+    with safe_open(str(newest), framework="pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    state = json.loads(meta["state"])
+    crafted = [  # (tensors, state) a hand-made or foreign file might hold, each refused in one line
+        ({k: v for k, v in tensors.items() if k != "rng.cpu"}, state, "no random-number state"),
+        (tensors, {k: v for k, v in state.items() if k != "optimizer_groups"}, "no state for the optimiser"),
+        ({**tensors, "opt_G.0.exp_avg": tensors["opt_G.0.exp_avg"].reshape(-1)[:5].clone()}, state, "does not fit the model"),
+    ]
+    for t, st, needle in crafted:
+        save_file(t, str(newest), metadata={"format": meta["format"], "state": json.dumps(st)})  # no digests: an older file
+        _one_line_error(capsys, ["train", "--resume", str(run), "--kimg", "0.096"], newest.name, needle)
+
+
 def test_bad_sample_inputs(folder_run, tmp_path, capsys):
     _one_line_error(capsys, ["sample", str(tmp_path / "nothing")], "nothing")
     (tmp_path / "norun").mkdir()

@@ -7,6 +7,7 @@ and renamed, so a crash mid-write never leaves a half checkpoint behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -54,6 +55,17 @@ def _optimizer_state_dict(prefix: str, tensors: dict[str, torch.Tensor], groups:
     return {"state": state, "param_groups": groups}
 
 
+def _digests(tensors: dict[str, torch.Tensor]) -> dict[str, str]:
+    # SHA-256 per slot (G, D, opt_G, rng, ...) over its tensors' names and bytes: a reader of one slot checks that slot.
+    # safetensors checks the header but not the bytes, and a flipped bit in a weight would otherwise train on as NaNs.
+    hashes: dict[str, Any] = {}
+    for key in sorted(tensors):
+        h = hashes.setdefault(key.split(".", 1)[0], hashlib.sha256())
+        h.update(key.encode())
+        h.update(tensors[key].contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return {slot: h.hexdigest() for slot, h in hashes.items()}
+
+
 def checkpoint_path(run_dir: Path, cur_nimg: int) -> Path:
     """Where the checkpoint taken after `cur_nimg` images lives."""
     return Path(run_dir) / "checkpoints" / f"ckpt-{cur_nimg:010d}.safetensors"
@@ -88,7 +100,8 @@ def save_checkpoint(
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     meta_state = dict(state, optimizer_groups=groups, cur_nimg=int(cur_nimg))
     path = checkpoint_path(run_dir, cur_nimg)
-    atomic_write_bytes(path, st_save(tensors, metadata={"format": FORMAT, "state": json.dumps(meta_state)}))
+    meta = {"format": FORMAT, "state": json.dumps(meta_state), "sha256": json.dumps(_digests(tensors))}
+    atomic_write_bytes(path, st_save(tensors, metadata=meta))
     for old in list_checkpoints(run_dir)[: -max(keep, 1)]:
         old.unlink(missing_ok=True)
     return path
@@ -104,10 +117,15 @@ def read_checkpoint(path: Path, prefixes: tuple[str, ...] | None = None) -> tupl
                 raise CheckpointError(f"{path} is not a counterfeit checkpoint (format {meta.get('format')!r})")
             keys = [k for k in f.keys() if prefixes is None or k.split(".", 1)[0] in prefixes]
             tensors = {k: f.get_tensor(k) for k in keys}
+        if "sha256" in meta:  # checkpoints written before digests were added have none to check
+            want, got = json.loads(meta["sha256"]), _digests(tensors)
+            bad = sorted(slot for slot in got if want.get(slot) != got[slot])
+            if bad:
+                raise ValueError(f"the bytes of {', '.join(bad)} do not match their SHA-256: the file is damaged")
         return tensors, json.loads(meta["state"])
     except FileNotFoundError:
         raise CheckpointError(f"{path} not found") from None
-    except (SafetensorError, ValueError, KeyError, OSError) as e:
+    except (SafetensorError, ValueError, KeyError, TypeError, OSError) as e:
         others = [p for p in list_checkpoints(Path(path).parent.parent) if p.name != Path(path).name]  # the run folder holds checkpoints/
         fix = (
             "delete it to fall back to the previous one"
@@ -127,9 +145,21 @@ def load_module(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str
         raise CheckpointError(f"{path}: weights for {prefix} do not fit the model in config.json ({first})") from None
 
 
-def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], state: dict, prefix: str) -> None:
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], state: dict, prefix: str, path: Path | str = "?") -> None:
     """Restore an optimiser saved by `save_checkpoint`, its moments in the memory layout of their parameters."""
-    opt.load_state_dict(_optimizer_state_dict(prefix, tensors, state["optimizer_groups"][prefix]))
+    groups = state.get("optimizer_groups", {}).get(prefix)
+    if groups is None:
+        raise CheckpointError(f"{path} holds no state for the optimiser {prefix}; it was not written by this run's trainer")
+    sd = _optimizer_state_dict(prefix, tensors, groups)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for idx, slots in sd["state"].items():
+        # torch takes moments of any shape; fused Adam would then read past them. A moment fits its parameter or is a scalar.
+        if idx >= len(params) or any(v.dim() > 0 and v.shape != params[idx].shape for v in slots.values()):
+            raise CheckpointError(f"{path}: the state of {prefix} does not fit the model in config.json (parameter {idx})")
+    try:
+        opt.load_state_dict(sd)
+    except (ValueError, KeyError) as e:  # torch checks the groups' sizes; its message is one line
+        raise CheckpointError(f"{path}: the state of {prefix} does not fit the model in config.json ({e})") from None
     # Checkpoints hold contiguous tensors, but channels_last weights have NHWC strides; fused Adam pairs elements
     # by memory position, so each moment must take its parameter's layout again.
     for p, slots in opt.state.items():
@@ -138,8 +168,10 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
                 slots[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
-def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
+def restore_rng(tensors: dict[str, torch.Tensor], path: Path | str = "?") -> None:
     """Put back the global RNG states so a resumed run draws the same noise as an unbroken one."""
+    if "rng.cpu" not in tensors:
+        raise CheckpointError(f"{path} holds no random-number state; it was not written by this run's trainer")
     torch.set_rng_state(tensors["rng.cpu"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])

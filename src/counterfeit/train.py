@@ -28,6 +28,7 @@ from . import __version__
 from . import distributed as dist
 from .allocator import keep_freed_memory
 from .checkpoints import (
+    CheckpointError,
     checkpoint_path,
     list_checkpoints,
     load_module,
@@ -351,8 +352,10 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
         for name, module in modules.items():
             load_module(module, tensors, name, ckpts[-1])
         for name, opt in optimizers.items():
-            load_optimizer(opt, tensors, state, name)
-        restore_rng(tensors)
+            load_optimizer(opt, tensors, state, name, ckpts[-1])
+        restore_rng(tensors, ckpts[-1])
+        if not isinstance(state.get("cur_nimg"), int):
+            raise CheckpointError(f"{ckpts[-1]} does not say how far the run got (cur_nimg); it was not written by this run's trainer")
         cur_nimg, elapsed_prev = state["cur_nimg"], state.get("seconds", 0.0)
     # After any loading: a checkpoint's param groups would replace these, and whether a run is graphed is this process's choice.
     for opt in optimizers.values():
