@@ -211,6 +211,15 @@ def test_a_run_being_trained_is_not_resumed_twice_and_a_killed_runs_temp_files_g
     assert not stale.exists() and "removed 1 checkpoint temp file" in (run / "log.txt").read_text()
 
 
+def test_resume_takes_the_runs_own_values_and_refuses_others_and_out(folder_run, capsys):
+    """Repeating an option's saved value is no change; a new value, or --out elsewhere, is refused in one line."""
+    assert main(["train", "--resume", str(folder_run), "--seed", "0", "--eval-every-kimg", "20", "--dry-run"]) == 0
+    assert main(["train", "--resume", str(folder_run), "--out", str(folder_run.parent), "--dry-run"]) == 0
+    capsys.readouterr()
+    _one_line_error(capsys, ["train", "--resume", str(folder_run), "--seed", "1", "--dry-run"], "--seed cannot change when resuming")
+    _one_line_error(capsys, ["train", "--resume", str(folder_run), "--out", "elsewhere", "--dry-run"], "--out makes a new run folder")
+
+
 def test_resume_to_the_planned_end_of_a_finished_run_is_no_error(folder_run, tmp_path, capsys):
     """A run stops at the first whole batch past --kimg, so a finished run has passed its plan: resuming it does nothing."""
     stats = (folder_run / "stats.jsonl").read_text()

@@ -127,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=float, help="training length in passes over the data (instead of --kimg)")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--seed", type=int)
-    t.add_argument("--out", default="runs", help="folder for new run folders (default: runs)")
+    t.add_argument("--out", help="folder for new run folders (default: runs)")
     t.add_argument("--data-dir", help="where the Fashion-MNIST/MNIST idx files are (searched first)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest checkpoint")
     t.add_argument("--resolution", type=int, help="image side in pixels (28; 32/64/128 for dcgan)")
@@ -450,7 +450,7 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
     main = is_main()
     created = run_dir is None
     if created:
-        run_dir = from_main(create_run_dir(cfg, args.out) if main else None)  # one folder, numbered by rank 0
+        run_dir = from_main(create_run_dir(cfg, args.out or "runs") if main else None)  # one folder, numbered by rank 0
     elif main:
         write_config(run_dir, cfg)
     if main:
@@ -526,6 +526,16 @@ _OPTIONS = ("data", "model", "loss", "kimg", "epochs", "batch_size", "seed", "da
 _RESUMABLE = ("kimg", "epochs", "device", "channels_last", "compile", "precision", "cuda_graphs")
 
 
+def _changes(saved, option: str, value) -> bool:
+    """Whether setting one train option on a saved config changes it (an option it cannot take counts as a change)."""
+    from .config import ConfigError, extend_config
+
+    try:
+        return extend_config(saved, **{option: value}) != saved
+    except (ConfigError, TypeError, ValueError):
+        return True
+
+
 def _train_config(args: argparse.Namespace):
     """(existing run folder or None, config) from the command line."""
     from .checkpoints import list_checkpoints
@@ -539,10 +549,13 @@ def _train_config(args: argparse.Namespace):
     run_dir = Path(args.resume)
     if not (run_dir / "config.json").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.json); pass a folder such as runs/00000-fashion-mnist-dcgan")
+    if args.out is not None and Path(args.out).expanduser().resolve() != run_dir.resolve().parent:
+        raise ConfigError(f"--out makes a new run folder; a resumed run stays in {run_dir}: drop --out")
     saved = load_config(run_dir / "config.json")
     # A run on a folder of images may say where that folder went; a built-in dataset cannot be swapped.
     folder_run = builtin_name(saved.data.name) is None
     fixed = sorted(set(given) - set(_RESUMABLE) - ({"data"} if folder_run and builtin_name(given.get("data", "")) is None else set()))
+    fixed = [k for k in fixed if _changes(saved, k, given[k])]  # repeating the run's own value (say its --seed) is no change
     if fixed:
         flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
         raise ConfigError(

@@ -416,10 +416,12 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
             tiles = torch.cat([grid_reals[:RECON_SIZE].cpu(), to_uint8(recon, spec.pixel_range)])  # (64, C, H, W) uint8
             save_grid(tiles, run_dir / "samples" / f"recon{cur_nimg / 1000:08.1f}kimg.png", nrow=8)
 
-    def checkpoint(done: bool) -> None:
+    def checkpoint(done: bool, tick: dict | None = None) -> None:
         state = {"version": __version__, "torch": torch.__version__, "config": cfg.to_dict(), "done": done,
                  "seconds": elapsed_prev + time.time() - t_start, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                  "precision": precision}  # fmt: skip
+        if tick:  # a stop between ticks: the unfinished tick's sums, so the resumed run's next stats row is the unbroken one's
+            state["tick"] = tick
         dist.expose_shared(shared)  # the checkpoint's RNG state is the shared stream's, so any process count resumes it
         save_checkpoint(run_dir, cur_nimg, modules, optimizers, state, L.keep_checkpoints)
 
@@ -470,6 +472,9 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     if graphs:
         train_step = StepGraph(train_step)
     acc_steps, t_start = 0, time.time()
+    if ckpts and state.get("tick"):  # resumed mid-tick: carry on the stopped run's sums (every rank holds their mean)
+        acc.copy_(torch.tensor(state["tick"]["acc"], dtype=acc.dtype))
+        acc_steps = int(state["tick"]["steps"])
     t_tick, nimg_tick = t_start, cur_nimg
     last: dict[str, Any] = {}
     status = "done"
@@ -535,9 +540,11 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
         if crossed(snap_nimg) and cur_nimg < total_nimg and main:
             checkpoint(done=False)
 
+    # Every rank takes part in the mean; rank 0 keeps it. The sums are float32 and go through JSON exactly.
+    tick = {"acc": dist.mean_over_ranks(acc).tolist(), "steps": acc_steps} if acc_steps else None
     if main and cur_nimg > 0 and checkpoint_path(run_dir, cur_nimg) not in list_checkpoints(run_dir):
         snapshot_grid()
-        checkpoint(done=status == "done")
+        checkpoint(done=status == "done", tick=tick)
     try:
         if main:
             write_timelapse(run_dir)  # samples/timelapse.gif: the fixed-noise grids over the run
