@@ -201,3 +201,29 @@ def test_two_process_bf16_run_trains(tiny_folder, tmp_path):
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
     rows = read_stats(run)
     assert rows and all(math.isfinite(r["loss_D"]) and math.isfinite(r["loss_G"]) for r in rows)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the workers follow their launcher through Linux's PR_SET_PDEATHSIG")
+def test_workers_stop_and_save_when_torchrun_is_killed(tiny_folder, tmp_path):
+    """kill -9 of torchrun: the workers (each in a session of its own) get SIGTERM, save a checkpoint and exit."""
+    import signal
+    import time
+
+    args = [a if a != "0.32" else "64" for a in STEPS_ARGS]  # --kimg 64: far longer than the test waits
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "counterfeit",
+                             "train", "--data", tiny_folder, *args, "--out", str(tmp_path)],
+                            env={**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(read_stats(run) for run in tmp_path.iterdir()):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run = next(tmp_path.iterdir())
+    while time.time() < deadline and "stopped at" not in (run / "log.txt").read_text():
+        time.sleep(0.1)
+    assert "stopped at" in (run / "log.txt").read_text()  # rank 0 saved where the workers stopped
+    _, state = read_checkpoint(list_checkpoints(run)[-1], prefixes=())
+    assert 0 < state["cur_nimg"] < 64_000 and not state["done"]
+    rows, newest = len(read_stats(run)), list_checkpoints(run)[-1]
+    time.sleep(2)
+    assert len(read_stats(run)) == rows and list_checkpoints(run)[-1] == newest  # no orphan trains on

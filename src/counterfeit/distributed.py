@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import sys
 
 import torch
 import torch.distributed as dist
@@ -51,6 +53,7 @@ def process_group(device_name: str = "auto"):
         return
     if not dist.is_available():
         raise ConfigError("this PyTorch build has no torch.distributed; run without torchrun")
+    _stop_with_launcher()
     cuda = device_name != "cpu" and torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -61,6 +64,20 @@ def process_group(device_name: str = "auto"):
         yield
     finally:
         dist.destroy_process_group()
+
+
+def _stop_with_launcher() -> None:
+    # torchrun starts each worker in a session of its own, so a torchrun killed with kill -9 left them training on,
+    # writing the run unseen. Linux can send a worker SIGTERM when its launcher dies: the stop handler then saves
+    # a checkpoint and every rank exits. Elsewhere nothing changes.
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
 
 
 def local_device(device: torch.device) -> torch.device:
