@@ -217,10 +217,13 @@ def test_train_stop_and_find_the_job_again(client, runs):
     again = fresh.get(f"/api/runs/{run}").json()["job"]
     assert again["id"] == job["id"] and again["alive"]
     assert fresh.post(f"/api/runs/{run}/stop", json={}).json()["state"] == "stopping"
+    # A second Stop would be a second SIGINT, which aborts without saving: refused (or the job has ended already)
+    again = client.post(f"/api/jobs/{job['id']}/stop", json={})
+    assert again.status_code == 409 and ("stopping already" in again.json()["error"] or "not running" in again.json()["error"])
     while time.time() < deadline and client.get("/api/jobs").json()["jobs"][0]["alive"]:
         time.sleep(0.3)
     job = client.get("/api/jobs").json()["jobs"][0]
-    assert job["state"] == "stopped", job
+    assert job["state"] == "stopped" and job["run_exists"], job
     d = client.get(f"/api/runs/{run}").json()
     assert d["checkpoints"] and d["summary"]["status"].startswith("stopped at")
     assert json.loads((runs / run / "config.json").read_text())["model"]["g_width"] == 8
@@ -375,6 +378,7 @@ def test_a_damaged_run_does_not_hide_the_others(runs, tmp_path):
         ("post", f"/api/runs/{DCGAN}/resume", {"model": "vae"}, 400),
         ("post", f"/api/runs/{DCGAN}/resume", {"kimg": -1}, 400),
         ("post", f"/api/runs/{DCGAN}/resume", {"kimg": 0.032}, 400),  # fewer kimg than the run has reached
+        ("post", f"/api/runs/{DCGAN}/resume", {}, 409),  # at its planned length already: a job would end at once
         ("post", "/api/runs/00099-nowhere/resume", {}, 404),
         ("post", "/api/runs/00099-nowhere/stop", {}, 404),
         ("post", "/api/playground/nope/reset", {}, 404),
@@ -401,6 +405,7 @@ def test_more_broken_parameters_get_one_line_errors(client, method, url, body, s
 def test_a_bad_playground_step_count_is_refused(client):
     sid = client.post("/api/playground", json={"data": "ring8"}).json()["id"]
     assert "'steps'" in _error(client.post(f"/api/playground/{sid}/step", json={"steps": -1}), 400)
+    assert "'steps'" in _error(client.post(f"/api/playground/{sid}/step", json={"steps": 0}), 400)  # a page loop would spin
 
 
 def test_a_long_job_log_still_names_its_run_and_last_line(tmp_path):

@@ -118,3 +118,42 @@ def test_latent_interpolation_slider(page, url):
     before = page.get_attribute("#lat-dims-img", "src")
     page.fill("#lat-sliders input[data-i='0']", "3.5")
     page.wait_for_function(f"document.querySelector('#lat-dims-img').src !== {before!r}")
+
+
+def test_a_number_the_browser_cannot_read_is_refused_not_sent_as_the_default(page, url):
+    """'1e' in a number field reads as empty: the form says so instead of starting a default 600-kimg run."""
+    page.goto(url + "#runs")
+    page.wait_for_function("document.querySelector('#train-form [name=kimg]').placeholder.includes('600')")  # dcgan's length
+    assert "hinge" in page.inner_text("#train-form [name=loss] option")  # the model's own default loss, not a fixed one
+    page.select_option("#train-form [name=data]", "ring8")
+    page.wait_for_function("document.querySelector('#train-form [name=kimg]').placeholder.includes('512')")  # mlp's
+    page.type("#train-form [name=kimg]", "1e")
+    sent = []
+    page.on("request", lambda r: sent.append(r.url) if "/api/train" in r.url else None)
+    page.click("#train-form button[type=submit]")
+    page.wait_for_selector("#train-error", state="visible")
+    assert "kimg: not a number" in page.inner_text("#train-error") and sent == []
+
+
+def test_a_bad_run_address_clears_the_previous_run(page, url):
+    page.goto(url + f"#run/{DCGAN}")
+    page.wait_for_function("document.querySelector('#run-summary').textContent.length > 0")
+    page.evaluate("location.hash = '#run/nope'")
+    page.wait_for_selector("#run-error", state="visible")
+    assert "nope" in page.inner_text("#run-error") and page.inner_text("#run-summary") == ""
+    assert page.get_attribute("#grid-img", "src") is None and page.inner_text("#run-config") == ""
+    page.evaluate("location.hash = '#run/..'")  # no run name at all: the list
+    page.wait_for_selector("#tab-runs", state="visible")
+
+
+def test_latent_errors_show_by_their_section_and_clear_its_old_result(page, url):
+    _open_with_run(page, url, "latent", "#lat-run-form")
+    page.fill("#lat-arith-form [name=expr]", "[1, 2] - [3]")
+    page.click("#lat-arith-form button[type=submit]")
+    page.wait_for_selector("#lat-arith .term img")
+    page.fill("#lat-arith-form [name=expr]", "Foo + 1")
+    page.click("#lat-arith-form button[type=submit]")
+    page.wait_for_selector("#lat-arith-error", state="visible")
+    text = page.inner_text("#lat-arith-error")
+    assert "Foo" in text and ".png" not in text and ".npz" not in text  # the studio takes no file operands
+    assert page.locator("#lat-arith .term").count() == 0 and page.is_hidden("#latent-error")

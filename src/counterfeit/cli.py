@@ -341,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if isinstance(e, TrainingDiverged) else 2
     except KeyboardInterrupt:
         if _launched_rank() == 0:
-            print("counterfeit: aborted; the newest checkpoint on disk is kept", file=sys.stderr)
+            kept = "; the newest checkpoint on disk is kept" if getattr(args, "command", None) == "train" else ""
+            print(f"counterfeit: aborted{kept}", file=sys.stderr)
         return 130
     except RuntimeError as e:  # torch's allocators say "out of memory" / "can't allocate memory" in a long message
         text = str(e)

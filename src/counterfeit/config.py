@@ -15,6 +15,9 @@ class ConfigError(Exception):
     """A config that cannot be built or read; the message is one line naming the fix."""
 
 
+TOY_MODEL = "mlp"  # the model 2-D toy data gets without --model: points, not images, and the only family that eats them
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which images (or 2-D points) the run trains on, and at what size."""
@@ -226,7 +229,7 @@ def make_config(**options: Any) -> RunConfig:
     options = {k: v for k, v in options.items() if v is not None}
     builtin = builtin_name(options.get("data", DataConfig.name))
     if builtin in TOY_DATASETS and "model" not in options:
-        options["model"] = "mlp"  # toys are points, not images: the only family that eats them
+        options["model"] = TOY_MODEL
     spec = get_spec(options.get("model", ModelConfig.name))
     cfg = RunConfig().replace(**{k: v for k, v in spec.defaults.items()})
     if spec.conditional and "num_classes" not in options:

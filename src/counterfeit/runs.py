@@ -72,12 +72,15 @@ def run_data_kind(run_dir: str | Path) -> str | None:
         return None
 
 
+def reached_nimg(run_dir: Path) -> int:
+    """How many images the run's newest checkpoint has trained on (0 without one)."""
+    ckpts = list_checkpoints(run_dir)
+    return read_checkpoint(ckpts[-1], prefixes=())[1]["cur_nimg"] if ckpts else 0
+
+
 def check_resume_length(run_dir: Path, total_kimg: float, flag: str = "--kimg") -> None:
     """One-line ConfigError when a resume asks for fewer kimg than the run's newest checkpoint has reached."""
-    from .config import ConfigError
-
-    ckpts = list_checkpoints(run_dir)
-    reached = read_checkpoint(ckpts[-1], prefixes=())[1]["cur_nimg"] if ckpts else 0
+    reached = reached_nimg(run_dir)
     if total_kimg * 1000 < reached:
         raise ConfigError(f"{flag} asks for {total_kimg:g} kimg, less than the {reached / 1000:g} kimg {run_dir} has reached; "
                           f"pass more, or leave {flag} out to keep its planned length")  # fmt: skip

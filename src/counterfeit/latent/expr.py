@@ -30,9 +30,12 @@ class Operand:
     label: str  # how to show it under its picture
 
 
+FILE_CHOICES = ", .png images, .npz latents"  # the operands that name files (the command line's, not the studio's)
+
+
 def describe_choices(class_names: list[str]) -> str:
     """The one-line list of what may be named in an expression (for error messages)."""
-    others = "seed lists like [12,40,77], .png images, .npz latents"
+    others = "seed lists like [12,40,77]" + FILE_CHOICES
     if not class_names:
         return f"this run has no class names; use {others}"
     return f"valid names: {', '.join(class_names)}; or class:0..{len(class_names) - 1}, {others}"

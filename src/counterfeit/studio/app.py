@@ -26,9 +26,9 @@ from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..checkpoints import CheckpointError
-from ..config import ConfigError
+from ..config import TOY_MODEL, ConfigError, RunConfig
 from ..data import DataError
-from ..runs import check_resume_length
+from ..runs import check_resume_length, reached_nimg
 from . import generate as gen
 from . import latent_panel
 from .jobs import RESUMABLE, Jobs, check_config, parse_options
@@ -108,11 +108,14 @@ def options(studio: Studio, request: Request, params: Params) -> dict:
     from .playground import MAX_STEPS, REMEDIES
 
     params.done()
-    models = {
-        n: {"summary": s.summary, "family": s.family, "data_kind": s.data_kind, "conditional": s.conditional} for n, s in MODELS.items()
-    }
+    models = {}
+    for n, s in MODELS.items():
+        cfg = RunConfig().replace(**s.defaults)  # as make_config starts each model: the form's placeholders say these
+        models[n] = {"summary": s.summary, "family": s.family, "data_kind": s.data_kind, "conditional": s.conditional,
+                     "defaults": {"kimg": cfg.loop.total_kimg, "loss": cfg.loss.name if s.family == "gan" else None}}  # fmt: skip
     return {
         "datasets": [*IDX_DATASETS, *TOY_DATASETS], "toys": list(TOY_DATASETS), "models": models, "losses": list(LOSSES),
+        "default_model": {"images": RunConfig().model.name, "points": TOY_MODEL},
         "remedies": list(REMEDIES), "limits": {"count": gen.MAX_COUNT, "kimg": MAX_KIMG, "live_jobs": MAX_LIVE_JOBS, "steps": MAX_STEPS},
         "runs_dir": str(studio.runs_dir),
     }  # fmt: skip
@@ -172,7 +175,9 @@ def resume(studio: Studio, request: Request, params: Params) -> dict:
     params.done()
     cfg = check_config(given, run_dir)
     if "kimg" in given:
-        check_resume_length(run_dir, cfg.loop.total_kimg)
+        check_resume_length(run_dir, cfg.loop.total_kimg, flag="'train on to'")
+    elif reached_nimg(run_dir) >= cfg.loop.total_kimg * 1000:  # a job that would end at once, saying only "done"
+        raise StudioError(f"{run_dir.name} has reached its planned {cfg.loop.total_kimg:g} kimg; give a larger kimg to train on", 409)
     return studio.jobs.start(given, resume=run_dir)
 
 
@@ -217,7 +222,7 @@ def playground_step(studio: Studio, request: Request, params: Params) -> dict:
     """Train a session `steps` more steps and return its view."""
     from .playground import MAX_STEPS
 
-    steps = params.int("steps", 10, 0, MAX_STEPS)
+    steps = params.int("steps", 10, 1, MAX_STEPS)  # 0 would let a page's training loop spin on requests that do nothing
     params.done()
     s = studio.playground.get(request.path_params["sid"])
     with s.lock, studio.compute:

@@ -167,15 +167,21 @@ class Jobs:
         return next((j for j in self.list() if j.get("run") == run_name), None)
 
     def stop(self, job_id: str) -> dict[str, Any]:
-        """Ask a job to save a checkpoint and stop (SIGINT to its process group, as Ctrl-C)."""
-        job = self.get(job_id)
-        if not job["alive"]:
-            raise StudioError(f"job {job_id} is not running ({job['state']})", 409)
-        try:
-            os.killpg(job["pid"], signal.SIGINT)
-        except ProcessLookupError:
-            pass  # it ended just now
-        return dict(job, state="stopping")
+        """Ask a job to save a checkpoint and stop (SIGINT to its process group, as Ctrl-C); only once."""
+        with self._lock:
+            job = self.get(job_id)
+            if not job["alive"]:
+                raise StudioError(f"job {job_id} is not running ({job['state']})", 409)
+            # A second SIGINT means "abort without saving" to the trainer: a second Stop must not send it.
+            if job["state"] == "stopping":
+                raise StudioError(f"job {job_id} is stopping already (saving a checkpoint)", 409)
+            record = {k: v for k, v in job.items() if k not in ("alive", "state", "message", "run_exists")}
+            atomic_write_text(self.dir / f"{job_id}.json", json.dumps({**record, "stop_requested": True}) + "\n")
+            try:
+                os.killpg(job["pid"], signal.SIGINT)
+            except ProcessLookupError:
+                pass  # it ended just now
+            return dict(job, state="stopping")
 
     def _status(self, record: dict[str, Any]) -> dict[str, Any]:
         job = dict(record)
@@ -192,7 +198,7 @@ class Jobs:
         lines = [line for line in text.strip().splitlines() if line.strip()]
         last = lines[-1] if lines else ""
         if alive:
-            state = "running" if job.get("run") else "starting"
+            state = "stopping" if job.get("stop_requested") else "running" if job.get("run") else "starting"
         elif "counterfeit: error:" in text:
             state = "failed"
             last = next(line for line in reversed(lines) if "counterfeit: error:" in line)
@@ -202,7 +208,9 @@ class Jobs:
             state = "stopped"
         else:
             state = "ended" if proc is None or proc.returncode == 0 else f"exited with code {proc.returncode}"
-        job.update(alive=alive, state=state, message=last[-300:])
+        # A run stopped before its first step removes its folder: the jobs list must not link to it.
+        run_exists = bool(job.get("run")) and (self.runs_dir / job["run"] / "config.json").is_file()
+        job.update(alive=alive, state=state, message=last[-300:], run_exists=run_exists)
         return job
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import ConfigError
 from ..export import resolve_class
 from ..latent import explore, expr, operands, space
 from ..latent.concepts import Concepts, class_concepts, class_names_for
@@ -44,6 +45,14 @@ class _Resolver(operands.Resolver):
                     _CONCEPTS[key] = class_concepts(self.run, self.device)
                 self._concepts = _CONCEPTS[key]  # each request notes the caveats of the classes it uses (Resolver.part)
         return self._concepts
+
+
+def _parsed(parse, text: str, names: list[str]):
+    """The latent parser's result; its errors without the file operands the studio does not take."""
+    try:
+        return parse(text, names)
+    except ConfigError as e:
+        raise StudioError(str(e).replace(expr.FILE_CHOICES, "")) from None
 
 
 def _image_run(cache: ModelCache, root: Path, params: Params) -> LoadedRun:
@@ -79,7 +88,7 @@ def interpolate(cache: ModelCache, root: Path, params: Params) -> dict:
     class_index = _class_index(run, params)
     params.done()
     names = class_names_for(run)
-    a, b = expr.parse_endpoint(a_text, names), expr.parse_endpoint(b_text, names)
+    a, b = _parsed(expr.parse_endpoint, a_text, names), _parsed(expr.parse_endpoint, b_text, names)
     _no_files([a, b])
     res = _Resolver(run, 1, seed, class_index=class_index)
     frames = explore.walk_images(run, res, a, b, steps, mode)  # (T, C, H, W) uint8
@@ -97,7 +106,7 @@ def arithmetic(cache: ModelCache, root: Path, params: Params) -> dict:
     names = class_names_for(run)
     if not text or not text.strip():
         raise StudioError(f"parameter 'expr' is missing; write one such as \"{' - '.join(names[:2]) or '[1,2] - [3]'}\"")
-    terms = expr.parse_expression(text, names)
+    terms = _parsed(expr.parse_expression, text, names)
     _no_files([op for _, op in terms])
     res = _Resolver(run, rows, seed, class_index=class_index)
     columns = explore.equation_columns(run, res, terms)  # each (R, C, H, W)

@@ -48,13 +48,24 @@ function latShowFrame() {
   $("#lat-t").textContent = `t = ${(i / (n - 1)).toFixed(2)} (frame ${i + 1} of ${n}) \u00b7 ${Lat.walk}`;
 }
 
-$("#lat-interp-form").addEventListener("submit", async (ev) => {
+// An error shows beside the section that asked, and that section's old result goes, so the two never pass for each other.
+function latFailed(sel, e, clear) {
+  clear();
+  showError(sel, e);
+  $(sel).scrollIntoView({ block: "nearest" });
+}
+
+$("#lat-interp-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
-  const q = latBase(), v = formValues(ev.target);
-  for (const k of ["a", "b", "mode", "steps"]) if (v[k] !== undefined) q.set(k, v[k]);
+  whileBusy($("#lat-interp-form button[type=submit]"), () => latWalk(ev.target));
+});
+
+async function latWalk(form) {
+  showError("#lat-interp-error", null);
   try {
+    const q = latBase(), v = formValues(form);
+    for (const k of ["a", "b", "mode", "steps"]) if (v[k] !== undefined) q.set(k, v[k]);
     const out = await api(`/api/latent/interpolate?${q}`);
-    showError("#latent-error", null);
     Lat.frames = out.frames;
     Lat.walk = `${out.labels[0]} \u2192 ${out.labels[1]} (${out.mode})`;
     const s = $("#lat-slider");
@@ -62,19 +73,23 @@ $("#lat-interp-form").addEventListener("submit", async (ev) => {
     s.value = 0;
     latShowFrame();
   } catch (e) {
-    showError("#latent-error", e);
+    latFailed("#lat-interp-error", e, () => { Lat.frames = []; $("#lat-frame").hidden = true; $("#lat-t").textContent = ""; });
   }
-});
+}
 $("#lat-slider").addEventListener("input", latShowFrame);
 
-$("#lat-arith-form").addEventListener("submit", async (ev) => {
+$("#lat-arith-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
-  const q = latBase(), v = formValues(ev.target);
-  q.set("expr", v.expr || "");
-  if (v.rows) q.set("rows", v.rows);
+  whileBusy($("#lat-arith-form button[type=submit]"), () => latArith(ev.target));
+});
+
+async function latArith(form) {
+  showError("#lat-arith-error", null);
   try {
+    const q = latBase(), v = formValues(form);
+    q.set("expr", v.expr || "");
+    if (v.rows) q.set("rows", v.rows);
     const out = await api(`/api/latent/arithmetic?${q}`);
-    showError("#latent-error", null);
     const parts = out.terms.map((t, i) => {
       const sign = t.coef < 0 ? "\u2212" : i ? "+" : "";
       const size = Math.abs(t.coef) === 1 ? "" : `${+Math.abs(t.coef).toFixed(3)} \u00d7`;
@@ -84,20 +99,21 @@ $("#lat-arith-form").addEventListener("submit", async (ev) => {
     $("#lat-arith").innerHTML = parts.join("");
     $("#lat-arith-notes").textContent = out.notes.join("; ");
   } catch (e) {
-    showError("#latent-error", e);
+    latFailed("#lat-arith-error", e, () => { $("#lat-arith").innerHTML = ""; $("#lat-arith-notes").textContent = ""; });
   }
-});
+}
 
 // The sliders: one request at a time; moves made meanwhile are sent together when it returns.
 async function latDims(values) {
   if (Lat.pending) { Lat.again = true; return; }
   Lat.pending = true;
-  const q = latBase();
-  q.set("first", $("#lat-dims-form [name=first]").value || "0");
-  if (values) q.set("values", values.join(","));
   try {
+    const q = latBase();
+    checkNumber($("#lat-dims-form [name=first]"));
+    q.set("first", $("#lat-dims-form [name=first]").value || "0");
+    if (values) q.set("values", values.join(","));
     const out = await api(`/api/latent/dims?${q}`);
-    showError("#latent-error", null);
+    showError("#lat-dims-error", null);
     $("#lat-dims-img").src = out.image;
     $("#lat-dims-img").hidden = false;
     const same = Lat.dims && Lat.dims.join() === out.dims.join();
@@ -108,7 +124,7 @@ async function latDims(values) {
         <output>${out.values[i].toFixed(2)}</output></div>`).join("");
     }
   } catch (e) {
-    showError("#latent-error", e);
+    latFailed("#lat-dims-error", e, () => { $("#lat-dims-img").hidden = true; });
   } finally {
     Lat.pending = false;
     if (Lat.again) { Lat.again = false; latDims(latSliderValues()); }

@@ -1,7 +1,8 @@
 // The 2D playground: the server trains a few steps per request; the page draws D's verdict, reals and fakes.
 "use strict";
 
-const PG = { id: null, running: false, busy: false, reals: [], centres: [], view: null };
+// `ticket` numbers the session requests: a reply for a session the form has since replaced is dropped.
+const PG = { id: null, running: false, busy: false, reals: [], centres: [], view: null, ticket: 0 };
 
 function pgSettings() {
   const v = formValues($("#pg-form"));
@@ -56,7 +57,7 @@ function pgDraw() {
 }
 
 function pgTake(view) {
-  PG.id = view.id;
+  if (view.id !== PG.id) return;  // a step of a session the form no longer shows
   if (view.reals) { PG.reals = view.reals; PG.centres = view.centres; }
   PG.view = view;
   showError("#pg-error", null);
@@ -65,11 +66,16 @@ function pgTake(view) {
 
 async function pgNew() {
   pgPause();
+  const ticket = ++PG.ticket;
+  PG.id = null;  // from now on, replies about the old session are dropped
   try {
-    pgTake(await api("/api/playground", pgSettings()));
+    const view = await api("/api/playground", pgSettings());
+    if (ticket !== PG.ticket) return;  // the form changed again while this one was made
+    PG.id = view.id;
+    pgTake(view);
     $("#pg-status").textContent = "ready";
   } catch (e) {
-    showError("#pg-error", e);
+    if (ticket === PG.ticket) showError("#pg-error", e);
   }
 }
 
@@ -78,6 +84,8 @@ async function pgStep() {
   PG.busy = true;
   try {
     if (!PG.id) await pgNew();
+    if (!PG.id) return false;  // making the session failed (its error is shown)
+    checkNumber($("#pg-form [name=steps]"));
     const steps = $("#pg-form [name=steps]").value || "20";
     pgTake(await api(`/api/playground/${PG.id}/step`, { steps }));
     return true;
@@ -113,7 +121,14 @@ $("#pg-train").addEventListener("click", () => {
 $("#pg-step").addEventListener("click", async () => { pgPause(); await pgStep(); });
 $("#pg-reset").addEventListener("click", async () => {
   pgPause();
-  if (!PG.id || !PG.view || JSON.stringify(pgSettings()) !== JSON.stringify({ data: PG.view.data, loss: PG.view.loss, remedy: PG.view.remedy, seed: String(PG.view.seed) })) {
+  let same = false;
+  try {
+    same = PG.id && PG.view && JSON.stringify(pgSettings()) === JSON.stringify({ data: PG.view.data, loss: PG.view.loss, remedy: PG.view.remedy, seed: String(PG.view.seed) });
+  } catch (e) {
+    showError("#pg-error", e);
+    return;
+  }
+  if (!same) {
     await pgNew();
     return;
   }

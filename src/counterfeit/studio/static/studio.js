@@ -44,27 +44,54 @@ function fillSelect(sel, values, keepFirst = true) {
   el.innerHTML = first + values.map((v) => `<option value="${esc(v)}">${esc(v)}</option>`).join("");
 }
 
+// A number field the browser cannot parse ("1e", "-") reads as "": refuse it rather than send nothing (the default).
+function checkNumber(el) {
+  if (el.validity && el.validity.badInput) {
+    const label = ((el.closest("label") || {}).firstChild || {}).textContent || el.getAttribute("aria-label") || el.name;
+    throw new Error(`${label.trim()}: not a number; correct it or clear the field`);
+  }
+}
+
 // Non-empty form fields as typed JSON (numbers stay strings: the server checks and converts them).
 function formValues(form) {
   const out = {};
   for (const el of form.elements) {
     if (!el.name) continue;
+    checkNumber(el);
     if (el.type === "checkbox") { if (el.checked) out[el.name] = true; }
     else if (el.value !== "") out[el.name] = el.value;
   }
   return out;
 }
 
+// The button stays disabled while its request runs, so a double click cannot start two runs.
+async function whileBusy(button, fn) {
+  if (!button || button.disabled) return undefined;
+  button.disabled = true;
+  try {
+    return await fn();
+  } finally {
+    button.disabled = false;
+  }
+}
+
 // ---- tabs (#runs, #run/NAME, #generate, #latent, #playground) ----
 
 function route() {
-  const [tab, arg] = decodeURIComponent(location.hash.slice(1) || "runs").split("/", 2);
-  const name = ["runs", "run", "generate", "latent", "playground"].includes(tab) ? tab : "runs";
+  let hash = location.hash.slice(1) || "runs";
+  try { hash = decodeURIComponent(hash); } catch (e) { hash = "runs"; }  // a malformed %-escape: no such page
+  const [tab, arg] = hash.split("/", 2);
+  // #run/ without a plain run name (empty, or a path) is no page: show the list
+  const runName = /^[^/\\]+$/.test(arg || "") && !/^\.+$/.test(arg);
+  const known = ["runs", "run", "generate", "latent", "playground"].includes(tab) && (tab !== "run" || runName);
+  const name = known ? tab : "runs";
   document.querySelectorAll("main > section").forEach((s) => { s.hidden = s.id !== `tab-${name}`; });
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.tab === (name === "run" ? "runs" : name)));
   Object.keys(Studio.timers).forEach((k) => every(k, 0));
   Studio.tab = name;
   (Studio.onTab[name] || (() => {}))(arg);
+  const h2 = $(`#tab-${name} h2`);  // keyboard and screen-reader users land on the new section
+  if (h2) { h2.tabIndex = -1; h2.focus({ preventScroll: true }); }
 }
 
 // ---- Runs list and jobs ----
@@ -79,9 +106,9 @@ async function loadRuns() {
     $("#runs-empty").hidden = data.runs.length > 0;
     $("#runs-table").hidden = data.runs.length === 0;
     $("#jobs-table tbody").innerHTML = data.jobs.map((j) => `<tr class="${j.alive ? "live" : ""}">
-      <td>${esc(j.started)}</td><td>${j.run ? `<a href="#run/${encodeURIComponent(j.run)}">${esc(j.run)}</a>` : "-"}</td>
+      <td>${esc(j.started)}</td><td>${j.run && j.run_exists ? `<a href="#run/${encodeURIComponent(j.run)}">${esc(j.run)}</a>` : esc(j.run || "-")}</td>
       <td>${esc(j.state)}</td><td class="muted">${esc(j.message)}</td>
-      <td>${j.alive ? `<button class="secondary" data-stop="${esc(j.id)}">Stop</button>` : ""}</td></tr>`).join("");
+      <td>${j.alive ? `<button class="secondary" data-stop="${esc(j.id)}"${j.state === "stopping" ? " disabled" : ""}>Stop</button>` : ""}</td></tr>`).join("");
     $("#jobs-empty").hidden = data.jobs.length > 0;
     $("#jobs-table").hidden = data.jobs.length === 0;
   } catch (e) {
@@ -105,19 +132,32 @@ $("#jobs-table").addEventListener("click", async (ev) => {
   loadRuns();
 });
 
-$("#train-form").addEventListener("submit", async (ev) => {
+$("#train-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
-  showError("#train-error", null);
-  $("#train-note").hidden = true;
-  try {
-    const job = await api("/api/train", formValues(ev.target));
-    $("#train-note").textContent = `Started job ${job.id} (pid ${job.pid}): ${job.argv.slice(1).join(" ")}. It appears in the list once its run folder exists.`;
-    $("#train-note").hidden = false;
-    loadRuns();
-  } catch (e) {
-    showError("#train-error", e);
-  }
+  whileBusy($("#train-form button[type=submit]"), async () => {
+    showError("#train-error", null);
+    $("#train-note").hidden = true;
+    try {
+      const job = await api("/api/train", formValues(ev.target));
+      $("#train-note").textContent = `Started job ${job.id} (pid ${job.pid}): ${job.argv.slice(1).join(" ")}. It appears in the list once its run folder exists.`;
+      $("#train-note").hidden = false;
+      loadRuns();
+    } catch (e) {
+      showError("#train-error", e);
+    }
+  });
 });
+
+// The form's empty fields take the chosen model's defaults: say which.
+function trainDefaults() {
+  const o = Studio.options, v = $("#train-form");
+  if (!o) return;
+  const data = v.elements.data.value, kind = o.toys.includes(data) ? "points" : "images";
+  const model = v.elements.model.value || o.default_model[kind], d = (o.models[model] || {}).defaults || {};
+  v.elements.loss.options[0].textContent = d.loss ? `(default: ${d.loss})` : "(none: not a GAN)";
+  v.elements.kimg.placeholder = d.kimg ? `${d.kimg} (default)` : "default";
+}
+["data", "model"].forEach((n) => $(`#train-form [name=${n}]`).addEventListener("change", trainDefaults));
 
 Studio.onTab.runs = () => {
   loadRuns();
@@ -174,7 +214,7 @@ function drawGrid() {
 function drawJob() {
   const d = RunPage.detail, job = d.job, el = $("#run-job");
   const live = job && job.alive;
-  let html = live ? `<span class="status">training (job ${esc(job.id)}, ${esc(job.state)})</span> <button id="run-stop" class="secondary">Stop</button>`
+  let html = live ? `<span class="status">training (job ${esc(job.id)}, ${esc(job.state)})</span> <button id="run-stop" class="secondary"${job.state === "stopping" ? " disabled" : ""}>Stop</button>`
     : job ? `<span class="status">last job (${esc(job.state)}): ${esc(job.message)}</span>` : "";
   if (!live && d.checkpoints.length) {
     html += ` <label>train on to <input id="resume-kimg" type="number" step="any" min="0" placeholder="kimg"></label> <button id="run-resume" class="secondary">Resume</button>`;
@@ -184,16 +224,17 @@ function drawJob() {
   if (stop) stop.onclick = async () => { stop.disabled = true; await stopJob(job.id, "#run-error"); refreshRun(); };
   const res = $("#run-resume");
   if (res) {
-    res.onclick = async () => {
+    res.onclick = () => whileBusy(res, async () => {
       showError("#run-error", null);
       try {
+        checkNumber($("#resume-kimg"));
         const kimg = $("#resume-kimg").value;
         await api(`/api/runs/${encodeURIComponent(RunPage.name)}/resume`, kimg ? { kimg } : {});
         setTimeout(refreshRun, 800);
       } catch (e) {
         showError("#run-error", e);
       }
-    };
+    });
   }
 }
 
@@ -206,8 +247,8 @@ async function refreshRun(first = false) {
     showError("#run-error", null);
     RunPage.stats = first ? d.stats : RunPage.stats.concat(d.stats);
     RunPage.detail = d;
-    const s = d.summary;
-    $("#run-summary").textContent = `${s.data} \u00b7 ${s.model} \u00b7 ${s.kimg} kimg \u00b7 ${s.losses} ${s.classes ? "\u00b7 classes " + s.classes : ""} \u00b7 ${s.status}`;
+    const s = d.summary, status = d.job && d.job.alive ? "training" : s.status;  // the job knows before the files do
+    $("#run-summary").textContent = `${s.data} \u00b7 ${s.model} \u00b7 ${s.kimg} kimg \u00b7 ${s.losses} ${s.classes ? "\u00b7 classes " + s.classes : ""} \u00b7 ${status}`;
     const alarm = $("#run-alarm");
     alarm.hidden = !d.alarm.last;
     alarm.classList.toggle("past", !d.alarm.now);
@@ -224,7 +265,8 @@ async function refreshRun(first = false) {
     $("#run-metrics").innerHTML = Object.keys(m).length ? `<h3>Last evaluation (counterfeit eval)</h3><p>${Object.entries(m).map(([k, v]) =>
       `<b>${esc(k)}</b> ${Object.entries(v).map(([a, b]) => `${esc(a)} ${typeof b === "number" ? +b.toFixed(4) : esc(b)}`).join(", ")}`).join(" &middot; ")}</p>` : "";
     const live = d.job && d.job.alive;
-    every("run", live ? 2000 : 0, () => refreshRun());
+    // Only while this page shows this run: a reply that arrives after the user left must not start polling again.
+    if (Studio.tab === "run" && name === RunPage.name) every("run", live ? 2000 : 0, () => refreshRun());
   } catch (e) {
     showError("#run-error", e);
   }
@@ -238,8 +280,13 @@ Studio.onTab.run = (name) => {
   RunPage.name = name;
   RunPage.stats = [];
   RunPage.grids = [];
+  RunPage.detail = null;
   $("#run-name").textContent = name || "";
+  // Nothing of the previous run may stay on the page, even if this one cannot be loaded.
   ["#chart-loss", "#chart-d", "#chart-fid", "#chart-cov", "#run-job", "#run-metrics"].forEach((s) => { $(s).innerHTML = ""; });
+  ["#run-summary", "#grid-label", "#run-config"].forEach((s) => { $(s).textContent = ""; });
+  $("#run-alarm").hidden = true;
+  $("#grid-img").removeAttribute("src");
   refreshRun(true);
 };
 
@@ -285,23 +332,27 @@ async function loadGenInfo() {
 
 async function doGenerate() {
   showError("#gen-error", null);
-  const q = genQuery("png");
   try {
+    const q = genQuery("png");  // the links below are made from these very parameters, whatever the form says later
     const blob = await api(`/api/generate?${q}`);
     const img = $("#gen-img");
     if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
     img.src = URL.createObjectURL(blob);
     img.hidden = false;
-    q.set("download", "1");
-    $("#gen-png").href = `/api/generate?${q}`;
-    $("#gen-zip").href = `/api/generate?${genQuery("zip")}`;
+    const png = new URLSearchParams(q), zip = new URLSearchParams(q);
+    png.set("download", "1");
+    zip.set("format", "zip");
+    $("#gen-png").href = `/api/generate?${png}`;
+    $("#gen-zip").href = `/api/generate?${zip}`;
     $("#gen-links").hidden = false;
   } catch (e) {
+    $("#gen-links").hidden = true;  // the picture and its downloads must not pass for the failed request's
+    $("#gen-img").hidden = true;
     showError("#gen-error", e);
   }
 }
 
-$("#gen-form").addEventListener("submit", (ev) => { ev.preventDefault(); doGenerate(); });
+$("#gen-form").addEventListener("submit", (ev) => { ev.preventDefault(); whileBusy($("#gen-form button[type=submit]"), doGenerate); });
 $("#gen-form [name=run]").addEventListener("change", loadGenInfo);
 $("#gen-form [name=truncation]").addEventListener("input", (ev) => { $("#gen-trunc").textContent = (+ev.target.value).toFixed(2); });
 
@@ -317,6 +368,7 @@ Studio.onTab.generate = (run) => loadGenRuns(run);
     fillSelect("#train-form [name=data]", o.datasets, false);
     fillSelect("#train-form [name=model]", Object.keys(o.models));
     fillSelect("#train-form [name=loss]", o.losses);
+    trainDefaults();
     $("#gen-form [name=n]").max = o.limits.count;
   } catch (e) {
     showError("#runs-error", e);
