@@ -1,6 +1,8 @@
 """CLI smoke runs into tmp_path, the sample formats, the runs table, help texts and one-line errors."""
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,11 +137,14 @@ def test_dry_run_prints_the_config(capsys):
     assert cfg["model"]["name"] == "lecture" and cfg["model"]["z_dim"] == 128 and cfg["loop"]["total_kimg"] == 5
 
 
-def test_dry_run_of_a_conditional_model_on_a_folder_names_its_classes(tiny_folder, capsys):
+def test_dry_run_of_a_conditional_model_on_a_folder_names_its_classes(tiny_folder, tmp_path, capsys):
     """The printed config is the one training will write: a folder's classes come from its sub-folders' names."""
     assert main(["train", "--dry-run", "--model", "cdcgan", "--data", tiny_folder]) == 0
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["model"]["num_classes"] == 2 and cfg["data"]["class_names"] == ["rings", "squares"]
+    flat = tmp_path / "flat"
+    shutil.copytree(Path(tiny_folder) / "rings", flat)  # one folder of images: no classes
+    _one_line_error(capsys, ["train", "--dry-run", "--model", "cdcgan", "--data", str(flat)], "needs class labels")
 
 
 @pytest.mark.parametrize("command", ["train", "sample", "runs"])
@@ -201,10 +206,10 @@ def test_a_run_being_trained_is_not_resumed_twice_and_a_killed_runs_temp_files_g
     from counterfeit.runs import run_lock
 
     run = _train(tmp_path, "--data", tiny_folder)
-    stats = (run / "stats.jsonl").read_text()
+    stats, config = (run / "stats.jsonl").read_text(), (run / "config.json").read_text()
     with run_lock(run):  # as a resume already running in another process holds it
         _one_line_error(capsys, ["train", "--resume", str(run), "--kimg", "0.096"], f"is being trained by process {os.getpid()}")
-    assert (run / "stats.jsonl").read_text() == stats  # the refused trainer wrote nothing
+    assert (run / "stats.jsonl").read_text() == stats and (run / "config.json").read_text() == config  # the refused trainer wrote nothing
     stale = run / "checkpoints" / ".ckpt-0000000096.k3x9.tmp.safetensors"
     stale.write_bytes(b"half a checkpoint")  # what kill -9 during a write leaves
     assert main(["train", "--resume", str(run), "--kimg", "0.096", "--no-progress"]) == 0

@@ -213,17 +213,25 @@ def test_workers_stop_and_save_when_torchrun_is_killed(tiny_folder, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "counterfeit",
                              "train", "--data", tiny_folder, *args, "--out", str(tmp_path)],
                             env={**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 120
-    while time.time() < deadline and not any(read_stats(run) for run in tmp_path.iterdir()):
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    run = next(tmp_path.iterdir())
-    while time.time() < deadline and "stopped at" not in (run / "log.txt").read_text():
-        time.sleep(0.1)
-    assert "stopped at" in (run / "log.txt").read_text()  # rank 0 saved where the workers stopped
-    _, state = read_checkpoint(list_checkpoints(run)[-1], prefixes=())
-    assert 0 < state["cur_nimg"] < 64_000 and not state["done"]
-    rows, newest = len(read_stats(run)), list_checkpoints(run)[-1]
-    time.sleep(2)
-    assert len(read_stats(run)) == rows and list_checkpoints(run)[-1] == newest  # no orphan trains on
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not any(read_stats(run) for run in tmp_path.iterdir()):
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        run = next(tmp_path.iterdir())
+        while time.time() < deadline and "stopped at" not in (run / "log.txt").read_text():
+            time.sleep(0.1)
+        assert "stopped at" in (run / "log.txt").read_text()  # rank 0 saved where the workers stopped
+        _, state = read_checkpoint(list_checkpoints(run)[-1], prefixes=())
+        assert 0 < state["cur_nimg"] < 64_000 and not state["done"]
+        rows, newest = len(read_stats(run)), list_checkpoints(run)[-1]
+        time.sleep(2)
+        assert len(read_stats(run)) == rows and list_checkpoints(run)[-1] == newest  # no orphan trains on
+    finally:  # should the feature break, its orphans must not train on through the rest of the suite
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if str(tmp_path).encode() in cmdline.read_bytes():
+                    os.kill(int(cmdline.parent.name), signal.SIGKILL)
+            except (OSError, ValueError):
+                continue

@@ -33,3 +33,13 @@ def test_appending_to_a_full_disk_names_the_file():
     with pytest.raises(OSError) as e:
         append_text("/dev/full", "x" * 10_000)
     assert e.value.errno == errno.ENOSPC and e.value.filename == "/dev/full"
+
+
+def test_a_network_error_inside_a_write_passes_unchanged(tmp_path):
+    """A download streams into atomic_path: its URLError must keep its reason ("Name or service not known"), not become a file error."""
+    from urllib.error import URLError
+
+    err = URLError("Name or service not known")
+    with pytest.raises(URLError) as e, atomic_path(tmp_path / "f.gz"):
+        raise err
+    assert e.value is err and list(tmp_path.iterdir()) == []

@@ -60,9 +60,10 @@ def _digests(tensors: dict[str, torch.Tensor]) -> dict[str, str]:
     # safetensors checks the header but not the bytes, and a flipped bit in a weight would otherwise train on as NaNs.
     hashes: dict[str, Any] = {}
     for key in sorted(tensors):
+        t = tensors[key]
         h = hashes.setdefault(key.split(".", 1)[0], hashlib.sha256())
-        h.update(key.encode())
-        h.update(tensors[key].contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(f"{key} {t.dtype} {tuple(t.shape)}".encode())  # a header flip of a dtype or shape is damage too
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy())  # the buffer itself, no copy
     return {slot: h.hexdigest() for slot, h in hashes.items()}
 
 
@@ -119,6 +120,8 @@ def read_checkpoint(path: Path, prefixes: tuple[str, ...] | None = None) -> tupl
             tensors = {k: f.get_tensor(k) for k in keys}
         if "sha256" in meta:  # checkpoints written before digests were added have none to check
             want, got = json.loads(meta["sha256"]), _digests(tensors)
+            if not isinstance(want, dict):
+                raise ValueError("its sha256 record is not a table of digests")
             bad = sorted(slot for slot in got if want.get(slot) != got[slot])
             if bad:
                 raise ValueError(f"the bytes of {', '.join(bad)} do not match their SHA-256: the file is damaged")

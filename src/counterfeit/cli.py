@@ -77,6 +77,9 @@ EXAMPLES = {
 }
 
 
+_LAUNCHER_PID = os.getppid()  # at import, before a launcher could die unseen (distributed.follow_launcher)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error: the usage block it prints by default buries the line that says what is wrong."""
 
@@ -300,11 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoints import CheckpointError
     from .config import MAX_SEED, ConfigError
     from .data import DataError
+    from .distributed import follow_launcher
     from .evaluator import EvaluatorWeightsError
     from .metrics.features import BackboneUnavailable
     from .onnx_export import OnnxExportError
     from .train import TrainingDiverged
 
+    follow_launcher(_LAUNCHER_PID)
     args = _parser().parse_args(argv)
     args.command_line = shlex.join(["counterfeit", *(sys.argv[1:] if argv is None else argv)])  # for provenance records
     if args.command is None:
@@ -410,6 +415,7 @@ def _console_logging() -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Build the config (or reload it for --resume), make the run folder and train with a progress bar."""
+    from .config import ConfigError
     from .data import check_data_source
     from .distributed import check_batch, process_group
     from .models import build_models, get_spec
@@ -428,9 +434,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         if get_spec(cfg.model.name).conditional and not cfg.model.num_classes:
             from .data import folder_classes
 
-            names = folder_classes(cfg.data.name)  # what training will count, from the sub-folders' names alone
-            if len(names) >= 2:
-                cfg = cfg.replace(model={"num_classes": len(names)}, data={"class_names": tuple(names)})
+            names = folder_classes(cfg.data.name)  # what training will count, from the sub-folders' names alone ([] below 2)
+            if not names:
+                raise ConfigError(f"model '{cfg.model.name}' needs class labels, but '{cfg.data.name}' has none: "
+                                  f"put each class in its own sub-folder")  # fmt: skip
+            cfg = cfg.replace(model={"num_classes": len(names)}, data={"class_names": tuple(names)})
         if _launched_rank() == 0:
             print(cfg.to_json())
         return 0
@@ -445,15 +453,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int:
     """Make (or reuse) the run folder, train with a progress bar and say how it ended; under torchrun rank 0 alone talks."""
     from .distributed import from_main, is_main, world_size
-    from .runs import create_run_dir, remove_if_unused, write_config
+    from .runs import create_run_dir, remove_if_unused
     from .train import Callbacks, train
 
     main = is_main()
     created = run_dir is None
     if created:
         run_dir = from_main(create_run_dir(cfg, args.out or "runs") if main else None)  # one folder, numbered by rank 0
-    elif main:
-        write_config(run_dir, cfg)
     if main:
         print(f"run folder: {run_dir}", file=sys.stderr)
 

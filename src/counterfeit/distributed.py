@@ -24,6 +24,8 @@ from torch import nn
 from .config import ConfigError
 from .data.sampler import _mix
 
+log = logging.getLogger("counterfeit")
+
 
 def world_size() -> int:
     """How many processes train this run (1 without torchrun)."""
@@ -53,7 +55,6 @@ def process_group(device_name: str = "auto"):
         return
     if not dist.is_available():
         raise ConfigError("this PyTorch build has no torch.distributed; run without torchrun")
-    _stop_with_launcher()
     cuda = device_name != "cpu" and torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -66,18 +67,23 @@ def process_group(device_name: str = "auto"):
         dist.destroy_process_group()
 
 
-def _stop_with_launcher() -> None:
+def follow_launcher(launcher_pid: int) -> None:
+    """Under torchrun on Linux: have the system send this worker SIGTERM when its launcher dies (call it first thing)."""
     # torchrun starts each worker in a session of its own, so a torchrun killed with kill -9 left them training on,
-    # writing the run unseen. Linux can send a worker SIGTERM when its launcher dies: the stop handler then saves
-    # a checkpoint and every rank exits. Elsewhere nothing changes.
-    if not sys.platform.startswith("linux"):
+    # writing the run unseen. With this, the stop handler saves a checkpoint and every rank exits. Elsewhere: nothing.
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
         return
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, signal.SIGTERM) != 0:  # 1 = PR_SET_PDEATHSIG
+            log.debug(f"could not ask to follow torchrun (errno {ctypes.get_errno()}); a killed torchrun leaves this worker running")
+            return
     except (OSError, AttributeError):
         return
+    if os.getppid() != launcher_pid:  # the launcher died before the request took hold
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def local_device(device: torch.device) -> torch.device:

@@ -14,7 +14,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; if the block succeeds, fsync it and rename it onto `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # The temp name keeps the real suffix (".gz", ".json") so readers can treat it like the final file.
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")  # see temp_glob
     os.close(fd)
     tmp = Path(name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; outputs should get the usual permissions
@@ -26,12 +26,18 @@ def atomic_path(path: Path) -> Iterator[Path]:
         _fsync_dir(path.parent)
     except OSError as e:
         # A full disk reports no file name, a refused rename the temp name: either way `path` is the file meant.
-        if e.filename is None or e.filename == name:
+        # Only the system's file errors (they carry an errno): a download's URLError or timeout passes unchanged.
+        if e.errno is not None and (e.filename is None or e.filename == name):
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     finally:
         # After a successful replace this is a no-op; after a failure it removes the partial file.
         tmp.unlink(missing_ok=True)
+
+
+def temp_glob(stem: str = "*", suffix: str = "*") -> str:
+    """The glob of atomic_path's temporary names for files named `stem` + `suffix` (what a killed writer leaves)."""
+    return f".{stem}.*.tmp{suffix}"
 
 
 def _fsync_dir(folder: Path) -> None:

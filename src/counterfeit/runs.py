@@ -16,7 +16,7 @@ from torch import nn
 
 from .checkpoints import CheckpointError, list_checkpoints, load_module, read_checkpoint
 from .config import ConfigError, RunConfig, load_config
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, temp_glob
 from .models import ModelSpec, build_models, get_spec
 
 _RUN = re.compile(r"^(\d{5})-")
@@ -237,7 +237,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 def remove_stale_temp_files(run_dir: Path) -> int:
     """Delete checkpoint temp files a killed run left behind (only a run's trainer writes there); returns how many."""
-    stale = list((Path(run_dir) / "checkpoints").glob(".ckpt-*.tmp.safetensors"))
+    stale = list((Path(run_dir) / "checkpoints").glob(temp_glob("ckpt-*", ".safetensors")))
     for p in stale:
         p.unlink(missing_ok=True)
     return len(stale)

@@ -45,7 +45,7 @@ from .losses import build_loss, gaussian_kl, reconstruction_loss
 from .machine import cpu_has_native_bf16
 from .models import build_models, get_spec
 from .models.layers import to_channels_last
-from .runs import read_stats, remove_stale_temp_files, run_lock
+from .runs import read_stats, remove_stale_temp_files, run_lock, write_config
 from .sample import from_uint8, make_noise, reconstruct, sample, save_grid, save_scatter, to_uint8
 from .timelapse import write_timelapse
 
@@ -281,8 +281,13 @@ def _train_logged(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | 
     if log.level == logging.NOTSET:
         log.setLevel(logging.INFO)
     try:
-        if dist.is_main() and (n := remove_stale_temp_files(run_dir)):  # the lock is held: no other writer's files
-            log.info(f"removed {n} checkpoint temp file(s) that a killed run left in {run_dir / 'checkpoints'}")
+        if dist.is_main():  # the lock is held: no other process writes this folder
+            if n := remove_stale_temp_files(run_dir):
+                log.info(f"removed {n} checkpoint temp file(s) that a killed run left in {run_dir / 'checkpoints'}")
+            # A resume may train longer than config.json says; written here, under the lock, so a refused trainer changes nothing.
+            config = run_dir / "config.json"
+            if not config.is_file() or config.read_text() != cfg.to_json() + "\n":
+                write_config(run_dir, cfg)
         return _train(cfg, run_dir, cb, data)
     finally:
         log.removeFilter(quiet)
@@ -473,8 +478,13 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
         train_step = StepGraph(train_step)
     acc_steps, t_start = 0, time.time()
     if ckpts and state.get("tick"):  # resumed mid-tick: carry on the stopped run's sums (every rank holds their mean)
-        acc.copy_(torch.tensor(state["tick"]["acc"], dtype=acc.dtype))
-        acc_steps = int(state["tick"]["steps"])
+        tick = state["tick"]
+        if not (isinstance(tick, dict) and len(tick.get("acc", ())) == len(stat_keys) and isinstance(tick.get("steps"), int)):
+            raise CheckpointError(
+                f"{ckpts[-1]}: its unfinished tick does not fit this model's stats; it was not written by this run's trainer"
+            )
+        acc.copy_(torch.tensor(tick["acc"], dtype=acc.dtype))
+        acc_steps = tick["steps"]
     t_tick, nimg_tick = t_start, cur_nimg
     last: dict[str, Any] = {}
     status = "done"

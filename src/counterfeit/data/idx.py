@@ -78,7 +78,11 @@ def load_idx(name: str, split: str = "train", data_dir: str | None = None, downl
             return _load_split(name, split, folder, downloaded=False)
         except OtherDatasetFile as e:
             others.append(f"{folder} holds {e.dataset}'s files")
-            log.info(f"{e}; looking further")
+            # A folder the user named (--data-dir, $COUNTERFEIT_DATA_DIR) being passed over is news; the cache's is not.
+            named = any(
+                root and folder.is_relative_to(Path(root).expanduser()) for root in (data_dir, os.environ.get("COUNTERFEIT_DATA_DIR"))
+            )
+            (log.warning if named else log.info)(f"{e}; looking further")
         except DataError as e:
             errors.append(e)
             if i + 1 < len(folders):

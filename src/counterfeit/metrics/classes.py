@@ -20,10 +20,18 @@ COVERAGE_RULE = (f"a class is covered when >= {COVER_FRACTION_OF_SHARE:.0%} of i
 DUPLICATE_QUANTILE = 0.01
 
 
-def class_coverage(probs: torch.Tensor, class_names: list[str], real_share: torch.Tensor | None = None) -> dict:
-    """Histogram, classes covered, KL to the real class distribution and an Inception-Score-style score, from probs (N, C)."""
+def class_coverage(
+    probs: torch.Tensor, class_names: list[str], real_share: torch.Tensor | None = None, left_out: int | None = None
+) -> dict:
+    """Histogram, classes covered, KL to the real class distribution and an Inception-Score-style score, from probs (N, C).
+
+    `left_out`: a class the generator never saw (--exclude-class), given no share of its own.
+    """
     n, c = probs.shape
-    real_share = torch.full((c,), 1.0 / c, dtype=torch.float64) if real_share is None else real_share.double() / real_share.sum()
+    real_share = torch.ones(c, dtype=torch.float64) if real_share is None else real_share.double().clone()  # (C,)
+    if left_out is not None:
+        real_share[left_out] = 0
+    real_share = real_share / real_share.sum()
     # A class with no real share (one left out with --exclude-class) is no target: it can be neither covered nor
     # missing, and the fakes judged to be it are counted apart (off_target) instead of making the KL infinite.
     target = real_share > 0  # (C,) bool

@@ -16,10 +16,10 @@ from .. import __version__
 from ..config import ConfigError
 from ..data import IDX_DATASETS, TOY_DATASETS, class_index, folder_image_shapes, load_dataset, toy_modes
 from ..export import read_npz_images
-from ..fileio import atomic_write_text
+from ..fileio import append_text, atomic_write_text
 from .classes import class_coverage, duplicate_rate, duplicate_threshold
 from .features import BackboneUnavailable, Features, as_nhwc_or_nchw_uint8, extract
-from .fid import fid, kid, small_n_warning
+from .fid import fid, kid, kid_subset_size, small_n_warning
 from .memorisation import memorisation
 from .prdc import prdc
 from .toy import DEFAULT_SAMPLES as TOY_SAMPLES
@@ -123,7 +123,7 @@ def evaluate_images(
             out["fid"] = {"fid": round(fid(ff.feats, fr.feats), 4), "provenance": {**prov, **({"warning": warn} if warn else {})}}
         if "kid" in metrics:
             mean, std = kid(ff.feats, fr.feats, KID_SUBSETS, KID_SUBSET_SIZE)
-            size = min(KID_SUBSET_SIZE, len(fakes), len(reals))
+            size = kid_subset_size(len(fakes), len(reals), KID_SUBSET_SIZE)
             extra = {"kernel": "cubic polynomial", "subsets": KID_SUBSETS, "subset_size": size}
             if size < KID_SUBSET_SIZE:  # every subset then holds (nearly) all the fakes: the spread says little
                 extra["warning"] = (f"KID from subsets of {size} (the standard is {KID_SUBSET_SIZE:,}); its std over subsets "
@@ -161,10 +161,7 @@ def _coverage(ff: Features, fr: Features, real_labels: torch.Tensor | None, prov
         raise BackboneUnavailable("class coverage needs a classifier backbone; use --backbone evaluator")
     c = ff.probs.shape[1]
     real_counts = torch.bincount(real_labels, minlength=c) if real_labels is not None else torch.bincount(fr.probs.argmax(1), minlength=c)
-    target = real_counts.clone()
-    if left_out is not None:  # as the training-time monitor does: a class G never saw is neither covered nor missing
-        target[left_out] = 0
-    cov = class_coverage(ff.probs, ff.class_names, target)
+    cov = class_coverage(ff.probs, ff.class_names, real_counts, left_out)  # as the training-time monitor asks
     n = min(len(ff.feats), len(fr.feats))
     cov["real_histogram"] = dict(zip(ff.class_names, real_counts.tolist()))
     cov["duplicate_rate"] = round(duplicate_rate(ff.feats[:n], duplicate_threshold(fr.feats, n)), 5)
@@ -313,7 +310,7 @@ def write_results(run_dir: Path, results: dict[str, dict], kimg: float, checkpoi
     atomic_write_text(run_dir / "metrics.json", json.dumps(doc, indent=2) + "\n")
     for name, r in results.items():
         flat = {k: v for k, v in r.items() if isinstance(v, (int, float, str)) and k not in ("rule",)}
-        with open(run_dir / f"metric-{name}.jsonl", "a") as f:
-            # Each line keeps how it was measured (fakes, seed, reference, backbone, any warning): the history mixes settings.
-            f.write(json.dumps({"kimg": kimg, "created": now, **flat, "provenance": r.get("provenance", {})}) + "\n")
+        # Each line keeps how it was measured (fakes, seed, reference, backbone, any warning): the history mixes settings.
+        line = json.dumps({"kimg": kimg, "created": now, **flat, "provenance": r.get("provenance", {})}) + "\n"
+        append_text(run_dir / f"metric-{name}.jsonl", line)
     return doc

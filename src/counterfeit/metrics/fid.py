@@ -51,12 +51,17 @@ def fid(fake: torch.Tensor | np.ndarray, real: torch.Tensor | np.ndarray) -> flo
     return max(float(metric.compute()), 0.0)  # -1e-12 for identical sets is round-off
 
 
+def kid_subset_size(n_fake: int, n_real: int, subset_size: int = 1000) -> int:
+    """The subset size KID can use: `subset_size`, or all of the smaller side when it has fewer."""
+    return min(subset_size, n_fake, n_real)
+
+
 def kid(fake: torch.Tensor, real: torch.Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
     """Kernel Inception Distance (mean, std over subsets) with the cubic polynomial kernel (torchmetrics)."""
     from torchmetrics.image.kid import KernelInceptionDistance
 
     _check(fake, real, "KID")
-    size = min(subset_size, len(fake), len(real))
+    size = kid_subset_size(len(fake), len(real), subset_size)
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)  # torchmetrics draws the subsets from the global generator
     try:

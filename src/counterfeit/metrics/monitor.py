@@ -24,8 +24,8 @@ class TrainingMonitor:
     """Scores the EMA generator every few kimg; `__call__` returns stats for stats.jsonl (with 'alarm' when it fires)."""
 
     def __init__(self, kind: str, n: int, warmup_kimg: float, evaluator=None, real_feats=None, real_share=None, class_names=None,
-                 dup_threshold=None, centres=None, sigma=None, pixel_range=None, precision: str = "fp32"):  # fmt: skip
-        self.kind, self.n, self.pixel_range, self.precision = kind, n, pixel_range, precision
+                 dup_threshold=None, centres=None, sigma=None, pixel_range=None, precision: str = "fp32", left_out=None):  # fmt: skip
+        self.kind, self.n, self.pixel_range, self.precision, self.left_out = kind, n, pixel_range, precision, left_out
         self.evaluator, self.real_feats, self.real_share, self.class_names = evaluator, real_feats, real_share, class_names
         self.dup_threshold, self.centres, self.sigma = dup_threshold, centres, sigma
         self.alarm = CollapseAlarm(warmup_kimg=warmup_kimg, unit="classes" if kind == "images" else "modes")
@@ -53,7 +53,7 @@ class TrainingMonitor:
             with self._autocast(next(self.evaluator.parameters()).device):
                 probs, feats = predict(self.evaluator, to_uint8(out, self.pixel_range))  # (n, C), (n, D)
             probs, feats = probs.float(), feats.float()
-            cov = class_coverage(probs, self.class_names, self.real_share)
+            cov = class_coverage(probs, self.class_names, self.real_share, self.left_out)
             dup = duplicate_rate(feats, self.dup_threshold)
             row = {"cov/classes": cov["classes_covered"], "cov/num_classes": cov["num_classes"], "cov/kl": cov["kl"],
                    "cov/dup": round(dup, 4), "cov/fid": round(fid(feats, self.real_feats), 3)}  # fmt: skip
@@ -100,9 +100,8 @@ def build_monitor(data_name: str, data: Dataset, channels: int, resolution: int,
         return None
     _, real_feats = predict(ev, test.x)  # (10000, D)
     real_share = torch.bincount(test.labels, minlength=len(test.class_names))  # (C,)
-    left_out = data.info.get("excluded_class")
-    if left_out in test.class_names:  # G is asked for the training set's classes: the one left out is no class to cover
-        real_share[list(test.class_names).index(left_out)] = 0
-    return TrainingMonitor("images", n, warmup_kimg, evaluator=ev, real_feats=real_feats, real_share=real_share,
+    excluded = data.info.get("excluded_class")  # G is asked for the training set's classes: the one left out is no class to cover
+    left_out = list(test.class_names).index(excluded) if excluded in test.class_names else None
+    return TrainingMonitor("images", n, warmup_kimg, evaluator=ev, real_feats=real_feats, real_share=real_share, left_out=left_out,
                            class_names=list(test.class_names), dup_threshold=duplicate_threshold(real_feats, n), pixel_range=pixel_range,
                            precision=precision)  # fmt: skip

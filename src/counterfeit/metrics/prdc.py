@@ -39,9 +39,10 @@ def prdc(fake: torch.Tensor, real: torch.Tensor, k_pr: int = 3, k_dc: int = 5) -
     real_r = knn_radii(real, (k_pr, k_dc))  # k -> (M,)
     fake_r = knn_radii(fake, (k_pr,))[k_pr]  # (N,)
     d_fr = pairwise_distances(real, fake).T  # (N, M); row i of real-to-fake is computed as row i of real_r's distances
-    # Precision: fakes inside some real k-NN ball; recall: reals inside some fake k-NN ball. As in the authors' code,
-    # the ball is closed (<=) for these two and open (<) for density and coverage, so a real set scored against itself
-    # has density exactly 1 (a real lies strictly inside its own ball and those of the reals it is among the k-1 nearest of).
+    # Precision: fakes inside some real k-NN ball; recall: reals inside some fake k-NN ball. Closed balls (<=) for these
+    # two, as Kynkäänniemi et al.'s code; open balls (<) for density and coverage, as Naeem et al.'s (clovaai prdc), so a
+    # real set scored against itself has density exactly 1 (a real lies strictly inside its own ball and those of the
+    # reals it is among the k-1 nearest of).
     precision = (d_fr <= real_r[k_pr][None, :]).any(dim=1).float().mean()
     recall = (d_fr <= fake_r[:, None]).any(dim=0).float().mean()
     inside = d_fr < real_r[k_dc][None, :]  # (N, M)

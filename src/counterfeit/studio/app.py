@@ -26,7 +26,7 @@ from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..checkpoints import CheckpointError
-from ..config import TOY_MODEL, ConfigError, RunConfig
+from ..config import TOY_MODEL, ConfigError, RunConfig, make_config
 from ..data import DataError
 from ..runs import check_resume_length, reached_nimg
 from . import generate as gen
@@ -110,7 +110,7 @@ def options(studio: Studio, request: Request, params: Params) -> dict:
     params.done()
     models = {}
     for n, s in MODELS.items():
-        cfg = RunConfig().replace(**s.defaults)  # as make_config starts each model: the form's placeholders say these
+        cfg = make_config(model=n, data=next(iter(TOY_DATASETS)) if s.data_kind == "points" else None)  # what the form's empty fields give
         models[n] = {"summary": s.summary, "family": s.family, "data_kind": s.data_kind, "conditional": s.conditional,
                      "defaults": {"kimg": cfg.loop.total_kimg, "loss": cfg.loss.name if s.family == "gan" else None}}  # fmt: skip
     return {

@@ -2,7 +2,7 @@
 "use strict";
 
 // `ticket` numbers the session requests: a reply for a session the form has since replaced is dropped.
-const PG = { id: null, running: false, busy: false, reals: [], centres: [], view: null, ticket: 0 };
+const PG = { id: null, running: false, busy: false, reals: [], centres: [], view: null, ticket: 0, creating: null };
 
 function pgSettings() {
   const v = formValues($("#pg-form"));
@@ -64,26 +64,32 @@ function pgTake(view) {
   pgDraw();
 }
 
-async function pgNew() {
-  pgPause();
+// A new session for the form's settings; `pause` false when Train itself asks for one and goes on training.
+function pgNew(pause = true) {
+  if (pause) pgPause();
   const ticket = ++PG.ticket;
   PG.id = null;  // from now on, replies about the old session are dropped
-  try {
-    const view = await api("/api/playground", pgSettings());
-    if (ticket !== PG.ticket) return;  // the form changed again while this one was made
-    PG.id = view.id;
-    pgTake(view);
-    $("#pg-status").textContent = "ready";
-  } catch (e) {
-    if (ticket === PG.ticket) showError("#pg-error", e);
-  }
+  PG.creating = (async () => {
+    try {
+      const view = await api("/api/playground", pgSettings());
+      if (ticket !== PG.ticket) return;  // the form changed again while this one was made
+      PG.id = view.id;
+      pgTake(view);
+      if (!PG.running) $("#pg-status").textContent = "ready";
+    } catch (e) {
+      if (ticket === PG.ticket) showError("#pg-error", e);
+    } finally {
+      if (ticket === PG.ticket) PG.creating = null;
+    }
+  })();
+  return PG.creating;
 }
 
 async function pgStep() {
   if (PG.busy) return false;
   PG.busy = true;
   try {
-    if (!PG.id) await pgNew();
+    if (!PG.id) await (PG.creating || pgNew(false));  // one session, even when Train is pressed while it is being made
     if (!PG.id) return false;  // making the session failed (its error is shown)
     checkNumber($("#pg-form [name=steps]"));
     const steps = $("#pg-form [name=steps]").value || "20";
@@ -138,10 +144,10 @@ $("#pg-reset").addEventListener("click", async () => {
     await pgNew();
   }
 });
-document.querySelectorAll("#pg-form select, #pg-form [name=seed]").forEach((el) => el.addEventListener("change", pgNew));
+document.querySelectorAll("#pg-form select, #pg-form [name=seed]").forEach((el) => el.addEventListener("change", () => pgNew()));
 $("#pg-form").addEventListener("submit", (ev) => ev.preventDefault());
 
-Studio.onTab.playground = () => { if (!PG.id) pgNew(); };
+Studio.onTab.playground = () => { if (!PG.id && !PG.creating) pgNew(); };
 
 document.addEventListener("studio-ready", () => {
   const o = Studio.options;

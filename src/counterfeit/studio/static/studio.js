@@ -166,7 +166,8 @@ Studio.onTab.runs = () => {
 
 // ---- one run: live charts, alarm, sample slider, stop/resume ----
 
-const RunPage = { name: null, stats: [], grids: [], detail: null };
+// `visit` counts openings of the run page: a reply from an earlier visit (even to the same run) is dropped.
+const RunPage = { name: null, stats: [], grids: [], detail: null, visit: 0 };
 
 function series(key, label, color, rows = RunPage.stats) {
   return { label, color, points: rows.filter((r) => Number.isFinite(r[key])).map((r) => [r.kimg, r[key]]) };
@@ -239,10 +240,10 @@ function drawJob() {
 }
 
 async function refreshRun(first = false) {
-  const name = RunPage.name;
+  const name = RunPage.name, visit = RunPage.visit;
   try {
     const d = await api(`/api/runs/${encodeURIComponent(name)}?since=${first ? 0 : RunPage.stats.length}`);
-    if (name !== RunPage.name) return;
+    if (visit !== RunPage.visit) return;
     if (!first && d.stats_total < RunPage.stats.length) return refreshRun(true);  // a resumed run dropped rows: start over
     showError("#run-error", null);
     RunPage.stats = first ? d.stats : RunPage.stats.concat(d.stats);
@@ -266,9 +267,9 @@ async function refreshRun(first = false) {
       `<b>${esc(k)}</b> ${Object.entries(v).map(([a, b]) => `${esc(a)} ${typeof b === "number" ? +b.toFixed(4) : esc(b)}`).join(", ")}`).join(" &middot; ")}</p>` : "";
     const live = d.job && d.job.alive;
     // Only while this page shows this run: a reply that arrives after the user left must not start polling again.
-    if (Studio.tab === "run" && name === RunPage.name) every("run", live ? 2000 : 0, () => refreshRun());
+    if (Studio.tab === "run" && visit === RunPage.visit) every("run", live ? 2000 : 0, () => refreshRun());
   } catch (e) {
-    showError("#run-error", e);
+    if (visit === RunPage.visit) showError("#run-error", e);
   }
 }
 
@@ -277,6 +278,7 @@ $("#grid-img").addEventListener("load", (ev) => enlarge(ev.target));
 $("#gen-img").addEventListener("load", (ev) => enlarge(ev.target));
 
 Studio.onTab.run = (name) => {
+  RunPage.visit += 1;
   RunPage.name = name;
   RunPage.stats = [];
   RunPage.grids = [];
