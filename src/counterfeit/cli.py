@@ -415,11 +415,10 @@ def _console_logging() -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Build the config (or reload it for --resume), make the run folder and train with a progress bar."""
-    from .config import ConfigError
     from .data import check_data_source
     from .distributed import check_batch, process_group
     from .models import build_models, get_spec
-    from .train import check_batch_fits, check_cuda_graphs, conditional_config, load_training_data, pick_device
+    from .train import check_batch_fits, check_cuda_graphs, conditional_config, load_training_data, no_labels, pick_device
 
     run_dir, cfg = _train_config(args)
     if not get_spec(cfg.model.name).conditional or cfg.model.num_classes:
@@ -436,8 +435,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
             names = folder_classes(cfg.data.name)  # what training will count, from the sub-folders' names alone ([] below 2)
             if not names:
-                raise ConfigError(f"model '{cfg.model.name}' needs class labels, but '{cfg.data.name}' has none: "
-                                  f"put each class in its own sub-folder")  # fmt: skip
+                raise no_labels(cfg, "put each class in its own sub-folder")
             cfg = cfg.replace(model={"num_classes": len(names)}, data={"class_names": tuple(names)})
         if _launched_rank() == 0:
             print(cfg.to_json())
@@ -775,23 +773,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warning(result: dict) -> list[str]:
+    """The 'warning: ...' line a metric's provenance carries, if any."""
+    warn = result["provenance"].get("warning")
+    return [f"warning: {warn}"] if warn else []
+
+
 def _summary(results: dict) -> list[str]:
     out = []
     if "fid" in results:
         out.append(
             f"FID {results['fid']['fid']:.3f}  ({results['fid']['provenance']['backbone']}, {results['fid']['provenance']['n_fakes']} fakes)"
         )
-        if "warning" in results["fid"]["provenance"]:
-            out.append("warning: " + results["fid"]["provenance"]["warning"])
+        out += _warning(results["fid"])
     if "kid" in results:
         out.append(f"KID {results['kid']['kid']:.5f} +- {results['kid']['kid_std']:.5f}")
-        if "warning" in results["kid"]["provenance"]:
-            out.append("warning: " + results["kid"]["provenance"]["warning"])
+        out += _warning(results["kid"])
     if "pr" in results:
         r = results["pr"]
         out.append(f"precision {r['precision']:.3f}  recall {r['recall']:.3f}  density {r['density']:.3f}  coverage {r['coverage']:.3f}")
-        if "warning" in r["provenance"]:
-            out.append("warning: " + r["provenance"]["warning"])
+        out += _warning(r)
     if "coverage" in results:
         c = results["coverage"]
         missing = f"; missing: {', '.join(c['missing'])}" if c["missing"] else ""

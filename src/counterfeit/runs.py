@@ -64,8 +64,6 @@ def remove_if_unused(run_dir: Path) -> bool:
 
 def run_data_kind(run_dir: str | Path) -> str | None:
     """'images' or 'points' (what the run's model makes) from its config.json, None when that cannot be read."""
-    from .config import ConfigError
-
     try:
         return get_spec(load_config(Path(run_dir) / "config.json").model.name).data_kind
     except (ConfigError, OSError, ValueError):

@@ -117,14 +117,20 @@ def check_batch_fits(cfg: RunConfig, n_data: int) -> None:
         raise ConfigError(f"{cfg.data.name} has {n_data} items, fewer than --batch-size {cfg.loop.batch_size}; use a smaller batch")
 
 
+def no_labels(cfg: RunConfig, fix: str) -> ConfigError:
+    """The one-line error for a conditional model on data without classes, ending in `fix`."""
+    return ConfigError(f"model '{cfg.model.name}' needs class labels, but '{cfg.data.name}' has none: {fix}")
+
+
 def conditional_config(cfg: RunConfig, data: Dataset) -> RunConfig:
     """For a conditional model, fill model.num_classes from the data's classes (and check the data has labels)."""
     if not get_spec(cfg.model.name).conditional:
         return cfg
     if data.labels is None or len(data.class_names or []) < 2:
         note = data.info.get("note", "")  # a folder says why it is unlabelled, e.g. loose images beside the class folders
-        fix = note.removeprefix("unlabelled: ") if note.startswith("unlabelled: ") else "use a folder with one sub-folder per class"
-        raise ConfigError(f"model '{cfg.model.name}' needs class labels, but '{cfg.data.name}' has none: {fix}")
+        raise no_labels(
+            cfg, note.removeprefix("unlabelled: ") if note.startswith("unlabelled: ") else "use a folder with one sub-folder per class"
+        )
     n = len(data.class_names)
     counts = torch.bincount(data.labels, minlength=n).tolist()
     empty = [c for c, k in zip(data.class_names, counts) if k == 0 and c != data.info.get("excluded_class")]
@@ -285,9 +291,7 @@ def _train_logged(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | 
             if n := remove_stale_temp_files(run_dir):
                 log.info(f"removed {n} checkpoint temp file(s) that a killed run left in {run_dir / 'checkpoints'}")
             # A resume may train longer than config.json says; written here, under the lock, so a refused trainer changes nothing.
-            config = run_dir / "config.json"
-            if not config.is_file() or config.read_text() != cfg.to_json() + "\n":
-                write_config(run_dir, cfg)
+            write_config(run_dir, cfg)
         return _train(cfg, run_dir, cb, data)
     finally:
         log.removeFilter(quiet)

@@ -77,12 +77,13 @@ def load_image_source(
         res, ch = resolution or 28, channels or 1
         ds = load_dataset(spec, "train", res, ch)
         x, desc = ds.x, {"source": f"folder {spec}"}
+        shape = lambda w, h, c: f"{w}x{h} {'grey' if c == 1 else 'colour'}"  # noqa: E731
         other = sorted(s for s in folder_image_shapes(spec) if s != (res, res, ch))
         if other:  # scoring needs one shape: say so, or a 64x64 colour set passes for a 28x28 grey one
-            seen = ", ".join(f"{w}x{h} {'grey' if c == 1 else 'colour'}" for w, h, c in other[:3]) + (", ..." if len(other) > 3 else "")
-            desc["converted"] = f"from {seen} to {res}x{res} {'grey' if ch == 1 else 'colour'} (resized, centre-cropped)"
-            log.warning(f"{spec} holds {seen} images; they are scored as {res}x{res} {'grey' if ch == 1 else 'colour'}, "
-                        f"resized and centre-cropped, to match the reference")  # fmt: skip
+            seen = ", ".join(shape(*s) for s in other[:3]) + (", ..." if len(other) > 3 else "")
+            desc["converted"] = f"from {seen} to {shape(res, res, ch)} (resized, centre-cropped)"
+            log.warning(f"{spec} holds {seen} images; they are scored as {shape(res, res, ch)}, resized and centre-cropped, "
+                        f"to match the reference")  # fmt: skip
     else:
         raise ConfigError(f"cannot read images from '{spec}'; pass fashion-mnist:test, mnist:test, an .npz or an image folder")
     if n is not None and len(x) > n:
