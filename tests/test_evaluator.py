@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from counterfeit import evaluator as E
+from counterfeit.fileio import sha256_file
 
 
 @pytest.fixture(autouse=True)
@@ -100,13 +101,13 @@ def test_missing_weights_give_one_line_error(tmp_path):
         E.load_evaluator("fashion-mnist", weights_dir=tmp_path)
     msg = str(info.value)
     assert "\n" not in msg and "fashion-mnist-evaluator.safetensors" in msg
-    assert "python -m counterfeit.evaluator --dataset fashion-mnist" in msg
+    assert "counterfeit evaluator train --dataset fashion-mnist" in msg
 
 
 def test_corrupt_weights_give_one_line_error(tmp_path):
     path = E.weights_path("fashion-mnist", tmp_path)
     path.write_bytes(b"not a safetensors file")
-    meta = {"sha256": E._sha256(path), "class_names": ["a"] * 10, "num_features": 128, "widths": [32, 48, 96]}
+    meta = {"sha256": sha256_file(path), "class_names": ["a"] * 10, "num_features": 128, "widths": [32, 48, 96]}
     path.with_suffix(".json").write_text(json.dumps(meta))
     with pytest.raises(E.EvaluatorWeightsError, match="corrupt") as info:
         E.load_evaluator("fashion-mnist", weights_dir=tmp_path)
@@ -118,7 +119,7 @@ def test_train_save_load_round_trip(tmp_path, monkeypatch):
     images = torch.randint(0, 256, (40, 1, 28, 28), dtype=torch.uint8)  # (N, 1, 28, 28)
     monkeypatch.setattr(E, "load_split", lambda dataset, split: (images, torch.arange(40) % 10))
     meta = E.train_evaluator(epochs=1, batch_size=16, out=tmp_path / "fashion-mnist-evaluator", log=lambda s: None)
-    assert meta["sha256"] == E._sha256(tmp_path / "fashion-mnist-evaluator.safetensors")
+    assert meta["sha256"] == sha256_file(tmp_path / "fashion-mnist-evaluator.safetensors")
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporaries
     ev = E.load_evaluator(weights_dir=tmp_path)
     assert ev.meta == meta and not ev.training

@@ -28,6 +28,13 @@ class CheckpointError(Exception):
     """A missing, unreadable or foreign checkpoint; the message is one line naming the file."""
 
 
+def _unwrap(module: nn.Module) -> nn.Module:
+    """The plain module inside DDP (`.module`) and torch.compile (`._orig_mod`) wrappers, so keys carry no wrapper prefix."""
+    while isinstance(getattr(module, "module", None), nn.Module) or isinstance(getattr(module, "_orig_mod", None), nn.Module):
+        module = getattr(module, "module", None) or module._orig_mod
+    return module
+
+
 def _module_tensors(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:
     return {f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
@@ -91,7 +98,7 @@ def save_checkpoint(
     """Write modules, optimisers, RNG states and `state` (JSON-able) atomically; prune to the newest `keep`."""
     tensors: dict[str, torch.Tensor] = {}
     for name, module in modules.items():
-        tensors.update(_module_tensors(name, getattr(module, "module", module)))  # unwrap DDP
+        tensors.update(_module_tensors(name, _unwrap(module)))
     groups = {}
     for name, opt in optimizers.items():
         t, groups[name] = _optimizer_tensors(name, opt)
@@ -142,7 +149,7 @@ def load_module(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str
     """Load `prefix.*` tensors into `module` strictly, with a one-line error on a mismatch."""
     sd = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
     try:
-        getattr(module, "module", module).load_state_dict(sd, strict=True)
+        _unwrap(module).load_state_dict(sd, strict=True)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise CheckpointError(f"{path}: weights for {prefix} do not fit the model in config.json ({first})") from None

@@ -221,12 +221,14 @@ class _AllReduceSum(torch.autograd.Function):
     # _functional_collectives imports torch._dynamo on first use (about 9 s on 2 busy cores).
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        """x summed over ranks (a copy; x is untouched)."""
         x = x.clone(memory_format=torch.contiguous_format)
         dist.all_reduce(x)
         return x
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        """The gradient summed over ranks, through the same differentiable sum."""
         return _AllReduceSum.apply(grad)
 
 
@@ -249,6 +251,7 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"expected at least 2-D input (N, C, ...), got {x.dim()}-D")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Batch norm of x (N, C, ...) with the statistics of the global batch while training."""
         batch_stats = self.training or self.running_mean is None
         if not batch_stats or world_size() == 1:
             return super().forward(x)
@@ -294,4 +297,5 @@ class MainRankOnly(logging.Filter):
     """A logging filter that lets records through on rank 0 only, so other ranks stay silent."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """True on rank 0 only."""
         return is_main()

@@ -2,17 +2,14 @@
 
 Inception features know nothing about Fashion-MNIST and need a network download; this classifier is trained
 on the dataset itself, ships as safetensors in `counterfeit/weights/`, and scores 10,000 images in about a
-second on two CPU cores. Regenerate the shipped weights with `python -m counterfeit.evaluator`.
+second on two CPU cores. Regenerate the shipped weights with `counterfeit evaluator train`.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import hashlib
 import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +22,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from .data import IDX_DATASETS, load_idx
-from .fileio import atomic_write_bytes, atomic_write_text
+from .fileio import atomic_write_bytes, atomic_write_text, sha256_file
 from .metrics.fid import fid as frechet_distance  # noqa: F401  (re-exported: the judge's FID)
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -123,10 +120,6 @@ def weights_path(dataset: str = "fashion-mnist", weights_dir: Path | None = None
 def train_subset(n_train: int, n: int = 10_000) -> torch.Tensor:
     """Indices (n,) of the fixed train subset every train-vs-test FID baseline uses, so they all agree."""
     return torch.randperm(n_train, generator=torch.Generator().manual_seed(0))[:n]
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def fit_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: float, seed: int, batch_size: int = 128,
@@ -236,7 +229,7 @@ def train_evaluator(
         "train_s": round(train_s, 1),
         "torch_threads": torch.get_num_threads(),
         "weights": path.name,
-        "sha256": _sha256(path),
+        "sha256": sha256_file(path),
         "made_by": call + (f", limit={limit})" if limit else ")"),
         "command": command,
         "torch_version": torch.__version__,
@@ -249,7 +242,7 @@ def train_evaluator(
 def load_evaluator(dataset: str = "fashion-mnist", weights_dir: Path | None = None) -> Evaluator:
     """Load the shipped evaluator for `dataset` in eval mode; its training record is in `.meta`."""
     path = weights_path(dataset, weights_dir)
-    regen = f"python -m counterfeit.evaluator --dataset {dataset}"
+    regen = f"counterfeit evaluator train --dataset {dataset}"
     regen += f" --out {path.with_suffix('')}" if weights_dir else ""
 
     def fail(reason: str) -> EvaluatorWeightsError:
@@ -260,7 +253,7 @@ def load_evaluator(dataset: str = "fashion-mnist", weights_dir: Path | None = No
         raise fail(f"are missing ({(meta_path if path.is_file() else path).name} not found)")
     try:
         meta = json.loads(meta_path.read_text())
-        if meta["sha256"] != _sha256(path):
+        if meta["sha256"] != sha256_file(path):
             raise ValueError("sha256 differs from the one in the .json")
         # Its layers' random initialisation, overwritten at once, must not draw from the global RNG: a training run loads
         # the judge after restoring a checkpoint's RNG state, and a resume is exact only if nothing draws in between.
@@ -271,20 +264,3 @@ def load_evaluator(dataset: str = "fashion-mnist", weights_dir: Path | None = No
         raise fail(f"are corrupt ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
     ev.meta = meta
     return ev.eval()
-
-
-def _main(argv: list[str] | None = None) -> None:
-    """Command line: train the evaluator and write its weights (default: the shipped location)."""
-    p = argparse.ArgumentParser(prog="python -m counterfeit.evaluator", description=_main.__doc__)
-    p.add_argument("--dataset", default="fashion-mnist", choices=sorted(CLASS_NAMES))
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="path without suffix; default: the package weights")
-    args = p.parse_args(argv)
-    command = " ".join(["python -m counterfeit.evaluator", *(sys.argv[1:] if argv is None else argv)])
-    meta = train_evaluator(args.dataset, epochs=args.epochs, seed=args.seed, out=args.out, command=command)
-    print(json.dumps(meta, indent=2))
-
-
-if __name__ == "__main__":
-    _main()

@@ -41,7 +41,7 @@ from .config import ConfigError, RunConfig
 from .cudagraph import StepGraph, make_capturable, set_lr
 from .data import Dataset, batch_indices, drop_class, load_dataset
 from .fileio import append_text, atomic_write_text
-from .losses import build_loss, gaussian_kl, reconstruction_loss
+from .losses import GANLoss, build_loss, gaussian_kl, reconstruction_loss
 from .machine import cpu_has_native_bf16
 from .models import build_models, get_spec
 from .models.layers import to_channels_last
@@ -158,9 +158,13 @@ def ema_update(G_ema: nn.Module, G: nn.Module, beta: float) -> None:
         b_ema.copy_(b)
 
 
-def d_step(G: nn.Module, D: nn.Module, opt_D, loss, real: torch.Tensor, z: torch.Tensor,
-           real_labels: torch.Tensor | None = None, fake_labels: torch.Tensor | None = None):  # fmt: skip
-    """One D update on reals (labelled real) and G(z) (labelled fake); G is only run, never changed."""
+def d_step(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimizer, loss: GANLoss, real: torch.Tensor, z: torch.Tensor,
+           real_labels: torch.Tensor | None = None, fake_labels: torch.Tensor | None = None,
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One D update on reals (labelled real) and G(z) (labelled fake); G is only run, never changed.
+
+    Returns D's loss (), and its logits on the reals and the fakes (B / pack,) each, all detached.
+    """
     with torch.no_grad():
         fake = G(z, fake_labels)  # (B, C, H, W)
     real, fake = loss.augment(real), loss.augment(fake)  # DiffAugment: D only ever sees augmented images
@@ -197,8 +201,9 @@ class RecallBatch:
     pool_labels: torch.Tensor | None
 
 
-def g_step(G: nn.Module, D: nn.Module, opt_G, loss, z: torch.Tensor, labels: torch.Tensor | None = None,
-           recall: RecallBatch | None = None):  # fmt: skip
+def g_step(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, loss: GANLoss, z: torch.Tensor,
+           labels: torch.Tensor | None = None, recall: RecallBatch | None = None,
+           ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """One G update from frozen D's verdict on fresh fakes G(z) labelled real; the gradient flows through D.
 
     With `recall` (and loss.recall_weight > 0) G also draws the pool's fakes, and each of the given reals pulls its
@@ -240,7 +245,9 @@ def g_step(G: nn.Module, D: nn.Module, opt_G, loss, z: torch.Tensor, labels: tor
     return loss_G.detach(), fake_logits.detach()
 
 
-def ae_step(encoder: nn.Module, decoder: nn.Module, opt, real: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
+def ae_step(
+    encoder: nn.Module, decoder: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, beta: float = 1.0
+) -> dict[str, torch.Tensor]:
     """One update of encoder and decoder together on reals (B, C, H, W) in [-1, 1]; returns the detached per-image losses."""
     mu, logvar = encoder(real)  # (B, z_dim) each (logvar None unless variational); a dae's encoder corrupts `real` itself
     z = mu
@@ -454,7 +461,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
                 z = dist.shard(torch.randn(L.batch_size, G.z_dim, device=device, generator=shared))  # (B, z_dim)
                 real_y = y_all[idx] if cond else None  # (B,)
                 fake_y = dist.shard(torch.randint(C, (L.batch_size,), device=device, generator=shared)) if cond else None  # (B,) uniform
-                loss_D, real_logits, fake_logits = d_step(G_gen, D_train, opt_D, loss, real, z, real_y, fake_y)
+                loss_D, real_logits, fake_logits = d_step(G_gen, D_train, opt_D, loss, real, z, real_y, fake_y)  # (), (B,), (B,)
             # Step 2: D is frozen; G learns from D's verdict on fresh fakes labelled real.
             z = dist.shard(torch.randn(L.batch_size, G.z_dim, device=device, generator=shared))  # (B, z_dim)
             fake_y = dist.shard(torch.randint(C, (L.batch_size,), device=device, generator=shared)) if cond else None  # (B,)
@@ -463,7 +470,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
                 pool_z = dist.shard(torch.randn(cfg.loss.recall_pool, G.z_dim, device=device, generator=shared))  # (P, z_dim)
                 pool_y = dist.shard(torch.randint(C, (cfg.loss.recall_pool,), device=device, generator=shared)) if cond else None  # (P,)
                 recall = RecallBatch(real, real_y, pool_z, pool_y)
-            loss_G, fake_logits_g = g_step(G_train, D_judge, opt_G, loss, z, fake_y, recall)
+            loss_G, fake_logits_g = g_step(G_train, D_judge, opt_G, loss, z, fake_y, recall)  # (), (B,)
             with torch.no_grad():
                 acc.add_(torch.stack([loss_D, loss_G, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean(),
                                       torch.sigmoid(fake_logits_g).mean()]).to(acc.dtype))  # fmt: skip

@@ -45,7 +45,7 @@ def cat(latents: list[Latent]) -> Latent:
 
 def is_conditional(G: nn.Module) -> bool:
     """True for a G that takes a class code beside z (the cdcgan generator)."""
-    return getattr(G, "num_classes", 0) > 0 and hasattr(G, "embed")
+    return getattr(G, "num_classes", 0) > 0 and hasattr(G, "from_code")
 
 
 def class_codes(G: nn.Module) -> torch.Tensor:
@@ -60,8 +60,8 @@ def split(G: nn.Module, w: torch.Tensor) -> Latent:
 
 def decode(G: nn.Module, latent: Latent | torch.Tensor) -> torch.Tensor:
     """Images (N, C, H, W) in G's range for a Latent (or a flat input); differentiable, so projection can use it."""
-    w = latent.flat() if isinstance(latent, Latent) else latent  # (N, D)
-    return G.net(w) if is_conditional(G) else G(w)  # (N, C, H, W)
+    lat = latent if isinstance(latent, Latent) else split(G, latent) if is_conditional(G) else Latent(latent, None)
+    return G(lat.z) if lat.code is None else G.from_code(lat.z, lat.code)  # (N, C, H, W)
 
 
 @torch.inference_mode()

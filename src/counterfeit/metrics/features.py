@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..evaluator import CLASS_NAMES, load_evaluator, predict
+from ..fileio import sha256_file
 
 # torch-fidelity's FID Inception weights, which torchmetrics uses too; the name is fixed by that library.
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -108,19 +109,11 @@ def inception_features(images: np.ndarray | torch.Tensor, batch_size: int = 100)
     provenance = {
         "backbone": "Inception-v3 (torch-fidelity inception-v3-compat, pool3)",
         "weights": path.name,
-        "weights_sha256": _sha256(path),
+        "weights_sha256": sha256_file(path),
         "feature_dim": 2048,
         "preprocessing": "uint8, grey repeated to RGB, bilinear resize to 299x299 inside the network",
     }
     return Features(feats.float(), None, provenance)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 BACKBONES = ("evaluator", "inception")

@@ -5,7 +5,7 @@ Following Srivastava et al. 2017 (VEEGAN) and Lin et al. 2018 (PacGAN), usually 
 - every sample is assigned to its nearest mode centre (Euclidean distance; ties go to the lower mode index);
 - a sample is *high quality* when its distance to that nearest centre is <= 3 * sigma;
 - mode k is *covered* when at least ``min_count`` high-quality samples are assigned to it
-  (PacGAN's rule is ``min_count = 1``, the default; VEEGAN used a larger threshold count);
+  (``min_count = 1``, the default, counts a mode with any high-quality sample; a larger count is stricter);
 - ``high_quality_pct = 100 * (#high-quality samples) / n``, where n counts every sample, non-finite ones included;
 - ``reverse_kl = KL(p || q) = sum_k p_k * ln(p_k / q_k)`` in nats, where ``p_k = c_k / sum_j c_j`` is the normalised
   histogram ``c`` of high-quality samples over the M modes and ``q_k = 1 / M`` is the real, equal-weight mixture's

@@ -11,8 +11,8 @@ from torch import nn
 
 from ..config import RunConfig
 from . import register_model
-from .dcgan import Generator, _widths, resolution_plan
-from .layers import flat_linear
+from .dcgan import Generator
+from .layers import channel_widths, flat_linear, resolution_plan
 
 
 class Decoder(Generator):
@@ -36,7 +36,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.z_dim, self.variational, self.noise_std = z_dim, variational, noise_std
         start, n = resolution_plan(resolution)
-        widths = _widths(width, n, max_width)  # fine to coarse, e.g. [32, 64] for 14 -> 7
+        widths = channel_widths(width, n, max_width)  # fine to coarse, e.g. [32, 64] for 14 -> 7
         chans = [channels, *widths]
         # DCGAN D's strided convs, but with batch norm that tracks running statistics: an encoder is used
         # in eval mode (reconstructions, anomaly scores), where a code must not depend on the rest of the batch.
@@ -53,6 +53,7 @@ class Encoder(nn.Module):
         self.head = nn.Linear(widths[-1] * start * start, z_dim * (2 if variational else 1))
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images (N, C, H, W) -> code (N, z_dim) and None, or the VAE's mu and logvar (N, z_dim) each."""
         if self.training and self.noise_std > 0:
             x = x + self.noise_std * torch.randn_like(x)  # (N, C, H, W), not clamped: plain Gaussian corruption
         h = flat_linear(self.head, self.body(x))  # (N, z_dim) or (N, 2 z_dim)

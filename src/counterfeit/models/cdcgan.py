@@ -30,9 +30,14 @@ class ConditionalGenerator(nn.Module):
         self.net = Generator(z_dim + LABEL_DIM, resolution, channels, width, max_width, depth)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """z (N, z_dim) and class labels (N,) -> images (N, C, H, W)."""
         if labels is None:
             raise ValueError("a conditional generator needs class labels")
-        return self.net(torch.cat([z, self.embed(labels)], dim=1))  # (N, C, H, W)
+        return self.from_code(z, self.embed(labels))  # (N, C, H, W)
+
+    def from_code(self, z: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        """z (N, z_dim) and class codes (N, LABEL_DIM), learned or mixed (latent arithmetic) -> images (N, C, H, W)."""
+        return self.net(torch.cat([z, code], dim=1))  # (N, C, H, W)
 
 
 class ProjectionDiscriminator(nn.Module):

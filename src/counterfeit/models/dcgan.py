@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from ..config import ConfigError, RunConfig
+from ..config import RunConfig
 from . import register_model
-from .layers import MinibatchStd, Reshape, down_block, flat_linear, init_dcgan_, pack_samples, same_block, spectral_norm_, up_block
-
-
-def resolution_plan(resolution: int) -> tuple[int, int]:
-    """(start side, number of doublings) that reach `resolution`: 28 = 7*2*2, 32/64/128 = 4*2^n."""
-    if resolution == 28:
-        return 7, 2
-    if resolution in (32, 64, 128):
-        return 4, int(math.log2(resolution // 4))
-    raise ConfigError(f"dcgan supports resolutions 28, 32, 64 and 128, not {resolution}; pass --resolution 32 or 64")
-
-
-def _widths(base: int, n: int, cap: int) -> list[int]:
-    return [min(base * 2**i, cap) for i in range(n)]
+from .layers import (
+    MinibatchStd,
+    Reshape,
+    channel_widths,
+    down_block,
+    flat_linear,
+    init_dcgan_,
+    pack_samples,
+    resolution_plan,
+    same_block,
+    spectral_norm_,
+    up_block,
+)
 
 
 class Generator(nn.Module):
@@ -32,7 +29,7 @@ class Generator(nn.Module):
         super().__init__()
         self.z_dim = z_dim
         start, n = resolution_plan(resolution)
-        widths = _widths(width, n, max_width)[::-1]  # coarse to fine, e.g. [128, 64] for 7 -> 14
+        widths = channel_widths(width, n, max_width)[::-1]  # coarse to fine, e.g. [128, 64] for 7 -> 14
         self.stem = nn.Sequential(
             nn.Linear(z_dim, widths[0] * start * start, bias=False),
             Reshape(widths[0], start, start),
@@ -46,6 +43,7 @@ class Generator(nn.Module):
         init_dcgan_(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """z (N, z_dim) -> images (N, C, H, W) in [-1, 1]; labels are ignored."""
         h = self.stem(z)  # (N, W0, 7, 7) at 28x28
         h = self.body(h)  # (N, W_last, H/2, W/2)
         return self.to_image(h)  # (N, C, H, W)
@@ -59,7 +57,7 @@ class Discriminator(nn.Module):
         super().__init__()
         self.pack = pack
         start, n = resolution_plan(resolution)
-        widths = _widths(width, n, max_width)  # fine to coarse, e.g. [64, 128] for 14 -> 7
+        widths = channel_widths(width, n, max_width)  # fine to coarse, e.g. [64, 128] for 14 -> 7
         blocks = [down_block(channels * pack, widths[0], norm=False)]  # DCGAN: no batch norm on D's input layer
         # Spectral norm already keeps D's layers in check; batch norm on top mixes samples and fights it.
         blocks += [down_block(a, b, norm=not spectral_norm) for a, b in zip(widths[:-1], widths[1:])]
@@ -74,10 +72,11 @@ class Discriminator(nn.Module):
             spectral_norm_(self)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (N, C, H, W) -> logits (N / pack,); labels are ignored."""
         x = pack_samples(x, self.pack)  # (N / pack, pack * C, H, W)
-        h = self.body(x)  # (N, W_last, 7, 7) at 28x28
-        h = self.mbstd(h)  # (N, W_last + 1, 7, 7) with the minibatch-std channel
-        return flat_linear(self.head, h).squeeze(1)  # (N,)
+        h = self.body(x)  # (N / pack, W_last, 7, 7) at 28x28
+        h = self.mbstd(h)  # (N / pack, W_last + 1, 7, 7) with the minibatch-std channel
+        return flat_linear(self.head, h).squeeze(1)  # (N / pack,)
 
 
 @register_model(

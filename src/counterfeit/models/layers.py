@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..config import ConfigError
+
+
+def resolution_plan(resolution: int) -> tuple[int, int]:
+    """(start side, number of doublings) that reach `resolution`: 28 = 7*2*2, 32/64/128 = 4*2^n."""
+    if resolution == 28:
+        return 7, 2
+    if resolution in (32, 64, 128):
+        return 4, int(math.log2(resolution // 4))
+    raise ConfigError(f"the convolutional models support resolutions 28, 32, 64 and 128, not {resolution}; pass --resolution 32 or 64")
+
+
+def channel_widths(base: int, n: int, cap: int) -> list[int]:
+    """Channel counts of n stages, fine to coarse: base doubling per stage, capped at `cap`."""
+    return [min(base * 2**i, cap) for i in range(n)]
 
 
 def init_dcgan_(module: nn.Module) -> nn.Module:
@@ -29,6 +47,7 @@ class Reshape(nn.Module):
         self.channels_last = False  # not state: set by to_channels_last, so that checkpoints are layout-free
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C * H * W) -> (N, C, H, W), channels-last strides when asked."""
         h = x.view(x.shape[0], *self.shape)  # (N, C, H, W), NCHW strides
         if self.channels_last and h.dim() == 4:
             # One small copy here saves every later layer (batch norm, ReLU, the first transposed conv, and their
@@ -115,6 +134,7 @@ class MinibatchStd(nn.Module):
         self.max_group = max_group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) or (N, F) -> the same with one more channel or feature: the group's mean std."""
         n = x.shape[0]
         g = mbstd_group_size(n, self.max_group)
         y = x.reshape(g, n // g, *x.shape[1:])  # (G, M, C, H, W): sample i sits in group i % M, as in ProGAN

@@ -24,6 +24,7 @@ class Dropout(nn.Dropout):
     """nn.Dropout whose mask on CPU comes from uniform noise: the same maths, about 2.5x faster than bernoulli_ there."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Dropout with p, drawn with uniform noise on CPU."""
         if not self.training or self.p in (0.0, 1.0) or x.device.type != "cpu":  # p = 1 would divide by zero below
             return super().forward(x)
         # Keep each element with probability 1 - p and scale it by 1 / (1 - p), as F.dropout does; torch's CPU
@@ -50,7 +51,8 @@ class LectureGenerator(nn.Module):
         )  # fmt: skip
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(z)
+        """z (N, z_dim) -> images (N, 1, 28, 28) in [0, 1]; labels are ignored."""
+        return self.net(z)  # (N, 1, 28, 28) in [0, 1]
 
 
 class LectureDiscriminator(nn.Module):
@@ -69,6 +71,7 @@ class LectureDiscriminator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (N, 1, 28, 28) -> logits (N,); labels are ignored."""
         return self.net(x).squeeze(1)  # (N,)
 
 

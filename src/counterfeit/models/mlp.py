@@ -1,4 +1,4 @@
-"""MLPs for 2-D toy data, after the PacGAN/VEEGAN mode-collapse benchmarks (G 4x400 ReLU+BN, D 3x200)."""
+"""MLPs for 2-D toy data, after the PacGAN/VEEGAN mode-collapse nets (G 4x400 ReLU+BN, D 3x200; our G default is 4x128)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ class MLPGenerator(nn.Module):
         self.net = _mlp(z_dim, width, depth, 2, norm=True, act=nn.ReLU)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """z (N, z_dim) -> points (N, 2); labels are ignored."""
         return self.net(z) * self.scale  # (N, 2)
 
 
@@ -51,6 +52,7 @@ class MLPDiscriminator(nn.Module):
             spectral_norm_(self)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Points (N, 2) -> logits (N / pack,); labels are ignored."""
         return self.net(pack_samples(x / self.scale, self.pack)).squeeze(1)  # (N / pack, 2 * pack) -> (N / pack,)
 
 

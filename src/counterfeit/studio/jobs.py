@@ -21,7 +21,7 @@ from typing import Any
 
 import counterfeit
 
-from ..config import ConfigError, extend_config, load_config, make_config, option_type
+from ..config import MAX_SEED, ConfigError, extend_config, load_config, make_config, option_type
 from ..data import IDX_DATASETS, TOY_DATASETS, builtin_name
 from ..data.load import class_index_in
 from ..fileio import atomic_write_text
@@ -38,7 +38,7 @@ _JOB_ID = re.compile(r"^[0-9a-f]{12}$")
 # Options a page may set, with studio bounds on top of the config's own checks (it validates everything else).
 # Paths (--data-dir, a data folder) are left out on purpose: a web request must not point the trainer at the disk.
 _BOUNDS: dict[str, tuple[float, float]] = {
-    "kimg": (0.001, MAX_KIMG), "batch_size": (2, 1024), "seed": (0, 2**31 - 1), "resolution": (28, 128), "channels": (1, 3),
+    "kimg": (0.001, MAX_KIMG), "batch_size": (2, 1024), "seed": (0, MAX_SEED), "resolution": (28, 128), "channels": (1, 3),
     "z_dim": (1, 512), "g_width": (1, 512), "d_width": (1, 512), "g_depth": (0, 8), "d_depth": (0, 8), "lr_g": (1e-7, 1.0), "lr_d": (1e-7, 1.0), "beta1": (0.0, 0.999),
     "d_steps": (1, 10), "ema_halflife_kimg": (0.0, 1000.0), "tick_kimg": (0.001, MAX_KIMG), "sample_kimg": (0.001, MAX_KIMG),
     "snapshot_kimg": (0.001, MAX_KIMG), "keep_checkpoints": (1, 20), "eval_every_kimg": (0.0, MAX_KIMG), "eval_n": (10, 10000),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import ConfigError
+from ..config import MAX_SEED, ConfigError
 from ..export import resolve_class
 from ..latent import explore, expr, operands, space
 from ..latent.concepts import Concepts, class_concepts, class_names_for
@@ -84,7 +84,7 @@ def interpolate(cache: ModelCache, root: Path, params: Params) -> dict:
     a_text, b_text = params.str("a", "0", 100), params.str("b", "1", 100)
     steps = params.int("steps", 16, 2, MAX_STEPS)
     mode = params.choice("mode", "slerp", list(space.MODES))
-    seed = params.int("seed", 0, 0, 2**31 - 1)
+    seed = params.int("seed", 0, 0, MAX_SEED)
     class_index = _class_index(run, params)
     params.done()
     names = class_names_for(run)
@@ -100,7 +100,7 @@ def arithmetic(cache: ModelCache, root: Path, params: Params) -> dict:
     run = _image_run(cache, root, params)
     text = params.str("expr", None, MAX_EXPRESSION)
     rows = params.int("rows", 3, 1, MAX_ROWS)
-    seed = params.int("seed", 0, 0, 2**31 - 1)
+    seed = params.int("seed", 0, 0, MAX_SEED)
     class_index = _class_index(run, params)
     params.done()
     names = class_names_for(run)
@@ -120,7 +120,7 @@ def arithmetic(cache: ModelCache, root: Path, params: Params) -> dict:
 def dims(cache: ModelCache, root: Path, params: Params) -> dict:
     """One sample with a few of its z dimensions set by sliders: `first` names the first dimension shown."""
     run = _image_run(cache, root, params)
-    seed = params.int("seed", 0, 0, 2**31 - 1)
+    seed = params.int("seed", 0, 0, MAX_SEED)
     z_dim = int(run.G.z_dim)
     first = params.int("first", 0, 0, max(0, z_dim - 1))
     class_index = _class_index(run, params)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..config import make_config
+from ..config import MAX_SEED, make_config
 from ..data.toys import TOY_DATASETS, load_toy, toy_modes
 from ..losses import LOSSES, build_loss
 from ..metrics.toy import toy_metrics
@@ -160,7 +160,7 @@ class Playground:
             data=params.choice("data", "ring8", TOY_DATASETS),
             loss=params.choice("loss", "ns", list(LOSSES)),
             remedy=params.choice("remedy", "none", list(REMEDIES)),
-            seed=params.int("seed", 0, 0, 2**31 - 1),
+            seed=params.int("seed", 0, 0, MAX_SEED),
             lr=params.float("lr", 1e-3, 1e-6, 0.1),
         )
         params.done()  # unknown parameters are refused before any model or data is built

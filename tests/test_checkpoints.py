@@ -1,0 +1,80 @@
+"""The checkpoint format on its own: wrapper-free keys, digests, pruning, partial reads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from counterfeit.checkpoints import CheckpointError, list_checkpoints, load_module, read_checkpoint, save_checkpoint
+
+
+class _Compiled(nn.Module):
+    """Holds its module as torch.compile's OptimizedModule does (`_orig_mod`), without importing dynamo."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self._orig_mod = module
+
+
+class _Parallel(nn.Module):
+    """Holds its module as DistributedDataParallel does (`.module`)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+
+def _net(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+
+
+def test_wrapped_modules_save_plain_keys_and_load_into_wrapped_or_plain(tmp_path):
+    """DDP and compile wrappers, nested either way, leave no `module.`/`_orig_mod.` in the keys; loading unwraps too."""
+    net = _net(0)
+    path = save_checkpoint(tmp_path, 64, {"G": _Parallel(_Compiled(net)), "D": _Compiled(_Parallel(_net(1)))}, {}, {})
+    tensors, state = read_checkpoint(path)
+    assert state["cur_nimg"] == 64
+    assert sorted(k for k in tensors if k.startswith("G.")) == sorted(f"G.{k}" for k in net.state_dict())
+    assert not any("module" in k or "_orig_mod" in k for k in tensors)
+    for target, plain in ((n := _net(2), n), (_Compiled(n := _net(2)), n), (_Parallel(_Compiled(n := _net(2))), n)):
+        load_module(target, tensors, "G", path)
+        for k, v in net.state_dict().items():
+            assert torch.equal(plain.state_dict()[k], v), k
+
+
+def test_only_the_newest_keep_checkpoints_stay(tmp_path):
+    """Pruning keeps the newest `keep` files, ordered by image count."""
+    for nimg in (10, 2000, 300, 40000):
+        save_checkpoint(tmp_path, nimg, {"G": _net(0)}, {}, {}, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt-0000002000.safetensors", "ckpt-0000040000.safetensors"]
+
+
+def test_a_partial_read_checks_only_the_slots_it_reads(tmp_path):
+    """Damage in D's bytes fails a full read in one line but not a read of G alone (sampling reads only G_ema)."""
+    path = save_checkpoint(tmp_path, 1, {"G": _net(0), "D": _net(1)}, {}, {})
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tensors["D.0.weight"][0, 0] += 1.0  # the stored digest no longer matches
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata=meta)
+    only_g, _ = read_checkpoint(path, prefixes=("G",))
+    assert all(k.startswith("G.") for k in only_g)
+    with pytest.raises(CheckpointError, match=r"the bytes of D do not match their SHA-256.*only checkpoint"):
+        read_checkpoint(path)
+
+
+def test_a_file_of_another_format_is_refused_by_name(tmp_path):
+    """A safetensors file that is not ours names its format in the error."""
+    from safetensors.torch import save_file
+
+    (tmp_path / "checkpoints").mkdir()
+    path = tmp_path / "checkpoints" / "ckpt-0000000001.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"is not a counterfeit checkpoint \(format 'pt'\)"):
+        read_checkpoint(path)
+    assert path.is_file()  # refused, not removed
