@@ -66,20 +66,33 @@ def main() -> None:
     modes = args.modes.split(",")
     if not set(modes) <= {"eager", "graphs"} or len(modes) < 2:
         raise SystemExit(f"--modes {args.modes}: give two or more of eager, graphs")
-    results = []
+    print(
+        f"{len(modes)} runs of {args.kimg} kimg on {args.device} (torch {torch.__version__}), reference: the first ({modes[0]})", flush=True
+    )
+    results = []  # (mode, rows) of the runs that finished
     with tempfile.TemporaryDirectory() as tmp:
-        for mode in modes:
-            results.append(run_once(mode == "graphs", args.kimg, args.device, overrides, tmp))
-    ref, ref_rows = results[0]
-    print(f"{len(modes)} runs of {args.kimg} kimg on {args.device} (torch {torch.__version__}), reference: the first ({modes[0]})")
-    for i, (mode, (tensors, rows)) in enumerate(zip(modes, results)):
-        rate = rows[-1]["img/s"]
-        if i == 0:
-            print(f"run 0 ({mode}): {rate:.0f} img/s over the last tick")
-            continue
-        worst, where = largest_difference(ref, tensors)
-        print(f"run {i} ({mode}): largest difference from run 0 {worst:.3g} (in {where}); {rate:.0f} img/s over the last tick")
-    print("kimg | " + " | ".join(f"loss_D, loss_G (monitor's FID) run {i}" for i in range(len(modes))))
+        for i, mode in enumerate(modes):
+            # Each run's line is printed as it ends, and a failed run is one line: a graph that cannot capture must
+            # not take the eager runs' spread down with it.
+            try:
+                tensors, rows = run_once(mode == "graphs", args.kimg, args.device, overrides, tmp)
+            except Exception as e:  # noqa: BLE001  (reported, then the next mode runs)
+                print(f"run {i} ({mode}): failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", flush=True)
+                if i == 0:
+                    raise SystemExit("the reference run failed; nothing to compare against") from None
+                continue
+            if i == 0:
+                ref = tensors
+                print(f"run 0 ({mode}): {rows[-1]['img/s']:.0f} img/s over the last tick", flush=True)
+            else:
+                worst, where = largest_difference(ref, tensors)
+                print(
+                    f"run {i} ({mode}): largest difference from run 0 {worst:.3g} (in {where}); {rows[-1]['img/s']:.0f} img/s over the last tick",
+                    flush=True,
+                )
+            results.append((mode, rows))
+    ref_rows = results[0][1]
+    print("kimg | " + " | ".join(f"loss_D, loss_G (monitor's FID) {mode}" for mode, _ in results))
     for j, row in enumerate(ref_rows):
         cells = [
             f"{r[j]['loss_D']:.5f}, {r[j]['loss_G']:.5f}" + (f" ({r[j]['cov/fid']:.3f})" if "cov/fid" in r[j] else "") for _, r in results

@@ -7,9 +7,10 @@ Each model trains with its default config (Fashion-MNIST, default batch size, `-
 flat option) through the real training loop into a temporary run folder; the rate is taken from
 the stats of the second half of the run, so start-up and compilation are excluded. FLOPs per
 training image come from torch's FlopCounterMode over one real D step + G step (forward and
-backward; 2 FLOPs per multiply-add). The matmul peak is the best of repeated 2048x2048 products in the
-precision each run computes in (fp32 or bf16; dcgan's default `auto` is bf16 on a CPU with native bfloat16), measured
-before and after the training runs (the larger counts: the VM's speed drifts).
+backward; 2 FLOPs per multiply-add). The matmul peak is the best of repeated square products (2048x2048 on a
+CPU, 8192x8192 on a GPU) in the precision each run computes in (fp32 or bf16; dcgan's default `auto` is bf16 on a
+CPU with native bfloat16; an fp32 run on a GPU is held to the TF32 peak, since cuDNN's convolutions compute in TF32
+by default), measured before and after the training runs (the larger counts: the VM's speed drifts).
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ HEADING = "## Training throughput and FLOP efficiency (issue 7)"
 INTRO = [
     "`python benchmarks/throughput.py`: each model's default config through the real training loop (one D step",
     "and one G step on fresh fakes per batch), rate over the second half of the run. GFLOP/s = FLOPs per training",
-    "image (torch FlopCounterMode over one D + G step, forward and backward) x img/s; peak = best 2048x2048 matmul",
-    "on the same machine in the same run, in the precision the run computes in (fp32 unless the row says bf16).",
+    "image (torch FlopCounterMode over one D + G step, forward and backward) x img/s; peak = best square matmul (2048 on a",
+    "CPU, 8192 on a GPU) on the same machine in the same run, in the precision the run computes in (the peak column names it;",
+    "fp32 runs on a GPU against TF32's, as cuDNN's convolutions use TF32).",
 ]
 HEADER = [
     "date",
@@ -61,19 +63,39 @@ HEADER = [
 ]
 
 
-def matmul_peak(device: torch.device, n: int = 2048, seconds: float = 3.0, dtype: torch.dtype = torch.float32) -> float:
-    """Best n x n matmul rate in `dtype` in GFLOP/s over `seconds` of repeats."""
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, tf32: bool = False) -> float:
+    """Best square-matmul rate in `dtype` in GFLOP/s (`tf32`: fp32 products on a GPU's TF32 tensor cores).
+
+    CPU: 2048x2048 products timed one by one for 3 s. CUDA: 8192x8192, 8 products between two synchronisations, for
+    1 s: one 2048-sized bf16 product takes tens of microseconds on an H100, so launch and sync would dominate it and
+    understate the peak (and so overstate every row's share of it).
+    """
+    cuda = device.type == "cuda"
+    n, reps, seconds = (8192, 8, 1.0) if cuda else (2048, 1, 3.0)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    best, t_end = 0.0, time.time() + seconds
-    while time.time() < t_end:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        torch.mm(a, b)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = max(best, 2 * n**3 / (time.perf_counter() - t))
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    try:
+        torch.mm(a, b)  # warm-up: the first product picks and loads its kernel
+        best, t_end = 0.0, time.time() + seconds
+        while time.time() < t_end:
+            if cuda:
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            for _ in range(reps):
+                torch.mm(a, b)
+            if cuda:
+                torch.cuda.synchronize()
+            best = max(best, reps * 2 * n**3 / (time.perf_counter() - t))
+    finally:
+        torch.set_float32_matmul_precision(before)
     return best / 1e9
+
+
+def yardstick(precision: str, device: torch.device) -> str:
+    """The peak a run is held to: its own precision, but TF32 for fp32 on a GPU whose cuDNN convolutions use TF32."""
+    conv_tf32 = bool(getattr(torch.backends.cudnn, "allow_tf32", False))  # torch's default: True
+    return "tf32" if precision == "fp32" and device.type == "cuda" and conv_tf32 else precision
 
 
 def flops_per_image(cfg, device: torch.device) -> float:
@@ -131,14 +153,16 @@ def main() -> None:
         raise SystemExit("--set: kimg is set per model; use --kimg-dcgan and --kimg-lecture")
     device = pick_device(args.device)
     # bf16 runs are held to the bf16 matmul peak: against fp32's they would look up to several times better than they are.
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    # On a GPU, fp32 runs' convolutions compute in TF32 (cuDNN's default), so they are held to the TF32 peak.
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "tf32": torch.float32}
     models = args.models.split(",")
     try:
         precisions = {m: pick_precision(make_config(model=m, **overrides).loop.precision, device) for m in models}  # auto resolved
     except ConfigError as e:  # a bad --set fails here in one line, before any measuring
         raise SystemExit(f"--set: {e}") from None
     # fp32's peak is always measured: the issue's yardstick, printed beside a bf16 run's own.
-    peaks = {p: matmul_peak(device, dtype=dtypes[p]) for p in sorted(set(precisions.values()) | {"fp32"})}
+    sticks = {m: yardstick(p, device) for m, p in precisions.items()}
+    peaks = {p: matmul_peak(device, dtypes[p], tf32=p == "tf32") for p in sorted(set(sticks.values()) | {"fp32"})}
     results = []
     for model in models:
         r = measure(model, getattr(args, f"kimg_{model}", 5.0), args.device, overrides)
@@ -146,18 +170,18 @@ def main() -> None:
         results.append((model, r))
         print(f"{model}: {r['img_s']:.0f} img/s, {r['flops'] / 1e6:.1f} MFLOP/img, {r['img_s'] * r['flops'] / 1e9:.1f} GFLOP/s", flush=True)
     for p in peaks:
-        peaks[p] = max(peaks[p], matmul_peak(device, dtype=dtypes[p]))
+        peaks[p] = max(peaks[p], matmul_peak(device, dtypes[p], tf32=p == "tf32"))
         print(f"{p} matmul peak {peaks[p]:.1f} GFLOP/s")
     for model, r in results:
-        L, precision = r["cfg"].loop, precisions[model]
-        peak = peaks[precision]
+        L, precision, stick = r["cfg"].loop, precisions[model], sticks[model]
+        peak = peaks[stick]
         gflops = r["img_s"] * r["flops"] / 1e9
-        print(f"{model}: {100 * gflops / peak:.0f} % of the {precision} peak, {100 * gflops / peaks['fp32']:.0f} % of the fp32 peak")
+        print(f"{model}: {100 * gflops / peak:.0f} % of the {stick} peak, {100 * gflops / peaks['fp32']:.0f} % of the fp32 peak")
         options = f"channels_last={L.channels_last}, compile={L.compile}, precision={precision}" + "".join(
             f", {k}={v}" for k, v in overrides.items() if k not in ("channels_last", "compile", "precision")
         )
         row = [today(), model, args.device, str(L.batch_size), options, f"{r['img_s']:.0f}", f"{r['flops'] / 1e6:.1f}", f"{gflops:.1f}",
-               f"{peak:.1f} ({precision})", f"{100 * gflops / peak:.0f} %", machine_line(args.device), f"`{command}`"]  # fmt: skip
+               f"{peak:.1f} ({stick})", f"{100 * gflops / peak:.0f} %", machine_line(args.device), f"`{command}`"]  # fmt: skip
         append_row(args.md, HEADING, INTRO, HEADER, row)
 
 

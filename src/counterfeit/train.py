@@ -512,7 +512,9 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
                     set_lr(group, lr * scale)
         dist.reseed_rank_local(L.seed, cur_nimg)  # several processes: per-image randomness (DiffAugment, dropout) differs by rank
         for k, buf in enumerate(idx_bufs):
-            buf.copy_(step_indices(cur_nimg + k * L.batch_size), non_blocking=True)
+            idx = step_indices(cur_nimg + k * L.batch_size)  # (B / ranks,) int64 on the CPU
+            # A GPU copy from pageable memory makes the host wait for the stream first: pinned, it stays asynchronous.
+            buf.copy_(idx.pin_memory() if device.type == "cuda" else idx, non_blocking=True)
         train_step()
         cur_nimg += batches_per_step * L.batch_size
         acc_steps += 1
@@ -522,8 +524,8 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
         crossed = lambda every, cur=cur_nimg, prev=prev_nimg: cur // every > prev // every or cur >= total_nimg
         evaluate = monitoring and crossed(eval_nimg)
         if crossed(tick_nimg) or crossed(snap_nimg) or evaluate:
-            now = time.time()
             means = (dist.mean_over_ranks(acc) / acc_steps).tolist()  # the one host sync per tick
+            now = time.time()  # after the sync: on a GPU the host runs ahead of the work it has queued
             acc.zero_()
             acc_steps = 0
             last = {"kimg": round(cur_nimg / 1000, 3), **dict(zip(stat_keys, means)),
