@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from counterfeit.augment_eval import augment_eval
+from counterfeit.checkpoints import save_checkpoint
 from counterfeit.cli import main
 from counterfeit.config import ConfigError
 from counterfeit.evaluator import fit_classifier
@@ -35,6 +36,11 @@ def test_tiny_budget_writes_table_and_json(run):
 
     page = write_report(run).read_text()
     assert "id='augment'" in page and "href='#augment'" in page and "real + 32 fakes" in page
+    assert f"the checkpoint at {rec['kimg']:g} kimg" in page and "trained on since" not in page
+    # A resume trains on past the record: the report says the table is of an older checkpoint.
+    save_checkpoint(run, int(rec["kimg"] * 1000) + 64, {}, {}, {}, keep=99)
+    page = write_report(run).read_text()
+    assert f"the run has trained on since, to {rec['kimg'] + 0.064:g} kimg" in page
 
 
 def test_the_same_seed_trains_the_same_classifier():
@@ -54,15 +60,20 @@ def test_cli_runs_one_setting_and_refuses_bad_input(run, capsys):
     assert main([*args, "--settings", "real,synthetic"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown --settings synthetic" in err
-    with pytest.raises(ConfigError, match="--epochs must be above 0"):
-        augment_eval(run, epochs=0)
-    for kwargs, flag in (
-        ({"n_real": 0}, "--n-real"),
-        ({"n_test": 0}, "--n-test"),
-        ({"n_fakes": 0}, "--n-fakes"),
-        ({"seeds": 0}, "--seeds"),
+    for epochs in (0, float("inf"), float("nan")):  # inf was an OverflowError after the fakes were drawn
+        with pytest.raises(ConfigError, match="--epochs must be a finite number above 0"):
+            augment_eval(run, epochs=epochs)
+    for kwargs, flag, least in (
+        ({"n_real": 1}, "--n-real", 2),  # one image: its batch is skipped, so nothing would train
+        ({"n_test": 0}, "--n-test", 1),
+        ({"n_fakes": 1}, "--n-fakes", 2),
+        ({"seeds": 0}, "--seeds", 1),
     ):
-        with pytest.raises(ConfigError, match=f"{flag} must be at least 1, got 0"):
+        with pytest.raises(ConfigError, match=f"{flag} must be at least {least}, got"):
             augment_eval(run, **kwargs)
+    with pytest.raises(ConfigError, match="--n-fakes must be at most 1,000,000, got 100,000,000"):
+        augment_eval(run, n_fakes=100_000_000)  # grew to 16 GB before
+    with pytest.raises(ConfigError, match="--settings names real twice"):
+        augment_eval(run, settings=("real", "fakes", "real"))
     with pytest.raises(ConfigError, match="--n-real 10000000 is more than the"):
         augment_eval(run, n_real=10_000_000)

@@ -142,3 +142,21 @@ def test_shift_and_flip_moves_each_image_by_at_most_two_pixels():
     assert len(kept) + len(mirrored) == 64 and 10 < len(mirrored) < 54
     assert len({tuple(w) for w in where}) > 10  # the shifts vary
     assert torch.equal(y, shift_and_flip(x, torch.Generator().manual_seed(0)))
+
+
+def test_evaluator_cli_refuses_train_options_for_show_and_keeps_named_files(tmp_path, capsys):
+    """show ignored --out/--epochs/--seed; train --out replaced existing files silently, and took FILE.safetensors as a stem."""
+    from counterfeit.cli import main
+
+    assert main(["evaluator", "show", "--out", str(tmp_path / "judge")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out: only 'evaluator train' takes it" in err
+    precious = tmp_path / "judge.safetensors"
+    precious.write_bytes(b"precious")
+    for out in ("judge", "judge.safetensors", "."):  # a stem, the file's own name, and a folder (<dataset>-evaluator in it)
+        target = tmp_path / "fashion-mnist-evaluator.json" if out == "." else precious
+        target.write_bytes(b"precious")
+        assert main(["evaluator", "train", "--epochs", "1", "--out", str(tmp_path / out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{target} exists; pass --force" in err
+        assert target.read_bytes() == b"precious"

@@ -151,3 +151,114 @@ def test_extra_loss_terms_leave_no_dashed_line_and_autoencoders_no_gan_loss(tmp_
     )
     page = write_report(vae).read_text()
     assert "reconstruction + 4 x KL" in page and "<td>ns</td>" not in page
+
+
+def _small_run(root, loss="hinge", rows=((4.0, {}), (8.0, {})), data="fashion-mnist", **loop):
+    """A run folder with a config of `loss` and stats rows at the given kimg (each with D's curves and the extras)."""
+    run = root / f"00001-{data}-dcgan"
+    run.mkdir()
+    cfg = RunConfig().replace(data={"name": data}, loss={"name": loss}, loop={"total_kimg": 40.0, **loop})
+    (run / "config.json").write_text(cfg.to_json() + "\n")
+    lines = [{"kimg": k, "loss_D": 1.0, "loss_G": 1.0, "D(x)": 0.7, "D(G(z))": 0.3, "seconds": k, **extra} for k, extra in rows]
+    (run / "stats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return run
+
+
+@pytest.mark.parametrize(
+    "loss, says, level",
+    [("ns", "drift to 0.5", (0.5, "0.5")), ("lsgan", "sigmoid(0.5) = 0.622", (pytest.approx(0.6225, abs=1e-4), "sigmoid(0.5) = 0.622")),
+     ("hinge", "at no fixed level", None), ("wgan-gp", "read the gap, not the level", None)],
+)  # fmt: skip
+def test_the_d_output_chart_is_read_as_the_loss_defines_it(tmp_path, loss, says, level):
+    """A critic's or hinge D's sigmoid is no probability: only the cross-entropies drift to 0.5 (was said for every loss)."""
+    from counterfeit.losses import d_output_level
+
+    page = write_report(_small_run(tmp_path, loss)).read_text()
+    assert says in page
+    assert ("drift to 0.5" in page) == (loss == "ns")
+    assert d_output_level(loss) == level
+
+
+def test_a_stopped_run_reports_its_checkpoint_and_how_to_resume(tmp_path):
+    """A stop saves between ticks: the header gives the checkpoint's kimg, and a run with no stats is resumed, not restarted."""
+    from torch import nn
+
+    from counterfeit.checkpoints import save_checkpoint
+
+    run = _small_run(tmp_path)
+    save_checkpoint(run, 10_000, {"G": nn.Linear(1, 1)}, {}, {})
+    page = write_report(run).read_text()
+    assert "10 of 40 (the checkpoint; stats to 8)" in page
+    (run / "stats.jsonl").unlink()
+    page = write_report(run).read_text()
+    assert "10 of 40 (the checkpoint; no stats yet)" in page and f"counterfeit train --resume {run}" in page
+
+
+def test_no_alarm_is_news_only_once_the_alarm_watches(tmp_path):
+    """Before --alarm-after-kimg the alarm cannot fire, and the report says so instead of 'no alarm fired'."""
+    cov = {"cov/classes": 3, "cov/num_classes": 10, "cov/dup": 1.0}
+    page = write_report(_small_run(tmp_path, rows=((4.0, cov), (8.0, cov)))).read_text()
+    assert "none could yet: the alarm watches from 40 kimg" in page and "stats reach 8" in page
+    (tmp_path / "b").mkdir()
+    page = write_report(_small_run(tmp_path / "b", rows=((4.0, cov), (8.0, cov)), alarm_after_kimg=4.0)).read_text()
+    assert "<p>No mode-collapse alarm fired.</p>" in page
+
+
+def test_damaged_stats_lines_are_named_and_one_row_still_draws(tmp_path, monkeypatch):
+    """An unreadable middle line is named (it was dropped silently); a single row is drawn with a marker, not as nothing."""
+    from matplotlib.axes import Axes
+
+    markers = []
+    plot = Axes.plot
+    monkeypatch.setattr(Axes, "plot", lambda self, *a, **k: markers.append(k.get("marker")) or plot(self, *a, **k))
+    run = _small_run(tmp_path, rows=((4.0, {}),))
+    with open(run / "stats.jsonl", "a") as f:
+        f.write("not json\n\n[1, 2]\n")
+    page = write_report(run).read_text()
+    assert "stats.jsonl has 2 unreadable lines (line 2, 4)" in page
+    assert markers == ["."] * 4  # loss_D, loss_G, D(x), D(G(z)): a line through one point draws nothing
+    markers.clear()
+    (tmp_path / "long").mkdir()
+    write_report(_small_run(tmp_path / "long", rows=tuple((k, {}) for k in (4.0, 8.0, 12.0))))
+    assert markers == [None] * 4
+
+
+def test_excluded_class_chart_uses_the_share_coverage_asked_for(tmp_path):
+    """An --exclude-class run's reals bar gives the left-out class no share, and the off-target fakes are counted."""
+    run = _small_run(tmp_path)
+    cov = {"histogram": {"Bag": 5, "Trouser": 45, "Pullover": 50}, "real_histogram": {"Bag": 100, "Trouser": 100, "Pullover": 100},
+           "real_share": {"Bag": 0.0, "Trouser": 0.5, "Pullover": 0.5}, "classes_covered": 2, "num_classes": 2, "kl": 0.01,
+           "off_target": {"classes": ["Bag"], "fraction": 0.05}, "provenance": {}}  # fmt: skip
+    (run / "metrics.json").write_text(json.dumps({"run": run.name, "kimg": 8.0, "metrics": {"coverage": cov}}))
+    page = write_report(run).read_text()
+    assert "Bag: left out of training (--exclude-class)" in page and "5.00 % of the fakes were judged to be it" in page
+    from counterfeit.report import _histograms
+
+    assert _histograms({"metrics": {"coverage": cov}})[1] == {"Bag": 0.0, "Trouser": 0.5, "Pullover": 0.5}
+
+
+def test_a_read_only_run_folder_still_gets_its_report_elsewhere(tmp_path, monkeypatch, caplog):
+    """--out elsewhere: plots that cannot be written into RUN/report/ are a warning, since the page inlines them."""
+    import errno
+
+    import counterfeit.report as R
+
+    run = _small_run(tmp_path)
+    real_write = R.atomic_write_bytes
+
+    def read_only(path, data):
+        if run in path.parents:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        real_write(path, data)
+
+    monkeypatch.setattr(R, "atomic_write_bytes", read_only)
+    out = write_report(run, tmp_path / "elsewhere.html")
+    assert out.read_text().count("data:image/png;base64,") >= 2
+    assert "the plot files were not written" in caplog.text
+    with pytest.raises(OSError, match="Read-only"):
+        write_report(run)  # the page itself goes into the run folder: the first error stands
+
+
+def test_a_toy_run_is_not_told_to_compute_a_fid(tmp_path):
+    page = write_report(_small_run(tmp_path, loss="ns", data="ring8")).read_text()
+    assert "no FID for 2-D points" in page and "no FID yet" not in page

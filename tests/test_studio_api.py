@@ -56,6 +56,8 @@ def test_runs_list_and_run_page(client, runs):
     assert d["config"]["loss"]["name"] == "hinge" and d["loss_levels"] == [[2.0, "2"], None]
     cdcgan = client.get(f"/api/runs/{CDCGAN}").json()
     assert cdcgan["config"]["loss"]["ac_weight"] > 0 and cdcgan["loss_levels"] == [None, None]
+    # the verdict chart's line: hinge has no fixed level (was a 0.5 line for every loss); cdcgan's ns game has 0.5
+    assert d["d_level"] is None and cdcgan["d_level"] == [0.5, "0.5"]
     grid = _png(client.get(f"/api/runs/{DCGAN}/samples/{d['grids'][-1]['file']}"))
     assert grid.shape[0] > 28
     info = client.get(f"/api/runs/{CDCGAN}/model").json()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import math
 import os
 import statistics
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .config import ConfigError
+from .config import MAX_IMAGES, ConfigError
 from .data import IDX_DATASETS, builtin_name, load_dataset
 from .evaluator import accuracy, fit_classifier
 from .fileio import atomic_write_text
@@ -44,16 +45,22 @@ def augment_eval(run_dir: str | Path, n_fakes: int = 10_000, seeds: int = 3, epo
     bad = [s for s in settings if s not in SETTINGS]
     if bad or not settings:
         raise ConfigError(f"unknown --settings {', '.join(bad) or '(none)'}; choose from {', '.join(SETTINGS)}")
-    for flag, v in (
-        ("--n-fakes", n_fakes),
-        ("--seeds", seeds),
-        ("--n-real", 1 if n_real is None else n_real),
-        ("--n-test", 1 if n_test is None else n_test),
+    twice = sorted({s for s in settings if settings.count(s) > 1})
+    if twice:
+        raise ConfigError(f"--settings names {', '.join(twice)} twice; give each setting once")
+    # A training set needs two images: the classifier's batch norm cannot learn from a batch of one (it is skipped).
+    for flag, v, least in (
+        ("--n-fakes", n_fakes, 2),
+        ("--seeds", seeds, 1),
+        ("--n-real", 2 if n_real is None else n_real, 2),
+        ("--n-test", 1 if n_test is None else n_test, 1),
     ):
-        if v < 1:
-            raise ConfigError(f"{flag} must be at least 1, got {v}")
-    if not epochs > 0:
-        raise ConfigError(f"--epochs must be above 0, got {epochs}")
+        if v < least:
+            raise ConfigError(f"{flag} must be at least {least}, got {v}")
+    if n_fakes > MAX_IMAGES:
+        raise ConfigError(f"--n-fakes must be at most {MAX_IMAGES:,}, got {n_fakes:,}; the fakes are held in memory")
+    if not (math.isfinite(epochs) and epochs > 0):
+        raise ConfigError(f"--epochs must be a finite number above 0, got {epochs}")
     t0 = time.perf_counter()
     run = load_run(run_dir, device)
     cfg = run.config.data

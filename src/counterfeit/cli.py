@@ -232,9 +232,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("action", choices=["train", "show"])
     ev.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
-    ev.add_argument("--epochs", type=int, default=10)
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--out", help="weights path without suffix (default: the package's weights folder)")
+    ev.add_argument("--epochs", type=int, help="train: passes over the training split (default 10)")
+    ev.add_argument("--seed", type=int, help="train: the seed (default 0)")
+    ev.add_argument("--out", help="train: where to write NAME.safetensors and NAME.json; a name with or without .safetensors, "
+                                  "or a folder (default: the package's weights, replaced)")  # fmt: skip
+    ev.add_argument("--force", action="store_true", help="train: replace the files --out names if they exist")
     x = sub.add_parser("export", help="write labelled fakes as a dataset: class folders of PNGs, labels.csv, .npz, idx .gz",
                        epilog=EXAMPLES["export"], formatter_class=fmt)  # fmt: skip
     x.add_argument("run_dir", metavar="RUN_DIR")
@@ -630,12 +632,12 @@ class _StopFlag:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """Write samples of a run as a grid PNG, a folder of PNGs or an .npz."""
-    from .config import ConfigError
+    from .config import MAX_IMAGES, ConfigError
     from .export import write_samples
     from .runs import run_data_kind
 
-    if args.n < 1 or args.n > 1_000_000:
-        raise ConfigError(f"-n must be between 1 and 1,000,000, got {args.n}")
+    if args.n < 1 or args.n > MAX_IMAGES:
+        raise ConfigError(f"-n must be between 1 and {MAX_IMAGES:,}, got {args.n}")
     points = run_data_kind(args.run_dir) == "points"  # None for an unreadable run: write_samples says why
     fmt = _sample_format(args.format, args.out, points)
     # A toy run's npz gets a scatter plot of the same name beside it: that PNG is as much the user's as --out.
@@ -707,11 +709,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Score a run's fakes (or a set of images) and print a short summary."""
     import json
 
-    from .config import ConfigError
+    from .config import MAX_IMAGES, ConfigError
     from .metrics.evaluate import evaluate_images, load_image_source, parse_metrics, score_run, write_results
 
-    if args.n is not None and not 2 <= args.n <= 1_000_000:
-        raise ConfigError(f"--n must be between 2 and 1,000,000, got {args.n}")
+    if args.n is not None and not 2 <= args.n <= MAX_IMAGES:
+        raise ConfigError(f"--n must be between 2 and {MAX_IMAGES:,}, got {args.n}")
     if args.json and not args.fakes:
         raise ConfigError("--json goes with --fakes; a run's scores are written to RUN_DIR/metrics.json")
     _refuse_existing(args.json, args.force, flag="--json")  # before minutes of scoring
@@ -847,24 +849,38 @@ def cmd_evaluator(args: argparse.Namespace) -> int:
     """Train the domain evaluator, or show the record of the shipped one."""
     import json
 
+    from .config import ConfigError
     from .evaluator import load_evaluator, train_evaluator
 
     if args.action == "show":
+        given = [flag for flag, v in (("--epochs", args.epochs), ("--seed", args.seed), ("--out", args.out)) if v is not None]
+        if given or args.force:
+            raise ConfigError(
+                f"{', '.join(given or ['--force'])}: only 'evaluator train' takes it; 'show' prints the shipped judge's record"
+            )
         print(json.dumps(load_evaluator(args.dataset).meta, indent=2))
         return 0
-    command = " ".join(["counterfeit evaluator train", "--dataset", args.dataset, "--epochs", str(args.epochs), "--seed", str(args.seed)])
-    meta = train_evaluator(args.dataset, epochs=args.epochs, seed=args.seed, out=Path(args.out) if args.out else None, command=command)
+    epochs, seed = 10 if args.epochs is None else args.epochs, 0 if args.seed is None else args.seed
+    out = None
+    if args.out:
+        out = Path(args.out)
+        out = out / f"{args.dataset}-evaluator" if out.is_dir() else out.with_suffix("") if out.suffix in (".safetensors", ".json") else out
+        there = [p for p in (out.with_name(out.name + ".safetensors"), out.with_name(out.name + ".json")) if p.exists()]
+        if there and not args.force:
+            raise ConfigError(f"{there[0]} exists; pass --force to replace it, or another --out")
+    command = " ".join(["counterfeit evaluator train", "--dataset", args.dataset, "--epochs", str(epochs), "--seed", str(seed)])
+    meta = train_evaluator(args.dataset, epochs=epochs, seed=seed, out=out, command=command)
     print(json.dumps(meta, indent=2))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a labelled synthetic dataset folder from a run."""
-    from .config import ConfigError
+    from .config import MAX_IMAGES, ConfigError
     from .synthetic import export_dataset
 
-    if not 1 <= args.n <= 1_000_000:
-        raise ConfigError(f"--n must be between 1 and 1,000,000, got {args.n}")
+    if not 1 <= args.n <= MAX_IMAGES:
+        raise ConfigError(f"--n must be between 1 and {MAX_IMAGES:,}, got {args.n}")
     m = export_dataset(args.run_dir, args.n, args.out, args.seed, args.classes, args.force, args.device, args.command_line)
     counts = ", ".join(f"{k} {v}" for k, v in m["counts"].items() if v)
     print(f"wrote {m['n']} fakes to {args.out} (labels: {m['label_source']}; {counts})")

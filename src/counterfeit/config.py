@@ -105,6 +105,7 @@ class OptimConfig:
 
 
 MAX_SEED = 2**31 - 1  # every command's and the studio's seed range: 0 to MAX_SEED
+MAX_IMAGES = 1_000_000  # the most images one command draws (sample, eval, export, augment-eval): they are held in memory
 
 
 @dataclass(frozen=True)

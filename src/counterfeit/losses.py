@@ -174,6 +174,21 @@ _LEVELS: dict[str, tuple[Level | None, Level | None]] = {
     "ns": (_CROSS_ENTROPY, (math.log(2), "ln 2")), "minimax": (_CROSS_ENTROPY, (-math.log(2), "-ln 2")), "hinge": ((2.0, "2"), None),
 }  # fmt: skip
 
+# Where D's mean sigmoid(score), the logged D(x) and D(G(z)), sits when D cannot tell reals from fakes. ns and minimax
+# are cross-entropies, so the sigmoid is D's probability 'real' and the level 1/2. lsgan aims D's raw score at 1 for
+# reals and 0 for fakes: a D that cannot tell scores 1/2, sigmoid(1/2) ~ 0.622. hinge (any shared score within the
+# margin is an optimum) and wgan-gp (a critic's scores drift freely) have no level: their curves meet, somewhere.
+_D_OUTPUT_LEVELS: dict[str, Level] = {
+    "ns": (0.5, "0.5"),
+    "minimax": (0.5, "0.5"),
+    "lsgan": (1 / (1 + math.exp(-0.5)), "sigmoid(0.5) = 0.622"),
+}
+
+
+def d_output_level(loss_name: str | None) -> Level | None:
+    """Where the D(x) and D(G(z)) curves (mean sigmoid of D's score) sit when D cannot tell, or None for no fixed level."""
+    return _D_OUTPUT_LEVELS.get(loss_name) if isinstance(loss_name, str) else None
+
 
 # Terms the logged loss_D / loss_G carry on top of the game's own loss (AC's cross-entropy, MS, R1, recall)
 EXTRA_TERMS = ("ac_weight", "ms_weight", "r1_gamma", "recall_weight")

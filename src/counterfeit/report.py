@@ -6,21 +6,24 @@ import base64
 import html
 import io
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
+from .checkpoints import CheckpointError, list_checkpoints
 from .config import ConfigError
-from .data import IDX_DATASETS
+from .data import IDX_DATASETS, TOY_DATASETS
 from .fileio import atomic_write_bytes, atomic_write_text
-from .losses import extra_terms, indifference_levels
-from .runs import is_run_dir, read_stats
+from .losses import d_output_level, extra_terms, indifference_levels
+from .runs import is_run_dir, reached_nimg, read_stats
 from .timelapse import GIF_NAME, MAX_FRAMES, evenly, sample_grids, timelapse_gif
 
 MAX_GRIDS = 8  # enough to see training unfold without making the page tens of megabytes
 PLOT_NAMES = ("losses", "d_outputs", "fid", "coverage", "classes")
 _RECON = re.compile(r"^recon(\d+(?:\.\d+)?)kimg\.png$")
 AE_LOSSES = ("loss", "loss_rec", "loss_kl")  # an autoencoder's stats.jsonl rows (no loss_D / loss_G)
+log = logging.getLogger(__name__)
 
 _CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 980px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -47,25 +50,32 @@ def write_report(run_dir: str | Path, out: Path | None = None) -> Path:
     plot_dir = run_dir / "report"
 
     config, config_text, config_error = _read_config(run_dir)
-    stats = [r for r in read_stats(run_dir) if isinstance(r.get("kimg"), (int, float))]
+    damaged: list[int] = []
+    stats = [r for r in read_stats(run_dir, damaged) if isinstance(r.get("kimg"), (int, float))]
     metrics, metrics_error = _read_metrics(run_dir)
     fid_evals = _read_metric_lines(run_dir, "fid")
     coverage_evals = _read_metric_lines(run_dir, "coverage")
     alarms = [(r["kimg"], str(r["alarm"])) for r in stats if r.get("alarm")]
 
     plots = _make_plots(config, stats, metrics, fid_evals, coverage_evals, alarms)
-    for name in PLOT_NAMES:
-        # A plot that lost its data (say, metrics.json was deleted) must not linger beside the new report.
-        if name not in plots:
-            (plot_dir / f"{name}.png").unlink(missing_ok=True)
-    for name, png in plots.items():
-        atomic_write_bytes(plot_dir / f"{name}.png", png)
+    try:
+        for name in PLOT_NAMES:
+            # A plot that lost its data (say, metrics.json was deleted) must not linger beside the new report.
+            if name not in plots:
+                (plot_dir / f"{name}.png").unlink(missing_ok=True)
+        for name, png in plots.items():
+            atomic_write_bytes(plot_dir / f"{name}.png", png)
+    except OSError as e:
+        if out.resolve().is_relative_to(run_dir.resolve()):
+            raise  # the page itself would fail to be written there too: one error, the first
+        # A read-only run folder still gets its report elsewhere (--out): the page inlines every plot.
+        log.warning(f"the plot files were not written to {plot_dir} ({e.strerror or e}); the report inlines them")
 
     eval_hint = f"run <code>counterfeit eval {_e(str(run_dir))}</code>"
     sections = [
         _header(run_dir, config, stats),
-        _section_training(stats, plots, config),
-        _section_health(stats, plots, alarms, eval_hint),
+        _section_training(stats, plots, config, damaged, run_dir),
+        _section_health(stats, plots, alarms, eval_hint, config),
         _section_classes(plots, metrics, metrics_error, eval_hint, _data_name(config)),
         _section_metrics(metrics, metrics_error, eval_hint),
         _section_samples(run_dir),
@@ -175,6 +185,9 @@ def _make_plots(
         pairs = [(r["kimg"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
         return [p[0] for p in pairs], [p[1] for p in pairs]
 
+    def dots(xs: list[float]) -> str | None:
+        return "." if len(xs) < 3 else None  # a line through one point draws nothing (a run stopped in its first tick)
+
     def mark_alarms(ax: Any) -> None:
         for i, (kimg, _) in enumerate(alarms):
             ax.axvline(kimg, color="#b00020", ls=":", lw=1.2, label="alarm" if i == 0 else None)
@@ -191,8 +204,8 @@ def _make_plots(
     xs_g, loss_g = series(stats, "loss_G")
     if loss_d or loss_g:
         fig, ax = new_axes("Losses", "loss")
-        ax.plot(xs_d, loss_d, color="C0", label="loss_D")
-        ax.plot(xs_g, loss_g, color="C1", label="loss_G")
+        ax.plot(xs_d, loss_d, color="C0", label="loss_D", marker=dots(xs_d))
+        ax.plot(xs_g, loss_g, color="C1", label="loss_G", marker=dots(xs_g))
         d_level, g_level = indifference_levels(_loss_section(config))
         for values, level, color in ((loss_d, d_level, "C0"), (loss_g, g_level, "C1")):
             if values and level is not None:
@@ -203,16 +216,22 @@ def _make_plots(
         fig, ax = new_axes("Losses (per image)", "loss")
         for i, k in enumerate(AE_LOSSES):
             if series(stats, k)[0]:
-                ax.plot(*series(stats, k), color=f"C{i}", label=k, ls=":" if k == "loss" else "-")
+                xs, ys = series(stats, k)
+                ax.plot(xs, ys, color=f"C{i}", label=k, ls=":" if k == "loss" else "-", marker=dots(xs))
         ax.legend(fontsize=8)
         plots["losses"] = png(fig)
 
     d_keys = [k for k in ("D(x)", "D(G(z))", "D(G(z))_after_D") if series(stats, k)[0]]
     if d_keys:
-        fig, ax = new_axes("D's outputs", "mean probability 'real'")
+        loss_name = _section_of(config, "loss", "name", "ns")
+        probability = loss_name in ("ns", "minimax")  # cross-entropy: sigmoid(score) is D's probability 'real'
+        fig, ax = new_axes("D's outputs", "mean probability 'real'" if probability else "mean sigmoid(D's score)")
         for k in d_keys:
-            ax.plot(*series(stats, k), label=k, ls=":" if k.endswith("_after_D") else "-")
-        ax.axhline(0.5, color="grey", ls="--", lw=1, label="0.5 (D cannot tell)")
+            xs, ys = series(stats, k)
+            ax.plot(xs, ys, label=k, ls=":" if k.endswith("_after_D") else "-", marker=dots(xs))
+        if (level := d_output_level(loss_name)) is not None:
+            value, label = level
+            ax.axhline(value, color="grey", ls="--", lw=1, label=f"{label} (D cannot tell)")
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=8)
         plots["d_outputs"] = png(fig)
@@ -294,7 +313,8 @@ def _histograms(metrics: dict[str, Any] | None) -> tuple[dict[str, float] | None
         out = {str(k): float(v) for k, v in h.items() if isinstance(v, (int, float))}
         return out or None
 
-    return clean(cov.get("histogram")), clean(cov.get("real_histogram"))
+    # The reals' share as coverage asked for it (a class left out of training has none), else their plain counts.
+    return clean(cov.get("histogram")), clean(cov.get("real_share")) or clean(cov.get("real_histogram"))
 
 
 def _shares(hist: dict[str, float], names: list[str]) -> list[float]:
@@ -335,9 +355,18 @@ def _duration(seconds: float) -> str:
 def _header(run_dir: Path, config: dict[str, Any], stats: list[dict[str, Any]]) -> str:
     last = stats[-1] if stats else {}
     total = _section_of(config, "loop", "total_kimg")
-    kimg = f"{last['kimg']:g}" if "kimg" in last else "0 (no stats yet)"
+    try:
+        saved = reached_nimg(run_dir) / 1000  # a stop saves between ticks: the checkpoint can be ahead of the stats
+    except CheckpointError:
+        saved = 0.0
+    logged = last["kimg"] if "kimg" in last else 0.0
+    kimg = f"{max(saved, logged):g}"
     if isinstance(total, (int, float)):
         kimg += f" of {total:g}"
+    if saved > logged:
+        kimg += f" (the checkpoint; stats to {logged:g})" if stats else " (the checkpoint; no stats yet)"
+    elif not stats:
+        kimg += " (no stats yet)"
     seconds = last.get("seconds")
     wall = f"{seconds:g} s ({_duration(seconds)})" if isinstance(seconds, (int, float)) else "unknown"
     rows = [
@@ -358,10 +387,17 @@ def _header(run_dir: Path, config: dict[str, Any], stats: list[dict[str, Any]]) 
     return f"<h1>{_e(run_dir.name)}</h1>\n<table>{table}</table>\n<nav>{nav}</nav>"
 
 
-def _section_training(stats: list[dict[str, Any]], plots: dict[str, bytes], config: dict[str, Any]) -> str:
+def _section_training(
+    stats: list[dict[str, Any]], plots: dict[str, bytes], config: dict[str, Any], damaged: list[int], run_dir: Path
+) -> str:
     parts = ["<h2 id='training'>Training curves</h2>"]
+    if damaged:
+        where = ", ".join(str(n) for n in damaged[:5]) + (", ..." if len(damaged) > 5 else "")
+        parts.append(_missing(f"stats.jsonl has {len(damaged)} unreadable line{'s' if len(damaged) > 1 else ''} (line "
+                              f"{where}), left out of the curves: they join across the gap"))  # fmt: skip
     if not stats:
-        parts.append(_missing("no training statistics yet: stats.jsonl is missing or empty; train with <code>counterfeit train</code>"))
+        how = f"counterfeit train --resume {_e(str(run_dir))}" if list_checkpoints(run_dir) else "counterfeit train"
+        parts.append(_missing(f"no training statistics yet: stats.jsonl is missing or empty; train with <code>{how}</code>"))
         return "\n".join(parts)
     ae = not any("loss_D" in r or "loss_G" in r for r in stats) and any(k in r for r in stats for k in AE_LOSSES)
     if "losses" in plots and ae:
@@ -394,20 +430,40 @@ def _section_training(stats: list[dict[str, Any]], plots: dict[str, bytes], conf
     else:
         parts.append(_missing("no losses in stats.jsonl"))
     if "d_outputs" in plots:
-        parts.append(
-            "<p>D(x) is D's mean verdict on reals, D(G(z)) on fakes (before D's step; _after_D: after it); "
-            "both drift to 0.5 when D cannot tell them apart.</p>"
-        )
+        parts.append(f"<p>D(x) is D's mean verdict on reals, D(G(z)) on fakes (before D's step; _after_D: after it). "
+                     f"{_d_output_reading(_section_of(config, 'loss', 'name', 'ns'))}</p>")  # fmt: skip
         parts.append(_img(plots["d_outputs"], "D outputs", "plot"))
     elif not ae:  # an autoencoder has no D to report on
         parts.append(_missing("no D outputs in stats.jsonl"))
     return "\n".join(parts)
 
 
-def _section_health(stats: list[dict[str, Any]], plots: dict[str, bytes], alarms: list[tuple[float, str]], eval_hint: str) -> str:
+def _d_output_reading(loss_name: str) -> str:
+    """How to read the D(x) and D(G(z)) curves of a run trained with `loss_name`."""
+    if loss_name in ("ns", "minimax"):
+        return "Both are D's probability 'real' and drift to 0.5 when D cannot tell them apart."
+    if loss_name == "lsgan":
+        return ("Each is the sigmoid of D's score; least squares aims that score at 1 for reals and 0 for fakes, so a D "
+                "that cannot tell scores 1/2 on both: the dashed line, sigmoid(0.5) = 0.622.")  # fmt: skip
+    if loss_name == "hinge":
+        return ("Each is the sigmoid of D's score, not a probability: with the hinge loss any score that reals and fakes "
+                "share (within the margin) is an optimum, so the two curves meet when D cannot tell, at no fixed level.")  # fmt: skip
+    if loss_name == "wgan-gp":
+        return ("Each is the sigmoid of the critic's score, not a probability: a critic's scores drift freely (only the gap "
+                "between reals and fakes, its estimate of the distance, means anything), so read the gap, not the level; "
+                "the FID below says more about quality.")  # fmt: skip
+    return "Each is the sigmoid of D's score; the two curves meet when D cannot tell reals from fakes."
+
+
+def _section_health(
+    stats: list[dict[str, Any]], plots: dict[str, bytes], alarms: list[tuple[float, str]], eval_hint: str, config: dict[str, Any]
+) -> str:
     parts = ["<h2 id='health'>FID and coverage over training</h2>"]
     if "fid" in plots:
         parts.append(_img(plots["fid"], "FID over training", "plot"))
+    elif _data_name(config) in TOY_DATASETS:
+        parts.append(_missing("no FID for 2-D points: a toy run is scored by the modes it covers and its share of "
+                              "high-quality samples (the chart below)"))  # fmt: skip
     else:
         parts.append(_missing(f"no FID yet: no training-time evaluation in stats.jsonl and no metric-fid.jsonl; {eval_hint}"))
     if "coverage" in plots:
@@ -418,7 +474,13 @@ def _section_health(stats: list[dict[str, Any]], plots: dict[str, bytes], alarms
         items = "".join(f"<li><b>{_e(f'{k:g}')} kimg</b>: {_e(text)}</li>" for k, text in alarms)
         parts.append(f"<p class='alarm'>Mode-collapse alarms (dotted red lines above):</p>\n<ul class='alarm'>{items}</ul>")
     elif any(k.startswith(("cov/", "toy/")) for r in stats for k in r):
-        parts.append("<p>No mode-collapse alarm fired.</p>")
+        armed = _section_of(config, "loop", "alarm_after_kimg", 40.0)
+        reached = stats[-1]["kimg"]
+        if isinstance(armed, (int, float)) and reached < armed:  # the alarm judges absolute coverage only from there on
+            parts.append(f"<p>No mode-collapse alarm fired, but none could yet: the alarm watches from {armed:g} kimg "
+                         f"(--alarm-after-kimg) and this run's stats reach {reached:g}. Read the coverage chart above.</p>")  # fmt: skip
+        else:
+            parts.append("<p>No mode-collapse alarm fired.</p>")
     return "\n".join(parts)
 
 
@@ -441,6 +503,11 @@ def _section_classes(plots: dict[str, bytes], metrics: dict[str, Any] | None, me
         ]  # fmt: skip
         if facts:
             parts.append(f"<p>{', '.join(facts)}.</p>")
+        off = cov.get("off_target")
+        if isinstance(off, dict) and isinstance(off.get("fraction"), (int, float)) and isinstance(off.get("classes"), list):
+            names = ", ".join(str(c) for c in off["classes"])
+            parts.append(f"<p>{_e(names)}: left out of training (--exclude-class), so no share of the reals is asked for it; "
+                         f"{100 * off['fraction']:.2f} % of the fakes were judged to be it.</p>")  # fmt: skip
         parts.append(_img(plots["classes"], "class histogram", "plot"))
     elif not judged:
         parts.append(_missing(f"class coverage counts Fashion-MNIST and MNIST classes, which the judge knows; this run "
@@ -522,9 +589,7 @@ def _section_samples(run_dir: Path) -> str:
             atomic_write_bytes(run_dir / "samples" / GIF_NAME, gif)  # the issue's promise: report (re)writes samples/timelapse.gif
         except OSError:  # a read-only run folder still gets its report (written elsewhere with --out)
             pass
-        parts.append(
-            f"<h3>Timelapse</h3>\n<p>All {len(grids)} grids as an animation (samples/{GIF_NAME}, at most {MAX_FRAMES} frames).</p>"
-        )
+        parts.append(f"<h3>Timelapse</h3>\n<p>The readable grids as an animation (samples/{GIF_NAME}, at most {MAX_FRAMES} frames).</p>")
         parts.append(f"<figure class='timelapse'>{_img(gif, 'timelapse of the sample grids', mime='image/gif')}</figure>")
     return "\n".join(parts)
 
@@ -579,7 +644,15 @@ def _section_augment(run_dir: Path) -> list[str]:
         parts.append(
             f"<table><tr><th>training set</th><th>images</th><th>real-test accuracy (%)</th><th>std over seeds (pp)</th></tr>{rows}</table>"
         )
-        parts.append(f"<p>From eval/augment.json, {_e(rec.get('date', ''))}, {_e(_fmt(rec.get('seconds')))} s.</p>")
+        at = f", the checkpoint at {rec['kimg']:g} kimg" if isinstance(rec.get("kimg"), (int, float)) else ""
+        parts.append(f"<p>From eval/augment.json{at}, {_e(rec.get('date', ''))}, {_e(_fmt(rec.get('seconds')))} s.</p>")
+        try:
+            newest = reached_nimg(run_dir) / 1000
+        except CheckpointError:
+            newest = None
+        if at and newest is not None and newest > rec["kimg"] + 5e-4:  # the run trained on (a resume) after this record was made
+            parts.append(_missing(f"the run has trained on since, to {newest:g} kimg: run <code>counterfeit augment-eval "
+                                  f"{_e(str(run_dir))}</code> again for its newest checkpoint"))  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError) as e:
         parts.append(
             _missing(

@@ -94,20 +94,25 @@ def is_run_dir(path: Path) -> bool:
     return (Path(path) / "config.json").is_file()
 
 
-def read_stats(run_dir: Path) -> list[dict[str, Any]]:
-    """All parseable lines of a run's stats.jsonl (a torn last line from a crash is skipped)."""
+def read_stats(run_dir: Path, damaged: list[int] | None = None) -> list[dict[str, Any]]:
+    """All parseable lines of a run's stats.jsonl (a torn last line from a crash is skipped).
+
+    `damaged`, if given, receives the 1-based numbers of the lines that were skipped (blank lines aside).
+    """
     path = Path(run_dir) / "stats.jsonl"
     if not path.is_file():
         return []
     rows = []
     # A damaged file (bad bytes, a line that is not an object) must not hide the rest of the run.
-    for line in path.read_text(errors="replace").splitlines():
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            continue
+            row = None
         if isinstance(row, dict):
             rows.append(row)
+        elif damaged is not None and line.strip():
+            damaged.append(number)
     return rows
 
 

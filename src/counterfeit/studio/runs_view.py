@@ -9,7 +9,7 @@ from typing import Any
 
 from ..checkpoints import list_checkpoints
 from ..config import ConfigError, load_config
-from ..losses import indifference_levels
+from ..losses import d_output_level, indifference_levels
 from ..runs import is_run_dir, read_stats, run_data_kind, run_row
 from .jobs import Jobs
 
@@ -55,6 +55,8 @@ def run_detail(run_dir: Path, jobs: Jobs, since: int = 0) -> dict[str, Any]:
         "config": cfg,
         # the loss chart's "D cannot tell" lines: [[value, label] or null for D, the same for G]
         "loss_levels": indifference_levels(config.loss) if config is not None else [None, None],
+        # the verdict chart's line: [value, label], or null where the loss has no fixed level (hinge, wgan-gp)
+        "d_level": d_output_level(config.loss.name) if config is not None else None,
         "stats": stats[since:],
         "stats_total": len(stats),
         "grids": grids["fakes"],

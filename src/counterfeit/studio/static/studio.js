@@ -184,8 +184,9 @@ function drawRun() {
     // Where the losses sit when D cannot tell (the server's loss_levels, from counterfeit.losses)
     Plot.line($("#chart-loss"), { title: "Losses", series: [series("loss_D", "D", "#c2571a"), series("loss_G", "G", "#1f6f43")],
       hlines: (d.loss_levels || []).filter(Boolean).map(([y, label]) => ({ y, label })) });
+    // D's verdicts meet when D cannot tell; only some losses put that at a fixed level (the server's d_level)
     Plot.line($("#chart-d"), { title: "D's verdicts", ymin: 0, ymax: 1, series: [series("D(x)", "D(x)", "#3367d6"), series("D(G(z))", "D(G(z))", "#c2571a")],
-      hlines: [{ y: 0.5, label: "can't tell" }] });
+      hlines: d.d_level ? [{ y: d.d_level[0], label: "can't tell" }] : [] });
   }
   const toy = rows.some((r) => "toy/modes" in r);
   if (toy) {
