@@ -160,3 +160,6 @@ def test_evaluator_cli_refuses_train_options_for_show_and_keeps_named_files(tmp_
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"{target} exists; pass --force" in err
         assert target.read_bytes() == b"precious"
+    # a folder still to be made (trailing slash), and a file where a folder should be: refused before any training
+    assert main(["evaluator", "train", "--out", str(precious / "judge")]) == 2
+    assert f"{precious} is a file, not a folder" in capsys.readouterr().err

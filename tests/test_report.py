@@ -183,7 +183,7 @@ def test_a_stopped_run_reports_its_checkpoint_and_how_to_resume(tmp_path):
     """A stop saves between ticks: the header gives the checkpoint's kimg, and a run with no stats is resumed, not restarted."""
     from torch import nn
 
-    from counterfeit.checkpoints import save_checkpoint
+    from counterfeit.checkpoints import list_checkpoints, save_checkpoint
 
     run = _small_run(tmp_path)
     save_checkpoint(run, 10_000, {"G": nn.Linear(1, 1)}, {}, {})
@@ -192,13 +192,19 @@ def test_a_stopped_run_reports_its_checkpoint_and_how_to_resume(tmp_path):
     (run / "stats.jsonl").unlink()
     page = write_report(run).read_text()
     assert "10 of 40 (the checkpoint; no stats yet)" in page and f"counterfeit train --resume {run}" in page
+    # A newest checkpoint that cannot be read (here: no image count in its state) is said, and no resume is offered.
+    save_checkpoint(run, 12_000, {"G": nn.Linear(1, 1)}, {}, {})
+    (ckpt := list_checkpoints(run)[-1]).write_bytes(ckpt.read_bytes()[:100])
+    page = write_report(run).read_text()
+    assert "(the newest checkpoint is unreadable)" in page and "--resume" not in page
 
 
 def test_no_alarm_is_news_only_once_the_alarm_watches(tmp_path):
     """Before --alarm-after-kimg the alarm cannot fire, and the report says so instead of 'no alarm fired'."""
     cov = {"cov/classes": 3, "cov/num_classes": 10, "cov/dup": 1.0}
     page = write_report(_small_run(tmp_path, rows=((4.0, cov), (8.0, cov)))).read_text()
-    assert "none could yet: the alarm watches from 40 kimg" in page and "stats reach 8" in page
+    assert "checks of missing classes and duplicates start at 40 kimg" in page and "stats reach 8" in page
+    assert "coverage falling 2 or more below the best seen" in page  # that check runs from the start
     (tmp_path / "b").mkdir()
     page = write_report(_small_run(tmp_path / "b", rows=((4.0, cov), (8.0, cov)), alarm_after_kimg=4.0)).read_text()
     assert "<p>No mode-collapse alarm fired.</p>" in page

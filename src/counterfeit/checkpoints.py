@@ -30,9 +30,11 @@ class CheckpointError(Exception):
 
 def _unwrap(module: nn.Module) -> nn.Module:
     """The plain module inside DDP (`.module`) and torch.compile (`._orig_mod`) wrappers, so keys carry no wrapper prefix."""
-    while isinstance(getattr(module, "module", None), nn.Module) or isinstance(getattr(module, "_orig_mod", None), nn.Module):
-        module = getattr(module, "module", None) or module._orig_mod
-    return module
+    while True:
+        inner = next((m for m in (getattr(module, "module", None), getattr(module, "_orig_mod", None)) if isinstance(m, nn.Module)), None)
+        if inner is None:
+            return module
+        module = inner
 
 
 def _module_tensors(prefix: str, module: nn.Module) -> dict[str, torch.Tensor]:

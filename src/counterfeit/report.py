@@ -158,6 +158,20 @@ def _section_of(config: dict[str, Any], section: str, key: str, default: Any = N
     return value.get(key, default) if isinstance(value, dict) else default
 
 
+def _loss_name(config: dict[str, Any]) -> str | None:
+    """The run's loss name, None when config.json does not say (no level is then drawn or claimed)."""
+    name = _section_of(config, "loss", "name")
+    return name if isinstance(name, str) else None
+
+
+def _checkpoint_kimg(run_dir: Path) -> tuple[float | None, str | None]:
+    """(kimg of the newest checkpoint, None without one; why it could not be read, or None)."""
+    try:
+        return (reached_nimg(run_dir) / 1000 if list_checkpoints(run_dir) else None), None
+    except (CheckpointError, KeyError, TypeError, ValueError) as e:
+        return None, str(e) if isinstance(e, CheckpointError) else f"{list_checkpoints(run_dir)[-1]} has no image count"
+
+
 # ---------------------------------------------------------------- plots
 
 
@@ -223,7 +237,7 @@ def _make_plots(
 
     d_keys = [k for k in ("D(x)", "D(G(z))", "D(G(z))_after_D") if series(stats, k)[0]]
     if d_keys:
-        loss_name = _section_of(config, "loss", "name", "ns")
+        loss_name = _loss_name(config)
         probability = loss_name in ("ns", "minimax")  # cross-entropy: sigmoid(score) is D's probability 'real'
         fig, ax = new_axes("D's outputs", "mean probability 'real'" if probability else "mean sigmoid(D's score)")
         for k in d_keys:
@@ -355,10 +369,8 @@ def _duration(seconds: float) -> str:
 def _header(run_dir: Path, config: dict[str, Any], stats: list[dict[str, Any]]) -> str:
     last = stats[-1] if stats else {}
     total = _section_of(config, "loop", "total_kimg")
-    try:
-        saved = reached_nimg(run_dir) / 1000  # a stop saves between ticks: the checkpoint can be ahead of the stats
-    except CheckpointError:
-        saved = 0.0
+    saved, problem = _checkpoint_kimg(run_dir)  # a stop saves between ticks: the checkpoint can be ahead of the stats
+    saved = saved or 0.0
     logged = last["kimg"] if "kimg" in last else 0.0
     kimg = f"{max(saved, logged):g}"
     if isinstance(total, (int, float)):
@@ -367,6 +379,8 @@ def _header(run_dir: Path, config: dict[str, Any], stats: list[dict[str, Any]]) 
         kimg += f" (the checkpoint; stats to {logged:g})" if stats else " (the checkpoint; no stats yet)"
     elif not stats:
         kimg += " (no stats yet)"
+    if problem:
+        kimg += " (the newest checkpoint is unreadable)"
     seconds = last.get("seconds")
     wall = f"{seconds:g} s ({_duration(seconds)})" if isinstance(seconds, (int, float)) else "unknown"
     rows = [
@@ -394,9 +408,10 @@ def _section_training(
     if damaged:
         where = ", ".join(str(n) for n in damaged[:5]) + (", ..." if len(damaged) > 5 else "")
         parts.append(_missing(f"stats.jsonl has {len(damaged)} unreadable line{'s' if len(damaged) > 1 else ''} (line "
-                              f"{where}), left out of the curves: they join across the gap"))  # fmt: skip
+                              f"{where}), left out of the curves"))  # fmt: skip
     if not stats:
-        how = f"counterfeit train --resume {_e(str(run_dir))}" if list_checkpoints(run_dir) else "counterfeit train"
+        saved, problem = _checkpoint_kimg(run_dir)
+        how = f"counterfeit train --resume {_e(str(run_dir))}" if saved is not None and not problem else "counterfeit train"
         parts.append(_missing(f"no training statistics yet: stats.jsonl is missing or empty; train with <code>{how}</code>"))
         return "\n".join(parts)
     ae = not any("loss_D" in r or "loss_G" in r for r in stats) and any(k in r for r in stats for k in AE_LOSSES)
@@ -407,7 +422,7 @@ def _section_training(
         )
         parts.append(_img(plots["losses"], "loss curves", "plot"))
     elif "losses" in plots:
-        loss_name = _section_of(config, "loss", "name", "ns")
+        loss_name = _loss_name(config)
         d_level, g_level = indifference_levels(_loss_section(config))
         extra = extra_terms(_loss_section(config))
         if extra:
@@ -431,27 +446,27 @@ def _section_training(
         parts.append(_missing("no losses in stats.jsonl"))
     if "d_outputs" in plots:
         parts.append(f"<p>D(x) is D's mean verdict on reals, D(G(z)) on fakes (before D's step; _after_D: after it). "
-                     f"{_d_output_reading(_section_of(config, 'loss', 'name', 'ns'))}</p>")  # fmt: skip
+                     f"{_d_output_reading(_loss_name(config))}</p>")  # fmt: skip
         parts.append(_img(plots["d_outputs"], "D outputs", "plot"))
     elif not ae:  # an autoencoder has no D to report on
         parts.append(_missing("no D outputs in stats.jsonl"))
     return "\n".join(parts)
 
 
-def _d_output_reading(loss_name: str) -> str:
+def _d_output_reading(loss_name: str | None) -> str:
     """How to read the D(x) and D(G(z)) curves of a run trained with `loss_name`."""
     if loss_name in ("ns", "minimax"):
         return "Both are D's probability 'real' and drift to 0.5 when D cannot tell them apart."
     if loss_name == "lsgan":
         return ("Each is the sigmoid of D's score; least squares aims that score at 1 for reals and 0 for fakes, so a D "
-                "that cannot tell scores 1/2 on both: the dashed line, sigmoid(0.5) = 0.622.")  # fmt: skip
+                f"that cannot tell scores 1/2 on both: the dashed line, {d_output_level('lsgan')[1]}.")  # fmt: skip
     if loss_name == "hinge":
         return ("Each is the sigmoid of D's score, not a probability: with the hinge loss any score that reals and fakes "
                 "share (within the margin) is an optimum, so the two curves meet when D cannot tell, at no fixed level.")  # fmt: skip
     if loss_name == "wgan-gp":
         return ("Each is the sigmoid of the critic's score, not a probability: a critic's scores drift freely (only the gap "
                 "between reals and fakes, its estimate of the distance, means anything), so read the gap, not the level; "
-                "the FID below says more about quality.")  # fmt: skip
+                "the FID, where the run has one, says more about quality.")  # fmt: skip
     return "Each is the sigmoid of D's score; the two curves meet when D cannot tell reals from fakes."
 
 
@@ -477,8 +492,9 @@ def _section_health(
         armed = _section_of(config, "loop", "alarm_after_kimg", 40.0)
         reached = stats[-1]["kimg"]
         if isinstance(armed, (int, float)) and reached < armed:  # the alarm judges absolute coverage only from there on
-            parts.append(f"<p>No mode-collapse alarm fired, but none could yet: the alarm watches from {armed:g} kimg "
-                         f"(--alarm-after-kimg) and this run's stats reach {reached:g}. Read the coverage chart above.</p>")  # fmt: skip
+            parts.append(f"<p>No mode-collapse alarm fired. Its checks of missing classes and duplicates start at {armed:g} "
+                         f"kimg (--alarm-after-kimg) and this run's stats reach {reached:g}: until then it watches only for "
+                         f"coverage falling 2 or more below the best seen. Read the coverage chart above.</p>")  # fmt: skip
         else:
             parts.append("<p>No mode-collapse alarm fired.</p>")
     return "\n".join(parts)
@@ -646,10 +662,7 @@ def _section_augment(run_dir: Path) -> list[str]:
         )
         at = f", the checkpoint at {rec['kimg']:g} kimg" if isinstance(rec.get("kimg"), (int, float)) else ""
         parts.append(f"<p>From eval/augment.json{at}, {_e(rec.get('date', ''))}, {_e(_fmt(rec.get('seconds')))} s.</p>")
-        try:
-            newest = reached_nimg(run_dir) / 1000
-        except CheckpointError:
-            newest = None
+        newest, _ = _checkpoint_kimg(run_dir)
         if at and newest is not None and newest > rec["kimg"] + 5e-4:  # the run trained on (a resume) after this record was made
             parts.append(_missing(f"the run has trained on since, to {newest:g} kimg: run <code>counterfeit augment-eval "
                                   f"{_e(str(run_dir))}</code> again for its newest checkpoint"))  # fmt: skip

@@ -461,7 +461,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
                 z = dist.shard(torch.randn(L.batch_size, G.z_dim, device=device, generator=shared))  # (B, z_dim)
                 real_y = y_all[idx] if cond else None  # (B,)
                 fake_y = dist.shard(torch.randint(C, (L.batch_size,), device=device, generator=shared)) if cond else None  # (B,) uniform
-                loss_D, real_logits, fake_logits = d_step(G_gen, D_train, opt_D, loss, real, z, real_y, fake_y)  # (), (B,), (B,)
+                loss_D, real_logits, fake_logits = d_step(G_gen, D_train, opt_D, loss, real, z, real_y, fake_y)  # (), (B / pack,) x 2
             # Step 2: D is frozen; G learns from D's verdict on fresh fakes labelled real.
             z = dist.shard(torch.randn(L.batch_size, G.z_dim, device=device, generator=shared))  # (B, z_dim)
             fake_y = dist.shard(torch.randint(C, (L.batch_size,), device=device, generator=shared)) if cond else None  # (B,)
@@ -470,7 +470,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
                 pool_z = dist.shard(torch.randn(cfg.loss.recall_pool, G.z_dim, device=device, generator=shared))  # (P, z_dim)
                 pool_y = dist.shard(torch.randint(C, (cfg.loss.recall_pool,), device=device, generator=shared)) if cond else None  # (P,)
                 recall = RecallBatch(real, real_y, pool_z, pool_y)
-            loss_G, fake_logits_g = g_step(G_train, D_judge, opt_G, loss, z, fake_y, recall)  # (), (B,)
+            loss_G, fake_logits_g = g_step(G_train, D_judge, opt_G, loss, z, fake_y, recall)  # (), (B / pack,)
             with torch.no_grad():
                 acc.add_(torch.stack([loss_D, loss_G, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean(),
                                       torch.sigmoid(fake_logits_g).mean()]).to(acc.dtype))  # fmt: skip
