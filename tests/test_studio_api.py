@@ -422,3 +422,16 @@ def test_a_long_job_log_still_names_its_run_and_last_line(tmp_path):
     (jobs.dir / "0123456789ab.log").write_text("run folder: /x/runs/00007-ring8-mlp\n" + ticks + "done: 00007-ring8-mlp\n")
     job = jobs.get("0123456789ab")
     assert job["run"] == "00007-ring8-mlp" and job["state"] == "done" and not job["alive"]
+
+
+def test_a_resume_the_cli_would_refuse_is_a_400_not_a_failed_job(runs, tmp_path):
+    """The studio checks a resume with the CLI's own rules (runs.resume_config) before it starts a training process."""
+    import shutil
+
+    root = tmp_path / "runs"
+    shutil.copytree(runs / DCGAN, root / DCGAN)
+    for ckpt in (root / DCGAN / "checkpoints").glob("*.safetensors"):
+        ckpt.unlink()
+    client = TestClient(create_app(root), base_url="http://127.0.0.1")
+    assert "holds no checkpoint to resume from" in _error(client.post(f"/api/runs/{DCGAN}/resume", json={"kimg": 60}), 400)
+    assert not list(root.glob(".studio/jobs/*"))  # no training process was started to fail

@@ -529,57 +529,20 @@ _OPTIONS = ("data", "model", "loss", "kimg", "epochs", "batch_size", "seed", "da
             "snapshot_kimg", "keep_checkpoints", "eval_every_kimg", "eval_n", "alarm_after_kimg", "device",
             "channels_last", "compile", "precision", "cuda_graphs",
             "gp_weight", "r1_gamma", "ac_weight", "twin_ac", "ms_weight", "recall_weight", "recall_pool", "diffaug", "spectral_norm", "mbstd", "pack", "beta", "noise_std", "exclude_class", "standardise")  # fmt: skip
-# How long and how fast, not what is learned:
-_RESUMABLE = ("kimg", "epochs", "device", "channels_last", "compile", "precision", "cuda_graphs")
-
-
-def _changes(saved, option: str, value) -> bool:
-    """Whether setting one train option on a saved config changes it (an option it cannot take counts as a change)."""
-    from .config import ConfigError, extend_config
-
-    try:
-        return extend_config(saved, **{option: value}) != saved
-    except (ConfigError, TypeError, ValueError):
-        return True
 
 
 def _train_config(args: argparse.Namespace):
     """(existing run folder or None, config) from the command line."""
-    from .checkpoints import list_checkpoints
-    from .config import ConfigError, extend_config, load_config, make_config
-    from .data import builtin_name
-    from .runs import check_resume_length
+    from .config import ConfigError, make_config
+    from .runs import resume_config
 
     given = {k: getattr(args, k) for k in _OPTIONS if getattr(args, k) is not None}
     if not args.resume:
         return None, make_config(**given)
     run_dir = Path(args.resume)
-    if not (run_dir / "config.json").is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no config.json); pass a folder such as runs/00000-fashion-mnist-dcgan")
+    cfg = resume_config(run_dir, given)
     if args.out is not None and Path(args.out).expanduser().resolve() != run_dir.resolve().parent:
         raise ConfigError(f"--out makes a new run folder; a resumed run stays in {run_dir}: drop --out")
-    saved = load_config(run_dir / "config.json")
-    # A run on a folder of images may say where that folder went; a built-in dataset cannot be swapped.
-    folder_run = builtin_name(saved.data.name) is None
-    fixed = sorted(set(given) - set(_RESUMABLE) - ({"data"} if folder_run and builtin_name(given.get("data", "")) is None else set()))
-    fixed = [k for k in fixed if _changes(saved, k, given[k])]  # repeating the run's own value (say its --seed) is no change
-    if fixed:
-        flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
-        raise ConfigError(
-            f"{flags} cannot change when resuming; a resumed run keeps its config.json (only --kimg, --epochs, --device, --channels-last, --compile, --precision, --cuda-graphs may change, and --data for a folder that moved)"
-        )
-    if folder_run and "data" not in given and not Path(saved.data.name).expanduser().is_dir():
-        raise ConfigError(f"{run_dir} trained on the folder {saved.data.name}, which is not there; if it moved, add --data NEW_FOLDER")
-    # Training from scratch in the folder would overwrite the stats and grids a missing checkpoint leaves behind.
-    ckpts = list_checkpoints(run_dir)
-    if not ckpts:
-        raise ConfigError(
-            f"{run_dir / 'checkpoints'} holds no checkpoint to resume from; start a new run with counterfeit train (same options)"
-        )
-    cfg = extend_config(saved, **given)
-    # Without --kimg/--epochs the run goes to its planned end, which a finished run may have passed by part of a batch.
-    if args.kimg is not None or args.epochs is not None:
-        check_resume_length(run_dir, cfg.loop.total_kimg, "--epochs" if args.epochs is not None else "--kimg")
     return run_dir, cfg
 
 

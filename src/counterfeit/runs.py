@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from .checkpoints import CheckpointError, list_checkpoints, load_module, read_checkpoint
-from .config import ConfigError, RunConfig, load_config
+from .config import ConfigError, RunConfig, extend_config, load_config
+from .data import builtin_name
 from .fileio import atomic_write_text, temp_glob
 from .models import ModelSpec, build_models, get_spec
 
@@ -82,6 +83,50 @@ def check_resume_length(run_dir: Path, total_kimg: float, flag: str = "--kimg") 
     if total_kimg * 1000 < reached:
         raise ConfigError(f"{flag} asks for {total_kimg:g} kimg, less than the {reached / 1000:g} kimg {run_dir} has reached; "
                           f"pass more, or leave {flag} out to keep its planned length")  # fmt: skip
+
+
+# What a resume may change: how long and how fast, not what is learned (and --data, for a folder that moved).
+RESUMABLE = ("kimg", "epochs", "device", "channels_last", "compile", "precision", "cuda_graphs")
+
+
+def _changes(saved: RunConfig, option: str, value: Any) -> bool:
+    """Whether setting one flat option on a saved config changes it (an option it cannot take counts as a change)."""
+    try:
+        return extend_config(saved, **{option: value}) != saved
+    except (ConfigError, TypeError, ValueError):
+        return True
+
+
+def resume_config(run_dir: Path, given: dict[str, Any], kimg_flag: str = "--kimg") -> RunConfig:
+    """The config to resume `run_dir` with the flat options `given`, or a one-line ConfigError saying what cannot be.
+
+    `kimg_flag` names the length in the error of a resume shorter than the run has reached (the studio's form field).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no config.json); pass a folder such as runs/00000-fashion-mnist-dcgan")
+    saved = load_config(run_dir / "config.json")
+    # A run on a folder of images may say where that folder went; a built-in dataset cannot be swapped.
+    folder_run = builtin_name(saved.data.name) is None
+    fixed = sorted(set(given) - set(RESUMABLE) - ({"data"} if folder_run and builtin_name(given.get("data", "")) is None else set()))
+    fixed = [k for k in fixed if _changes(saved, k, given[k])]  # repeating the run's own value (say its --seed) is no change
+    if fixed:
+        flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
+        may = ", ".join("--" + k.replace("_", "-") for k in RESUMABLE)
+        raise ConfigError(f"{flags} cannot change when resuming; a resumed run keeps its config.json (only {may} may change, "
+                          f"and --data for a folder that moved)")  # fmt: skip
+    if folder_run and "data" not in given and not Path(saved.data.name).expanduser().is_dir():
+        raise ConfigError(f"{run_dir} trained on the folder {saved.data.name}, which is not there; if it moved, add --data NEW_FOLDER")
+    # Training from scratch in the folder would overwrite the stats and grids a missing checkpoint leaves behind.
+    if not list_checkpoints(run_dir):
+        raise ConfigError(
+            f"{run_dir / 'checkpoints'} holds no checkpoint to resume from; start a new run with counterfeit train (same options)"
+        )
+    cfg = extend_config(saved, **given)
+    # Without --kimg/--epochs the run goes to its planned end, which a finished run may have passed by part of a batch.
+    if "kimg" in given or "epochs" in given:
+        check_resume_length(run_dir, cfg.loop.total_kimg, "--epochs" if "epochs" in given else kimg_flag)
+    return cfg
 
 
 def write_config(run_dir: Path, cfg: RunConfig) -> None:

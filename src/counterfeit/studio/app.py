@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 from ..checkpoints import CheckpointError
 from ..config import TOY_MODEL, ConfigError, RunConfig, make_config
 from ..data import DataError
-from ..runs import check_resume_length, reached_nimg
+from ..runs import reached_nimg
 from . import generate as gen
 from . import latent_panel
 from .jobs import RESUMABLE, Jobs, check_config, parse_options
@@ -173,10 +173,11 @@ def resume(studio: Studio, request: Request, params: Params) -> dict:
     run_dir = run_path(studio.runs_dir, request.path_params["name"])
     given = parse_options(params, RESUMABLE)
     params.done()
-    cfg = check_config(given, run_dir)
-    if "kimg" in given:
-        check_resume_length(run_dir, cfg.loop.total_kimg, flag="'train on to'")
-    elif reached_nimg(run_dir) >= cfg.loop.total_kimg * 1000:  # a job that would end at once, saying only "done"
+    job = studio.jobs.for_run(run_dir.name)
+    if job is not None and job["alive"]:  # before the config checks: a run still starting has no checkpoint to resume from
+        raise StudioError(f"{run_dir.name} is training already", 409)
+    cfg = check_config(given, run_dir)  # a kimg below what the run has reached is refused there
+    if "kimg" not in given and reached_nimg(run_dir) >= cfg.loop.total_kimg * 1000:  # a job that would end at once, saying only "done"
         raise StudioError(f"{run_dir.name} has reached its planned {cfg.loop.total_kimg:g} kimg; give a larger kimg to train on", 409)
     return studio.jobs.start(given, resume=run_dir)
 

@@ -21,12 +21,13 @@ from typing import Any
 
 import counterfeit
 
-from ..config import MAX_SEED, ConfigError, extend_config, load_config, make_config, option_type
+from ..config import MAX_SEED, ConfigError, make_config, option_type
 from ..data import IDX_DATASETS, TOY_DATASETS, builtin_name
 from ..data.load import class_index_in
 from ..fileio import atomic_write_text
 from ..losses import LOSSES
 from ..models import MODELS, build_models, get_spec
+from ..runs import resume_config
 from .params import Params, StudioError
 
 MAX_LIVE_JOBS = 2  # two trainings already share a 2-core laptop; a third would only slow the others
@@ -75,7 +76,8 @@ def parse_options(params: Params, allowed: tuple[str, ...] = OPTIONS) -> dict[st
 
 def check_config(given: dict[str, Any], resume_dir: Path | None = None):
     """Build the run config with the CLI's own code (make_config / extend_config) and check the models fit it."""
-    cfg = extend_config(load_config(resume_dir / "config.json"), **given) if resume_dir else make_config(**given)
+    # A resume follows the CLI's rules (runs.resume_config), checked here so a bad one is a 400, not a failed job.
+    cfg = resume_config(resume_dir, given, kimg_flag="'train on to'") if resume_dir else make_config(**given)
     builtin = builtin_name(cfg.data.name)
     spec, kind = get_spec(cfg.model.name), "points" if builtin in TOY_DATASETS else "images"
     if spec.data_kind != kind:  # the CLI finds this on loading the data; here the name tells
