@@ -531,3 +531,14 @@ def test_ctrl_c_while_python_imports_is_one_line(monkeypatch, capsys):
 def test_studio_refuses_a_runs_folder_whose_parent_is_missing(tmp_path, capsys):
     _one_line_error(capsys, ["studio", "--runs", str(tmp_path / "typo" / "runs"), "--port", "0"], "typo", "does not exist")
     assert not (tmp_path / "typo").exists()
+
+
+def test_every_train_flag_reaches_the_config():
+    """train's flags are the config's flat options (all passed on, from config.FLAT_OPTIONS) plus the command's own five."""
+    from counterfeit.cli import _parser
+    from counterfeit.config import FLAT_OPTIONS
+
+    flags = set(vars(_parser().parse_args(["train"])))
+    assert flags - set(FLAT_OPTIONS) - {"epochs"} == {"command", "dry_run", "no_progress", "out", "resume"}
+    # the options without a flag come from the data (classes) or the model family (widths' caps), or are spelt --kimg
+    assert set(FLAT_OPTIONS) - flags == {"class_names", "num_classes", "g_max_width", "d_max_width", "total_kimg"}

@@ -524,19 +524,13 @@ def _postfix(s: dict) -> str:
     return text + (" COLLAPSING" if "alarm" in s else "")
 
 
-_OPTIONS = ("data", "model", "loss", "kimg", "epochs", "batch_size", "seed", "data_dir", "resolution", "channels", "z_dim",
-            "g_width", "d_width", "g_depth", "d_depth", "lr_g", "lr_d", "beta1", "beta2", "lr_rampdown", "d_steps", "ema_halflife_kimg", "tick_kimg", "sample_kimg",
-            "snapshot_kimg", "keep_checkpoints", "eval_every_kimg", "eval_n", "alarm_after_kimg", "device",
-            "channels_last", "compile", "precision", "cuda_graphs",
-            "gp_weight", "r1_gamma", "ac_weight", "twin_ac", "ms_weight", "recall_weight", "recall_pool", "diffaug", "spectral_norm", "mbstd", "pack", "beta", "noise_std", "exclude_class", "standardise")  # fmt: skip
-
-
 def _train_config(args: argparse.Namespace):
     """(existing run folder or None, config) from the command line."""
-    from .config import ConfigError, make_config
+    from .config import FLAT_OPTIONS, ConfigError, make_config
     from .runs import resume_config
 
-    given = {k: getattr(args, k) for k in _OPTIONS if getattr(args, k) is not None}
+    # Every train flag named after a config option is passed on (the config's own list, so none is forgotten).
+    given = {k: v for k in (*FLAT_OPTIONS, "epochs") if (v := getattr(args, k, None)) is not None}
     if not args.resume:
         return None, make_config(**given)
     run_dir = Path(args.resume)

@@ -212,6 +212,7 @@ _FIELDS = {
     "data": ("data", "name"), "model": ("model", "name"), "loss": ("loss", "name"), "kimg": ("loop", "total_kimg"),
     **{f.name: (section, f.name) for section, cls in _section_types.items() for f in fields(cls) if f.name != "name"},
 }  # fmt: skip
+FLAT_OPTIONS = tuple(_FIELDS)  # every flat option make_config takes (and 'epochs', converted to kimg from the data's size)
 
 
 def option_type(option: str) -> type:
