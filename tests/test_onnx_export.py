@@ -103,3 +103,20 @@ def test_onnx_export_without_onnx_says_how_to_install(tmp_path, monkeypatch, cap
     assert main(["export-onnx", str(tmp_path), "--out", str(tmp_path / "g.onnx")]) == 2
     err = capsys.readouterr().err
     assert "pip install 'counterfeit[onnx]'" in err and err.count("\n") == 1
+
+
+def test_a_toy_runs_graph_is_described_as_points(tmp_path, capfd):
+    """A 2-D toy's graph outputs points (N, 2), and its metadata says so (it claimed 28x28 images in [-1, 1])."""
+    runs = tmp_path / "runs"
+    short = ["--kimg", "0.128", "--tick-kimg", "0.064", "--snapshot-kimg", "0.064", "--sample-kimg", "0.064"]
+    assert main(["train", "--data", "ring8", *short, "--eval-every-kimg", "0", "--no-progress", "--out", str(runs)]) == 0
+    run_dir, out = next(runs.iterdir()), tmp_path / "g.onnx"
+    assert main(["export-onnx", str(run_dir), "--out", str(out)]) == 0
+    G = load_run(run_dir).G
+    z = make_noise(9, G.z_dim, seed=3)  # (9, z_dim)
+    (points,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(["points"], {"z": z.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(points, G(z).numpy(), atol=1e-5)  # (9, 2)
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert "points (N, 2)" in meta["usage"] and meta["point_data"] == "ring8"
+    assert "image_shape" not in meta and "pixel_range" not in meta

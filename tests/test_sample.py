@@ -1,5 +1,6 @@
 """The sampling path: seeded noise, the noise stream, PNG folders, discriminator rejection sampling."""
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -70,3 +71,23 @@ def test_rejection_sampling_refuses_what_it_cannot_do():
         rejection_sample(
             G, lambda x: torch.full((len(x),), -1e4).index_fill(0, torch.tensor([0]), 0.0), 10, seed=0, percentile=100, max_draws=3
         )
+
+
+def test_a_conditional_grid_holds_the_npz_images_whatever_n(tiny_cond_run, tmp_path):
+    """Image i of a seed is the same in a grid as in an npz, for any n: the grid only places it in its class's row.
+
+    (A grid used to relabel its images one class per row, so its images changed with n and differed from the npz's.)
+    """
+    from counterfeit.export import write_samples
+    from counterfeit.sample import GRID_BACKGROUND, grid_by_class, image_grid
+
+    npz = np.load(write_samples(tiny_cond_run, 7, 3, "npz", tmp_path / "a.npz"))
+    images, labels = torch.from_numpy(npz["images"]).permute(0, 3, 1, 2), torch.from_numpy(npz["labels"])  # (7, 1, 28, 28), (7,)
+    assert labels.tolist() == [0, 1, 0, 1, 0, 1, 0]
+    for n in (3, 7):
+        grid = np.asarray(Image.open(write_samples(tiny_cond_run, n, 3, "grid", tmp_path / f"g{n}.png")))
+        tiles, ncol = grid_by_class(images[:n], labels[:n])
+        assert np.array_equal(grid, np.asarray(image_grid(tiles, ncol)))
+    tiles, ncol = grid_by_class(images, labels)
+    assert ncol == 4 and torch.equal(tiles[:4], images[[0, 2, 4, 6]]) and torch.equal(tiles[4:7], images[[1, 3, 5]])
+    assert (tiles[7] == GRID_BACKGROUND).all()  # the short row is padded with the grid's background

@@ -14,7 +14,7 @@ from .config import ConfigError
 from .data.load import find_class
 from .fileio import atomic_write_bytes, write_many
 from .runs import conditional_class_names, load_run, load_slot
-from .sample import generate, png_bytes, rejection_sample, save_grid, save_scatter, to_pil, to_uint8
+from .sample import generate, grid_by_class, png_bytes, rejection_sample, save_grid, save_scatter, to_pil, to_uint8
 
 log = logging.getLogger("counterfeit")
 
@@ -36,23 +36,19 @@ def pick_class(names: list[str], name_or_index: str) -> int:
     raise ConfigError(f"unknown class '{text}'; choose a name or index: {', '.join(f'{i}={n}' for i, n in enumerate(names))}")
 
 
-def sample_labels(run, n: int, class_name: str | None = None, by_row: bool = False) -> tuple[torch.Tensor | None, int | None]:
-    """(labels (n,) or None, grid columns or None) for sampling a run: one class when named, else balanced classes.
+def sample_labels(run, n: int, class_name: str | None = None) -> torch.Tensor | None:
+    """Labels (n,) for sampling a run: one class when named, else sample i gets class i % C; None when unconditional.
 
-    With by_row, a conditional grid gets one class per row (ceil(n / C) columns); unconditional runs get (None, None)
-    and a one-line error when a class is named.
+    Image i of a seed is then the same in a grid, an npz, a folder, `export` and `eval`, whatever n (a grid only
+    arranges it: grid_by_class). An unconditional run given a class name gets a one-line error.
     """
     if not run.spec.conditional:
         if class_name is not None:
             resolve_class(run, class_name)  # raises the one-line error
-        return None, None
-    c = run.config.model.num_classes
+        return None
     if class_name is not None:
-        return torch.full((n,), resolve_class(run, class_name), dtype=torch.int64), None  # (n,)
-    if by_row:
-        nrow = -(-n // c)  # one row per class: ceil(n / C) columns
-        return torch.arange(c).repeat_interleave(nrow)[:n], nrow  # (n,)
-    return torch.arange(n) % c, None  # (n,) balanced
+        return torch.full((n,), resolve_class(run, class_name), dtype=torch.int64)  # (n,)
+    return torch.arange(n) % run.config.model.num_classes  # (n,) balanced
 
 
 def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out: str | Path | None = None, device: str = "cpu",
@@ -68,7 +64,7 @@ def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out
     tag += f"-drs{drs:g}" if drs is not None else ""
     default_name = f"sample-seed{seed}-n{n}{tag}" + {"grid": ".png", "folder": "", "npz": ".npz"}[fmt]
     out = Path(out) if out else run.run_dir / "samples" / default_name
-    labels, nrow = sample_labels(run, n, class_name, by_row=fmt == "grid")
+    labels = sample_labels(run, n, class_name)
     if drs is not None:
         x, acceptance = drs_samples(run, n, seed, drs, device)
         log.info(f"discriminator rejection sampling kept {acceptance:.1%} of the candidates")
@@ -83,7 +79,10 @@ def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out
             save_npz(out, points=x.numpy().astype(np.float32))
         return out if fmt == "npz" else png
     if fmt == "grid":
-        return save_grid(x, out, nrow=nrow)
+        if labels is not None and class_name is None:  # balanced classes: one class per row
+            x, nrow = grid_by_class(x, labels)
+            return save_grid(x, out, nrow=nrow)
+        return save_grid(x, out)
     if fmt == "npz":
         extra = {"labels": labels.numpy()} if labels is not None else {}
         return save_npz(out, images=x.permute(0, 2, 3, 1).numpy(), **extra)  # images (n, H, W, C) uint8

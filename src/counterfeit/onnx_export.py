@@ -47,6 +47,7 @@ def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 18) -> Path:
         raise OnnxExportError(f"--opset {opset} is not one this exporter writes; choose {MIN_OPSET} to {newest} (default 18)")
     run = load_run(run_dir)
     G, cond = run.G.float().eval(), run.spec.conditional
+    points = run.spec.data_kind == "points"  # a 2-D toy's G makes points (N, 2), not images
     z = torch.zeros(2, G.z_dim)  # (2, z_dim): the batch size is exported as a dynamic dimension
     batch = torch.export.Dim("batch", min=1, max=65536)
     if cond:
@@ -68,7 +69,7 @@ def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 18) -> Path:
         with warnings.catch_warnings():
             # z and labels share the batch axis on purpose; the exporter warns that it keeps one name for both.
             warnings.filterwarnings("ignore", message=r".*The axis name: batch will not be used", category=UserWarning)
-            program = torch.onnx.export(module, args, dynamo=True, input_names=names, output_names=["images"],
+            program = torch.onnx.export(module, args, dynamo=True, input_names=names, output_names=["points" if points else "images"],
                                         dynamic_shapes=shapes, opset_version=opset, verbose=False)  # fmt: skip
     except Exception as e:  # the exporter's errors are long; keep the first line
         raise OnnxExportError(f"torch.onnx could not export {run.run_dir}: {str(e).splitlines()[0]}") from None
@@ -78,12 +79,15 @@ def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 18) -> Path:
     cfg = run.config
     meta = {
         "counterfeit_version": __version__, "run": run.run_dir.name, "checkpoint": run.checkpoint.name,
-        "model": cfg.model.name, "z_dim": str(G.z_dim), "pixel_range": json.dumps(list(run.spec.pixel_range)),
-        "image_shape": json.dumps([cfg.data.channels, cfg.data.resolution, cfg.data.resolution]),
-        "class_names": json.dumps(list(cfg.data.class_names or [])),
+        "model": cfg.model.name, "z_dim": str(G.z_dim), "class_names": json.dumps(list(cfg.data.class_names or [])),
         "usage": "z ~ N(0, I) of shape (N, z_dim) float32" + (", labels (N,) int64 class indices" if cond else "")
-                 + "; images (N, C, H, W) float32 in pixel_range",
+                 + ("; points (N, 2) float32, in the toy's own coordinates" if points else "; images (N, C, H, W) float32 in pixel_range"),
     }  # fmt: skip
+    if points:
+        meta["point_data"] = cfg.data.name
+    else:
+        meta["pixel_range"] = json.dumps(list(run.spec.pixel_range))
+        meta["image_shape"] = json.dumps([cfg.data.channels, cfg.data.resolution, cfg.data.resolution])
     model = program.model_proto
     got = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if got != opset:  # torch builds opset 18 and converts; a failed conversion leaves 18 with only a logged warning

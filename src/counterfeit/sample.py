@@ -14,6 +14,7 @@ from torch import nn
 from .fileio import atomic_write_bytes
 
 _NOISE_BLOCK = 256
+GRID_BACKGROUND = 40  # grey of the gaps between grid tiles (and of empty tiles), set off from black and white images
 
 
 def make_noise(n: int, z_dim: int, seed: int, device: str | torch.device = "cpu") -> torch.Tensor:
@@ -134,12 +135,27 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> I
     n, c, h, w = images.shape
     nrow = nrow or math.ceil(math.sqrt(n))
     rows = math.ceil(n / nrow)
-    canvas = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 40, dtype=np.uint8)
+    canvas = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), GRID_BACKGROUND, dtype=np.uint8)
     arr = images.permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
     for i in range(n):
         r, q = divmod(i, nrow)
         canvas[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = arr[i]
     return to_pil(canvas)
+
+
+def grid_by_class(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Uint8 images (N, C, H, W) rearranged one class per row, in sample order within a row, for image_grid.
+
+    Returns (tiles, columns): short rows are padded with tiles of the grid's background, and classes with no
+    image get no row, so the images stay the ones an npz of the same seed holds, only placed by class.
+    """
+    classes = torch.unique(labels)  # (K,) sorted
+    rows = [torch.nonzero(labels == k).squeeze(1) for k in classes]  # each (n_k,)
+    ncol = max(len(r) for r in rows)
+    tiles = torch.full((len(rows) * ncol, *images.shape[1:]), GRID_BACKGROUND, dtype=images.dtype)  # (K * ncol, C, H, W)
+    for i, r in enumerate(rows):
+        tiles[i * ncol : i * ncol + len(r)] = images[r]
+    return tiles, ncol
 
 
 def to_pil(image_hwc: np.ndarray) -> Image.Image:

@@ -16,7 +16,7 @@ from ..checkpoints import CheckpointError, list_checkpoints
 from ..config import MAX_SEED
 from ..export import resolve_class, sample_labels
 from ..runs import LoadedRun, conditional_class_names, load_run
-from ..sample import generate, image_grid, png_bytes, scatter_image, to_pil
+from ..sample import generate, grid_by_class, image_grid, png_bytes, scatter_image, to_pil
 from .params import Params, StudioError, run_path
 
 MAX_COUNT = 256  # images per request: a 16x16 grid, or a zip of 256 PNGs
@@ -85,12 +85,13 @@ def parse_request(root: Path, params: Params) -> Request:
 def render(cache: ModelCache, req: Request) -> tuple[bytes, str, str]:
     """(body, media type, file name) for a Generate request."""
     run = cache.get(req.run_dir, req.ema)
-    labels, nrow = sample_labels(run, req.n, req.class_name, by_row=req.fmt == "png")
+    labels = sample_labels(run, req.n, req.class_name)
     points = run.spec.data_kind == "points"
     x = generate(run.G, None if points else run.spec.pixel_range, req.n, req.seed, labels=labels, truncation=req.truncation)
     tag = f"{run.run_dir.name}-seed{req.seed}-n{req.n}" + (f"-class{resolve_class(run, req.class_name)}" if req.class_name else "")
     if req.fmt == "png":
-        img = scatter_image(x) if points else image_grid(x, nrow=nrow)  # (n, 2) points or (n, C, H, W) uint8
+        tiles, nrow = grid_by_class(x, labels) if labels is not None and not req.class_name else (x, None)  # one class per row
+        img = scatter_image(x) if points else image_grid(tiles, nrow=nrow)  # (n, 2) points or (n, C, H, W) uint8
         return png_bytes(img), "image/png", tag + ".png"
     return _zip(run, x, labels, points), "application/zip", tag + ".zip"
 
