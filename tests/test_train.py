@@ -393,3 +393,17 @@ def test_bf16_on_a_gpu_without_it_is_a_one_line_error(monkeypatch):
     with pytest.raises(ConfigError, match="--precision bf16 needs a GPU with bfloat16 support; Old GPU has none"):
         _check_precision("bf16", torch.device("cuda"))
     _check_precision("bf16", torch.device("cpu"))  # CPU autocast emulates bf16: allowed
+
+
+def test_the_thread_count_is_logged_saved_and_a_change_on_resume_is_a_warning(tiny_folder, tmp_path, monkeypatch, caplog):
+    """CPU kernels split sums by thread, so a resume on another count is not bit for bit: the run says so."""
+    cfg = tiny_cfg(tiny_folder, kimg=0.064, eval_every_kimg=0)
+    run = create_run_dir(cfg, tmp_path)
+    train(cfg, run)
+    threads = torch.get_num_threads()
+    assert f", {threads} threads" in (run / "log.txt").read_text()
+    assert read_checkpoint(list_checkpoints(run)[-1])[1]["torch_threads"] == threads
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads + 5)
+    train(cfg.replace(loop={"total_kimg": 0.128}), run)
+    assert f"trained with {threads} CPU threads and this resume uses {threads + 5}" in caplog.text
+    assert f"OMP_NUM_THREADS={threads}" in caplog.text

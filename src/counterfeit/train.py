@@ -380,10 +380,14 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
         else:
             for group in opt.param_groups:
                 group["capturable"] = False
+    threads = torch.get_num_threads()  # CPU kernels split their sums by thread: another count moves the last bits
     if ckpts:
-        log.info(f"resuming {run_dir} from {ckpts[-1].name} at {cur_nimg / 1000:.1f} kimg on {device}, {precision}")
+        log.info(f"resuming {run_dir} from {ckpts[-1].name} at {cur_nimg / 1000:.1f} kimg on {device}, {precision}, {threads} threads")
+        if state.get("torch_threads", threads) != threads:
+            log.warning(f"{ckpts[-1].name} was trained with {state['torch_threads']} CPU threads and this resume uses {threads}: "
+                        f"it goes on fine, but not bit for bit as an unbroken run would (set OMP_NUM_THREADS={state['torch_threads']})")  # fmt: skip
     else:
-        log.info(f"starting {run_dir}: {cfg.model.name} on {cfg.data.name} ({n_data} items) on {device}, {precision}")
+        log.info(f"starting {run_dir}: {cfg.model.name} on {cfg.data.name} ({n_data} items) on {device}, {precision}, {threads} threads")
         _log_data_notes(data)
     if dist.world_size() > 1:
         log.info(f"{dist.world_size()} processes, {L.batch_size // dist.world_size()} images each per batch of {L.batch_size}")
@@ -435,7 +439,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     def checkpoint(done: bool, tick: dict | None = None) -> None:
         state = {"version": __version__, "torch": torch.__version__, "config": cfg.to_dict(), "done": done,
                  "seconds": elapsed_prev + time.time() - t_start, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                 "precision": precision}  # fmt: skip
+                 "precision": precision, "torch_threads": torch.get_num_threads()}  # fmt: skip
         if tick:  # a stop between ticks: the unfinished tick's sums, so the resumed run's next stats row is the unbroken one's
             state["tick"] = tick
         dist.expose_shared(shared)  # the checkpoint's RNG state is the shared stream's, so any process count resumes it
