@@ -209,6 +209,11 @@ def test_eval_run_and_fakes_cli(tiny_folder, fashion_dir, tmp_path, capsys, monk
     kid_prov, pr_prov = doc["metrics"]["kid"]["provenance"], doc["metrics"]["pr"]["provenance"]
     assert kid_prov["subset_size"] == 300 and kid_prov["subsets"] == 100 and "subsets of 300" in kid_prov["warning"]
     assert "from 300 fakes against 10000 reals" in pr_prov["warning"]  # the k-NN scores move with either count
+    from counterfeit.checkpoints import list_checkpoints
+    from counterfeit.fileio import sha256_file
+
+    # the checkpoint's bytes and the torch that drew the fakes are recorded, not only the checkpoint's name
+    assert kid_prov["checkpoint_sha256"] == sha256_file(list_checkpoints(run)[-1]) and kid_prov["torch"] == torch.__version__
     assert (
         doc["metrics"]["memorisation"]["provenance"]["n_fakes"] == 300 and doc["metrics"]["memorisation"]["provenance"]["n_train"] == 60000
     )

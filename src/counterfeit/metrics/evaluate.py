@@ -16,7 +16,7 @@ from .. import __version__
 from ..config import ConfigError
 from ..data import IDX_DATASETS, TOY_DATASETS, class_index, folder_image_shapes, load_dataset, toy_modes
 from ..export import read_npz_images
-from ..fileio import append_text, atomic_write_text
+from ..fileio import append_text, atomic_write_text, sha256_file
 from .classes import class_coverage, duplicate_rate, duplicate_threshold
 from .features import BackboneUnavailable, Features, as_nhwc_or_nchw_uint8, extract
 from .fid import fid, kid, kid_subset_size, small_n_warning
@@ -221,7 +221,9 @@ def score_run(
     run = load_run(run_dir)
     cfg, run_dir = run.config, run.run_dir
     kimg = run.state["cur_nimg"] / 1000
-    base = {"generator": "G_ema", "checkpoint": run.checkpoint.name, "kimg": kimg, "seed": seed}
+    # The checkpoint's bytes and the torch that drew the fakes: enough to tell two scores of 'the same' run apart.
+    base = {"generator": "G_ema", "checkpoint": run.checkpoint.name, "checkpoint_sha256": sha256_file(run.checkpoint), "kimg": kimg,
+            "seed": seed, "torch": torch.__version__}  # fmt: skip
     kept: list[float] = []  # the share of candidates DRS kept
 
     def draw(n_fakes: int, pixel_range) -> torch.Tensor:
