@@ -51,6 +51,11 @@ def sample_labels(run, n: int, class_name: str | None = None) -> torch.Tensor | 
     return torch.arange(n) % run.config.model.num_classes  # (n,) balanced
 
 
+def grid_tiles(x: torch.Tensor, labels: torch.Tensor | None, class_name: str | None) -> tuple[torch.Tensor, int | None]:
+    """(tiles, columns or None) for a sample grid: balanced classes one per row (grid_by_class), else x as it is."""
+    return grid_by_class(x, labels) if labels is not None and not class_name else (x, None)
+
+
 def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out: str | Path | None = None, device: str = "cpu",
                   class_name: str | None = None, drs: float | None = None) -> Path:  # fmt: skip
     """Sample n items with a seed from a run's EMA generator and write them as `grid`, `folder` or `npz`.
@@ -79,10 +84,8 @@ def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out
             save_npz(out, points=x.numpy().astype(np.float32))
         return out if fmt == "npz" else png
     if fmt == "grid":
-        if labels is not None and class_name is None:  # balanced classes: one class per row
-            x, nrow = grid_by_class(x, labels)
-            return save_grid(x, out, nrow=nrow)
-        return save_grid(x, out)
+        tiles, nrow = grid_tiles(x, labels, class_name)
+        return save_grid(tiles, out, nrow=nrow)
     if fmt == "npz":
         extra = {"labels": labels.numpy()} if labels is not None else {}
         return save_npz(out, images=x.permute(0, 2, 3, 1).numpy(), **extra)  # images (n, H, W, C) uint8

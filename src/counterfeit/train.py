@@ -439,7 +439,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     def checkpoint(done: bool, tick: dict | None = None) -> None:
         state = {"version": __version__, "torch": torch.__version__, "config": cfg.to_dict(), "done": done,
                  "seconds": elapsed_prev + time.time() - t_start, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                 "precision": precision, "torch_threads": torch.get_num_threads()}  # fmt: skip
+                 "precision": precision, "torch_threads": threads}  # fmt: skip
         if tick:  # a stop between ticks: the unfinished tick's sums, so the resumed run's next stats row is the unbroken one's
             state["tick"] = tick
         dist.expose_shared(shared)  # the checkpoint's RNG state is the shared stream's, so any process count resumes it

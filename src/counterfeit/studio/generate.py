@@ -14,9 +14,9 @@ import torch
 
 from ..checkpoints import CheckpointError, list_checkpoints
 from ..config import MAX_SEED
-from ..export import resolve_class, sample_labels
+from ..export import grid_tiles, resolve_class, sample_labels
 from ..runs import LoadedRun, conditional_class_names, load_run
-from ..sample import generate, grid_by_class, image_grid, png_bytes, scatter_image, to_pil
+from ..sample import generate, image_grid, png_bytes, scatter_image, to_pil
 from .params import Params, StudioError, run_path
 
 MAX_COUNT = 256  # images per request: a 16x16 grid, or a zip of 256 PNGs
@@ -90,8 +90,7 @@ def render(cache: ModelCache, req: Request) -> tuple[bytes, str, str]:
     x = generate(run.G, None if points else run.spec.pixel_range, req.n, req.seed, labels=labels, truncation=req.truncation)
     tag = f"{run.run_dir.name}-seed{req.seed}-n{req.n}" + (f"-class{resolve_class(run, req.class_name)}" if req.class_name else "")
     if req.fmt == "png":
-        tiles, nrow = grid_by_class(x, labels) if labels is not None and not req.class_name else (x, None)  # one class per row
-        img = scatter_image(x) if points else image_grid(tiles, nrow=nrow)  # (n, 2) points or (n, C, H, W) uint8
+        img = scatter_image(x) if points else image_grid(*grid_tiles(x, labels, req.class_name))  # (n, 2) points or (n, C, H, W) uint8
         return png_bytes(img), "image/png", tag + ".png"
     return _zip(run, x, labels, points), "application/zip", tag + ".zip"
 

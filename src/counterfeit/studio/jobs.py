@@ -75,7 +75,7 @@ def parse_options(params: Params, allowed: tuple[str, ...] = OPTIONS) -> dict[st
 
 
 def check_config(given: dict[str, Any], resume_dir: Path | None = None):
-    """Build the run config with the CLI's own code (make_config / extend_config) and check the models fit it."""
+    """Build the run config with the CLI's own code (make_config, or runs.resume_config) and check the models fit it."""
     # A resume follows the CLI's rules (runs.resume_config), checked here so a bad one is a 400, not a failed job.
     cfg = resume_config(resume_dir, given, kimg_flag="'train on to'") if resume_dir else make_config(**given)
     builtin = builtin_name(cfg.data.name)
