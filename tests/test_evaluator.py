@@ -117,7 +117,7 @@ def test_corrupt_weights_give_one_line_error(tmp_path):
 def test_train_save_load_round_trip(tmp_path, monkeypatch):
     # Synthetic data keeps this fast and independent of the dataset files.
     images = torch.randint(0, 256, (40, 1, 28, 28), dtype=torch.uint8)  # (N, 1, 28, 28)
-    monkeypatch.setattr(E, "load_split", lambda dataset, split: (images, torch.arange(40) % 10))
+    monkeypatch.setattr(E, "load_split", lambda dataset, split, data_dir=None: (images, torch.arange(40) % 10))
     meta = E.train_evaluator(epochs=1, batch_size=16, out=tmp_path / "fashion-mnist-evaluator", log=lambda s: None)
     assert meta["sha256"] == sha256_file(tmp_path / "fashion-mnist-evaluator.safetensors")
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporaries
@@ -163,3 +163,22 @@ def test_evaluator_cli_refuses_train_options_for_show_and_keeps_named_files(tmp_
     # a folder still to be made (trailing slash), and a file where a folder should be: refused before any training
     assert main(["evaluator", "train", "--out", str(precious / "judge")]) == 2
     assert f"{precious} is a file, not a folder" in capsys.readouterr().err
+
+
+def test_evaluator_train_reads_the_data_dir_it_is_given(tmp_path, capsys, monkeypatch):
+    """The offline message tells users to pass --data-dir, which 'evaluator train' lacked; 'show' refuses it."""
+    from counterfeit.cli import main
+    from counterfeit.data import DataError
+
+    asked = []
+
+    def fake_load_idx(name, split="train", data_dir=None, download=True):
+        asked.append((name, split, data_dir))
+        raise DataError(f"no {name} files in {data_dir}")
+
+    monkeypatch.setattr(E, "load_idx", fake_load_idx)
+    assert main(["evaluator", "train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "j")]) == 2
+    assert asked == [("mnist", "train", str(tmp_path))]
+    assert capsys.readouterr().err.count("\n") == 1
+    assert main(["evaluator", "show", "--data-dir", str(tmp_path)]) == 2
+    assert "--data-dir: only 'evaluator train' takes it" in capsys.readouterr().err

@@ -234,6 +234,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
     ev.add_argument("--epochs", type=int, help="train: passes over the training split (default 10)")
     ev.add_argument("--seed", type=int, help="train: the seed (default 0)")
+    ev.add_argument("--data-dir", help="train: where the dataset's idx files are (searched first, as for 'train')")
     ev.add_argument("--out", help="train: where to write NAME.safetensors and NAME.json; a name with or without .safetensors, "
                                   "or a folder (default: the package's weights, replaced)")  # fmt: skip
     ev.add_argument("--force", action="store_true", help="train: replace the files --out names if they exist")
@@ -810,7 +811,8 @@ def cmd_evaluator(args: argparse.Namespace) -> int:
     from .evaluator import load_evaluator, train_evaluator
 
     if args.action == "show":
-        given = [flag for flag, v in (("--epochs", args.epochs), ("--seed", args.seed), ("--out", args.out)) if v is not None]
+        options = (("--epochs", args.epochs), ("--seed", args.seed), ("--out", args.out), ("--data-dir", args.data_dir))
+        given = [flag for flag, v in options if v is not None]
         if given or args.force:
             raise ConfigError(
                 f"{', '.join(given or ['--force'])}: only 'evaluator train' takes it; 'show' prints the shipped judge's record"
@@ -829,8 +831,9 @@ def cmd_evaluator(args: argparse.Namespace) -> int:
         there = [p for p in (out.with_name(out.name + ".safetensors"), out.with_name(out.name + ".json")) if p.exists()]
         if there and not args.force:
             raise ConfigError(f"{there[0]} exists; pass --force to replace it, or another --out")
+    # --data-dir stays out of the record: where the files were says nothing of the weights (their checksums are verified).
     command = " ".join(["counterfeit evaluator train", "--dataset", args.dataset, "--epochs", str(epochs), "--seed", str(seed)])
-    meta = train_evaluator(args.dataset, epochs=epochs, seed=seed, out=out, command=command)
+    meta = train_evaluator(args.dataset, epochs=epochs, seed=seed, out=out, command=command, data_dir=args.data_dir)
     print(json.dumps(meta, indent=2))
     return 0
 

@@ -106,9 +106,9 @@ def predict(ev: Evaluator, images_uint8: np.ndarray | torch.Tensor, batch_size: 
     return torch.cat(probs), torch.cat(feats)
 
 
-def load_split(dataset: str = "fashion-mnist", split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+def load_split(dataset: str = "fashion-mnist", split: str = "test", data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, 1, 28, 28) uint8 and labels (N,) int64 of one split of an idx dataset."""
-    ds = load_idx(dataset, split)
+    ds = load_idx(dataset, split, data_dir)
     return ds.x, ds.labels
 
 
@@ -185,6 +185,7 @@ def train_evaluator(
     limit: int | None = None,
     command: str | None = None,
     log: Callable[[str], None] = print,
+    data_dir: str | None = None,
 ) -> dict:
     """Train the judge on the train split, measure test accuracy, write `<out>.safetensors` and `<out>.json`."""
     if not 1 <= epochs <= 1000:
@@ -192,8 +193,8 @@ def train_evaluator(
 
         raise ConfigError(f"--epochs must be from 1 to 1000, got {epochs}")
     out = Path(out) if out is not None else weights_path(dataset).with_suffix("")  # suffixes get appended
-    x_train, y_train = load_split(dataset, "train")  # (N, 1, 28, 28) uint8, (N,)
-    x_test, y_test = load_split(dataset, "test")
+    x_train, y_train = load_split(dataset, "train", data_dir)  # (N, 1, 28, 28) uint8, (N,)
+    x_test, y_test = load_split(dataset, "test", data_dir)
     if limit:  # tiny runs for smoke tests
         x_train, y_train, x_test, y_test = x_train[:limit], y_train[:limit], x_test[:limit], y_test[:limit]
     start, accuracies = time.perf_counter(), []
