@@ -13,6 +13,7 @@ from counterfeit.checkpoints import list_checkpoints, read_checkpoint
 from counterfeit.cli import _postfix, main
 from counterfeit.config import ConfigError, make_config
 from counterfeit.data import DataError, load_dataset
+from counterfeit.fileio import sha256_file
 from counterfeit.losses import gaussian_kl, reconstruction_loss
 from counterfeit.metrics.anomaly import auroc
 from counterfeit.models import MODELS, build_models
@@ -189,6 +190,7 @@ def test_eval_anomaly_cli(model, tiny_folder, tmp_path, capsys):
     assert doc["metrics"]["fid"] == {"fid": 1.0}  # an older metric of the same checkpoint is kept beside it
     prov = a["provenance"]
     assert prov["excluded_class"] == "rings" and prov["n_test"] == 96 and ("reconstruction" in prov["scorer"]) == (model == "vae")
+    assert prov["checkpoint_sha256"] == sha256_file(list_checkpoints(run)[-1]) and prov["torch"] == torch.__version__
     line = json.loads((run / "metric-anomaly.jsonl").read_text().splitlines()[-1])
     assert line["auroc"] == a["auroc"]
 

@@ -1,6 +1,7 @@
 """CLI smoke runs into tmp_path, the sample formats, the runs table, help texts and one-line errors."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from PIL import Image
 
 from counterfeit.checkpoints import list_checkpoints
 from counterfeit.cli import main
+from counterfeit.config import FLAT_OPTIONS
 from counterfeit.metrics.evaluate import evaluate_points
 
 SHORT = ["--kimg", "0.064", "--tick-kimg", "0.032", "--snapshot-kimg", "0.032", "--sample-kimg", "0.032", "--no-progress"]
@@ -370,8 +372,14 @@ def test_resume_refuses_to_start_over_or_to_shrink_a_run(tiny_folder, tmp_path, 
     run = _train(tmp_path, "--data", tiny_folder)
     config, stats = (run / "config.json").read_text(), (run / "stats.jsonl").read_text()
     reached = json.loads(stats.splitlines()[-1])["kimg"]
-    _one_line_error(capsys, ["train", "--resume", str(run), "--kimg", str(reached / 2)], "--kimg", f"{reached:g} kimg", "leave --kimg out")
-    _one_line_error(capsys, ["train", "--resume", str(run), "--epochs", "0.5"], "--epochs", "leave --epochs out")
+    err = _one_line_error(capsys, ["train", "--resume", str(run), "--kimg", str(reached / 2)], "--kimg", f"{reached:g} kimg", "pass more")
+    assert "leave" not in err and "leave" not in _one_line_error(capsys, ["train", "--resume", str(run), "--epochs", "0.5"], "--epochs")
+    # Only a run stopped short of its planned length is told it may leave the length out (a finished one would train nothing).
+    stopped = json.loads(config)
+    stopped["loop"]["total_kimg"] = 1.0
+    (run / "config.json").write_text(json.dumps(stopped))
+    _one_line_error(capsys, ["train", "--resume", str(run), "--kimg", str(reached / 2)], "leave --kimg out to keep its planned 1 kimg")
+    (run / "config.json").write_text(config)
     _one_line_error(capsys, ["train", "--resume", str(run), "--epochs", "0.01"], "--epochs 0.01 shows D 1 images, fewer than one batch")
     for ckpt in list_checkpoints(run):
         ckpt.unlink()
@@ -542,3 +550,40 @@ def test_every_train_flag_reaches_the_config():
     assert flags - set(FLAT_OPTIONS) - {"epochs"} == {"command", "dry_run", "no_progress", "out", "resume"}
     # the options without a flag come from the data (classes) or the model family (widths' caps), or are spelt --kimg
     assert set(FLAT_OPTIONS) - flags == {"class_names", "num_classes", "g_max_width", "d_max_width", "total_kimg"}
+
+
+# A value other than the default for each valued train flag, and the options that value needs beside it.
+_NON_DEFAULT = {
+    "data": ("mnist", ()), "model": ("cdcgan", ()), "loss": ("ns", ()), "kimg": ("12.5", ()), "resolution": ("32", ()),
+    "channels": ("3", ()), "data_dir": ("elsewhere", ()), "exclude_class": ("Bag", ()), "z_dim": ("16", ()),
+    "g_width": ("8", ()), "d_width": ("8", ()), "g_depth": ("1", ()), "d_depth": ("1", ()), "pack": ("2", ()),
+    "noise_std": ("0.1", ("--model", "dae")), "gp_weight": ("5", ("--loss", "wgan-gp")), "r1_gamma": ("1", ()),
+    "diffaug": ("color", ()), "ac_weight": ("0.5", ("--model", "cdcgan")), "ms_weight": ("1", ()), "recall_weight": ("1", ()),
+    "recall_pool": ("64", ()), "beta": ("2", ("--model", "vae")), "lr_g": ("0.001", ()), "lr_d": ("0.002", ()),
+    "beta1": ("0.1", ()), "beta2": ("0.5", ()), "d_steps": ("2", ()), "lr_rampdown": ("0.25", ()), "batch_size": ("32", ()),
+    "seed": ("7", ()), "ema_halflife_kimg": ("1", ()), "tick_kimg": ("2", ()), "sample_kimg": ("10", ()),
+    "snapshot_kimg": ("10", ()), "keep_checkpoints": ("5", ()), "eval_every_kimg": ("10", ()), "eval_n": ("100", ()),
+    "alarm_after_kimg": ("10", ()), "device": ("cpu", ()), "precision": ("fp32", ()),
+}  # fmt: skip
+_BOOL_CONTEXT = {"twin_ac": ("--model", "cdcgan"), "standardise": ("--data", "ring8")}
+
+
+@pytest.mark.parametrize("option", sorted(set(FLAT_OPTIONS) - {"class_names", "num_classes", "g_max_width", "d_max_width", "total_kimg"}))
+def test_each_train_flag_changes_its_config_field(option):
+    """Each flag given on the command line lands in its config field (a flag dropped on the way fails here)."""
+    from counterfeit.cli import _parser, _train_config
+    from counterfeit.config import _FIELDS, make_config, option_type
+
+    flag = "--" + option.replace("_", "-")
+    is_bool = option_type(option) is bool
+    value, context = (None, _BOOL_CONTEXT.get(option, ())) if is_bool else _NON_DEFAULT[option]
+    section, name = _FIELDS[option]
+    default = getattr(getattr(make_config(**{k[2:]: v for k, v in zip(context[::2], context[1::2])}), section), name)
+    if is_bool:
+        argv, expected = [*context, "--no-" + flag[2:] if default else flag], not default
+    else:
+        kind = str if option_type(option) is type(None) else option_type(option)  # the fields that default to None hold text
+        argv, expected = [*context, flag, value], os.path.abspath(value) if option == "data_dir" else kind(value)
+    assert expected != default
+    _, cfg = _train_config(_parser().parse_args(["train", *argv]))
+    assert getattr(getattr(cfg, section), name) == expected

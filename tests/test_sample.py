@@ -91,3 +91,14 @@ def test_a_conditional_grid_holds_the_npz_images_whatever_n(tiny_cond_run, tmp_p
     tiles, ncol = grid_by_class(images, labels)
     assert ncol == 4 and torch.equal(tiles[:4], images[[0, 2, 4, 6]]) and torch.equal(tiles[4:7], images[[1, 3, 5]])
     assert (tiles[7] == GRID_BACKGROUND).all()  # the short row is padded with the grid's background
+
+
+def test_a_named_class_makes_a_plain_grid_whether_given_as_text_or_a_number():
+    """class 0 given from Python as a number once fell through the 'no class named' test and got class rows."""
+    from counterfeit.export import grid_tiles
+
+    x, labels = torch.rand(6, 1, 4, 4), torch.zeros(6, dtype=torch.int64)  # (6, 1, 4, 4), (6,)
+    for name in (0, "0", 1, "Bag"):
+        tiles, ncol = grid_tiles(x, labels, name)
+        assert tiles is x and ncol is None
+    assert grid_tiles(x, labels, None)[1] is not None

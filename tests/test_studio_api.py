@@ -7,6 +7,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import torch
 from conftest import STUDIO_RUNS
 from PIL import Image
 
@@ -435,3 +436,28 @@ def test_a_resume_the_cli_would_refuse_is_a_400_not_a_failed_job(runs, tmp_path)
     client = TestClient(create_app(root), base_url="http://127.0.0.1")
     assert "holds no checkpoint to resume from" in _error(client.post(f"/api/runs/{DCGAN}/resume", json={"kimg": 60}), 400)
     assert not list(root.glob(".studio/jobs/*"))  # no training process was started to fail
+
+
+def test_studio_resume_answers_match_what_the_page_can_do(runs, tmp_path):
+    """A device the machine lacks is a 400 as on the CLI; a kimg equal to what the run reached is the 409 of no kimg; no
+    advice the studio's form cannot follow (leave the length out of a finished run, add --data to the request)."""
+    import shutil
+
+    from counterfeit.runs import reached_nimg
+
+    root = tmp_path / "runs"
+    shutil.copytree(runs / DCGAN, root / DCGAN)
+    client = TestClient(create_app(root), base_url="http://127.0.0.1")
+    reached = reached_nimg(root / DCGAN) / 1000
+    if not torch.cuda.is_available():
+        assert "no CUDA GPU" in _error(client.post(f"/api/runs/{DCGAN}/resume", json={"kimg": 60, "device": "cuda"}), 400)
+        assert "no CUDA GPU" in _error(client.post("/api/train", json={"device": "cuda"}), 400)
+    assert "give a larger kimg" in _error(client.post(f"/api/runs/{DCGAN}/resume", json={"kimg": reached}), 409)
+    shorter = _error(client.post(f"/api/runs/{DCGAN}/resume", json={"kimg": reached / 2}), 400)
+    assert "pass more" in shorter and "leave" not in shorter  # the run is at its planned length: leaving kimg out trains nothing
+    config = json.loads((root / DCGAN / "config.json").read_text())
+    config["data"]["name"] = str(tmp_path / "moved-away")
+    (root / DCGAN / "config.json").write_text(json.dumps(config))
+    moved = _error(client.post(f"/api/runs/{DCGAN}/resume", json={"kimg": 60}), 400)
+    assert "which is not there" in moved and f"counterfeit train --resume {root / DCGAN} --data NEW_FOLDER" in moved
+    assert not list(root.glob(".studio/jobs/*"))  # no training process was started

@@ -401,7 +401,7 @@ def test_the_thread_count_is_logged_saved_and_a_change_on_resume_is_a_warning(ti
     run = create_run_dir(cfg, tmp_path)
     train(cfg, run)
     threads = torch.get_num_threads()
-    assert f", {threads} threads" in (run / "log.txt").read_text()
+    assert f", {threads} thread" in (run / "log.txt").read_text()
     assert read_checkpoint(list_checkpoints(run)[-1])[1]["torch_threads"] == threads
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads + 5)
     train(cfg.replace(loop={"total_kimg": 0.128}), run)

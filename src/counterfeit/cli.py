@@ -42,7 +42,8 @@ EXAMPLES = {
   counterfeit report runs/00000-fashion-mnist-dcgan       # writes RUN/report.html and RUN/report/*.png""",
     "export-onnx": """examples:
   counterfeit export-onnx runs/00000-fashion-mnist-dcgan --out g.onnx     # inputs: z (N, z_dim); output: images (N, C, H, W)
-  counterfeit export-onnx runs/00001-fashion-mnist-cdcgan --out cg.onnx   # conditional: inputs z and labels (N,) int64""",
+  counterfeit export-onnx runs/00001-fashion-mnist-cdcgan --out cg.onnx   # conditional: inputs z and labels (N,) int64
+  counterfeit export-onnx runs/00002-ring8-mlp --out toy.onnx              # a 2-D toy: output points (N, 2)""",
     "evaluator": """examples:
   counterfeit evaluator train                             # retrain the shipped Fashion-MNIST judge (~15 min on 2 cores)
   counterfeit evaluator train --dataset mnist             # the MNIST judge (needs the MNIST files or internet)

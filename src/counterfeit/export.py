@@ -53,7 +53,7 @@ def sample_labels(run, n: int, class_name: str | None = None) -> torch.Tensor | 
 
 def grid_tiles(x: torch.Tensor, labels: torch.Tensor | None, class_name: str | None) -> tuple[torch.Tensor, int | None]:
     """(tiles, columns or None) for a sample grid: balanced classes one per row (grid_by_class), else x as it is."""
-    return grid_by_class(x, labels) if labels is not None and not class_name else (x, None)
+    return grid_by_class(x, labels) if labels is not None and class_name is None else (x, None)
 
 
 def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out: str | Path | None = None, device: str = "cpu",

@@ -34,7 +34,7 @@ class _Unconditional(nn.Module):
 
 
 def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 18) -> Path:
-    """Write the run's EMA generator as an ONNX graph: inputs z (N, z_dim) [and labels (N,) int64], output images."""
+    """Write the run's EMA generator as an ONNX graph: inputs z (N, z_dim) [and labels (N,) int64], output images (points for a 2-D toy run)."""
     try:
         import onnx  # the exporter needs both; fail here with the fix rather than deep inside torch
         import onnxscript  # noqa: F401

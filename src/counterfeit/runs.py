@@ -77,12 +77,14 @@ def reached_nimg(run_dir: Path) -> int:
     return read_checkpoint(ckpts[-1], prefixes=())[1]["cur_nimg"] if ckpts else 0
 
 
-def check_resume_length(run_dir: Path, total_kimg: float, flag: str = "--kimg") -> None:
+def check_resume_length(run_dir: Path, total_kimg: float, flag: str = "--kimg", planned_kimg: float | None = None) -> None:
     """One-line ConfigError when a resume asks for fewer kimg than the run's newest checkpoint has reached."""
     reached = reached_nimg(run_dir)
     if total_kimg * 1000 < reached:
+        # Leaving the length out only helps while the run is short of its planned length; past it, nothing would train.
+        short = planned_kimg is not None and planned_kimg * 1000 > reached
         raise ConfigError(f"{flag} asks for {total_kimg:g} kimg, less than the {reached / 1000:g} kimg {run_dir} has reached; "
-                          f"pass more, or leave {flag} out to keep its planned length")  # fmt: skip
+                          f"pass more{f', or leave {flag} out to keep its planned {planned_kimg:g} kimg' if short else ''}")  # fmt: skip
 
 
 # What a resume may change: how long and how fast, not what is learned (and --data, for a folder that moved).
@@ -97,10 +99,13 @@ def _changes(saved: RunConfig, option: str, value: Any) -> bool:
         return True
 
 
-def resume_config(run_dir: Path, given: dict[str, Any], kimg_flag: str = "--kimg") -> RunConfig:
+def resume_config(
+    run_dir: Path, given: dict[str, Any], kimg_flag: str = "--kimg", moved: str = "if it moved, add --data NEW_FOLDER"
+) -> RunConfig:
     """The config to resume `run_dir` with the flat options `given`, or a one-line ConfigError saying what cannot be.
 
-    `kimg_flag` names the length in the error of a resume shorter than the run has reached (the studio's form field).
+    `kimg_flag` names the length in the error of a resume shorter than the run has reached, and `moved` is the advice for
+    a run whose image folder is gone (the studio's form has no --data, so it gives its own).
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
@@ -116,7 +121,7 @@ def resume_config(run_dir: Path, given: dict[str, Any], kimg_flag: str = "--kimg
         raise ConfigError(f"{flags} cannot change when resuming; a resumed run keeps its config.json (only {may} may change, "
                           f"and --data for a folder that moved)")  # fmt: skip
     if folder_run and "data" not in given and not Path(saved.data.name).expanduser().is_dir():
-        raise ConfigError(f"{run_dir} trained on the folder {saved.data.name}, which is not there; if it moved, add --data NEW_FOLDER")
+        raise ConfigError(f"{run_dir} trained on the folder {saved.data.name}, which is not there; {moved}")
     # Training from scratch in the folder would overwrite the stats and grids a missing checkpoint leaves behind.
     if not list_checkpoints(run_dir):
         raise ConfigError(
@@ -125,7 +130,7 @@ def resume_config(run_dir: Path, given: dict[str, Any], kimg_flag: str = "--kimg
     cfg = extend_config(saved, **given)
     # Without --kimg/--epochs the run goes to its planned end, which a finished run may have passed by part of a batch.
     if "kimg" in given or "epochs" in given:
-        check_resume_length(run_dir, cfg.loop.total_kimg, "--epochs" if "epochs" in given else kimg_flag)
+        check_resume_length(run_dir, cfg.loop.total_kimg, "--epochs" if "epochs" in given else kimg_flag, saved.loop.total_kimg)
     return cfg
 
 

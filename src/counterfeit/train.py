@@ -381,13 +381,14 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
             for group in opt.param_groups:
                 group["capturable"] = False
     threads = torch.get_num_threads()  # CPU kernels split their sums by thread: another count moves the last bits
+    where = f"{device}, {precision}, {threads} thread{'s' * (threads != 1)}"
     if ckpts:
-        log.info(f"resuming {run_dir} from {ckpts[-1].name} at {cur_nimg / 1000:.1f} kimg on {device}, {precision}, {threads} threads")
-        if state.get("torch_threads", threads) != threads:
+        log.info(f"resuming {run_dir} from {ckpts[-1].name} at {cur_nimg / 1000:.1f} kimg on {where}")
+        if device.type == "cpu" and state.get("torch_threads", threads) != threads:  # a GPU's kernels do not split by CPU thread
             log.warning(f"{ckpts[-1].name} was trained with {state['torch_threads']} CPU threads and this resume uses {threads}: "
                         f"it goes on fine, but not bit for bit as an unbroken run would (set OMP_NUM_THREADS={state['torch_threads']})")  # fmt: skip
     else:
-        log.info(f"starting {run_dir}: {cfg.model.name} on {cfg.data.name} ({n_data} items) on {device}, {precision}, {threads} threads")
+        log.info(f"starting {run_dir}: {cfg.model.name} on {cfg.data.name} ({n_data} items) on {where}")
         _log_data_notes(data)
     if dist.world_size() > 1:
         log.info(f"{dist.world_size()} processes, {L.batch_size // dist.world_size()} images each per batch of {L.batch_size}")

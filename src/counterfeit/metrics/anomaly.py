@@ -66,7 +66,7 @@ def discriminator_scores(D: nn.Module, x: torch.Tensor, pixel_range, batch_size:
 def evaluate_anomaly(run_dir: str | Path, device: str = "cpu") -> dict[str, Any]:
     """Score every test image of a run trained with --exclude-class; writes metrics.json ("anomaly") and metric-anomaly.jsonl."""
     from ..runs import load_run, load_slot
-    from .evaluate import write_results
+    from .evaluate import checkpoint_provenance, write_results
 
     run = load_run(run_dir, device)
     cfg, spec = run.config, run.spec
@@ -114,8 +114,7 @@ def evaluate_anomaly(run_dir: str | Path, device: str = "cpu") -> dict[str, Any]
             "n_test": len(test),
             "reference": reference,
             "higher_score": "more anomalous",
-            "checkpoint": run.checkpoint.name,
-            "kimg": kimg,
+            **checkpoint_provenance(run),
             "counterfeit": __version__,
         },
     }

@@ -221,9 +221,7 @@ def score_run(
     run = load_run(run_dir)
     cfg, run_dir = run.config, run.run_dir
     kimg = run.state["cur_nimg"] / 1000
-    # The checkpoint's bytes and the torch that drew the fakes: enough to tell two scores of 'the same' run apart.
-    base = {"generator": "G_ema", "checkpoint": run.checkpoint.name, "checkpoint_sha256": sha256_file(run.checkpoint), "kimg": kimg,
-            "seed": seed, "torch": torch.__version__}  # fmt: skip
+    base = {"generator": "G_ema", **checkpoint_provenance(run), "seed": seed}
     kept: list[float] = []  # the share of candidates DRS kept
 
     def draw(n_fakes: int, pixel_range) -> torch.Tensor:
@@ -294,6 +292,12 @@ def _save_pairs(run_dir: Path, fakes: torch.Tensor, train: torch.Tensor, pairs: 
     (run_dir / "eval").mkdir(exist_ok=True)
     save_grid(tiles, run_dir / rel, nrow=2, scale=3)
     return str(rel)
+
+
+def checkpoint_provenance(run) -> dict[str, Any]:
+    """The checkpoint's name, sha256 and kimg, and the torch that computed a score: what tells two scores of 'the same' run apart."""
+    return {"checkpoint": run.checkpoint.name, "checkpoint_sha256": sha256_file(run.checkpoint), "kimg": run.state["cur_nimg"] / 1000,
+            "torch": torch.__version__}  # fmt: skip
 
 
 def write_results(run_dir: Path, results: dict[str, dict], kimg: float, checkpoint: str) -> dict[str, Any]:

@@ -177,8 +177,10 @@ def resume(studio: Studio, request: Request, params: Params) -> dict:
     if job is not None and job["alive"]:  # before the config checks: a run still starting has no checkpoint to resume from
         raise StudioError(f"{run_dir.name} is training already", 409)
     cfg = check_config(given, run_dir)  # a kimg below what the run has reached is refused there
-    if "kimg" not in given and reached_nimg(run_dir) >= cfg.loop.total_kimg * 1000:  # a job that would end at once, saying only "done"
-        raise StudioError(f"{run_dir.name} has reached its planned {cfg.loop.total_kimg:g} kimg; give a larger kimg to train on", 409)
+    reached = reached_nimg(run_dir)
+    if reached >= cfg.loop.total_kimg * 1000:  # a job that would end at once, saying only "done"
+        length = "the kimg asked for" if "kimg" in given else f"its planned {cfg.loop.total_kimg:g} kimg"
+        raise StudioError(f"{run_dir.name} has reached {reached / 1000:g} kimg, {length}; give a larger kimg to train on", 409)
     return studio.jobs.start(given, resume=run_dir)
 
 

@@ -28,6 +28,7 @@ from ..fileio import atomic_write_text
 from ..losses import LOSSES
 from ..models import MODELS, build_models, get_spec
 from ..runs import resume_config
+from ..train import pick_device
 from .params import Params, StudioError
 
 MAX_LIVE_JOBS = 2  # two trainings already share a 2-core laptop; a third would only slow the others
@@ -77,7 +78,12 @@ def parse_options(params: Params, allowed: tuple[str, ...] = OPTIONS) -> dict[st
 def check_config(given: dict[str, Any], resume_dir: Path | None = None):
     """Build the run config with the CLI's own code (make_config, or runs.resume_config) and check the models fit it."""
     # A resume follows the CLI's rules (runs.resume_config), checked here so a bad one is a 400, not a failed job.
-    cfg = resume_config(resume_dir, given, kimg_flag="'train on to'") if resume_dir else make_config(**given)
+    if resume_dir:
+        moved = f"if it moved, resume it from a terminal: counterfeit train --resume {resume_dir} --data NEW_FOLDER"
+        cfg = resume_config(resume_dir, given, kimg_flag="'train on to'", moved=moved)
+    else:
+        cfg = make_config(**given)
+    pick_device(cfg.loop.device)  # a device this machine lacks fails here, as the CLI checks it before writing anything
     builtin = builtin_name(cfg.data.name)
     spec, kind = get_spec(cfg.model.name), "points" if builtin in TOY_DATASETS else "images"
     if spec.data_kind != kind:  # the CLI finds this on loading the data; here the name tells
