@@ -114,6 +114,12 @@ def test_batch_that_does_not_split_is_a_one_line_error(tiny_folder, tmp_path, mo
         check_batch(15)
     with pytest.raises(Exception, match="whole packs of --pack 4"):
         check_batch(12, pack=4)
+    check_batch(2, ms_weight=0.0)  # one image each is fine without the mode-seeking pairs
+    with pytest.raises(Exception, match="leave one image each; use --batch-size 4 or more, or --ms-weight 0"):
+        check_batch(2, ms_weight=0.2)  # its mean over no pairs was a NaN, reported as divergence
+    check_batch(16, recall_pool=0)
+    with pytest.raises(Exception, match="--recall-pool 7 does not split over 2 processes"):
+        check_batch(16, recall_pool=7)  # the shard dropped the odd fake without a word
     code = main(["train", "--data", tiny_folder, "--batch-size", "15", "--out", str(tmp_path / "runs"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--batch-size 15 does not split over 2 processes" in err

@@ -58,6 +58,9 @@ def test_slerp_of_parallel_zero_and_opposite_vectors_is_finite():
         out = slerp(a[:, None], b[:, None], torch.linspace(0, 1, 5)[None])  # (1, 5, 3)
         assert torch.isfinite(out).all() and torch.allclose(out[:, 0], a) and torch.allclose(out[:, -1], b, atol=1e-6)
     assert torch.allclose(slerp(a, 3 * a, 0.5), 2 * a, atol=1e-6)  # parallel: plain lerp
+    # A point walked to itself stays put bit for bit (arccos once rounded identical vectors to an angle of ~6e-4).
+    same = torch.randn(1000, 64, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(slerp(same[:, None], same.clone()[:, None], torch.linspace(0, 1, 7)[None]), same[:, None].expand(-1, 7, -1))
 
 
 def test_path_keeps_endpoints_exactly_and_z_fixed_when_only_the_code_moves():
@@ -254,3 +257,12 @@ def test_cli_on_a_conditional_run_and_a_vae(tiny_folder, tmp_path, capsys):
     assert "encoder + 10 refinement steps" in capsys.readouterr().out
     assert (vae / "latent" / f"project-{png.stem}.npz").is_file()
     assert math.isfinite(float(np.load(vae / "latent" / f"project-{png.stem}.npz")["error"][0]))
+    assert main(["interpolate", str(vae), "--from", "1", "--to", "2", "--steps", "3", "--out", str(out / "v.png")]) == 0
+    assert "never trained on z ~ N(0, I)" not in capsys.readouterr().out  # the VAE's prior is meant for sampling
+
+
+def test_an_autoencoders_seed_walk_says_its_decoder_never_saw_the_prior(tiny_folder, tmp_path, capsys):
+    """ae/dae decoders learn the encoder's codes, not N(0, I): a walk between seeds says so (and keeps going)."""
+    ae = _train(tmp_path, "--model", "ae", "--data", tiny_folder)
+    assert main(["interpolate", str(ae), "--from", "1", "--to", "2", "--steps", "3", "--out", str(tmp_path / "a.png")]) == 0
+    assert "this ae run's decoder never trained on z ~ N(0, I)" in capsys.readouterr().out

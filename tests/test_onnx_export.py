@@ -49,6 +49,7 @@ def test_onnx_matches_torch(model, tiny_folder, tmp_path, capfd):
     assert meta["model"] == model and int(meta["z_dim"]) == G.z_dim and json.loads(meta["pixel_range"]) == [-1.0, 1.0]
     if model == "cdcgan":
         assert json.loads(meta["class_names"]) == ["rings", "squares"]
+        assert "class indices 0..1 (not checked: a negative one wraps round)" in meta["usage"]  # ONNX Gather takes -1
 
 
 def test_onnx_export_bad_run(tmp_path, capsys):

@@ -427,7 +427,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir, cfg = _train_config(args)
     if not get_spec(cfg.model.name).conditional or cfg.model.num_classes:
         build_models(cfg)  # checks the architecture fits the data shape, before anything is written
-    check_batch(cfg.loop.batch_size, cfg.model.pack)  # under torchrun: the batch must split over the processes
+    # Under torchrun the batch (and the recall term's pool) must split over the processes into slices its terms can use.
+    check_batch(cfg.loop.batch_size, cfg.model.pack, cfg.loss.ms_weight, cfg.loss.recall_pool * (cfg.loss.recall_weight > 0))
     if cfg.loop.cuda_graphs:  # the machine's part of that check, before the data loads or a run folder exists
         check_cuda_graphs(pick_device(cfg.loop.device), int(os.environ.get("WORLD_SIZE", "1")))
     check_data_source(cfg.data.name)  # a folder that is not there is refused by --dry-run too

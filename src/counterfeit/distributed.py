@@ -93,8 +93,12 @@ def local_device(device: torch.device) -> torch.device:
     return device
 
 
-def check_batch(batch_size: int, pack: int = 1) -> None:
-    """One-line error unless the batch splits evenly over the ranks (and each slice into whole PacGAN packs)."""
+def check_batch(batch_size: int, pack: int = 1, ms_weight: float = 0.0, recall_pool: int = 0) -> None:
+    """One-line error unless the batch (and the recall term's pool) splits evenly over the ranks, into slices its terms can use.
+
+    Each slice must hold whole PacGAN packs, and two images where the mode-seeking term pairs them (one image per process
+    would have no pair: a NaN); `recall_pool` is the recall term's pool of extra fakes, 0 when that term is off.
+    """
     n = world_size() if dist.is_available() and dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
     if n == 1:
         return  # the config already checked the pack against the batch
@@ -102,6 +106,11 @@ def check_batch(batch_size: int, pack: int = 1) -> None:
         raise ConfigError(f"--batch-size {batch_size} does not split over {n} processes; use a multiple of {n}")
     if (batch_size // n) % pack:
         raise ConfigError(f"each process's {batch_size // n} images do not make whole packs of --pack {pack}; use a multiple of {n * pack}")
+    if ms_weight > 0 and batch_size // n < 2:
+        raise ConfigError(f"--ms-weight pairs images within each process's slice, and {n} processes leave one image each; "
+                          f"use --batch-size {2 * n} or more, or --ms-weight 0")  # fmt: skip
+    if recall_pool % n:
+        raise ConfigError(f"--recall-pool {recall_pool} does not split over {n} processes; use a multiple of {n}")
 
 
 def shard(x: torch.Tensor) -> torch.Tensor:

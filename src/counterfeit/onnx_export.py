@@ -77,11 +77,16 @@ def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 18) -> Path:
         for q, level in zip(quiet, levels):
             q.setLevel(level)
     cfg = run.config
+    usage = ["z ~ N(0, I) of shape (N, z_dim) float32"]
+    if cond:  # ONNX's Gather takes negative indices, so the graph cannot refuse one as torch does
+        usage[0] += f", labels (N,) int64 class indices 0..{cfg.model.num_classes - 1} (not checked: a negative one wraps round)"
+    if cfg.model.name in ("ae", "dae"):
+        usage.append("this decoder never trained on N(0, I): feed it its encoder's codes")
+    usage.append("points (N, 2) float32, in the toy's own coordinates" if points else "images (N, C, H, W) float32 in pixel_range")
     meta = {
         "counterfeit_version": __version__, "run": run.run_dir.name, "checkpoint": run.checkpoint.name,
         "model": cfg.model.name, "z_dim": str(G.z_dim), "class_names": json.dumps(list(cfg.data.class_names or [])),
-        "usage": "z ~ N(0, I) of shape (N, z_dim) float32" + (", labels (N,) int64 class indices" if cond else "")
-                 + ("; points (N, 2) float32, in the toy's own coordinates" if points else "; images (N, C, H, W) float32 in pixel_range"),
+        "usage": "; ".join(usage),
     }  # fmt: skip
     if points:
         meta["point_data"] = cfg.data.name

@@ -330,7 +330,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     y_all = data.labels.to(device) if cond else None  # (N,) int64
     n_data = x_all.shape[0]
     check_batch_fits(cfg, n_data)
-    dist.check_batch(L.batch_size, cfg.model.pack)
+    dist.check_batch(L.batch_size, cfg.model.pack, cfg.loss.ms_weight, cfg.loss.recall_pool * (cfg.loss.recall_weight > 0))
 
     torch.manual_seed(L.seed)
     G, D = build_models(cfg)

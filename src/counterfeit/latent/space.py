@@ -91,8 +91,9 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t) -> torch.Tensor:
     t = _t(t, a)
     na, nb = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)  # (..., 1)
     ua, ub = a / na.clamp_min(_EPS), b / nb.clamp_min(_EPS)  # (..., D)
-    cos = (ua * ub).sum(-1, keepdim=True).clamp(-1.0, 1.0)  # (..., 1)
-    omega = torch.arccos(cos)  # (..., 1)
+    # The angle from the chord lengths (Kahan), not arccos of a dot product: that rounds identical vectors to an angle
+    # of ~6e-4, off the lerp fallback, so a point walked to itself drifted by float rounding.
+    omega = 2 * torch.atan2((ua - ub).norm(dim=-1, keepdim=True), (ua + ub).norm(dim=-1, keepdim=True))  # (..., 1)
     so = torch.sin(omega)
     ok = (so > 1e-4) & (na > _EPS) & (nb > _EPS)  # (..., 1) where the great circle is well defined
     safe = torch.where(ok, so, torch.ones_like(so))
