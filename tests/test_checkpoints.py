@@ -78,3 +78,16 @@ def test_a_file_of_another_format_is_refused_by_name(tmp_path):
     with pytest.raises(CheckpointError, match=r"is not a counterfeit checkpoint \(format 'pt'\)"):
         read_checkpoint(path)
     assert path.is_file()  # refused, not removed
+
+
+def test_a_dtype_flipped_in_the_header_is_damage(tmp_path):
+    """The digest covers each tensor's name, dtype and shape, not only its bytes: F32 read as I32 would load garbage."""
+    path = save_checkpoint(tmp_path, 1, {"G": nn.Linear(3, 4)}, {}, {})
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = raw[8 : 8 + n].decode()
+    assert '"dtype":"F32"' in header
+    flipped = header.replace('"dtype":"F32"', '"dtype":"I32"', 1)
+    path.write_bytes(raw[:8] + flipped.encode() + raw[8 + n :])
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        read_checkpoint(path)

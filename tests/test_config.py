@@ -72,3 +72,10 @@ def test_a_config_without_a_newer_field_still_loads():
     d = json.loads(make_config().to_json())
     del d["loss"]["twin_ac"]
     assert RunConfig.from_dict(d) == make_config()
+
+
+@pytest.mark.parametrize("options", [{"d_steps": 0}, {"beta1": 1.0}, {"beta2": 1.0}])
+def test_config_refuses_steps_and_betas_at_the_boundary(options):
+    """No D step, or an Adam beta of 1 (its moment never moves), is refused up front."""
+    with pytest.raises(ConfigError):
+        make_config(**options)

@@ -579,3 +579,18 @@ def test_builtin_names_have_one_spelling(tmp_path):
     cfg = make_config(data="Fashion_MNIST", model="cdcgan")
     assert cfg.data.name == "fashion-mnist" and cfg.model.num_classes == 10  # the config stores the one spelling
     assert make_config(data="Ring8").model.name == "mlp"  # a toy in any case still picks the point model
+
+
+def test_labels_stay_with_their_images_when_an_earlier_class_loses_a_file(tmp_path):
+    """A broken file in the first class must not shift the labels of every later image."""
+    from counterfeit.data.folder import load_folder
+
+    root = tmp_path / "pics"
+    for cls, shade in (("a", 10), ("b", 240)):
+        (root / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((8, 8), shade, np.uint8)).save(root / cls / f"{i}.png")
+    (root / "a" / "broken.png").write_bytes(b"not a png")
+    ds = load_folder(str(root), 8, 1, cache_dir=str(tmp_path / "cache"))
+    assert ds.labels.tolist() == [0, 0, 1, 1]
+    assert all((ds.x[i].float().mean() > 128) == (ds.labels[i] == 1) for i in range(4))  # dark a, bright b

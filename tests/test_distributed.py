@@ -241,3 +241,17 @@ def test_workers_stop_and_save_when_torchrun_is_killed(tiny_folder, tmp_path):
                     os.kill(int(cmdline.parent.name), signal.SIGKILL)
             except (OSError, ValueError):
                 continue
+
+
+def test_rank_local_seeds_differ_by_rank(monkeypatch):
+    """Per-image randomness (DiffAugment, dropout) is seeded by (seed, rank, images so far): the same on a rerun, not across ranks."""
+    import counterfeit.distributed as D
+
+    monkeypatch.setattr(D, "world_size", lambda: 2)
+    draws: dict[int, list[torch.Tensor]] = {}
+    with torch.random.fork_rng():
+        for r in (0, 1, 0):
+            monkeypatch.setattr(D, "rank", lambda r=r: r)
+            D.reseed_rank_local(3, 64)
+            draws.setdefault(r, []).append(torch.rand(4))
+    assert torch.equal(draws[0][0], draws[0][1]) and not torch.equal(draws[0][0], draws[1][0])

@@ -241,3 +241,15 @@ def test_recall_term_revives_an_empty_mode():
     for _ in range(50):
         g_step(G, D, opt, loss, torch.randn(8, 2), None, RecallBatch(real, None, pool, None))
     assert gap() < 0.5 * before
+
+
+def test_gradient_penalty_leaves_the_fakes_alone():
+    """The penalty's interpolates are made from detached fakes: no gradient may reach G through them."""
+
+    class Quadratic(nn.Module):  # grad D(x) = x, so the penalty depends on the interpolate and through it on the fake
+        def forward(self, x, labels=None):
+            return 0.5 * x.square().flatten(1).sum(1)  # (N,)
+
+    fake = torch.randn(2, 1, 3, 3, requires_grad=True)  # (N, C, H, W)
+    gradient_penalty(Quadratic(), torch.randn(2, 1, 3, 3), fake).backward()
+    assert fake.grad is None

@@ -1,6 +1,7 @@
 """Metrics with known answers: FID/KID, precision/recall, coverage and the alarm, memorisation, provenance, `counterfeit eval`."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -386,3 +387,48 @@ def test_fid_and_kid_never_gather_over_a_process_group(monkeypatch):
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(50, 4, generator=g), torch.randn(60, 4, generator=g)
     assert fid(a, b) >= 0 and kid(a, b, subsets=5, subset_size=20)[0] == kid(a, b, subsets=5, subset_size=20)[0]
+
+
+def test_prdc_matches_a_brute_force_reference():
+    """Precision, recall, density and coverage as Naeem et al. 2020 define them (clovaai's code), on a tiny cloud."""
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(60, 3, generator=g), torch.randn(50, 3, generator=g) * 1.5 + 0.3  # (R, 3), (F, 3)
+
+    def kth(x, k):  # (N,) distance to the k-th nearest other point (index 0 is the point itself)
+        return torch.cdist(x, x).sort(dim=1).values[:, k]
+
+    d = torch.cdist(fake, real)  # (F, R)
+    r3, r5, f3 = kth(real, 3), kth(real, 5), kth(fake, 3)
+    want = {
+        "precision": (d <= r3[None]).any(1).float().mean().item(),
+        "recall": (d.T <= f3[None]).any(1).float().mean().item(),
+        "density": ((d < r5[None]).sum(1).float() / 5).mean().item(),
+        "coverage": (d.min(0).values < r5).float().mean().item(),
+    }
+    got = prdc(fake, real)
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_kid_leaves_the_global_rng_alone():
+    """KID's subsets come from its own generator: a caller's (the studio's, eval's) random stream is untouched."""
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    g = torch.Generator().manual_seed(0)
+    kid(torch.randn(40, 4, generator=g), torch.randn(40, 4, generator=g), subsets=3, subset_size=10)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_kl_max_is_all_fakes_on_the_rarest_class():
+    """The worst KL from the class shares is every fake on the rarest class: -ln(min share), here with uneven shares."""
+    share = torch.tensor([0.6, 0.3, 0.1])
+    probs = torch.eye(3)[[0, 0, 1]]  # (3, 3)
+    assert class_coverage(probs, ["a", "b", "c"], share)["kl_max"] == pytest.approx(-math.log(0.1), abs=1e-4)
+
+
+def test_alarm_fires_on_a_drop_of_exactly_two():
+    """The collapse alarm's rule is a fall of two classes or more from the best coverage seen."""
+    alarm = CollapseAlarm(warmup_kimg=1000)
+    alarm.update(10, 8, 10)
+    assert alarm.update(12, 6, 10) == "generator is collapsing: coverage fell from 8 to 6 of 10 classes since 12 kimg"
+    assert alarm.update(14, 7, 10) is None

@@ -102,3 +102,28 @@ def test_a_named_class_makes_a_plain_grid_whether_given_as_text_or_a_number():
         tiles, ncol = grid_tiles(x, labels, name)
         assert tiles is x and ncol is None
     assert grid_tiles(x, labels, None)[1] is not None
+
+
+def test_uint8_round_trip_reaches_both_ends_of_the_range():
+    """255 is the top of G's range, not 255/256 of it, and pixels round to the nearest grey level (not down)."""
+    from counterfeit.sample import from_uint8, to_uint8
+
+    x = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16)  # (1, 1, 16, 16) every grey level
+    for pixel_range in ((-1.0, 1.0), (0.0, 1.0)):
+        f = from_uint8(x, pixel_range)
+        assert f.min() == pixel_range[0] and f.max() == pixel_range[1]
+        assert torch.equal(to_uint8(f, pixel_range), x)
+    assert to_uint8(torch.tensor([0.999]), (-1.0, 1.0)).item() == 255
+
+
+def test_sample_keeps_each_label_with_its_noise_across_batches():
+    """Each batch of a long draw takes its own slice of the labels (export with 3 classes over several batches)."""
+
+    class Echo(torch.nn.Module):
+        def forward(self, z, labels):
+            """(N, z_dim), (N,) -> (N, 1): the label itself."""
+            return labels.float()[:, None] + 0 * z[:, :1]
+
+    labels = torch.arange(10) % 3  # (10,)
+    out = sample(Echo(), torch.randn(10, 2), labels, batch_size=4)  # (10, 1)
+    assert torch.equal(out[:, 0], labels.float())

@@ -407,3 +407,127 @@ def test_the_thread_count_is_logged_saved_and_a_change_on_resume_is_a_warning(ti
     train(cfg.replace(loop={"total_kimg": 0.128}), run)
     assert f"trained with {threads} CPU threads and this resume uses {threads + 5}" in caplog.text
     assert f"OMP_NUM_THREADS={threads}" in caplog.text
+
+
+class _LabelRecorder(torch.nn.Module):
+    """A stand-in G that records the labels it is given and returns z as (N, 1, 1, z_dim) images."""
+
+    z_dim = 2
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, z, labels=None):
+        """(N, z_dim) -> (N, 1, 1, z_dim)."""
+        self.seen.append(labels.clone())
+        return (z * self.w).view(-1, 1, 1, self.z_dim)
+
+
+def test_mode_seeking_pairs_share_a_class():
+    """MSGAN compares two fakes of one class from different noise: the second half repeats the first half's labels."""
+    from counterfeit.config import LossConfig
+    from counterfeit.train import g_step
+
+    class D(torch.nn.Module):
+        def forward(self, x, labels=None):
+            """(N, 1, 1, z_dim) -> (N,) logits."""
+            return x.flatten(1).sum(1)
+
+    G, D = _LabelRecorder(), D()
+    loss = build_loss(LossConfig(ms_weight=1.0))
+    g_step(G, D, torch.optim.SGD(G.parameters(), lr=0.0), loss, torch.randn(5, 2), torch.tensor([0, 1, 2, 3, 4]))
+    assert G.seen[0].tolist() == [0, 1, 0, 1, 4]  # pairs (0, 2) and (1, 3) share a class; the odd one out keeps its own
+
+
+def test_d_sees_only_augmented_images_in_both_steps():
+    """DiffAugment must reach every image D sees: reals and fakes in D's step and the fakes of G's step."""
+    from counterfeit.train import d_step, g_step
+
+    loss = build_loss("ns")
+    loss.augment = lambda x: x + 100.0  # a marker: an augmented image lies far above [-1, 1]
+    mins = []
+
+    class G(torch.nn.Module):
+        z_dim = 4
+
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+
+        def forward(self, z, labels=None):
+            """(N, 4) -> (N, 1, 2, 2)."""
+            return torch.tanh(self.lin(z)).view(-1, 1, 2, 2)
+
+    class D(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 1)
+
+        def forward(self, x, labels=None):
+            """(N, 1, 2, 2) -> (N,) logits."""
+            mins.append(float(x.detach().min()))
+            return self.lin(x.flatten(1) - 100.0).squeeze(1)
+
+    g, d = G(), D()
+    d_step(g, d, torch.optim.SGD(d.parameters(), 0.0), loss, torch.rand(4, 1, 2, 2) * 2 - 1, torch.randn(4, 4))
+    g_step(g, d, torch.optim.SGD(g.parameters(), 0.0), loss, torch.randn(4, 4))
+    assert len(mins) == 3 and min(mins) > 90
+
+
+@pytest.mark.parametrize("halflife_kimg, beta", [(10.0, 0.5 ** (16 / 10_000)), (0.0, 0.0)])
+def test_ema_beta_follows_the_half_life_in_kimg(tiny_folder, tmp_path, monkeypatch, halflife_kimg, beta):
+    """beta = 0.5 ** (batch / half-life in images); a half-life of 0 copies G (beta 0), it does not freeze G_ema."""
+    import counterfeit.train as T
+
+    betas, real_update = [], T.ema_update
+    monkeypatch.setattr(T, "ema_update", lambda ema, model, b: (betas.append(b), real_update(ema, model, b))[1])
+    cfg = tiny_cfg(tiny_folder, kimg=0.032, ema_halflife_kimg=halflife_kimg, eval_every_kimg=0)
+    T.train(cfg, create_run_dir(cfg, tmp_path))
+    assert betas and all(b == pytest.approx(beta, abs=1e-12) for b in betas)
+
+
+def test_tick_stats_name_each_d_output(tiny_folder, tmp_path, monkeypatch):
+    """D(x), D(G(z)) and D(G(z))_after_D come from D's real logits, its fake logits and G's step's logits, in that order."""
+    import counterfeit.train as T
+
+    d_step, g_step = T.d_step, T.g_step
+
+    def fixed_d_step(*args, **kwargs):
+        loss, real, fake = d_step(*args, **kwargs)
+        return loss, torch.full_like(real, 2.0), torch.full_like(fake, -1.0)
+
+    def fixed_g_step(*args, **kwargs):
+        loss, fake = g_step(*args, **kwargs)
+        return loss, torch.full_like(fake, 0.5)
+
+    monkeypatch.setattr(T, "d_step", fixed_d_step)
+    monkeypatch.setattr(T, "g_step", fixed_g_step)
+    cfg = tiny_cfg(tiny_folder, kimg=0.032, tick_kimg=0.032, eval_every_kimg=0)
+    run = create_run_dir(cfg, tmp_path)
+    T.train(cfg, run)
+    row = read_stats(run)[-1]
+    sigmoid = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    assert row["D(x)"] == pytest.approx(sigmoid(2.0)) and row["D(G(z))"] == pytest.approx(sigmoid(-1.0))
+    assert row["D(G(z))_after_D"] == pytest.approx(sigmoid(0.5))
+
+
+def test_each_d_step_takes_the_next_batch(tiny_folder, tmp_path, monkeypatch):
+    """With --d-steps 2, D's two steps see two different batches, the data order's first and second."""
+    import counterfeit.train as T
+    from counterfeit.data import batch_indices, load_dataset
+    from counterfeit.sample import from_uint8
+
+    reals, d_step = [], T.d_step
+
+    def recording_d_step(G, D, opt, loss, real, *args, **kwargs):
+        reals.append(real.clone())
+        return d_step(G, D, opt, loss, real, *args, **kwargs)
+
+    monkeypatch.setattr(T, "d_step", recording_d_step)
+    cfg = tiny_cfg(tiny_folder, kimg=0.032, d_steps=2, eval_every_kimg=0)
+    T.train(cfg, create_run_dir(cfg, tmp_path))
+    x = load_dataset(tiny_folder, "train").x  # (N, C, H, W) uint8
+    want = [from_uint8(x[batch_indices(len(x), 16, 7, start)], (-1.0, 1.0)) for start in (0, 16)]  # (16, C, H, W) each
+    assert torch.equal(reals[0], want[0]) and torch.equal(reals[1], want[1])
