@@ -91,3 +91,16 @@ def test_a_dtype_flipped_in_the_header_is_damage(tmp_path):
     path.write_bytes(raw[:8] + flipped.encode() + raw[8 + n :])
     with pytest.raises(CheckpointError, match="SHA-256"):
         read_checkpoint(path)
+
+
+@pytest.mark.parametrize("state", ["[1, 2]", "{}", '{"cur_nimg": -5}', '{"cur_nimg": "64"}', '{"cur_nimg": 64, "optimizer_groups": []}'])
+def test_a_hand_edited_training_state_is_refused_in_one_line(tmp_path, state):
+    """Every reader indexes the state; a resume once truncated stats.jsonl to a cur_nimg of -5 before crashing."""
+    from safetensors.torch import save_file
+
+    path = save_checkpoint(tmp_path, 64, {"G": _net(0)}, {}, {})
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    save_file(tensors, str(path), metadata={**meta, "state": state})
+    with pytest.raises(CheckpointError, match="is not a readable checkpoint .*(state|optimizer_groups)"):
+        read_checkpoint(path, prefixes=())

@@ -587,3 +587,63 @@ def test_each_train_flag_changes_its_config_field(option):
     assert expected != default
     _, cfg = _train_config(_parser().parse_args(["train", *argv]))
     assert getattr(getattr(cfg, section), name) == expected
+
+
+def test_damaged_run_files_are_one_line_errors_and_lose_nothing(folder_run, tmp_path, capsys):
+    """A run folder edited or damaged by hand: config.json not UTF-8 or out of range, a checkpoint state that is not one."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    run = tmp_path / folder_run.name
+    shutil.copytree(folder_run, run)
+    config = (run / "config.json").read_bytes()
+    (run / "config.json").write_bytes(b"\x00\xff garbage")
+    _one_line_error(capsys, ["sample", str(run), "--out", str(tmp_path / "s.png")], "config.json is not a valid config")
+    bad_width = json.loads(config)
+    bad_width["model"]["g_width"] = -3  # types are checked on load, ranges only when a config is made
+    (run / "config.json").write_text(json.dumps(bad_width))
+    _one_line_error(capsys, ["sample", str(run), "--out", str(tmp_path / "s.png")], "config.json does not build its model")
+    (run / "config.json").write_bytes(config)
+    newest = list_checkpoints(run)[-1]
+    with safe_open(str(newest), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    state = json.loads(meta["state"])
+    save_file(tensors, str(newest), metadata={**meta, "state": json.dumps({**state, "cur_nimg": -5})})
+    stats = (run / "stats.jsonl").read_text()
+    _one_line_error(capsys, ["train", "--resume", str(run), "--kimg", "1"], "no image count cur_nimg >= 0")
+    assert (run / "stats.jsonl").read_text() == stats  # the resume once truncated the stats to cur_nimg -5, then crashed
+    assert main(["runs", str(tmp_path)]) == 0  # the run list shows the broken run and goes on
+    assert "bad checkpoint" in capsys.readouterr().out
+
+
+def test_damaged_stats_or_metrics_leave_runs_and_report_working(folder_run, tmp_path, capsys):
+    """One bad stats line broke `counterfeit runs` (and the studio's list) for every run; bad bytes broke the report."""
+    run = tmp_path / folder_run.name
+    shutil.copytree(folder_run, run)
+    with open(run / "stats.jsonl", "a") as f:
+        f.write('{"kimg": 1.5, "loss_D": "zz"}\n')
+    assert main(["runs", str(tmp_path)]) == 0
+    assert "D ? G ?" in capsys.readouterr().out
+    (run / "metrics.json").write_bytes(b"\xff\xfe garbage")
+    (run / "metric-fid.jsonl").write_bytes(b'{"kimg": 0.064, "fid": 3.0}\n\xff\xfe\n')
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
+    assert "metrics.json could not be read" in (tmp_path / "r.html").read_text()
+
+
+def test_a_one_image_folder_is_told_it_needs_two(tmp_path, capsys):
+    """'use a smaller batch' was no advice at --batch-size 2, the smallest there is."""
+    folder = tmp_path / "one"
+    folder.mkdir()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(folder / "only.png")
+    _one_line_error(
+        capsys,
+        ["train", "--data", str(folder), "--batch-size", "2", "--out", str(tmp_path / "runs")],
+        "has 1 item; training needs at least 2",
+    )
+
+
+def test_dry_run_refuses_what_training_would_refuse_by_name(capsys):
+    """--dry-run printed a config and exited 0 for a model on the other kind of data, or a class the dataset lacks."""
+    _one_line_error(capsys, ["train", "--dry-run", "--data", "ring8", "--model", "dcgan"], "trains on images but 'ring8' holds points")
+    _one_line_error(capsys, ["train", "--dry-run", "--exclude-class", "Nope"], "Nope")
+    assert main(["train", "--dry-run", "--exclude-class", "Bag"]) == 0

@@ -43,3 +43,36 @@ def test_a_network_error_inside_a_write_passes_unchanged(tmp_path):
     with pytest.raises(URLError) as e, atomic_path(tmp_path / "f.gz"):
         raise err
     assert e.value is err and list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_that_refuses_the_temp_file_names_the_target(tmp_path, monkeypatch):
+    """mkstemp's error named a random '.x.abc123.tmp.html'; the user gave x.html."""
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / ".x.abc123.tmp.html"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(OSError) as e, atomic_path(tmp_path / "x.html"):
+        pass
+    assert e.value.errno == errno.EROFS and e.value.filename == str(tmp_path / "x.html")
+
+
+def test_many_files_on_a_full_disk_name_the_file_being_written(tmp_path, monkeypatch):
+    """write_many's ENOSPC carried no name, so the CLI could only re-raise it as a traceback."""
+    from pathlib import Path
+
+    from counterfeit.fileio import write_many
+
+    real_write = Path.write_bytes
+
+    def full_after_two(self, data):
+        if len(list(self.parent.glob("*.png"))) >= 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_after_two)
+    with pytest.raises(OSError) as e:
+        write_many(tmp_path / "out", ((f"{i:06d}.png", b"png") for i in range(5)))
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "out" / "000002.png")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["000000.png", "000001.png"]  # no temp file left

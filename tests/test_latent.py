@@ -232,7 +232,11 @@ def test_cli_errors_are_one_line(tiny_folder, tmp_path, capsys):
         (["interpolate", str(run), "--from", "1", "--to", str(cut), "--steps", "3"], "holds no latents"),
         (["interpolate", str(run), "--from", "1", "--to", str(broken_png), "--project-steps", "-1"], "--project-steps must be >= 0"),
         (["arithmetic", str(run), f"[1] + {broken_png}"], "is not a readable image"),
-        (["arithmetic", str(run), "1e999*[1]"], "a factor must be a finite number, not '1e999'"),
+        (["arithmetic", str(run), "1e999*[1]"], "a factor must be a number within ±1,000,000, not '1e999'"),
+        (["arithmetic", str(run), "1e300*[1]"], "within ±1,000,000, not '1e300'"),  # overflowed float32: a black image, exit 0
+        # An endpoint is one operand, so a path with a space or a dash stays whole; in an expression it needs quotes.
+        (["interpolate", str(run), "--from", "1", "--to", str(tmp_path / "my shoe-1.png")], "my shoe-1.png not found"),
+        (["arithmetic", str(run), f"[1] + {tmp_path / 'my shoe.png'}"], "goes in quotes"),
         # Each command names its companion file after --out: a wrong suffix would write one file over the other.
         (["project", str(run), "fashion-mnist:test:0", "--out", str(tmp_path / "p.png")], "give a name ending in .npz"),
         (["interpolate", str(run), "--from", "1", "--to", "2", "--out", str(tmp_path / "i.gif")], "give a name ending in .png"),

@@ -134,7 +134,17 @@ def read_checkpoint(path: Path, prefixes: tuple[str, ...] | None = None) -> tupl
             bad = sorted(slot for slot in got if want.get(slot) != got[slot])
             if bad:
                 raise ValueError(f"the bytes of {', '.join(bad)} do not match their SHA-256: the file is damaged")
-        return tensors, json.loads(meta["state"])
+        state = json.loads(meta["state"])
+        # Every reader indexes the state (cur_nimg, the optimiser groups): a hand-edited one is refused here, in one line,
+        # before a resume truncates the stats to its cur_nimg.
+        if not isinstance(state, dict):
+            raise ValueError("its training state is not a JSON object")
+        nimg = state.get("cur_nimg")
+        if not isinstance(nimg, int) or isinstance(nimg, bool) or nimg < 0:
+            raise ValueError(f"its training state has no image count cur_nimg >= 0 (got {nimg!r})")
+        if not isinstance(state.get("optimizer_groups", {}), dict):
+            raise ValueError("its optimizer_groups is not a JSON object")
+        return tensors, state
     except FileNotFoundError:
         raise CheckpointError(f"{path} not found") from None
     except (SafetensorError, ValueError, KeyError, TypeError, OSError) as e:

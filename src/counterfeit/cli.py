@@ -422,7 +422,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .data import check_data_source
     from .distributed import check_batch, process_group
     from .models import build_models, get_spec
-    from .train import check_batch_fits, check_cuda_graphs, conditional_config, load_training_data, no_labels, pick_device
+    from .train import check_batch_fits, check_cuda_graphs, check_names, conditional_config, load_training_data, no_labels, pick_device
 
     run_dir, cfg = _train_config(args)
     if not get_spec(cfg.model.name).conditional or cfg.model.num_classes:
@@ -435,6 +435,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg.data.data_dir and not Path(cfg.data.data_dir).is_dir() and _launched_rank() == 0:
         print(f"warning: --data-dir {cfg.data.data_dir} is not a folder; looking in the usual places instead", file=sys.stderr)
     if args.dry_run:
+        check_names(cfg)  # what training would refuse on loading the data, where the names alone tell
         if get_spec(cfg.model.name).conditional and not cfg.model.num_classes:
             from .data import folder_classes
 

@@ -204,7 +204,7 @@ def load_config(path: str | Path) -> RunConfig:
         return RunConfig.from_dict(json.loads(path.read_text()))
     except FileNotFoundError:
         raise ConfigError(f"{path} not found; is this a counterfeit run folder?") from None
-    except (json.JSONDecodeError, TypeError, ConfigError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ConfigError) as e:
         raise ConfigError(f"{path} is not a valid config ({e}); restore it or start a new run") from None
 
 

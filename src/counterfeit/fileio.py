@@ -15,7 +15,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; if the block succeeds, fsync it and rename it onto `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # The temp name keeps the real suffix (".gz", ".json") so readers can treat it like the final file.
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")  # see temp_glob
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")  # see temp_glob
+    except OSError as e:  # a read-only folder: name the file meant, not a random temporary name
+        raise OSError(e.errno, e.strerror, str(path)) from e
     os.close(fd)
     tmp = Path(name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; outputs should get the usual permissions
@@ -99,6 +102,10 @@ def write_many(folder: Path, items: Iterable[tuple[str, bytes]]) -> int:
         try:
             tmp.write_bytes(data)
             os.replace(tmp, folder / name)
+        except OSError as e:  # a full disk names no file: name the one meant, for the CLI's one-line error
+            if e.errno is not None and e.filename in (None, str(tmp)):
+                raise OSError(e.errno, e.strerror, str(folder / name)) from e
+            raise
         finally:
             tmp.unlink(missing_ok=True)
         count += 1

@@ -114,7 +114,7 @@ def _read_metrics(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, None
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         return None, f"metrics.json could not be read ({e}); run the evaluation again"
     if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
         return None, "metrics.json has no 'metrics' object; run the evaluation again"
@@ -126,7 +126,7 @@ def _read_metric_lines(run_dir: Path, name: str) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():  # a damaged byte spoils its line, not the report
         try:
             row = json.loads(line)
         except json.JSONDecodeError:  # a torn last line from an interrupted evaluation

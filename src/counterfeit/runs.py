@@ -194,24 +194,37 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
         raise CheckpointError(f"{run_dir} has no checkpoint yet; train longer or resume it with counterfeit train --resume {run_dir}")
     prefix = "G_ema" if ema else "G"
     tensors, state = read_checkpoint(ckpts[-1], prefixes=(prefix,))
-    G, _ = build_models(cfg)
+    G, _ = _build_models(cfg, run_dir)
     load_module(G, tensors, prefix, ckpts[-1])
     G.to(device).eval().requires_grad_(False)
     return LoadedRun(run_dir, cfg, get_spec(cfg.model.name), G, state, ckpts[-1])
 
 
+def _build_models(cfg: RunConfig, run_dir: Path) -> tuple[nn.Module, nn.Module]:
+    """build_models, with a one-line error naming config.json for values no model can have (a hand-edited width of -3)."""
+    try:
+        return build_models(cfg)
+    except (RuntimeError, ValueError, TypeError) as e:  # config.json is type-checked on load, not range-checked
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{run_dir / 'config.json'} does not build its model ({first}); restore the file") from None
+
+
 def load_slot(run: LoadedRun, slot: str, device: str | torch.device = "cpu") -> nn.Module:
     """The run's second network ("D", or "D_ema": an autoencoder's encoder) from the same checkpoint, in eval mode."""
     tensors, _ = read_checkpoint(run.checkpoint, prefixes=(slot,))
-    _, net = build_models(run.config)
+    _, net = _build_models(run.config, run.run_dir)
     load_module(net, tensors, slot, run.checkpoint)
     return net.to(device).eval().requires_grad_(False)
 
 
 def _losses(row: dict[str, Any]) -> str:
+    def num(key: str, digits: int) -> str:  # a damaged stats line shows '?' for a value, and the run list goes on
+        value = row.get(key)
+        return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
+
     if "loss_D" in row:
-        return f"D {row['loss_D']:.3f} G {row['loss_G']:.3f}"
-    return f"loss {row['loss']:.1f}" if "loss" in row else ""
+        return f"D {num('loss_D', 3)} G {num('loss_G', 3)}"
+    return f"loss {num('loss', 1)}" if "loss" in row else ""
 
 
 def run_table(root: Path) -> list[dict[str, Any]]:

@@ -111,8 +111,26 @@ def load_training_data(cfg: RunConfig) -> Dataset:
     return data
 
 
+def check_names(cfg: RunConfig) -> None:
+    """What the names alone refuse, before any data loads: a model for the other kind of data, an unknown class of a built-in set."""
+    from .data import IDX_DATASETS, TOY_DATASETS, builtin_name
+    from .data.load import class_index_in
+
+    builtin = builtin_name(cfg.data.name)
+    spec, kind = get_spec(cfg.model.name), "points" if builtin in TOY_DATASETS else "images"
+    if spec.data_kind != kind:
+        raise ConfigError(f"model '{spec.name}' trains on {spec.data_kind} but '{cfg.data.name}' holds {kind}; pick another model or data")
+    idx = IDX_DATASETS.get(builtin or "")
+    if cfg.data.exclude_class is not None and (kind == "points" or idx is not None):
+        class_index_in(None if idx is None else list(idx.class_names), cfg.data.name, cfg.data.exclude_class)
+
+
 def check_batch_fits(cfg: RunConfig, n_data: int) -> None:
     """One-line ConfigError when the training set holds fewer items than one batch."""
+    if n_data < 2:  # the smallest batch is 2 (batch norm): no batch size to suggest
+        raise ConfigError(
+            f"{cfg.data.name} has {n_data} item{'s' * (n_data != 1)}; training needs at least 2 (a batch of 2 is the smallest)"
+        )
     if n_data < cfg.loop.batch_size:
         raise ConfigError(f"{cfg.data.name} has {n_data} items, fewer than --batch-size {cfg.loop.batch_size}; use a smaller batch")
 

@@ -17,6 +17,7 @@ from ..config import MAX_SEED, ConfigError
 _NUMBER = re.compile(r"\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?")
 _CLASS_INDEX = re.compile(r"class:(\d+)", re.IGNORECASE)
 _SEEDS = re.compile(r"\[\s*(-?\d+(?:\s*,\s*-?\d+)*)\s*,?\s*\]")
+MAX_FACTOR = 1e6  # far past any useful scale (tanh saturates long before), far below float32's overflow
 _FILE = re.compile(r"\.(png|jpe?g|webp|bmp|gif|npz)(#\d+)?$", re.IGNORECASE)
 
 
@@ -42,7 +43,9 @@ def describe_choices(class_names: list[str]) -> str:
 
 
 def _bad(token: str, text: str, class_names: list[str], why: str = "unknown name") -> ConfigError:
-    return ConfigError(f"{why} '{token}' in expression \"{text}\"; {describe_choices(class_names)}")
+    # A path cut at a space, '+' or '-' looks like an unknown name: say how to keep it whole.
+    quote = "; a file path with spaces, '+' or '-' in it goes in quotes: 'my shoe-1.png'" if "/" in text or _FILE.search(text) else ""
+    return ConfigError(f"{why} '{token}' in expression \"{text}\"{quote}; {describe_choices(class_names)}")
 
 
 def _seed(token: str, text: str) -> int:
@@ -132,8 +135,9 @@ def parse_expression(text: str, class_names: list[str]) -> list[tuple[float, Ope
         m = _NUMBER.match(text, pos)
         if m and _match_class(text, pos, class_names) is None and not _CLASS_INDEX.match(text, pos):
             coef, pos = float(m.group()), m.end()
-            if not math.isfinite(coef):  # 1e999 parses as inf: the latent, and every image, would be inf or NaN
-                raise _bad(m.group(), text, class_names, "a factor must be a finite number, not")
+            # 1e999 parses as inf, and 1e300 overflows the float32 latent: every image would be NaN, drawn black
+            if not (math.isfinite(coef) and abs(coef) <= MAX_FACTOR):
+                raise _bad(m.group(), text, class_names, f"a factor must be a number within ±{MAX_FACTOR:,.0f}, not")
             while pos < len(text) and text[pos].isspace():
                 pos += 1
             if pos < len(text) and text[pos] == "*":
@@ -157,6 +161,8 @@ def parse_endpoint(text: str, class_names: list[str]) -> Operand:
     text = text.strip()
     if re.fullmatch(r"-?\d+", text) and text not in [n for n in class_names]:
         return Operand("seed", (_seed(text, text),), f"seed {text}")
+    if _FILE.search(text) and text.lower() not in [n.lower() for n in class_names]:
+        return _named(text, text, class_names)  # one endpoint is one operand: a path with spaces or '+' stays whole
     terms = parse_expression(text, class_names)
     if len(terms) != 1 or terms[0][0] != 1.0:
         raise ConfigError(f"an endpoint is one seed, class, image or latent file, not an expression: '{text}'")

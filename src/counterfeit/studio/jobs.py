@@ -22,13 +22,12 @@ from typing import Any
 import counterfeit
 
 from ..config import MAX_SEED, ConfigError, make_config, option_type
-from ..data import IDX_DATASETS, TOY_DATASETS, builtin_name
-from ..data.load import class_index_in
+from ..data import IDX_DATASETS, TOY_DATASETS
 from ..fileio import atomic_write_text
 from ..losses import LOSSES
 from ..models import MODELS, build_models, get_spec
 from ..runs import resume_config
-from ..train import pick_device
+from ..train import check_names, pick_device
 from .params import Params, StudioError
 
 MAX_LIVE_JOBS = 2  # two trainings already share a 2-core laptop; a third would only slow the others
@@ -84,14 +83,8 @@ def check_config(given: dict[str, Any], resume_dir: Path | None = None):
     else:
         cfg = make_config(**given)
     pick_device(cfg.loop.device)  # a device this machine lacks fails here, as the CLI checks it before writing anything
-    builtin = builtin_name(cfg.data.name)
-    spec, kind = get_spec(cfg.model.name), "points" if builtin in TOY_DATASETS else "images"
-    if spec.data_kind != kind:  # the CLI finds this on loading the data; here the name tells
-        raise ConfigError(f"model '{spec.name}' trains on {spec.data_kind} but '{cfg.data.name}' holds {kind}; pick another model or data")
-    idx = IDX_DATASETS.get(builtin or "")
-    if cfg.data.exclude_class is not None and (kind == "points" or idx is not None):
-        # Known without loading anything: a bad class name is a 400 now, not a failed training process later.
-        class_index_in(None if idx is None else list(idx.class_names), cfg.data.name, cfg.data.exclude_class)
+    check_names(cfg)  # a model for the other kind of data, a bad class name: a 400 now, not a failed training process later
+    spec = get_spec(cfg.model.name)
     L = cfg.loop
     if L.total_kimg / min(L.tick_kimg, L.sample_kimg, L.snapshot_kimg) > MAX_REPORTS:
         raise ConfigError(
