@@ -73,6 +73,10 @@ def test_cli_runs_one_setting_and_refuses_bad_input(run, capsys):
             augment_eval(run, **kwargs)
     with pytest.raises(ConfigError, match="--n-fakes must be at most 1,000,000, got 100,000,000"):
         augment_eval(run, n_fakes=100_000_000)  # grew to 16 GB before
+    with pytest.raises(ConfigError, match="--seeds must be at most 20, got 100000"):
+        augment_eval(run, seeds=100_000)  # still training after 3 minutes before
+    with pytest.raises(ConfigError, match="--epochs must be at most 100, got 1e"):
+        augment_eval(run, epochs=1e6)
     with pytest.raises(ConfigError, match="--settings names real twice"):
         augment_eval(run, settings=("real", "fakes", "real"))
     with pytest.raises(ConfigError, match="--n-real 10000000 is more than the"):

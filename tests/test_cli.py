@@ -342,7 +342,14 @@ def test_sample_format_follows_out_and_refuses_a_mismatch(folder_run, tmp_path, 
 def test_eval_with_too_few_images_for_a_metric_is_one_line(folder_run, tmp_path, capsys):
     _one_line_error(capsys, ["eval", str(folder_run), "--n", "3"], "--metrics pr needs at least 6 fakes", "got 3")
     _one_line_error(capsys, ["eval", str(folder_run), "--metrics", ""], "--metrics is empty")
-    _one_line_error(capsys, ["eval", str(folder_run), "--anomaly", "--metrics", "fid"], "--anomaly computes its own score")
+    _one_line_error(
+        capsys, ["eval", str(folder_run), "--anomaly", "--metrics", "fid"], "--anomaly scores every test image", "drop --metrics"
+    )
+    # Options an evaluation would not use are refused, not dropped (a typo'd --reals scored the run against its own data)
+    _one_line_error(capsys, ["eval", str(folder_run), "--anomaly", "--n", "5", "--backbone", "inception"], "drop --n, --backbone")
+    _one_line_error(capsys, ["eval", str(folder_run), "--anomaly", "--seed", "5"], "--anomaly scores real test images (drop --seed)")
+    _one_line_error(capsys, ["eval", str(folder_run), "--reals", "bogus:test"], "--reals is the reference for --fakes")
+    _one_line_error(capsys, ["eval", str(folder_run), "--device", "cpu"], "--device goes with --anomaly")
     assert main(["sample", str(folder_run), "-n", "1", "--out", str(tmp_path / "one.npz")]) == 0
     _one_line_error(capsys, ["eval", "--fakes", str(tmp_path / "one.npz"), "--reals", str(tmp_path / "one.npz"), "--metrics", "fid"],
                     "--metrics fid needs at least 2")  # fmt: skip

@@ -230,10 +230,17 @@ def test_cli_errors_are_one_line(tiny_folder, tmp_path, capsys):
         (["interpolate", str(run), "--from", "1", "--to", "2", "--steps", "1"], "--steps must be between 2 and 200"),
         (["project", str(run), "missing.png"], "image missing.png not found"),
         (["interpolate", str(run), "--from", "1", "--to", str(cut), "--steps", "3"], "holds no latents"),
-        (["interpolate", str(run), "--from", "1", "--to", str(broken_png), "--project-steps", "-1"], "--project-steps must be >= 0"),
+        (
+            ["interpolate", str(run), "--from", "1", "--to", str(broken_png), "--project-steps", "-1"],
+            "--project-steps must be from 0 to 10,000",
+        ),
         (["arithmetic", str(run), f"[1] + {broken_png}"], "is not a readable image"),
         (["arithmetic", str(run), "1e999*[1]"], "a factor must be a number within ±1,000,000, not '1e999'"),
         (["arithmetic", str(run), "1e300*[1]"], "within ±1,000,000, not '1e300'"),  # overflowed float32: a black image, exit 0
+        # A typo in a count is refused, not minutes of work (or a memory error that names no option)
+        (["interpolate", str(run), "--from", "1", "--to", "2", "--rows", "100000000"], "--rows must be from 1 to 256"),
+        (["project", str(run), "fashion-mnist:test:0", "--steps", "10000000000"], "--steps must be from 0 to 10,000"),
+        (["project", str(run), "fashion-mnist:test:0", "--restarts", "100000000"], "--restarts from 1 to 64"),
         # An endpoint is one operand, so a path with a space or a dash stays whole; in an expression it needs quotes.
         (["interpolate", str(run), "--from", "1", "--to", str(tmp_path / "my shoe-1.png")], "my shoe-1.png not found"),
         (["arithmetic", str(run), f"[1] + {tmp_path / 'my shoe.png'}"], "goes in quotes"),

@@ -79,6 +79,20 @@ def test_refuses_non_empty_folders_and_force_replaces_only_exports(tiny_cond_run
     assert sorted(p.name for p in fresh.iterdir() if p.is_dir()) == ["1-squares"]  # the old export is gone, stale file too
     assert json.loads((fresh / MANIFEST).read_text())["counts"] == {"rings": 0, "squares": 20}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folders left behind
+    # Files the user added to an earlier export are not the export's to delete: --force refuses, and they stay.
+    (fresh / "NOTES.txt").write_text("mine")
+    (fresh / "1-squares" / "keep.txt").write_text("mine too")
+    assert _export(tiny_cond_run, fresh, "--force") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds files no export wrote (1-squares/keep.txt, NOTES.txt)" in err
+    assert (fresh / "NOTES.txt").read_text() == "mine" and (fresh / "1-squares" / "keep.txt").read_text() == "mine too"
+
+
+def test_fewer_fakes_than_named_classes_is_refused(tiny_cond_run, tmp_path, capsys):
+    """--n 1 with two --class values drew only the first by index and dropped the other without a word."""
+    assert _export(tiny_cond_run, tmp_path / "s", "--n", "1", "--class", "squares", "--class", "rings") == 2
+    assert "--n 1 is fewer than the 2 classes named with --class" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
 
 
 def test_a_crash_leaves_the_earlier_export_whole_and_no_half_dataset(tiny_cond_run, tmp_path, monkeypatch):

@@ -38,6 +38,9 @@ def _subset(n_all: int, n: int | None) -> torch.Tensor:
     return torch.randperm(n_all, generator=torch.Generator().manual_seed(0))[: n or n_all]
 
 
+MAX_SEEDS, MAX_EPOCHS = 20, 100  # a typo's guard: 20 seeds x 100 epochs x 3 settings is already a day on 2 cores
+
+
 def augment_eval(run_dir: str | Path, n_fakes: int = 10_000, seeds: int = 3, epochs: float = 2.0, settings: tuple[str, ...] = SETTINGS,
                  n_real: int | None = None, n_test: int | None = None, fake_seed: int = 0, batch_size: int = 256,
                  device: str = "cpu", command: str | None = None) -> dict:  # fmt: skip
@@ -61,6 +64,10 @@ def augment_eval(run_dir: str | Path, n_fakes: int = 10_000, seeds: int = 3, epo
         raise ConfigError(f"--n-fakes must be at most {MAX_IMAGES:,}, got {n_fakes:,}; the fakes are held in memory")
     if not (math.isfinite(epochs) and epochs > 0):
         raise ConfigError(f"--epochs must be a finite number above 0, got {epochs}")
+    # Each seed and epoch trains a classifier per setting: a typo (--seeds 100000) would run for days, not refuse.
+    for flag, v, most in (("--seeds", seeds, MAX_SEEDS), ("--epochs", epochs, MAX_EPOCHS)):
+        if v > most:
+            raise ConfigError(f"{flag} must be at most {most}, got {v:g}; each one trains a classifier per setting again")
     t0 = time.perf_counter()
     run = load_run(run_dir, device)
     cfg = run.config.data

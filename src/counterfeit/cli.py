@@ -205,14 +205,14 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a run folder (or give --fakes)")
     e.add_argument("--n", type=int, help="how many fakes (default 10000; 2500 for a 2-D toy run, the PacGAN protocol)")
     e.add_argument("--metrics", help="comma list of fid,kid,pr,coverage,memorisation (default fid,kid,pr,coverage)")
-    e.add_argument("--seed", type=int, default=0, help="noise seed of the fakes (default 0)")
+    e.add_argument("--seed", type=int, help="noise seed of the fakes (default 0)")
     e.add_argument("--backbone", choices=["evaluator", "inception"], help="feature network (default: evaluator for grey 28x28)")
     e.add_argument("--fakes", help="instead of a run: an .npz with 'images' or a folder of images")
-    e.add_argument("--reals", default="fashion-mnist:test", help="reference for --fakes: DATASET:SPLIT, .npz or folder")
+    e.add_argument("--reals", help="reference for --fakes: DATASET:SPLIT, .npz or folder (default fashion-mnist:test)")
     e.add_argument("--json", help="with --fakes: also write the results to this JSON file")
     e.add_argument("--force", action="store_true", help="replace the --json file if it exists")
     e.add_argument("--anomaly", action="store_true", help="instead: AUROC of finding a run's --exclude-class class among the test images")
-    e.add_argument("--device", default="cpu", help="with --anomaly: where to score (default cpu)")
+    e.add_argument("--device", help="with --anomaly: where to score (default cpu)")
     e.add_argument("--drs", type=float, metavar="PCT", help="score the fakes discriminator rejection sampling keeps, as sample "
                    "--drs draws them (unconditional GANs); stored as <metric>-drs<PCT> beside the plain scores")  # fmt: skip
 
@@ -680,14 +680,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _refuse_existing(args.json, args.force, flag="--json")  # before minutes of scoring
     if args.drs is not None and (args.anomaly or args.fakes or not args.run_dir):
         raise ConfigError("--drs samples a run with its own D: give a RUN_DIR, without --fakes or --anomaly")
+    # Options the chosen kind of evaluation does not use are refused, not dropped: a typo'd --reals scored the wrong thing.
+    if args.reals is not None and not args.fakes:
+        raise ConfigError("--reals is the reference for --fakes; a run is scored against its own data (drop --reals)")
+    if args.device is not None and not args.anomaly:
+        raise ConfigError("--device goes with --anomaly; the other scores draw and score on the CPU (drop --device)")
+    if args.seed is not None and (args.fakes or args.anomaly):
+        raise ConfigError(
+            f"--seed draws a run's fakes; {'--fakes are given' if args.fakes else '--anomaly scores real test images'} (drop --seed)"
+        )
     if args.anomaly:
         from .metrics.anomaly import evaluate_anomaly
 
         if args.fakes or not args.run_dir:
             raise ConfigError("--anomaly scores a run: give a RUN_DIR trained with --exclude-class, and no --fakes")
-        if args.metrics is not None:
-            raise ConfigError("--anomaly computes its own score (AUROC); drop --metrics, or run eval again without --anomaly")
-        results = evaluate_anomaly(args.run_dir, args.device)["metrics"]
+        unused = [flag for flag, v in (("--metrics", args.metrics), ("--n", args.n), ("--backbone", args.backbone)) if v is not None]
+        if unused:
+            raise ConfigError(f"--anomaly scores every test image with the run's own networks (AUROC); drop {', '.join(unused)}")
+        results = evaluate_anomaly(args.run_dir, args.device or "cpu")["metrics"]
         results = {"anomaly": results["anomaly"]}  # metrics.json may keep older metrics beside it; print only this one
         print(f"wrote {Path(args.run_dir) / 'metrics.json'}")
     elif args.fakes:
@@ -695,6 +705,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise ConfigError("give a RUN_DIR or --fakes, not both")
         from .data import IDX_DATASETS
 
+        args.reals = args.reals or "fashion-mnist:test"
         base = args.reals.partition(":")[0]
         names = parse_metrics(args.metrics, classes=base if base in IDX_DATASETS else None)
         if "memorisation" in names and base not in IDX_DATASETS:
@@ -716,7 +727,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"wrote {args.json}")
         return 0
     elif args.run_dir:
-        scored = score_run(args.run_dir, args.n, args.metrics, args.seed, args.backbone, args.drs)
+        scored = score_run(args.run_dir, args.n, args.metrics, args.seed or 0, args.backbone, args.drs)
         plain = scored.results
         if args.drs is not None:
             tag = f"-drs{args.drs:g}"

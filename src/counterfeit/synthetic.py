@@ -66,6 +66,8 @@ def labelled_fakes(run: LoadedRun, n: int, seed: int = 0, classes: list[str] | N
     if run.spec.conditional:
         names = conditional_class_names(run)
         wanted = torch.tensor(sorted({pick_class(names, c) for c in classes}) if classes else list(range(len(names))))  # (K,)
+        if classes and n < len(wanted):  # the cycle would leave the last classes out without a word
+            raise ConfigError(f"--n {n} is fewer than the {len(wanted)} classes named with --class; ask for at least {len(wanted)}")
         labels = wanted[torch.arange(n) % len(wanted)]  # (n,) balanced over the wanted classes
         images = generate(run.G, run.spec.pixel_range, n, seed, device, labels)  # (n, C, H, W) uint8
         return LabelledFakes(images, labels, names, "requested", None, info)
@@ -129,6 +131,27 @@ def check_out_dir(out: Path, force: bool) -> None:
             raise ConfigError(f"--out {out} is not empty; choose a new folder, or pass --force to replace an earlier export")
         if not (out / MANIFEST).is_file():
             raise ConfigError(f"--out {out} is not empty and holds no earlier export ({MANIFEST}); --force replaces exports only")
+        foreign = _foreign_files(out)
+        if foreign:  # --force replaces the earlier export whole: anything the user added there would go with it
+            raise ConfigError(
+                f"--out {out} holds files no export wrote ({', '.join(foreign[:3])}); move them out first, --force would delete them"
+            )
+
+
+def _foreign_files(out: Path) -> list[str]:
+    """What an earlier export folder holds beyond what an export writes (its files, and PNGs in its class folders)."""
+    try:
+        folders = set(json.loads((out / MANIFEST).read_text()).get("folders", []))
+    except (OSError, ValueError, AttributeError):
+        folders = set()  # an unreadable manifest: class folders then count as foreign, so nothing is deleted unseen
+    own = {MANIFEST, "labels.csv", "fakes.npz", IDX_IMAGES, IDX_LABELS}
+    foreign = []
+    for p in sorted(out.iterdir()):
+        if p.name in folders and p.is_dir():
+            foreign += [f"{p.name}/{q.name}" for q in sorted(p.iterdir()) if q.suffix.lower() != ".png" or not q.is_file()]
+        elif p.name not in own or not p.is_file():
+            foreign.append(p.name)
+    return foreign
 
 
 def write_dataset(fakes: LabelledFakes, out: str | Path, force: bool = False, command: str | None = None) -> dict:

@@ -18,7 +18,7 @@ from ..sample import from_uint8, save_grid, to_uint8
 from .concepts import class_names_for, evaluator_for
 from .expr import parse_endpoint, parse_expression
 from .figures import save_equation, save_gif, save_strip
-from .operands import Resolver, save_latent
+from .operands import MAX_PROJECT_STEPS, MAX_RESTARTS, Resolver, save_latent
 from .project import project_run_images
 from .space import MODES, decode_batched, path
 
@@ -159,8 +159,10 @@ def read_images(specs: list[str], resolution: int, channels: int) -> tuple[torch
 def project(run_dir, specs: list[str], steps: int = 100, restarts: int = 4, seed: int = 0, out: str | Path | None = None,
             device="cpu") -> Outcome:  # fmt: skip
     """Find latents for real images; writes an .npz of latents and a PNG of originals over reconstructions."""
-    if steps < 0 or restarts < 1:
-        raise ConfigError(f"--steps must be >= 0 and --restarts >= 1, got {steps} and {restarts}")
+    if not (0 <= steps <= MAX_PROJECT_STEPS and 1 <= restarts <= MAX_RESTARTS):
+        raise ConfigError(
+            f"--steps must be from 0 to {MAX_PROJECT_STEPS:,} and --restarts from 1 to {MAX_RESTARTS}, got {steps} and {restarts}"
+        )
     out = _out_path(out, ".npz", "project", "the latents as an .npz and a PNG beside it")
     run = _image_run(run_dir, device)
     if not specs:

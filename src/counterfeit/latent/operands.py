@@ -36,15 +36,20 @@ class Part:
     per_row: bool = False
 
 
+# Caps on a request's size: far past any useful picture, and a typo (--rows 100000000) is refused, not minutes of work.
+MAX_ROWS, MAX_PROJECT_STEPS, MAX_RESTARTS = 256, 10_000, 64
+
+
 class Resolver:
     """Resolves operands of one run into per-row parts, computing class concepts and projections only when needed."""
 
     def __init__(self, run, rows: int = 1, seed: int = 0, jitter: float = JITTER, class_index: int | None = None,
                  steps: int = 100, restarts: int = 4, device="cpu"):  # fmt: skip
-        if rows < 1:
-            raise ConfigError(f"--rows must be at least 1, got {rows}")
-        if steps < 0 or restarts < 1:
-            raise ConfigError(f"--project-steps must be >= 0 and restarts >= 1, got {steps} and {restarts}")
+        if not 1 <= rows <= MAX_ROWS:
+            raise ConfigError(f"--rows must be from 1 to {MAX_ROWS}, got {rows}")
+        if not (0 <= steps <= MAX_PROJECT_STEPS and 1 <= restarts <= MAX_RESTARTS):
+            raise ConfigError(f"--project-steps must be from 0 to {MAX_PROJECT_STEPS:,} and restarts from 1 to {MAX_RESTARTS}, "
+                              f"got {steps} and {restarts}")  # fmt: skip
         self.run, self.rows, self.seed, self.jitter, self.device = run, rows, seed, jitter, device
         self.class_index, self.steps, self.restarts = class_index, steps, restarts
         self.G = run.G
