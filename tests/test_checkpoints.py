@@ -93,7 +93,9 @@ def test_a_dtype_flipped_in_the_header_is_damage(tmp_path):
         read_checkpoint(path)
 
 
-@pytest.mark.parametrize("state", ["[1, 2]", "{}", '{"cur_nimg": -5}', '{"cur_nimg": "64"}', '{"cur_nimg": 64, "optimizer_groups": []}'])
+@pytest.mark.parametrize(
+    "state", ["[1, 2]", "{}", '{"cur_nimg": -5}', '{"cur_nimg": "64"}', '{"cur_nimg": true}', '{"cur_nimg": 64, "optimizer_groups": []}']
+)
 def test_a_hand_edited_training_state_is_refused_in_one_line(tmp_path, state):
     """Every reader indexes the state; a resume once truncated stats.jsonl to a cur_nimg of -5 before crashing."""
     from safetensors.torch import save_file

@@ -350,6 +350,8 @@ def test_eval_with_too_few_images_for_a_metric_is_one_line(folder_run, tmp_path,
     _one_line_error(capsys, ["eval", str(folder_run), "--anomaly", "--seed", "5"], "--anomaly scores real test images (drop --seed)")
     _one_line_error(capsys, ["eval", str(folder_run), "--reals", "bogus:test"], "--reals is the reference for --fakes")
     _one_line_error(capsys, ["eval", str(folder_run), "--device", "cpu"], "--device goes with --anomaly")
+    _one_line_error(capsys, ["eval", str(folder_run), "--device", "cuda"], "--device goes with --anomaly")  # not "use --device cpu"
+    _one_line_error(capsys, ["eval", "--reals", "fashion-mnist:test"], "give the images to score with --fakes PATH")
     assert main(["sample", str(folder_run), "-n", "1", "--out", str(tmp_path / "one.npz")]) == 0
     _one_line_error(capsys, ["eval", "--fakes", str(tmp_path / "one.npz"), "--reals", str(tmp_path / "one.npz"), "--metrics", "fid"],
                     "--metrics fid needs at least 2")  # fmt: skip

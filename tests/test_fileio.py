@@ -76,3 +76,12 @@ def test_many_files_on_a_full_disk_name_the_file_being_written(tmp_path, monkeyp
         write_many(tmp_path / "out", ((f"{i:06d}.png", b"png") for i in range(5)))
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "out" / "000002.png")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["000000.png", "000001.png"]  # no temp file left
+    monkeypatch.setattr(Path, "write_bytes", real_write)
+
+    def refuse(src, dst):  # a refused rename names the temporary file: the one meant is the target
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(src))
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OSError) as e:
+        write_many(tmp_path / "out2", [("a.png", b"png")])
+    assert e.value.filename == str(tmp_path / "out2" / "a.png")

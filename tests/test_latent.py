@@ -244,6 +244,7 @@ def test_cli_errors_are_one_line(tiny_folder, tmp_path, capsys):
         # An endpoint is one operand, so a path with a space or a dash stays whole; in an expression it needs quotes.
         (["interpolate", str(run), "--from", "1", "--to", str(tmp_path / "my shoe-1.png")], "my shoe-1.png not found"),
         (["arithmetic", str(run), f"[1] + {tmp_path / 'my shoe.png'}"], "goes in quotes"),
+        (["arithmetic", str(run), "[1] + sneakr"], "'sneakr' in expression \"[1] + sneakr\"; this run has"),  # no path hint for a typo
         # Each command names its companion file after --out: a wrong suffix would write one file over the other.
         (["project", str(run), "fashion-mnist:test:0", "--out", str(tmp_path / "p.png")], "give a name ending in .npz"),
         (["interpolate", str(run), "--from", "1", "--to", "2", "--out", str(tmp_path / "i.gif")], "give a name ending in .png"),
@@ -277,3 +278,20 @@ def test_an_autoencoders_seed_walk_says_its_decoder_never_saw_the_prior(tiny_fol
     ae = _train(tmp_path, "--model", "ae", "--data", tiny_folder)
     assert main(["interpolate", str(ae), "--from", "1", "--to", "2", "--steps", "3", "--out", str(tmp_path / "a.png")]) == 0
     assert "this ae run's decoder never trained on z ~ N(0, I)" in capsys.readouterr().out
+    png = sorted(Path(tiny_folder).glob("squares/*.png"))[0]
+    argv = [
+        "interpolate",
+        str(ae),
+        "--from",
+        str(png),
+        "--to",
+        str(png),
+        "--steps",
+        "2",
+        "--project-steps",
+        "1",
+        "--out",
+        str(tmp_path / "b.png"),
+    ]
+    assert main(argv) == 0
+    assert "never trained" not in capsys.readouterr().out  # images are projected through its encoder: codes it knows

@@ -258,17 +258,19 @@ def test_playground_sessions_are_bounded(client, monkeypatch):
     assert client.get(f"/api/playground/{ids[2]}").json()["step"] == 0
 
 
-def test_studio_command_errors(capsys):
-    assert main(["studio", "--port", "70000"]) == 2
+def test_studio_command_errors(capsys, tmp_path):
+    runs = tmp_path / "runs"
+    assert main(["studio", "--runs", str(runs), "--port", "70000"]) == 2
     assert "--port must be from 0 to 65535" in capsys.readouterr().err
     from counterfeit.studio.app import bind
 
     sock = bind("127.0.0.1", 0)
     try:
-        assert main(["studio", "--port", str(sock.getsockname()[1])]) == 2
+        assert main(["studio", "--runs", str(runs), "--port", str(sock.getsockname()[1])]) == 2
         assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
     finally:
         sock.close()
+    assert not runs.exists()  # a studio that could not start made no runs folder (it left an empty one in the working directory)
 
 
 def test_static_files_stay_in_their_folder(client):
@@ -461,3 +463,16 @@ def test_studio_resume_answers_match_what_the_page_can_do(runs, tmp_path):
     moved = _error(client.post(f"/api/runs/{DCGAN}/resume", json={"kimg": 60}), 400)
     assert "which is not there" in moved and f"counterfeit train --resume {root / DCGAN} --data NEW_FOLDER" in moved
     assert not list(root.glob(".studio/jobs/*"))  # no training process was started
+
+
+def test_the_latent_explorer_gives_the_command_lines_notes(tiny_folder, tmp_path):
+    """An ae's seeds come from a prior its decoder never saw: the page says so as the CLI does, without file-path hints."""
+    from conftest import TINY
+
+    short = ["--kimg", "0.032", "--tick-kimg", "0.032", "--snapshot-kimg", "0.032", "--sample-kimg", "0.032", "--eval-every-kimg", "0"]
+    assert main(["train", *TINY, *short, "--no-progress", "--model", "ae", "--data", tiny_folder, "--out", str(tmp_path)]) == 0
+    run = next(tmp_path.iterdir()).name
+    client = TestClient(create_app(tmp_path), base_url="http://127.0.0.1")
+    walk = client.get(f"/api/latent/interpolate?run={run}&a=1&b=2&steps=2")
+    assert walk.status_code == 200 and any("never trained on z ~ N(0, I)" in n for n in walk.json()["notes"])
+    assert "quotes" not in _error(client.get(f"/api/latent/arithmetic?run={run}&expr=a/b.png%20-%20[1]"), 400)

@@ -82,9 +82,11 @@ def test_refuses_non_empty_folders_and_force_replaces_only_exports(tiny_cond_run
     # Files the user added to an earlier export are not the export's to delete: --force refuses, and they stay.
     (fresh / "NOTES.txt").write_text("mine")
     (fresh / "1-squares" / "keep.txt").write_text("mine too")
+    (fresh / "labels.csv").unlink()
+    (fresh / "labels.csv").mkdir()  # a folder under an export file's name is not the export's either
     assert _export(tiny_cond_run, fresh, "--force") == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "holds files no export wrote (1-squares/keep.txt, NOTES.txt)" in err
+    assert err.count("\n") == 1 and "holds files no export wrote (1-squares/keep.txt, NOTES.txt, labels.csv)" in err
     assert (fresh / "NOTES.txt").read_text() == "mine" and (fresh / "1-squares" / "keep.txt").read_text() == "mine too"
 
 

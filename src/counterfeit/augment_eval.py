@@ -64,10 +64,11 @@ def augment_eval(run_dir: str | Path, n_fakes: int = 10_000, seeds: int = 3, epo
         raise ConfigError(f"--n-fakes must be at most {MAX_IMAGES:,}, got {n_fakes:,}; the fakes are held in memory")
     if not (math.isfinite(epochs) and epochs > 0):
         raise ConfigError(f"--epochs must be a finite number above 0, got {epochs}")
-    # Each seed and epoch trains a classifier per setting: a typo (--seeds 100000) would run for days, not refuse.
-    for flag, v, most in (("--seeds", seeds, MAX_SEEDS), ("--epochs", epochs, MAX_EPOCHS)):
+    # A typo (--seeds 100000) would run for days rather than be refused.
+    for flag, v, most, why in (("--seeds", seeds, MAX_SEEDS, "each seed trains a classifier per setting again"),
+                               ("--epochs", epochs, MAX_EPOCHS, "each epoch is another pass over every training set")):  # fmt: skip
         if v > most:
-            raise ConfigError(f"{flag} must be at most {most}, got {v:g}; each one trains a classifier per setting again")
+            raise ConfigError(f"{flag} must be at most {most}, got {v:g}; {why}")
     t0 = time.perf_counter()
     run = load_run(run_dir, device)
     cfg = run.config.data

@@ -246,15 +246,15 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, help="the dataset folder to create (must be new or empty)")
     x.add_argument("--seed", type=int, default=0, help="noise seed; fake i is the i-th sample of this seed (default 0)")
     x.add_argument("--class", dest="classes", action="append", help="only this class (name or index); repeat for more")
-    x.add_argument("--force", action="store_true", help="replace an earlier export in --out")
+    x.add_argument("--force", action="store_true", help="replace an earlier export in --out (refused if files were added to it)")
     x.add_argument("--device", default="cpu")
 
     a = sub.add_parser("augment-eval", help="train a classifier on reals, reals + fakes and fakes; test each on real images",
                        epilog=EXAMPLES["augment-eval"], formatter_class=fmt)  # fmt: skip
     a.add_argument("run_dir", metavar="RUN_DIR")
     a.add_argument("--n-fakes", type=int, default=10_000, help="fakes to add to (or replace) the reals (default 10000)")
-    a.add_argument("--seeds", type=int, default=3, help="classifier seeds per training set (default 3)")
-    a.add_argument("--epochs", type=float, default=2.0, help="passes over each training set (default 2; fractions allowed)")
+    a.add_argument("--seeds", type=int, default=3, help="classifier seeds per training set (default 3, at most 20)")
+    a.add_argument("--epochs", type=float, default=2.0, help="passes over each training set (default 2, at most 100; fractions allowed)")
     a.add_argument("--settings", default="real,real+fakes,fakes", help="comma list of real, real+fakes, fakes (default all)")
     a.add_argument("--n-real", type=int, help="use a fixed random subset of this many real training images (default all)")
     a.add_argument("--n-test", type=int, help="test on a fixed random subset of this many real test images (default all)")
@@ -281,25 +281,25 @@ def _latent_parsers(sub, fmt) -> None:
     common.add_argument("--device", default="cpu")
     walks = argparse.ArgumentParser(add_help=False)
     walks.add_argument("--class", dest="class_name", help="conditional runs: the class for operands that name none")
-    walks.add_argument("--project-steps", type=int, default=100, help="optimisation steps for .png operands")
+    walks.add_argument("--project-steps", type=int, default=100, help="optimisation steps for .png operands (at most 10000)")
     i = sub.add_parser("interpolate", parents=[common, walks], help="walk between seeds, classes or images (PNG + GIF)",
                        epilog=EXAMPLES["interpolate"], formatter_class=fmt)  # fmt: skip
     i.add_argument(
         "--from", dest="start", metavar="FROM", required=True, help="SEED, CLASS (name or class:N), IMAGE.png or LATENTS.npz[#k]"
     )
     i.add_argument("--to", dest="end", metavar="TO", required=True, help="the other end, same forms")
-    i.add_argument("--steps", type=int, default=10, help="images along the way, both ends included")
+    i.add_argument("--steps", type=int, default=10, help="images along the way, both ends included (2 to 200)")
     i.add_argument("--mode", choices=["lerp", "slerp"], default="slerp")
-    i.add_argument("--rows", type=int, default=1, help="rows: images 0..rows-1 of seeds, or noise around other endpoints")
+    i.add_argument("--rows", type=int, default=1, help="rows: images 0..rows-1 of seeds, or noise around other endpoints (at most 256)")
     a = sub.add_parser("arithmetic", parents=[common, walks], help='latent arithmetic: "Sneaker - Sandal + Ankle boot"',
                        epilog=EXAMPLES["arithmetic"], formatter_class=fmt)  # fmt: skip
     a.add_argument("expression", metavar="EXPR", help="class names, class:N, [seeds], .png or .npz#k, joined by + and -, with 0.5* factors")
-    a.add_argument("--rows", type=int, default=4)
+    a.add_argument("--rows", type=int, default=4, help="rows of the result, each with its own noise (default 4, at most 256)")
     pr = sub.add_parser("project", parents=[common], help="find the latents of real images (GAN inversion / encoder)",
                         epilog=EXAMPLES["project"], formatter_class=fmt)  # fmt: skip
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files or DATASET:SPLIT:INDEX (fashion-mnist:test:17)")
-    pr.add_argument("--steps", type=int, default=100, help="optimisation steps (autoencoders: refinement after the encoder)")
-    pr.add_argument("--restarts", type=int, default=4, help="random starts per image (GANs)")
+    pr.add_argument("--steps", type=int, default=100, help="optimisation steps (autoencoders: refinement after the encoder; at most 10000)")
+    pr.add_argument("--restarts", type=int, default=4, help="random starts per image (GANs; at most 64)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -339,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         seed = getattr(args, "seed", None)
         if args.command != "train" and seed is not None and not 0 <= seed <= MAX_SEED:  # train's config checks its own
             raise ConfigError(f"--seed must be from 0 to {MAX_SEED}, got {seed}")
-        if getattr(args, "device", None) not in (None, "auto"):  # checked before any command writes a file
+        # Checked before any command writes a file (eval takes --device only with --anomaly, and says so first).
+        if getattr(args, "device", None) not in (None, "auto") and not (args.command == "eval" and not args.anomaly):
             from .train import pick_device
 
             pick_device(args.device)
@@ -682,7 +683,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError("--drs samples a run with its own D: give a RUN_DIR, without --fakes or --anomaly")
     # Options the chosen kind of evaluation does not use are refused, not dropped: a typo'd --reals scored the wrong thing.
     if args.reals is not None and not args.fakes:
-        raise ConfigError("--reals is the reference for --fakes; a run is scored against its own data (drop --reals)")
+        raise ConfigError("--reals is the reference for --fakes; " + ("a run is scored against its own data (drop --reals)" if args.run_dir
+                          else "give the images to score with --fakes PATH"))  # fmt: skip
     if args.device is not None and not args.anomaly:
         raise ConfigError("--device goes with --anomaly; the other scores draw and score on the CPU (drop --device)")
     if args.seed is not None and (args.fakes or args.anomaly):

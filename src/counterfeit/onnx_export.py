@@ -81,7 +81,7 @@ def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 18) -> Path:
     if cond:  # ONNX's Gather takes negative indices, so the graph cannot refuse one as torch does
         usage[0] += f", labels (N,) int64 class indices 0..{cfg.model.num_classes - 1} (not checked: a negative one wraps round)"
     if cfg.model.name in ("ae", "dae"):
-        usage.append("this decoder never trained on N(0, I): feed it its encoder's codes")
+        usage.append("this decoder never trained on N(0, I): feed it its encoder's codes (counterfeit project writes them)")
     usage.append("points (N, 2) float32, in the toy's own coordinates" if points else "images (N, C, H, W) float32 in pixel_range")
     meta = {
         "counterfeit_version": __version__, "run": run.run_dir.name, "checkpoint": run.checkpoint.name,

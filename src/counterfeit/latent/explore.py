@@ -42,12 +42,12 @@ def _image_run(run_dir, device):
     return run
 
 
-def _prior_notes(run) -> list[str]:
-    """A note for ae/dae runs: their decoders never trained on z ~ N(0, I), which seeds and class concepts draw from."""
-    if run.config.model.name not in ("ae", "dae"):
+def prior_notes(run, operands) -> list[str]:
+    """A note for ae/dae runs given seeds or classes: their decoders never trained on z ~ N(0, I), where those come from."""
+    if run.config.model.name not in ("ae", "dae") or all(op.kind == "file" for op in operands):
         return []
     return [f"note: this {run.config.model.name} run's decoder never trained on z ~ N(0, I), where seeds and class concepts come from; "
-            "image endpoints (.png, projected through its encoder) are codes it knows, or use a vae run"]  # fmt: skip
+            "codes of real images (counterfeit project, or .png operands) are what it knows, or use a vae run"]  # fmt: skip
 
 
 def _class_option(run, class_name: str | None) -> int | None:
@@ -108,7 +108,7 @@ def interpolate(run_dir, start: str, end: str, steps: int = 10, mode: str = "sle
     png.parent.mkdir(parents=True, exist_ok=True)
     save_strip(images, rows, png)
     gif = save_gif(images, rows, png.with_suffix(".gif"))
-    return Outcome([png, gif], [*_prior_notes(run), *res.notes, f"{a.label} -> {b.label}: {rows} row(s) x {steps} steps, {mode}"])
+    return Outcome([png, gif], [*prior_notes(run, [a, b]), *res.notes, f"{a.label} -> {b.label}: {rows} row(s) x {steps} steps, {mode}"])
 
 
 def arithmetic(run_dir, expression: str, rows: int = 4, seed: int = 0, out: str | Path | None = None, device="cpu",
@@ -122,7 +122,7 @@ def arithmetic(run_dir, expression: str, rows: int = 4, seed: int = 0, out: str 
     png = Path(out) if out else run.run_dir / "latent" / f"arithmetic-{_slug(expression)}.png"
     png.parent.mkdir(parents=True, exist_ok=True)
     save_equation(columns, [c for c, _ in terms], [op.label for _, op in terms] + ["result"], png)
-    lines = [*_prior_notes(run), *res.notes]
+    lines = [*prior_notes(run, [op for _, op in terms]), *res.notes]
     if not run.spec.conditional and any(op.kind == "class" for _, op in terms):
         c = res.concepts()
         lines.append("concepts: " + ", ".join(f"{op.label} ({c.members[op.value]} samples)" for _, op in terms if op.kind == "class"))

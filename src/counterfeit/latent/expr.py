@@ -31,6 +31,7 @@ class Operand:
     label: str  # how to show it under its picture
 
 
+QUOTE_HINT = "; a file path with spaces, '+' or '-' in it goes in quotes: 'my shoe-1.png'"  # the command line's, not the studio's
 FILE_CHOICES = ", .png images, .npz latents"  # the operands that name files (the command line's, not the studio's)
 
 
@@ -43,8 +44,8 @@ def describe_choices(class_names: list[str]) -> str:
 
 
 def _bad(token: str, text: str, class_names: list[str], why: str = "unknown name") -> ConfigError:
-    # A path cut at a space, '+' or '-' looks like an unknown name: say how to keep it whole.
-    quote = "; a file path with spaces, '+' or '-' in it goes in quotes: 'my shoe-1.png'" if "/" in text or _FILE.search(text) else ""
+    # A path cut at a space, '+' or '-' looks like an unknown name: say how to keep it whole (not for 'T-shirt/top').
+    quote = QUOTE_HINT if why == "unknown name" and ("/" in token or "\\" in token or _FILE.search(text)) else ""
     return ConfigError(f"{why} '{token}' in expression \"{text}\"{quote}; {describe_choices(class_names)}")
 
 

@@ -335,8 +335,8 @@ def serve(runs_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, ready
     runs_dir = Path(runs_dir)
     if not runs_dir.parent.is_dir():  # a typo deeper in the path would otherwise make a whole new tree
         raise ConfigError(f"--runs {runs_dir}: {runs_dir.parent} does not exist; give an existing folder, or one inside it")
+    sock = bind(host, port)  # before the folder is made: a refused start leaves nothing behind
     runs_dir.mkdir(exist_ok=True)
-    sock = bind(host, port)
     local = host in ("127.0.0.1", "localhost", "::1")
     allowed = None if local else ["*"]  # bound to a network address: it is reached under names we cannot know
     server = uvicorn.Server(uvicorn.Config(create_app(runs_dir, allowed), log_level="warning", lifespan="off"))

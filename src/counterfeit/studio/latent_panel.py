@@ -52,7 +52,7 @@ def _parsed(parse, text: str, names: list[str]):
     try:
         return parse(text, names)
     except ConfigError as e:
-        raise StudioError(str(e).replace(expr.FILE_CHOICES, "")) from None
+        raise StudioError(str(e).replace(expr.FILE_CHOICES, "").replace(expr.QUOTE_HINT, "")) from None
 
 
 def _image_run(cache: ModelCache, root: Path, params: Params) -> LoadedRun:
@@ -92,7 +92,8 @@ def interpolate(cache: ModelCache, root: Path, params: Params) -> dict:
     _no_files([a, b])
     res = _Resolver(run, 1, seed, class_index=class_index)
     frames = explore.walk_images(run, res, a, b, steps, mode)  # (T, C, H, W) uint8
-    return {"frames": [_data_url(f[None]) for f in frames], "labels": [a.label, b.label], "mode": mode, "notes": res.notes}
+    notes = [*explore.prior_notes(run, [a, b]), *res.notes]
+    return {"frames": [_data_url(f[None]) for f in frames], "labels": [a.label, b.label], "mode": mode, "notes": notes}
 
 
 def arithmetic(cache: ModelCache, root: Path, params: Params) -> dict:
@@ -113,7 +114,7 @@ def arithmetic(cache: ModelCache, root: Path, params: Params) -> dict:
     return {
         "terms": [{"coef": coef, "label": op.label, "image": _data_url(col, nrow=1)} for (coef, op), col in zip(terms, columns)],
         "result": _data_url(columns[-1], nrow=1),
-        "notes": res.notes,
+        "notes": [*explore.prior_notes(run, [op for _, op in terms]), *res.notes],
     }
 
 
