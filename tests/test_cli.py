@@ -656,3 +656,17 @@ def test_dry_run_refuses_what_training_would_refuse_by_name(capsys):
     _one_line_error(capsys, ["train", "--dry-run", "--data", "ring8", "--model", "dcgan"], "trains on images but 'ring8' holds points")
     _one_line_error(capsys, ["train", "--dry-run", "--exclude-class", "Nope"], "Nope")
     assert main(["train", "--dry-run", "--exclude-class", "Bag"]) == 0
+
+
+def test_eval_and_augment_eval_check_the_run_folder_is_writable_first(folder_run, monkeypatch, capsys):
+    """A read-only run folder failed only after the scoring or the classifiers' training, losing the work."""
+    import errno
+    import tempfile
+
+    def read_only(*args, dir=None, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.path.join(str(dir), ".write-check.x"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr("counterfeit.metrics.evaluate.evaluate_images", lambda *a, **k: pytest.fail("scored before the check"))
+    _one_line_error(capsys, ["eval", str(folder_run), "--n", "10", "--metrics", "fid"], f"cannot use {folder_run}")
+    _one_line_error(capsys, ["augment-eval", str(folder_run), "--n-fakes", "16", "--seeds", "1"], f"cannot use {folder_run / 'eval'}")

@@ -85,3 +85,20 @@ def test_many_files_on_a_full_disk_name_the_file_being_written(tmp_path, monkeyp
     with pytest.raises(OSError) as e:
         write_many(tmp_path / "out2", [("a.png", b"png")])
     assert e.value.filename == str(tmp_path / "out2" / "a.png")
+
+
+def test_long_work_checks_its_output_folder_first(tmp_path, monkeypatch, capsys):
+    """evaluator train, eval and augment-eval wrote their results only after the work (15 minutes for the judge)."""
+    import tempfile
+
+    from counterfeit import evaluator
+    from counterfeit.cli import main
+
+    def read_only(*args, dir=None, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.path.join(str(dir), ".write-check.x"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(evaluator, "load_split", lambda *a, **k: pytest.fail("the data loaded before the check"))
+    assert main(["evaluator", "train", "--out", str(tmp_path / "judge")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot use {tmp_path}" in err and "pick a path you can write to" in err

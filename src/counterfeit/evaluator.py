@@ -22,7 +22,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from .data import IDX_DATASETS, load_idx
-from .fileio import atomic_write_bytes, atomic_write_text, sha256_file
+from .fileio import atomic_write_bytes, atomic_write_text, check_writable, sha256_file
 from .metrics.fid import fid as frechet_distance  # noqa: F401  (re-exported: the judge's FID)
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -193,6 +193,7 @@ def train_evaluator(
 
         raise ConfigError(f"--epochs must be from 1 to 1000, got {epochs}")
     out = Path(out) if out is not None else weights_path(dataset).with_suffix("")  # suffixes get appended
+    check_writable(out.parent)  # a read-only place is found now, not after a quarter of an hour of training
     x_train, y_train = load_split(dataset, "train", data_dir)  # (N, 1, 28, 28) uint8, (N,)
     x_test, y_test = load_split(dataset, "test", data_dir)
     if limit:  # tiny runs for smoke tests

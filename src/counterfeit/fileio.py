@@ -39,6 +39,18 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def check_writable(folder: Path) -> None:
+    """Raise now the OSError a write into `folder` would meet after minutes of work (the folder is made if missing)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".write-check.")
+    except OSError as e:  # named by the folder, not by the probe's random file name
+        raise OSError(e.errno, e.strerror, str(folder)) from e
+    os.close(fd)
+    os.unlink(name)
+
+
 def temp_glob(stem: str = "*", suffix: str = "*") -> str:
     """The glob of atomic_path's temporary names for files named `stem` + `suffix` (what a killed writer leaves)."""
     return f".{stem}.*.tmp{suffix}"

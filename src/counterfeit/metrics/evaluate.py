@@ -16,7 +16,7 @@ from .. import __version__
 from ..config import ConfigError
 from ..data import IDX_DATASETS, TOY_DATASETS, class_index, folder_image_shapes, load_dataset, toy_modes
 from ..export import read_npz_images
-from ..fileio import append_text, atomic_write_text, sha256_file
+from ..fileio import append_text, atomic_write_text, check_writable, sha256_file
 from .classes import class_coverage, duplicate_rate, duplicate_threshold
 from .features import BackboneUnavailable, Features, as_nhwc_or_nchw_uint8, extract
 from .fid import fid, kid, kid_subset_size, small_n_warning
@@ -220,6 +220,7 @@ def score_run(
 
     run = load_run(run_dir)
     cfg, run_dir = run.config, run.run_dir
+    check_writable(run_dir)  # metrics.json goes there: a read-only run folder is found before minutes of scoring
     kimg = run.state["cur_nimg"] / 1000
     base = {"generator": "G_ema", **checkpoint_provenance(run), "seed": seed}
     kept: list[float] = []  # the share of candidates DRS kept
