@@ -421,15 +421,23 @@ def _console_logging() -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     """Build the config (or reload it for --resume), make the run folder and train with a progress bar."""
     from .data import check_data_source
-    from .distributed import check_batch, process_group
+    from .distributed import process_group
     from .models import build_models, get_spec
-    from .train import check_batch_fits, check_cuda_graphs, check_names, conditional_config, load_training_data, no_labels, pick_device
+    from .train import (
+        check_batch_fits,
+        check_batch_splits,
+        check_cuda_graphs,
+        check_names,
+        conditional_config,
+        load_training_data,
+        no_labels,
+        pick_device,
+    )
 
     run_dir, cfg = _train_config(args)
     if not get_spec(cfg.model.name).conditional or cfg.model.num_classes:
         build_models(cfg)  # checks the architecture fits the data shape, before anything is written
-    # Under torchrun the batch (and the recall term's pool) must split over the processes into slices its terms can use.
-    check_batch(cfg.loop.batch_size, cfg.model.pack, cfg.loss.ms_weight, cfg.loss.recall_pool * (cfg.loss.recall_weight > 0))
+    check_batch_splits(cfg)  # under torchrun, before anything is written
     if cfg.loop.cuda_graphs:  # the machine's part of that check, before the data loads or a run folder exists
         check_cuda_graphs(pick_device(cfg.loop.device), int(os.environ.get("WORLD_SIZE", "1")))
     check_data_source(cfg.data.name)  # a folder that is not there is refused by --dry-run too
@@ -707,14 +715,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise ConfigError("give a RUN_DIR or --fakes, not both")
         from .data import IDX_DATASETS
 
-        args.reals = args.reals or "fashion-mnist:test"
-        base = args.reals.partition(":")[0]
+        reals_source = args.reals or "fashion-mnist:test"
+        base = reals_source.partition(":")[0]
         names = parse_metrics(args.metrics, classes=base if base in IDX_DATASETS else None)
         if "memorisation" in names and base not in IDX_DATASETS:
             raise ConfigError("--metrics memorisation compares the fakes with the training images, so --reals must name an idx "
                               "dataset such as fashion-mnist:test (or evaluate the run itself)")  # fmt: skip
         fakes, fdesc = load_image_source(args.fakes, args.n or 10_000)
-        reals, rdesc = load_image_source(args.reals)
+        reals, rdesc = load_image_source(reals_source)
         train = load_image_source(f"{base}:train")[0] if "memorisation" in names else None  # (N, C, H, W) uint8
         dataset = base if base in ("fashion-mnist", "mnist") else "fashion-mnist"
         prov = {"fakes": fdesc["source"], "reference": rdesc["source"]}

@@ -125,6 +125,12 @@ def check_names(cfg: RunConfig) -> None:
         class_index_in(None if idx is None else list(idx.class_names), cfg.data.name, cfg.data.exclude_class)
 
 
+def check_batch_splits(cfg: RunConfig) -> None:
+    """Under torchrun: the batch, and the recall term's pool, split over the processes into slices their terms can use."""
+    L = cfg.loss
+    dist.check_batch(cfg.loop.batch_size, cfg.model.pack, L.ms_weight, L.recall_pool * (L.recall_weight > 0))
+
+
 def check_batch_fits(cfg: RunConfig, n_data: int) -> None:
     """One-line ConfigError when the training set holds fewer items than one batch."""
     if n_data < 2:  # the smallest batch is 2 (batch norm): no batch size to suggest
@@ -348,7 +354,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     y_all = data.labels.to(device) if cond else None  # (N,) int64
     n_data = x_all.shape[0]
     check_batch_fits(cfg, n_data)
-    dist.check_batch(L.batch_size, cfg.model.pack, cfg.loss.ms_weight, cfg.loss.recall_pool * (cfg.loss.recall_weight > 0))
+    check_batch_splits(cfg)
 
     torch.manual_seed(L.seed)
     G, D = build_models(cfg)
