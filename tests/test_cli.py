@@ -227,6 +227,23 @@ def test_resume_takes_the_runs_own_values_and_refuses_others_and_out(folder_run,
     _one_line_error(capsys, ["train", "--resume", str(folder_run), "--out", "elsewhere", "--dry-run"], "--out makes a new run folder")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_a_resume_this_machine_cannot_run_changes_nothing(folder_run, tmp_path, capsys):
+    """A resume asking for a GPU this machine lacks is refused before config.json takes its new length or device."""
+    from counterfeit.config import load_config
+    from counterfeit.train import train
+
+    run = Path(shutil.copytree(folder_run, tmp_path / folder_run.name))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    _one_line_error(capsys, ["train", "--resume", str(run), "--device", "cuda", "--kimg", "5"], "PyTorch sees no CUDA GPU")
+    # The library's trainer too (it wrote the longer, CUDA config.json before it looked for the GPU).
+    with pytest.raises(Exception, match="PyTorch sees no CUDA GPU"):
+        train(load_config(run / "config.json").replace(loop={"device": "cuda", "total_kimg": 5.0}), run)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != "log.txt"} == {
+        k: v for k, v in before.items() if k != "log.txt"
+    }
+
+
 def test_resume_to_the_planned_end_of_a_finished_run_is_no_error(folder_run, tmp_path, capsys):
     """A run stops at the first whole batch past --kimg, so a finished run has passed its plan: resuming it does nothing."""
     stats = (folder_run / "stats.jsonl").read_text()
@@ -482,6 +499,23 @@ def test_named_outputs_are_replaced_only_with_force(folder_run, tmp_path, capsys
     for _ in range(2):  # outputs inside the run folder are its own and are refreshed
         assert main(["sample", str(folder_run), "-n", "4"]) == 0
         assert main(["report", str(folder_run)]) == 0
+
+
+def test_a_folder_given_where_a_file_is_written_is_refused_before_the_work(folder_run, tmp_path, capsys):
+    """It said 'pass --force', which then failed another way (eval --json only after all its scoring)."""
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "mine.txt").write_text("mine")
+    run = str(folder_run)
+    for argv, example in [
+        (["interpolate", run, "--from", "1", "--to", "2", "--out", str(full)], "walk.png"),
+        (["arithmetic", run, "1+2", "--out", str(full), "--force"], "result.png"),
+        (["project", run, str(full / "mine.txt"), "--out", str(full), "--force"], "latents.npz"),
+        (["eval", "--fakes", str(full), "--reals", str(full), "--json", str(full), "--force"], "scores.json"),
+    ]:
+        flag = "--json" if "--json" in argv else "--out"
+        _one_line_error(capsys, argv, f"{flag} {full} is a folder; give a file name, such as {full / example}")
+    assert [p.name for p in full.iterdir()] == ["mine.txt"]
 
 
 def test_seeds_have_one_range_in_every_command(folder_run, capsys):

@@ -126,6 +126,36 @@ def test_batch_that_does_not_split_is_a_one_line_error(tiny_folder, tmp_path, mo
     assert not (tmp_path / "runs").exists()  # nothing written
 
 
+def test_resume_that_does_not_split_names_the_process_counts_that_fit(tiny_folder, tmp_path, monkeypatch, capsys):
+    """A resumed run keeps its batch, so the error says how many processes can resume it, not which option to change."""
+    with pytest.raises(Exception, match="a resumed run keeps its options; resume it with torchrun --nproc_per_node 1, 2, 4, 8 or 16"):
+        _check_on(3, 16, resumed=True, monkeypatch=monkeypatch)
+    with pytest.raises(Exception, match=r"whole packs of --pack 4, and a resumed run .* --nproc_per_node 1, 2 or 4$"):
+        _check_on(8, 16, pack=4, resumed=True, monkeypatch=monkeypatch)
+    with pytest.raises(Exception, match=r"--nproc_per_node 1, 2, 3, 4, 6, 8 or 12$"):  # not 24: the pairs need 2 images each
+        _check_on(5, 24, ms_weight=0.2, resumed=True, monkeypatch=monkeypatch)
+    with pytest.raises(Exception, match=r"--recall-pool 9 does not split over 2 processes, .* --nproc_per_node 1 or 3$"):
+        _check_on(2, 24, recall_pool=9, resumed=True, monkeypatch=monkeypatch)
+    monkeypatch.delenv("WORLD_SIZE")  # the first run on one process
+    out = tmp_path / "runs"
+    assert main(["train", "--data", tiny_folder, "--batch-size", "6", "--kimg", "0.012", "--out", str(out), "--no-progress"]) == 0
+    run = next(out.iterdir())
+    stats = (run / "stats.jsonl").read_bytes()
+    capsys.readouterr()
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "0")
+    assert main(["train", "--resume", str(run), "--kimg", "0.024", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--batch-size 6 does not split over 4 processes" in err and "--nproc_per_node 1, 2, 3 or 6" in err
+    assert (run / "stats.jsonl").read_bytes() == stats  # nothing rewritten
+
+
+def _check_on(n, batch_size, monkeypatch, **kw):
+    monkeypatch.setenv("WORLD_SIZE", str(n))
+    monkeypatch.setenv("RANK", "0")
+    check_batch(batch_size, **kw)
+
+
 # ---------------------------------------------------------------- the synchronised batch norm, on two gloo processes
 
 

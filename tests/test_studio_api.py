@@ -2,7 +2,9 @@
 
 import io
 import json
+import shutil
 import time
+import urllib.parse
 import zipfile
 
 import numpy as np
@@ -129,6 +131,24 @@ def test_wrong_method_is_405_with_allow(client):
     assert r.status_code == 405 and r.headers["allow"] == "GET"
     assert client.post("/api/playground/x/reset").status_code == 415  # a bodiless POST to a POST endpoint is refused
     assert client.get("/api/nothing/here").status_code == 404  # an unknown path stays a 404
+
+
+def test_a_renamed_run_with_spaces_and_accents_is_served(runs, tmp_path):
+    """The studio lists any run folder, so it serves each one it lists, whatever the user renamed it to."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    name = "mes chats été (v2)+1"
+    shutil.copytree(runs / DCGAN, root / name)
+    client = TestClient(create_app(root), base_url="http://127.0.0.1")
+    assert [row["run"] for row in client.get("/api/runs").json()["runs"]] == [name]
+    quoted = urllib.parse.quote(name, safe="")
+    assert client.get(f"/api/runs/{quoted}").status_code == 200
+    r = client.get(f"/api/generate?run={quoted}&n=4&download=yes")
+    assert r.headers["content-type"] == "image/png"  # the run's name in its header broke the response (Latin-1 only)
+    disposition = r.headers["content-disposition"]
+    assert disposition.startswith('attachment; filename="mes chats _t')
+    assert urllib.parse.unquote(disposition.split("UTF-8''")[1]).startswith(name)
+    assert "bad run name" in _error(client.get("/api/generate?run=a%2Fb"), 400)  # still no separators
 
 
 def test_symlink_out_of_the_runs_folder_is_refused(client, runs, tmp_path):

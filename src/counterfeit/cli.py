@@ -437,9 +437,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir, cfg = _train_config(args)
     if not get_spec(cfg.model.name).conditional or cfg.model.num_classes:
         build_models(cfg)  # checks the architecture fits the data shape, before anything is written
-    check_batch_splits(cfg)  # under torchrun, before anything is written
-    if cfg.loop.cuda_graphs:  # the machine's part of that check, before the data loads or a run folder exists
-        check_cuda_graphs(pick_device(cfg.loop.device), int(os.environ.get("WORLD_SIZE", "1")))
+    check_batch_splits(cfg, resumed=bool(args.resume))  # under torchrun, before anything is written
+    device = pick_device(cfg.loop.device)  # a GPU this machine lacks is refused before the data loads or a folder is written
+    if cfg.loop.cuda_graphs:  # the machine's part of that check
+        check_cuda_graphs(device, int(os.environ.get("WORLD_SIZE", "1")))
     check_data_source(cfg.data.name)  # a folder that is not there is refused by --dry-run too
     if cfg.data.data_dir and not Path(cfg.data.data_dir).is_dir() and _launched_rank() == 0:
         print(f"warning: --data-dir {cfg.data.data_dir} is not a folder; looking in the usual places instead", file=sys.stderr)
@@ -611,7 +612,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     points = run_data_kind(args.run_dir) == "points"  # None for an unreadable run: write_samples says why
     fmt = _sample_format(args.format, args.out, points)
     # A toy run's npz gets a scatter plot of the same name beside it: that PNG is as much the user's as --out.
-    _refuse_existing(args.out, args.force, (".png",) if points and fmt == "npz" else ())
+    example = {"grid": "samples.png", "npz": "samples.npz"}.get(fmt, "")  # a folder of PNGs may go into a folder
+    _refuse_existing(args.out, args.force, (".png",) if points and fmt == "npz" else (), file_example=example)
     out = write_samples(args.run_dir, args.n, args.seed, fmt, args.out, args.device, args.class_name, args.drs)
     print(f"wrote {out} and its scatter plot {out.with_suffix('.png')}" if points and fmt == "npz" else f"wrote {out}")
     return 0
@@ -637,14 +639,19 @@ def _sample_format(fmt: str | None, out: str | None, points: bool = False) -> st
     return fmt
 
 
-def _refuse_existing(out: str | Path | None, force: bool, companions: tuple[str, ...] = (), flag: str = "--out") -> None:
+def _refuse_existing(
+    out: str | Path | None, force: bool, companions: tuple[str, ...] = (), flag: str = "--out", file_example: str = ""
+) -> None:
     """One-line error when an output path the user named exists (an empty folder is fine), unless --force.
 
     Default outputs inside the run folder are the command's own and are refreshed; a path the user named may hold
     anything, so it is never replaced silently. `companions` are suffixes of files written beside it (a GIF, a PNG).
+    A command writing a file (it gives a `file_example` name) refuses a folder even with --force, which could not replace it.
     """
     from .config import ConfigError
 
+    if out is not None and file_example and Path(out).is_dir():
+        raise ConfigError(f"{flag} {out} is a folder; give a file name, such as {Path(out) / file_example}")
     if out is None or force:
         return
     for path in [Path(out), *(Path(out).with_suffix(sfx) for sfx in companions)]:
@@ -686,7 +693,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--n must be between 2 and {MAX_IMAGES:,}, got {args.n}")
     if args.json and not args.fakes:
         raise ConfigError("--json goes with --fakes; a run's scores are written to RUN_DIR/metrics.json")
-    _refuse_existing(args.json, args.force, flag="--json")  # before minutes of scoring
+    _refuse_existing(args.json, args.force, flag="--json", file_example="scores.json")  # before minutes of scoring
     if args.drs is not None and (args.anomaly or args.fakes or not args.run_dir):
         raise ConfigError("--drs samples a run with its own D: give a RUN_DIR, without --fakes or --anomaly")
     # Options the chosen kind of evaluation does not use are refused, not dropped: a typo'd --reals scored the wrong thing.
@@ -891,7 +898,9 @@ def cmd_latent(args: argparse.Namespace) -> int:
     """interpolate / arithmetic / project: call the latent library and print what it wrote."""
     from .latent import explore
 
-    _refuse_existing(args.out, args.force, {"interpolate": (".gif",), "project": (".png",)}.get(args.command, ()))
+    companions = {"interpolate": (".gif",), "project": (".png",)}.get(args.command, ())
+    example = {"interpolate": "walk.png", "arithmetic": "result.png", "project": "latents.npz"}[args.command]
+    _refuse_existing(args.out, args.force, companions, file_example=example)
     if args.command == "interpolate":
         o = explore.interpolate(args.run_dir, args.start, args.end, args.steps, args.mode, args.rows, args.seed, args.out, args.device,
                                 args.class_name, args.project_steps)  # fmt: skip

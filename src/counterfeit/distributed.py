@@ -93,24 +93,38 @@ def local_device(device: torch.device) -> torch.device:
     return device
 
 
-def check_batch(batch_size: int, pack: int = 1, ms_weight: float = 0.0, recall_pool: int = 0) -> None:
+def _split_problem(n: int, batch_size: int, pack: int, ms_weight: float, recall_pool: int) -> tuple[str, str] | None:
+    """Why the batch (or the recall pool) does not split over `n` processes, and the option change that fixes it; None if it does."""
+    if batch_size % n:
+        return f"--batch-size {batch_size} does not split over {n} processes", f"use a multiple of {n}"
+    if (batch_size // n) % pack:
+        return f"each process's {batch_size // n} images do not make whole packs of --pack {pack}", f"use a multiple of {n * pack}"
+    if ms_weight > 0 and batch_size // n < 2:
+        return (f"--ms-weight pairs images within each process's slice, and {n} processes leave one image each",
+                f"use --batch-size {2 * n} or more, or --ms-weight 0")  # fmt: skip
+    if recall_pool % n:
+        return f"--recall-pool {recall_pool} does not split over {n} processes", f"use a multiple of {n}"
+    return None
+
+
+def check_batch(batch_size: int, pack: int = 1, ms_weight: float = 0.0, recall_pool: int = 0, resumed: bool = False) -> None:
     """One-line error unless the batch (and the recall term's pool) splits evenly over the ranks, into slices its terms can use.
 
     Each slice must hold whole PacGAN packs, and two images where the mode-seeking term pairs them (one image per process
-    would have no pair: a NaN); `recall_pool` is the recall term's pool of extra fakes, 0 when that term is off.
+    would have no pair: a NaN); `recall_pool` is the recall term's pool of extra fakes, 0 when that term is off. A `resumed`
+    run keeps its options, so its error names the process counts that fit instead.
     """
     n = world_size() if dist.is_available() and dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
     if n == 1:
         return  # the config already checked the pack against the batch
-    if batch_size % n:
-        raise ConfigError(f"--batch-size {batch_size} does not split over {n} processes; use a multiple of {n}")
-    if (batch_size // n) % pack:
-        raise ConfigError(f"each process's {batch_size // n} images do not make whole packs of --pack {pack}; use a multiple of {n * pack}")
-    if ms_weight > 0 and batch_size // n < 2:
-        raise ConfigError(f"--ms-weight pairs images within each process's slice, and {n} processes leave one image each; "
-                          f"use --batch-size {2 * n} or more, or --ms-weight 0")  # fmt: skip
-    if recall_pool % n:
-        raise ConfigError(f"--recall-pool {recall_pool} does not split over {n} processes; use a multiple of {n}")
+    problem = _split_problem(n, batch_size, pack, ms_weight, recall_pool)
+    if problem is None:
+        return
+    if not resumed:
+        raise ConfigError(f"{problem[0]}; {problem[1]}")
+    fits = [k for k in range(1, min(batch_size, 64) + 1) if _split_problem(k, batch_size, pack, ms_weight, recall_pool) is None]
+    counts = ", ".join(map(str, fits[:-1])) + (" or " if len(fits) > 1 else "") + str(fits[-1])  # 1 always fits
+    raise ConfigError(f"{problem[0]}, and a resumed run keeps its options; resume it with torchrun --nproc_per_node {counts}")
 
 
 def shard(x: torch.Tensor) -> torch.Tensor:

@@ -125,10 +125,10 @@ def check_names(cfg: RunConfig) -> None:
         class_index_in(None if idx is None else list(idx.class_names), cfg.data.name, cfg.data.exclude_class)
 
 
-def check_batch_splits(cfg: RunConfig) -> None:
+def check_batch_splits(cfg: RunConfig, resumed: bool = False) -> None:
     """Under torchrun: the batch, and the recall term's pool, split over the processes into slices their terms can use."""
     L = cfg.loss
-    dist.check_batch(cfg.loop.batch_size, cfg.model.pack, L.ms_weight, L.recall_pool * (L.recall_weight > 0))
+    dist.check_batch(cfg.loop.batch_size, cfg.model.pack, L.ms_weight, L.recall_pool * (L.recall_weight > 0), resumed)
 
 
 def check_batch_fits(cfg: RunConfig, n_data: int) -> None:
@@ -321,28 +321,36 @@ def _train_logged(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | 
         if dist.is_main():  # the lock is held: no other process writes this folder
             if n := remove_stale_temp_files(run_dir):
                 log.info(f"removed {n} checkpoint temp file(s) that a killed run left in {run_dir / 'checkpoints'}")
+        machine = _machine(cfg)  # refused before config.json changes: a resume on a machine that cannot run it alters nothing
+        if dist.is_main():
             # A resume may train longer than config.json says; written here, under the lock, so a refused trainer changes nothing.
             write_config(run_dir, cfg)
-        return _train(cfg, run_dir, cb, data)
+        return _train(cfg, run_dir, cb, data, *machine)
     finally:
         log.removeFilter(quiet)
         log.removeHandler(file_log)
         file_log.close()
 
 
-def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -> TrainResult:
-    L, O = cfg.loop, cfg.optim
-    keep_freed_memory()  # each step's tensors reuse the last step's memory instead of faulting in fresh pages
+def _machine(cfg: RunConfig) -> tuple[torch.device, str]:
+    """This process's device and precision for the run, or a one-line ConfigError if this machine cannot give them."""
+    L = cfg.loop
     device = dist.local_device(pick_device(L.device))
     if L.compile:
         _check_compiler(device)
     precision = pick_precision(L.precision, device)
     _check_precision(precision, device)
+    if L.cuda_graphs:
+        check_cuda_graphs(device)
+    return device, precision
+
+
+def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None, device: torch.device, precision: str) -> TrainResult:
+    L, O = cfg.loop, cfg.optim
+    keep_freed_memory()  # each step's tensors reuse the last step's memory instead of faulting in fresh pages
     main = dist.is_main()
     spec = get_spec(cfg.model.name)
     graphs = L.cuda_graphs
-    if graphs:
-        check_cuda_graphs(device)
     data = data if data is not None else load_training_data(cfg)
     cond, ae = spec.conditional, spec.family == "autoencoder"
     if cond and cfg.model.num_classes == 0:
@@ -354,7 +362,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -
     y_all = data.labels.to(device) if cond else None  # (N,) int64
     n_data = x_all.shape[0]
     check_batch_fits(cfg, n_data)
-    check_batch_splits(cfg)
+    check_batch_splits(cfg, resumed=bool(list_checkpoints(run_dir)))
 
     torch.manual_seed(L.seed)
     G, D = build_models(cfg)

@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import threading
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,8 +157,15 @@ def generate(studio: Studio, request: Request, params: Params) -> Response:
     with studio.compute:
         body, media, name = gen.render(studio.models, req)
     attach = req.fmt == "zip" or req.download
-    disposition = f'{"attachment" if attach else "inline"}; filename="{name}"'
-    return Response(body, media_type=media, headers={"Content-Disposition": disposition, "Cache-Control": "no-store"})
+    headers = {"Content-Disposition": content_disposition("attachment" if attach else "inline", name), "Cache-Control": "no-store"}
+    return Response(body, media_type=media, headers=headers)
+
+
+def content_disposition(kind: str, filename: str) -> str:
+    """A Content-Disposition header for any file name (RFC 6266): an ASCII fallback, and the UTF-8 name for browsers."""
+    # Headers are Latin-1 on the wire, so a run renamed "mes chats été" broke the response; quotes would end the string.
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename)
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{urllib.parse.quote(filename, safe='')}"
 
 
 def train(studio: Studio, request: Request, params: Params) -> dict:

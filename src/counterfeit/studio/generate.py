@@ -69,7 +69,7 @@ class Request:
 def parse_request(root: Path, params: Params) -> Request:
     """The Generate parameters, checked: run, seed, n, class, truncation, ema, format, download."""
     req = Request(
-        run_dir=run_path(root, params.str("run", None, 128)),
+        run_dir=run_path(root, params.str("run", None, 255)),
         seed=params.int("seed", 0, 0, MAX_SEED),
         n=params.int("n", 64, 1, MAX_COUNT),
         class_name=params.str("class", None, 100),

@@ -56,7 +56,7 @@ def _parsed(parse, text: str, names: list[str]):
 
 
 def _image_run(cache: ModelCache, root: Path, params: Params) -> LoadedRun:
-    run = cache.get(run_path(root, params.str("run", None, 128)))
+    run = cache.get(run_path(root, params.str("run", None, 255)))
     if run.spec.data_kind != "images":
         raise StudioError(f"{run.run_dir.name} is a 2-D toy run; the latent explorer needs a run that makes images")
     return run

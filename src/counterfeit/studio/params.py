@@ -11,7 +11,9 @@ from typing import Any
 from ..runs import is_run_dir
 
 MAX_BODY_BYTES = 64 * 1024  # every JSON body the studio takes is a handful of options
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Any folder name the runs list can show (a user may rename a run "my cats été"); no separators, control characters,
+# or leading dot (hidden folders such as the studio's own .studio, and "..").
+_RUN_NAME = re.compile(r"^[^./\\\x00-\x1f][^/\\\x00-\x1f]{0,254}$")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.png$")
 _TRUE, _FALSE = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
 
@@ -123,7 +125,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
 
 def run_path(root: Path, name: Any) -> Path:
     """The run folder `name` directly inside the runs folder `root`; names that could leave it are refused."""
-    if not isinstance(name, str) or not _RUN_NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _RUN_NAME.match(name):
         raise StudioError(f"bad run name {_show(name)}: use a folder name from the runs list, such as 00000-fashion-mnist-dcgan")
     path = (root / name).resolve()
     if path.parent != root.resolve():  # a symlink pointing out of the runs folder
