@@ -88,6 +88,9 @@ def test_runs_table(folder_run, capsys):
     assert main(["runs", str(folder_run.parent / "typo")]) == 0
     assert "typo does not exist" in capsys.readouterr().out
     _one_line_error(capsys, ["runs", str(folder_run / "config.json")], "is a file")
+    assert main(["runs", str(folder_run)]) == 0  # a run folder itself: its row (it said "no runs in" the run)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and out[1].startswith(folder_run.name)
 
 
 def test_toy_train_and_sample_points(tmp_path):
@@ -582,6 +585,9 @@ def test_ctrl_c_while_python_imports_is_one_line(monkeypatch, capsys):
 def test_studio_refuses_a_runs_folder_whose_parent_is_missing(tmp_path, capsys):
     _one_line_error(capsys, ["studio", "--runs", str(tmp_path / "typo" / "runs"), "--port", "0"], "typo", "does not exist")
     assert not (tmp_path / "typo").exists()
+    (tmp_path / "notes.txt").write_text("mine")  # a file in the path "does not exist" was the wrong reason
+    for runs in (tmp_path / "notes.txt", tmp_path / "notes.txt" / "runs"):
+        _one_line_error(capsys, ["studio", "--runs", str(runs), "--port", "0"], f"{tmp_path / 'notes.txt'} is a file; give a folder")
 
 
 def test_every_train_flag_reaches_the_config():

@@ -229,6 +229,7 @@ def test_cli_errors_are_one_line(tiny_folder, tmp_path, capsys):
         (["interpolate", str(run), "--from", "1", "--to", "nope.npz"], "nope.npz not found"),
         (["interpolate", str(run), "--from", "1", "--to", "2", "--steps", "1"], "--steps must be between 2 and 200"),
         (["project", str(run), "missing.png"], "image missing.png not found"),
+        (["project", str(run), str(tmp_path), "--out", str(tmp_path / "p.npz")], f"image {tmp_path} is a folder; pass PNG/JPEG files"),
         (["interpolate", str(run), "--from", "1", "--to", str(cut), "--steps", "3"], "holds no latents"),
         (
             ["interpolate", str(run), "--from", "1", "--to", str(broken_png), "--project-steps", "-1"],

@@ -662,7 +662,7 @@ def _refuse_existing(
 def cmd_runs(args: argparse.Namespace) -> int:
     """Print a table of the runs in a folder."""
     from .config import ConfigError
-    from .runs import run_table
+    from .runs import is_run_dir, run_row, run_table
 
     where = Path(args.dir)
     if where.exists() and not where.is_dir():
@@ -670,7 +670,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not where.exists():
         print(f"no runs yet: {where} does not exist (counterfeit train makes it)")
         return 0
-    rows = run_table(where)
+    rows = [run_row(where)] if is_run_dir(where) else run_table(where)  # one run folder: its own row, not "no runs"
     if not rows:
         print(f"no runs in {args.dir}")
         return 0

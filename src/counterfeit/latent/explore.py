@@ -147,7 +147,8 @@ def read_images(specs: list[str], resolution: int, channels: int) -> tuple[torch
         else:
             path = Path(spec)
             if not path.is_file():
-                raise ConfigError(f"image {spec} not found; pass PNG/JPEG files or DATASET:SPLIT:INDEX such as fashion-mnist:test:17")
+                what = "is a folder" if path.is_dir() else "not found"
+                raise ConfigError(f"image {spec} {what}; pass PNG/JPEG files or DATASET:SPLIT:INDEX such as fashion-mnist:test:17")
             try:
                 images.append(torch.from_numpy(decode_image(path, resolution, channels)))
             except DECODE_ERRORS as e:

@@ -341,7 +341,10 @@ def serve(runs_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, ready
     # playground step took 1.5 s with 2 threads against 57 ms with one (measured; see the README's Studio section).
     torch.set_num_threads(1)
     runs_dir = Path(runs_dir)
-    if not runs_dir.parent.is_dir():  # a typo deeper in the path would otherwise make a whole new tree
+    for path in (runs_dir, runs_dir.parent):  # a typo deeper in the path would otherwise make a whole new tree
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"--runs {runs_dir}: {path} is a file; give a folder (an existing one, or a new one inside one)")
+    if not runs_dir.parent.is_dir():
         raise ConfigError(f"--runs {runs_dir}: {runs_dir.parent} does not exist; give an existing folder, or one inside it")
     sock = bind(host, port)  # before the folder is made: a refused start leaves nothing behind
     runs_dir.mkdir(exist_ok=True)
