@@ -302,11 +302,18 @@ def test_a_folder_run_resumes_from_anywhere_and_follows_its_data_when_told(tiny_
     assert main(["train", "--resume", str(run), "--kimg", "0.096", "--no-progress"]) == 0
     data.rename(tmp_path / "moved")
     _one_line_error(capsys, ["train", "--resume", str(run), "--kimg", "0.128"], "which is not there", "--data NEW_FOLDER")
+    for argv in (["eval", str(run), "--n", "50"], ["eval", str(run), "--anomaly"]):  # said "unknown dataset", naming no fix
+        _one_line_error(capsys, argv, "which is not there; move it back, or record where it went: counterfeit train --resume")
     _one_line_error(capsys, ["train", "--resume", str(run), "--data", "mnist", "--kimg", "0.128"], "--data cannot change when resuming")
     assert main(["train", "--resume", str(run), "--data", str(tmp_path / "moved"), "--kimg", "0.128", "--no-progress"]) == 0
     assert json.loads((run / "config.json").read_text())["data"]["name"] == str(tmp_path / "moved")
+    (tmp_path / "moved").rename(tmp_path / "moved2")  # the eval advice, on a finished run: records the move, trains nothing
+    stats = (run / "stats.jsonl").read_text()
+    assert main(["train", "--resume", str(run), "--data", str(tmp_path / "moved2"), "--no-progress"]) == 0
+    assert json.loads((run / "config.json").read_text())["data"]["name"] == str(tmp_path / "moved2")
+    assert (run / "stats.jsonl").read_text() == stats
     cfg = json.loads((run / "config.json").read_text())  # an older run may keep the folder as "~/...": still found
-    (run / "config.json").write_text(json.dumps({**cfg, "data": {**cfg["data"], "name": "~/moved"}}))
+    (run / "config.json").write_text(json.dumps({**cfg, "data": {**cfg["data"], "name": "~/moved2"}}))
     monkeypatch.setenv("HOME", str(tmp_path))
     assert main(["train", "--resume", str(run), "--kimg", "0.16", "--no-progress"]) == 0
 

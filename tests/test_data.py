@@ -465,6 +465,71 @@ def test_loose_images_beside_class_folders_mean_unlabelled(tmp_path):
     assert ds.labels is None and ds.num_classes == 0 and len(ds) == 3 and "directly in the folder" in ds.info["note"]
 
 
+def test_what_a_folder_leaves_out_is_said(tmp_path, monkeypatch, caplog):
+    """An unreadable class folder, pictures of a kind it cannot read, a folder reached twice: said, not silently dropped."""
+    root = tmp_path / "pets"
+    save(root / "cats" / "a.tiff", noise(12, 12, 0))
+    save(root / "cats" / "b.jfif", noise(12, 12, 1), format="JPEG")  # what browsers save JPEGs as: it was ignored
+    save(root / "dogs" / "c.png", noise(12, 12, 2))
+    save(root / "birds" / "d.png", noise(12, 12, 3))
+    (root / "birds" / "e.heic").write_bytes(b"phone photo")
+    (root / "labels.csv").write_text("file,class")
+    (root / "zebras").symlink_to(root / "dogs", target_is_directory=True)  # the same folder again, under a later name
+    real_scandir = os.scandir
+
+    def refuse_birds(path="."):
+        if Path(path).name == "birds":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    with caplog.at_level(logging.INFO, logger="counterfeit"):
+        ds = load_folder(str(root), 8, 3)
+    assert ds.class_names == ["birds", "cats", "dogs"] and ds.info["class_counts"] == [1, 2, 1]
+    assert ds.info["left_out_folders"] == ["zebras/ (the same folder as dogs/, read once)"]
+    assert ds.info["other_files"] == {".heic": 1, ".csv": 1}
+    levels = {r.getMessage().split(" in ")[0]: r.levelno for r in caplog.records if r.getMessage().startswith("left out")}
+    assert levels == {"left out 1 folder": logging.WARNING, "left out 2 files": logging.WARNING}  # a .heic may be a picture
+    monkeypatch.setattr(os, "scandir", refuse_birds)  # os.walk lists folders with it
+    locked = load_folder(str(root), 8, 3)
+    assert locked.class_names == ["cats", "dogs"] and locked.info["left_out_folders"][0] == "birds/ (Permission denied)"
+    monkeypatch.setattr(os, "scandir", lambda path=".": (_ for _ in ()).throw(PermissionError(13, "Permission denied", str(path))))
+    with pytest.raises(DataError) as e:
+        load_folder(str(root), 8, 3)
+    assert one_line(e) == f"cannot read {root} (Permission denied); check its permissions, or choose another folder"
+
+
+def test_only_a_readme_beside_the_pictures_is_a_note_and_a_full_disk_cache_a_warning(tmp_path, monkeypatch, caplog):
+    save(tmp_path / "f" / "a.png", noise(8, 8, 0))
+    (tmp_path / "f" / "README.md").write_text("my photos")
+
+    class SafetensorError(Exception):  # safetensors raises its own type, not OSError, for a full disk
+        pass
+
+    monkeypatch.setattr(folder_module, "save_file", lambda *a: (_ for _ in ()).throw(SafetensorError("No space left on device")))
+    with caplog.at_level(logging.INFO, logger="counterfeit"):
+        ds = load_folder(str(tmp_path / "f"), 8, 1)
+    assert len(ds) == 1 and ds.info["cache"] == "miss"
+    records = {r.getMessage()[:30]: r.levelno for r in caplog.records}
+    assert records == {"left out 1 file in " + str(tmp_path)[:11]: logging.INFO, "could not write the cache entr": logging.WARNING}
+
+
+def test_float_and_huge_images(tmp_path):
+    """A 0..1 float TIFF is scaled, not clipped to black; a decompression bomb's reason says how small to make it."""
+    ramp = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    save(tmp_path / "f" / "a" / "ramp.tif", Image.fromarray(ramp, "F"))
+    save(tmp_path / "f" / "a" / "big.png", Image.new("L", (30, 30)))
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 400)  # 30x30 is past twice the limit
+    try:
+        ds = load_folder(str(tmp_path / "f"), 8, 1)
+    finally:
+        monkeypatch.undo()
+    assert len(ds) == 1 and ds.x.max() >= 250 and ds.x.min() == 0
+    assert ds.info["skipped"] == [
+        {"file": "a/big.png", "reason": "too many pixels for Pillow's decompression-bomb guard; shrink it below 0 megapixels"}
+    ]
+
+
 @pytest.mark.parametrize(
     "make,expect",
     [

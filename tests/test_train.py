@@ -409,6 +409,31 @@ def test_the_thread_count_is_logged_saved_and_a_change_on_resume_is_a_warning(ti
     assert f"OMP_NUM_THREADS={threads}" in caplog.text
 
 
+def test_a_colour_folder_trained_in_grey_says_so_and_odd_file_names_reach_the_log(tiny_folder, tmp_path, caplog):
+    """Colour pictures trained as 28x28 grey (the defaults) get a warning; a non-UTF-8 file name lost its log.txt line."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "pets"
+    for cls in (b"cats", "chats_\xe9t\xe9".encode("latin-1")):  # a Windows zip's name: not UTF-8
+        folder = os.path.join(os.fsencode(root), cls)
+        os.makedirs(folder)
+        for i in range(4):
+            Image.fromarray(np.full((80, 100, 3), 60 * i, np.uint8)).save(os.fsdecode(os.path.join(folder, b"%d.jpg" % i)))
+    with open(os.path.join(os.fsencode(root), b"cats", b"bad_\xe9.png"), "wb") as f:
+        f.write(b"not a picture")
+    cfg = tiny_cfg(str(root), kimg=0.004, batch_size=4, eval_every_kimg=0)
+    run = create_run_dir(cfg, tmp_path / "runs")
+    train(cfg, run)
+    log = (run / "log.txt").read_text()
+    assert "holds colour images of 80 pixels or more a side, trained here as 28x28 grey: --channels 3 keeps their colour" in log
+    assert "--resolution 64 keeps more detail" in log
+    assert "skipped 1 of 9 files that could not be read: cats/bad_\\udce9.png" in log  # escaped, not dropped
+    cfg = tiny_cfg(tiny_folder, kimg=0.004, batch_size=4, eval_every_kimg=0)
+    train(cfg, grey := create_run_dir(cfg, tmp_path / "runs"))
+    assert "holds" not in (grey / "log.txt").read_text()  # grey 28x28 pictures lose nothing
+
+
 class _LabelRecorder(torch.nn.Module):
     """A stand-in G that records the labels it is given and returns z as (N, 1, 1, z_dim) images."""
 

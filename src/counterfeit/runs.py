@@ -120,8 +120,8 @@ def resume_config(
         may = ", ".join("--" + k.replace("_", "-") for k in RESUMABLE)
         raise ConfigError(f"{flags} cannot change when resuming; a resumed run keeps its config.json (only {may} may change, "
                           f"and --data for a folder that moved)")  # fmt: skip
-    if folder_run and "data" not in given and not Path(saved.data.name).expanduser().is_dir():
-        raise ConfigError(f"{run_dir} trained on the folder {saved.data.name}, which is not there; {moved}")
+    if "data" not in given:
+        check_training_folder(run_dir, saved, moved)
     # Training from scratch in the folder would overwrite the stats and grids a missing checkpoint leaves behind.
     if not list_checkpoints(run_dir):
         raise ConfigError(
@@ -132,6 +132,14 @@ def resume_config(
     if "kimg" in given or "epochs" in given:
         check_resume_length(run_dir, cfg.loop.total_kimg, "--epochs" if "epochs" in given else kimg_flag, saved.loop.total_kimg)
     return cfg
+
+
+def check_training_folder(
+    run_dir: Path, cfg: RunConfig, fix: str = "move it back, or record where it went: counterfeit train --resume RUN_DIR --data NEW_FOLDER"
+) -> None:
+    """One-line ConfigError when a run trained on a folder of images that is no longer where its config.json says."""
+    if builtin_name(cfg.data.name) is None and not Path(cfg.data.name).expanduser().is_dir():
+        raise ConfigError(f"{run_dir} trained on the folder {cfg.data.name}, which is not there; {fix.replace('RUN_DIR', str(run_dir))}")
 
 
 def write_config(run_dir: Path, cfg: RunConfig) -> None:

@@ -39,7 +39,7 @@ from .checkpoints import (
 )
 from .config import ConfigError, RunConfig
 from .cudagraph import StepGraph, make_capturable, set_lr
-from .data import Dataset, batch_indices, drop_class, load_dataset
+from .data import Dataset, batch_indices, drop_class, folder_image_shapes, load_dataset
 from .fileio import append_text, atomic_write_text
 from .losses import GANLoss, build_loss, gaussian_kl, reconstruction_loss
 from .machine import cpu_has_native_bf16
@@ -310,7 +310,10 @@ def train(cfg: RunConfig, run_dir: str | Path, callbacks: Callbacks | None = Non
 
 
 def _train_logged(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -> TrainResult:
-    file_log = logging.FileHandler(run_dir / "log.txt") if dist.is_main() else logging.NullHandler()
+    # File names from a Windows zip may not be UTF-8 (surrogate escapes): escaped, or their log line would be lost.
+    file_log = (
+        logging.FileHandler(run_dir / "log.txt", encoding="utf-8", errors="backslashreplace") if dist.is_main() else logging.NullHandler()
+    )
     file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     log.addHandler(file_log)
     quiet = dist.MainRankOnly()  # with torchrun, rank 0 alone logs and writes the run folder
@@ -422,6 +425,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None, d
     else:
         log.info(f"starting {run_dir}: {cfg.model.name} on {cfg.data.name} ({n_data} items) on {where}")
         _log_data_notes(data)
+        _warn_shrunk_folder(cfg, data)
     if dist.world_size() > 1:
         log.info(f"{dist.world_size()} processes, {L.batch_size // dist.world_size()} images each per batch of {L.batch_size}")
     shared = dist.shared_generator(device)  # several processes: the global batch's noise and labels (one process: None, the global RNG)
@@ -641,6 +645,27 @@ def _log_data_notes(data: Dataset) -> None:
         log.info(
             f"skipped {len(skipped)} of {info.get('files', '?')} files that could not be read: {files}{more}", extra={"file_only": True}
         )
+    if info.get("left_out_folders"):
+        log.info(f"left out folders: {'; '.join(info['left_out_folders'])}", extra={"file_only": True})
+    if info.get("other_files"):
+        log.info(f"left out files that are not images it reads: {info['other_files']}", extra={"file_only": True})
+
+
+def _warn_shrunk_folder(cfg: RunConfig, data: Dataset) -> None:
+    """Warn when a folder's images train with less than they hold: colour as grey, or large pictures shrunk to 28x28."""
+    if data.kind != "images" or "root" not in data.info:  # built-in data has its own shape
+        return
+    shapes = folder_image_shapes(cfg.data.name)  # headers of a few files, spread over the folder
+    if not shapes:
+        return
+    res, side = cfg.data.resolution, min(min(w, h) for w, h, _ in shapes)
+    hints = ["--channels 3 keeps their colour"] if cfg.data.channels == 1 and any(c == 3 for *_, c in shapes) else []
+    if side >= 2 * res and res < 64:
+        hints.append(f"--resolution {64 if side >= 64 else 32} keeps more detail")
+    if hints:
+        kind = "colour" if any(c == 3 for *_, c in shapes) else "grey"
+        log.warning(f"{cfg.data.name} holds {kind} images of {side} pixels or more a side, trained here as {res}x{res} "
+                    f"{'grey' if cfg.data.channels == 1 else 'colour'}: {' and '.join(hints)} (slower to train)")  # fmt: skip
 
 
 def check_cuda_graphs(device: torch.device, world_size: int | None = None) -> None:

@@ -32,6 +32,11 @@ def _to_mode(im: Image.Image, mode: str) -> Image.Image:
         # Pillow's convert("L") clips 16-bit values at 255 instead of scaling them down.
         arr = (np.asarray(im).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)  # (H, W) uint8
         im = Image.fromarray(arr, "L")
+    if im.mode == "F":
+        # Floating-point pixels (scientific TIFFs) are mostly 0..1, which convert("L") clips to black; 0..255 stays as is.
+        arr = np.asarray(im, dtype=np.float64)  # (H, W) float64
+        arr = arr * 255 if np.nanmax(arr, initial=0) <= 1 else arr
+        im = Image.fromarray(np.nan_to_num(arr).clip(0, 255).round().astype(np.uint8), "L")
     if "A" in im.mode or "a" in im.mode or "transparency" in im.info:
         # Transparent pixels keep arbitrary colours underneath; show them as white, as a viewer would.
         rgba = im.convert("RGBA")
@@ -44,7 +49,8 @@ def decode_failure(exc: BaseException) -> str:
     if isinstance(exc, UnidentifiedImageError):
         return "cannot identify image file"
     if isinstance(exc, Image.DecompressionBombError):
-        return "too many pixels (Pillow's decompression-bomb limit)"
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6  # Pillow refuses at twice the pixels it warns at
+        return f"too many pixels for Pillow's decompression-bomb guard; shrink it below {limit:.0f} megapixels"
     text = str(exc).strip()
     if "truncated" in text:
         return "truncated"

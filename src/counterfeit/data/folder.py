@@ -22,7 +22,11 @@ from .decode import DECODE_ERRORS, GREY_MODES, decode_failure, decode_image
 
 log = logging.getLogger("counterfeit")
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".avif", ".bmp", ".gif", ".tif", ".tiff")
+_SYSTEM_FILES = ("Thumbs.db", "desktop.ini")  # what file managers leave beside pictures
+# Picture formats Pillow does not read here (or not without plugins): phones, cameras, editors, vector art.
+_OTHER_PICTURES = {".heic", ".heif", ".jxl", ".svg", ".psd", ".xcf", ".raw", ".dng", ".cr2", ".cr3", ".nef", ".arw",
+                   ".orf", ".rw2", ".raf", ".jp2", ".ico", ".tga", ".exr", ".hdr"}  # fmt: skip
 # Read errors from the system, not from the file's bytes, that can go away with no change to the file's size or mtime.
 _MAY_PASS = {errno.EACCES, errno.EPERM, errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ESTALE, errno.EMFILE, errno.ENFILE,
              errno.ENOMEM, errno.EBUSY}  # fmt: skip
@@ -40,13 +44,24 @@ def load_folder(path: str, resolution: int, channels: int, cache_dir: str | None
         raise DataError(f"{path} does not exist; give a folder of images (optionally one sub-folder per class)")
     if not root.is_dir():
         raise DataError(f"{path} is a file, not a folder; give the folder that holds the images")
-    files = _scan(root)
+    problems, ignored = [], {}
+    files = _scan(root, problems, ignored)
+    others = ", ".join(f"{ext} {n}" for ext, n in sorted(ignored.items(), key=lambda kv: -kv[1]))
     if not files:
         raise DataError(
-            f"{path} holds no image files ({', '.join(IMAGE_EXTS)}); add some, "
+            f"{path} holds no image files ({', '.join(IMAGE_EXTS)}){f' (only {others})' if others else ''}; add some, "
             f"optionally one sub-folder per class, or choose another folder"
         )
+    if problems:  # a class folder left out changes the classes: say so before anything trains on the rest
+        log.warning("left out %d folder%s in %s: %s", len(problems), "s" * (len(problems) > 1), path, "; ".join(problems[:5]))
+    if ignored:  # a warning where pictures may be among them (an iPhone's .heic), else a note (a README, labels.csv)
+        n = sum(ignored.values())
+        log.log(logging.WARNING if set(ignored) & _OTHER_PICTURES else logging.INFO,
+                "left out %d file%s in %s that %s (%s); convert pictures to PNG or JPEG to use them",
+                n, "s" * (n > 1), path, "are not images it reads" if n > 1 else "is not an image it reads", others)  # fmt: skip
     class_names, file_labels, note = _classes(files)
+    if problems and file_labels is None:  # "put each class in its own sub-folder" would be the wrong advice
+        note += f" (left out: {'; '.join(problems[:3])})"
     listing = [_stat(root / rel) for rel in files]  # (size, mtime_ns): a change to any file changes the key
     key = _cache_key(files, listing, resolution, channels)
     entry = (Path(cache_dir).expanduser() if cache_dir else base.cache_dir()) / "folders" / key
@@ -71,6 +86,8 @@ def load_folder(path: str, resolution: int, channels: int, cache_dir: str | None
     info = {
         "source": str(path),
         "root": str(root.resolve()),
+        "left_out_folders": problems,
+        "other_files": ignored,
         "files": len(files),
         "images": len(x),
         "skipped": skipped,
@@ -105,23 +122,44 @@ def folder_image_shapes(path: str, limit: int = 32) -> set[tuple[int, int, int]]
     return shapes
 
 
-def _scan(root: Path) -> list[Path]:
+def _scan(root: Path, problems: list[str] | None = None, ignored: dict[str, int] | None = None) -> list[Path]:
     # Relative paths of all image files, sorted so the order (and the labels) never depend on the filesystem.
-    found, seen = [], set()
+    # `problems` receives folders that were left out and why; `ignored` counts the other files by extension.
+    found, seen = [], {}
+    problems = [] if problems is None else problems
+
+    def unreadable(e: OSError) -> None:
+        where = Path(e.filename).relative_to(root).as_posix() if e.filename and Path(e.filename) != root else None
+        if where is None:  # the folder itself: nothing at all to load
+            raise DataError(f"cannot read {root} ({e.strerror}); check its permissions, or choose another folder")
+        problems.append(f"{where}/ ({e.strerror})")
+
     # Linked folders are followed (a dataset is often assembled from links to class folders), each real folder once,
     # so a link back into the tree cannot loop.
     top = os.path.realpath(root)
-    for folder, dirs, names in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
+    for folder, dirs, names in os.walk(root, onerror=unreadable, followlinks=True):
+        real, rel = os.path.realpath(folder), Path(folder).relative_to(root)
         # A link up the tree (to the dataset's parent, or /) would pull in everything around the dataset: not followed.
-        if real in seen or (real != top and top.startswith(real.rstrip(os.sep) + os.sep)):
+        if real != top and top.startswith(real.rstrip(os.sep) + os.sep):
             dirs[:] = []
+            problems.append(f"{rel.as_posix()}/ (a link to a folder around the dataset)")
             continue
-        seen.add(real)
-        # Hidden folders and files (.git, .ipynb_checkpoints, macOS "._x.jpg" shadows) are never pictures.
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        rel = Path(folder).relative_to(root)
-        found += [rel / n for n in names if not n.startswith(".") and n.lower().endswith(IMAGE_EXTS)]
+        if real in seen:
+            dirs[:] = []
+            problems.append(f"{rel.as_posix()}/ (the same folder as {seen[real]}/, read once)")
+            continue
+        seen[real] = rel.as_posix()
+        # Hidden folders and files (.git, .ipynb_checkpoints, macOS "._x.jpg" shadows) are never pictures. Sorted in
+        # place so that which of two links to one folder is read first never depends on the filesystem either.
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for n in names:
+            if n.startswith(".") or n in _SYSTEM_FILES:
+                continue
+            if n.lower().endswith(IMAGE_EXTS):
+                found.append(rel / n)
+            elif ignored is not None:
+                ext = os.path.splitext(n)[1].lower() or "no extension"
+                ignored[ext] = ignored.get(ext, 0) + 1
     return sorted(found, key=lambda p: p.as_posix())
 
 
@@ -243,5 +281,5 @@ def _write_cache(entry: Path, x: torch.Tensor, labels: torch.Tensor | None, meta
             save_file(tensors, str(tmp))
         with atomic_path(entry.with_suffix(".json")) as tmp:
             tmp.write_text(json.dumps({"version": CACHE_VERSION, **meta}, indent=1))
-    except OSError as e:
+    except Exception as e:  # OSError, and safetensors' own error for a full disk: the run goes on without the entry
         log.warning("could not write the cache entry %s (%s); the next run will decode the folder again", entry, e)

@@ -65,11 +65,12 @@ def discriminator_scores(D: nn.Module, x: torch.Tensor, pixel_range, batch_size:
 
 def evaluate_anomaly(run_dir: str | Path, device: str = "cpu") -> dict[str, Any]:
     """Score every test image of a run trained with --exclude-class; writes metrics.json ("anomaly") and metric-anomaly.jsonl."""
-    from ..runs import load_run, load_slot
+    from ..runs import check_training_folder, load_run, load_slot
     from .evaluate import checkpoint_provenance, write_results
 
     run = load_run(run_dir, device)
     cfg, spec = run.config, run.spec
+    check_training_folder(run.run_dir, cfg)
     flag = "--exclude-class"
     if cfg.data.exclude_class is None:
         raise ConfigError(

@@ -215,11 +215,12 @@ def score_run(
     and each metric is stored under its name + `-drs<PCT>`, beside (not over) the plain score.
     """
     from ..export import drs_samples
-    from ..runs import load_run
+    from ..runs import check_training_folder, load_run
     from ..sample import default_labels, generate
 
     run = load_run(run_dir)
     cfg, run_dir = run.config, run.run_dir
+    check_training_folder(run_dir, cfg)  # its reals: "unknown dataset" would send the user looking for an option
     check_writable(run_dir)  # metrics.json goes there: a read-only run folder is found before minutes of scoring
     kimg = run.state["cur_nimg"] / 1000
     base = {"generator": "G_ema", **checkpoint_provenance(run), "seed": seed}
