@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import functools
 import gzip
 import hashlib
@@ -126,6 +128,23 @@ def test_data_dir_may_hold_a_subfolder_named_after_the_dataset(tiny, tmp_path):
     assert find_idx_dir("tiny", str(tmp_path / "data")) == tmp_path / "data" / "tiny"
 
 
+def test_an_incomplete_data_dir_is_named_with_what_it_lacks(tiny, tmp_path, monkeypatch, caplog):
+    """A split loads from a folder holding its own two files; one lacking a file is named, with the copy used instead."""
+    given = write_files(tmp_path / "given", {n: b for n, b in tiny.items() if n != "train-labels-idx1-ubyte"})
+    system = write_files(tmp_path / "system", tiny)
+    monkeypatch.setitem(SYSTEM_DATA_DIRS, "tiny", [system])
+    with caplog.at_level(logging.WARNING, logger="counterfeit"):
+        assert load_idx("tiny", "test", data_dir=str(given), download=False).info["source"] == str(given)
+        assert not caplog.text
+        assert load_idx("tiny", "train", data_dir=str(given), download=False).info["source"] == str(system)
+    assert f"{given} lacks train-labels-idx1-ubyte; using {system} instead" in caplog.text
+    assert find_idx_dir("tiny", str(given), "test") == given and find_idx_dir("tiny", str(given)) == system
+    SYSTEM_DATA_DIRS["tiny"] = []
+    with pytest.raises(DataError) as e:
+        load_idx("tiny", "train", data_dir=str(given), download=False)
+    assert f"looked in {given} (lacks train-labels-idx1-ubyte), {given / 'tiny'}, " in one_line(e)
+
+
 # ---------- verifying ----------
 
 
@@ -143,6 +162,21 @@ def test_good_files_load(tiny, tmp_path, gz):
     assert train.class_names == ["a", "b", "c"] and train.num_classes == 3
     assert (train.kind, train.resolution, train.channels) == ("images", 5, 1)
     assert train.info["source"] == str(tmp_path / "d") and train.info["downloaded"] is False
+
+
+@pytest.mark.parametrize("gz_named_plain", [True, False])
+def test_gzip_is_told_by_its_content_not_its_name(tiny, tmp_path, gz_named_plain):
+    """A browser unpacks a download but keeps ".gz"; a gzip may lack the suffix: both are read for what they hold."""
+    folder = tmp_path / "d"
+    folder.mkdir()
+    for name, data in tiny.items():
+        if gz_named_plain:
+            (folder / name).write_bytes(gzip.compress(data))
+        else:
+            (folder / f"{name}.gz").write_bytes(data)
+    arrays = tiny_arrays()
+    ds = load_idx("tiny", "train", data_dir=str(folder), download=False)
+    assert ds.info["source"] == str(folder) and torch.equal(ds.x[:, 0], torch.from_numpy(arrays["train-images-idx3-ubyte"]))
 
 
 def test_flipped_byte_names_the_file(tiny, tmp_path):
@@ -296,6 +330,102 @@ def test_download_of_corrupt_content_keeps_nothing(tiny, tmp_path, serve):
     msg = one_line(e)
     assert "SHA-256" in msg and bad in msg
     assert list((tmp_path / "dest").iterdir()) == []
+
+
+def test_a_mirror_serving_a_page_or_other_data_is_named_as_such(tiny, tmp_path, serve):
+    """An HTML page or non-gzip bytes in place of the file are said to be that, not "truncated"; a plain idx file that verifies is kept."""
+    html = serve(write_files(tmp_path / "html", {n: b"<!DOCTYPE html><html>Sign in</html>" for n in tiny}, gz=False))
+    junk = serve(write_files(tmp_path / "junk", {n: b"PK\x03\x04" + bytes(40) for n in tiny}, gz=False))
+    huge = serve(write_files(tmp_path / "huge", {n: bytes(1 << 20) for n in tiny}, gz=False))
+    for folder in ("html", "junk", "huge"):  # the mirror's files carry the names it is asked for
+        for p in (tmp_path / folder).iterdir():
+            p.rename(p.with_name(p.name + ".gz"))
+    with pytest.raises(DataError) as e:
+        download_idx("tiny", tmp_path / "dest", mirrors=[html, junk, huge])
+    msg = one_line(e)
+    assert f"{html}train-images-idx3-ubyte.gz served HTML, not the gzip file" in msg
+    assert f"{junk}train-images-idx3-ubyte.gz served 44 bytes that are not gzip data" in msg
+    assert f"{huge}train-images-idx3-ubyte.gz served more than" in msg and "truncated" not in msg
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name, data in tiny.items():
+        (plain / f"{name}.gz").write_bytes(data)  # served already unpacked: the same verified bytes
+    dest = download_idx("tiny", tmp_path / "dest", mirrors=[serve(plain)])
+    assert len(load_idx("tiny", "test", data_dir=str(dest), download=False)) == 6
+
+
+@pytest.mark.parametrize("where,reason", [("mkstemp", "Permission denied"), ("write_bytes", "No space left on device")])
+def test_an_unwritable_cache_stops_the_download_at_once(tiny, tmp_path, serve, monkeypatch, caplog, where, reason):
+    """Our own disk failing is not the mirrors' fault: one line naming the cache folder and the fix, no mirror tried again."""
+    url = serve(write_files(tmp_path / "mirror", tiny))
+    monkeypatch.setitem(IDX_DATASETS, "tiny", replace(IDX_DATASETS["tiny"], mirrors=(url, url)))
+    code = errno.EACCES if where == "mkstemp" else errno.ENOSPC
+
+    def refuse(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr("tempfile.mkstemp" if where == "mkstemp" else "pathlib.Path.write_bytes", refuse)
+    with caplog.at_level(logging.WARNING, logger="counterfeit"), pytest.raises(DataError) as e:
+        load_idx("tiny", "train")
+    msg = one_line(e)
+    assert msg.startswith(f"cannot download tiny into {cache_dir() / 'tiny'} ({reason}); ") and "COUNTERFEIT_CACHE_DIR" in msg
+    assert url not in msg and "download failed" not in caplog.text
+
+
+def test_download_clears_only_its_own_stale_temporary_files(tiny, tmp_path, serve):
+    """A killed download's temporary files are removed when the next one starts; nothing else in the folder is touched."""
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    stale = dest / ".train-images-idx3-ubyte.k1ll3d.tmp.gz"
+    keep = [dest / ".notes.abc.tmp.gz", dest / "train-images-idx3-ubyte.tmp", dest / "readme.txt"]
+    for p in (stale, *keep):
+        p.write_bytes(b"half")
+    download_idx("tiny", dest, mirrors=[serve(write_files(tmp_path / "mirror", tiny))])
+    assert not stale.exists() and all(p.exists() for p in keep)
+
+
+def test_a_download_waits_for_one_already_writing_the_folder(tiny, tmp_path, serve):
+    """Processes downloading at once (torchrun): the second neither clears the first one's temporary files nor fetches again."""
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    in_flight = dest / ".train-images-idx3-ubyte.f1rst.tmp.gz"
+    in_flight.write_bytes(b"being written")
+    fd = os.open(dest, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # the first process, still downloading
+    second = threading.Thread(target=download_idx, args=("tiny", dest), kwargs={"mirrors": [REFUSED]}, daemon=True)
+    second.start()
+    second.join(0.5)
+    assert second.is_alive() and in_flight.exists()
+    write_files(dest, tiny)  # the first one finishes
+    in_flight.unlink()
+    os.close(fd)
+    second.join(5)
+    assert not second.is_alive() and find_idx_dir("tiny", str(dest)) == dest
+
+
+def test_a_stalled_mirror_is_not_asked_for_the_other_files(tiny, tmp_path, serve, monkeypatch):
+    """After one timeout a mirror is skipped for the rest of the download, rather than costing a timeout per file."""
+    asked, release = [], threading.Event()
+
+    class Stalled(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            release.wait(5)  # never answers within the timeout
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalled)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    monkeypatch.setattr("counterfeit.data.download.TIMEOUT_S", 0.3)
+    try:
+        stalled = f"http://127.0.0.1:{server.server_address[1]}/"
+        dest = download_idx("tiny", tmp_path / "dest", mirrors=[stalled, serve(write_files(tmp_path / "good", tiny))])
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+    assert find_idx_dir("tiny", str(dest)) == dest and asked == ["/train-images-idx3-ubyte.gz"]
 
 
 # ---------- the real Fashion-MNIST ----------

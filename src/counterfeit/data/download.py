@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import http.client
 import logging
+import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
 
-from ..fileio import atomic_path
+from ..fileio import atomic_path, check_writable, temp_glob
 from .base import DataError
-from .idxfile import IDX_DATASETS, IdxFile, file_candidates, read_idx
+from .idxfile import GZIP_MAGIC, IDX_DATASETS, IdxFile, file_candidates, read_idx
 
 log = logging.getLogger("counterfeit")
 TIMEOUT_S = 30  # per connection attempt and per read; a stalled mirror should not hang a run
+
+
+class MirrorError(DataError):
+    """One mirror failed for one file (unreachable, refused, bad content); `stalled` when it timed out."""
+
+    def __init__(self, message: str, stalled: bool = False):
+        super().__init__(message)
+        self.stalled = stalled
+
+
+class CacheWriteError(DataError):
+    """The download folder cannot be written (permissions, a full disk): no mirror can help."""
 
 
 class DownloadError(DataError):
@@ -31,46 +49,84 @@ def download_idx(name: str, dest: Path, mirrors: list[str] | None = None) -> Pat
     mirrors = list(mirrors if mirrors is not None else spec.mirrors)
     dest = Path(dest)
     try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(
-            f"cannot create {dest} to download {name} into ({e.strerror}); set COUNTERFEIT_CACHE_DIR to a writable folder"
-        ) from None
-    for fname, expected in spec.files.items():
+        check_writable(dest)  # an unwritable cache is found now, not after the first file has downloaded
+        with _locked(dest):  # several processes (torchrun) downloading at once: one fetches, the others find the files
+            for fname in spec.files:  # what a killed download left; only ever these names, never trusted
+                for stale in dest.glob(temp_glob(fname, ".gz")):
+                    stale.unlink(missing_ok=True)
+            _download_files(name, dest, mirrors)
+    except OSError as e:  # our own disk, not a mirror: no other mirror can help
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+        fix = (
+            "free some space or set COUNTERFEIT_CACHE_DIR to a folder on another disk"
+            if full
+            else "set COUNTERFEIT_CACHE_DIR to a writable folder"
+        )
+        raise CacheWriteError(f"cannot download {name} into {dest} ({e.strerror or e}); {fix}") from None
+    return dest
+
+
+def _download_files(name: str, dest: Path, mirrors: list[str]) -> None:
+    stalled: list[str] = []  # mirrors that timed out: asking them for the next file would cost another timeout
+    for fname, expected in IDX_DATASETS[name].files.items():
         if any(p.is_file() for p in file_candidates(dest, fname)):
             continue  # an earlier, interrupted download already fetched this one
         failures = []
         for base in mirrors:
             url = base.rstrip("/") + f"/{fname}.gz"
+            if base in stalled:
+                failures.append(f"{url}: skipped, it timed out on an earlier file")
+                continue
             try:
-                _fetch_verified(url, dest / f"{fname}.gz", expected)
+                data = _get(url, expected)
+                with atomic_path(dest / f"{fname}.gz") as tmp:  # an OSError while writing is ours: it ends the download
+                    tmp.write_bytes(data)
+                    _verify(tmp, url, expected)
                 break
-            except (OSError, DataError) as e:  # URLError, HTTPError and timeouts are OSErrors
-                failures.append(str(e) if isinstance(e, DataError) else f"{url}: {_reason(e)}")
+            except MirrorError as e:
+                failures.append(str(e))
                 log.warning("download failed: %s", failures[-1])
+                stalled += [base] if e.stalled else []
         else:
             raise DownloadError(
                 f"could not download {fname}.gz for {name} ({'; '.join(failures) or 'no mirrors'}); "
                 f"check the connection, or get the files yourself and pass --data-dir DIR",
                 failures,
             )
-    return dest
 
 
-def _fetch_verified(url: str, target: Path, expected: IdxFile) -> None:
-    # Written beside the target and renamed only once it verifies, so the cache never holds a partial file.
+def _get(url: str, expected: IdxFile) -> bytes:
+    # Into memory (the largest file is 26 MB), so that a failure here is the mirror's and one while writing is ours.
+    limit = expected.nbytes + expected.nbytes // 100 + 4096  # more than even incompressible data gzips to
     request = urllib.request.Request(url, headers={"User-Agent": "counterfeit"})
-    with atomic_path(target) as tmp:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, open(tmp, "wb") as out:
+    data = bytearray()
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=target.name, disable=None) as bar:
-                while chunk := response.read(1 << 16):
-                    out.write(chunk)
+            with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], disable=None) as bar:
+                while (chunk := response.read(1 << 16)) and len(data) <= limit:
+                    data += chunk
                     bar.update(len(chunk))
-        try:
-            read_idx(tmp, expected, fix="the mirror served a bad copy")
-        except DataError as e:
-            raise DataError(str(e).replace(str(tmp), url)) from None
+    except (OSError, http.client.HTTPException) as e:  # URLError, HTTPError and timeouts are OSErrors
+        timed_out = isinstance(e, TimeoutError) or isinstance(getattr(e, "reason", None), TimeoutError)
+        raise MirrorError(f"{url}: {_reason(e)}", stalled=timed_out) from None
+    if len(data) > limit:
+        raise MirrorError(f"{url} served more than {limit} bytes, more than the file can be")
+    return bytes(data)
+
+
+def _verify(tmp: Path, url: str, expected: IdxFile) -> None:
+    # Verified under its temporary name, so the cache never holds a bad file.
+    try:
+        read_idx(tmp, expected, fix="the mirror served a bad copy")
+    except DataError as e:
+        with open(tmp, "rb") as f:
+            head = f.read(64)
+        if head.startswith(GZIP_MAGIC) or head.startswith(b"\0\0\x08"):  # gzip, or an idx file: read_idx said what is wrong
+            raise MirrorError(str(e).replace(str(tmp), url)) from None
+        # Anything else is a page or file in its place (an error or sign-in page): "truncated" would mislead.
+        what = "HTML, not the gzip file" if head.lstrip()[:1] == b"<" else f"{tmp.stat().st_size} bytes that are not gzip data"
+        raise MirrorError(f"{url} served {what}") from None
 
 
 def _reason(e: Exception) -> str:
@@ -83,3 +139,17 @@ def _reason(e: Exception) -> str:
         return e.strerror
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    # A lock on the folder itself leaves no lock file behind; where the filesystem refuses one (some NFS), go without.
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the lock

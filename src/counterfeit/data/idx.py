@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .base import DataError, Dataset, cache_dir
-from .download import DownloadError, download_idx
+from .download import CacheWriteError, DownloadError, download_idx
 from .idxfile import (
     IDX_DATASETS,
     SPLIT_PREFIX,
@@ -53,15 +53,33 @@ def _present(folder: Path, fname: str) -> Path | None:
     return next((p for p in file_candidates(folder, fname) if p.is_file()), None)
 
 
-def complete_dirs(name: str, data_dir: str | None = None) -> list[Path]:
-    """The folders in the search order that hold all four files (plain or .gz)."""
-    files = _spec(name).files
-    return [folder for folder in search_dirs(name, data_dir) if all(_present(folder, fname) for fname in files)]
+def _needed(name: str, split: str | None) -> list[str]:
+    # A split needs only its own two files: every file is checked against its SHA-256, so copies never mix.
+    return list(split_files(_spec(name), split) if split else _spec(name).files)
 
 
-def find_idx_dir(name: str, data_dir: str | None = None) -> Path | None:
-    """The first folder in the search order holding all four files (plain or .gz), or None."""
-    return next(iter(complete_dirs(name, data_dir)), None)
+def complete_dirs(name: str, data_dir: str | None = None, split: str | None = None) -> list[Path]:
+    """The folders in the search order that hold the split's two files, or all four without a split (plain or .gz)."""
+    needed = _needed(name, split)
+    return [folder for folder in search_dirs(name, data_dir) if all(_present(folder, fname) for fname in needed)]
+
+
+def find_idx_dir(name: str, data_dir: str | None = None, split: str | None = None) -> Path | None:
+    """The first folder in the search order holding the split's two files, or all four without a split; or None."""
+    return next(iter(complete_dirs(name, data_dir, split)), None)
+
+
+def _gaps(name: str, split: str, folder: Path) -> str | None:
+    # "lacks X" for a folder that holds some of the dataset's files but not the split's; None for a complete or empty one.
+    missing = [fname for fname in _needed(name, split) if not _present(folder, fname)]
+    if missing and any(_present(folder, fname) for fname in _needed(name, None)):
+        return f"lacks {', '.join(missing)}"
+    return None
+
+
+def _named(folder: Path, data_dir: str | None) -> bool:
+    # Inside a folder the user named (--data-dir, $COUNTERFEIT_DATA_DIR): news when passed over, unlike the cache.
+    return any(root and folder.is_relative_to(Path(root).expanduser()) for root in (data_dir, os.environ.get("COUNTERFEIT_DATA_DIR")))
 
 
 def load_idx(name: str, split: str = "train", data_dir: str | None = None, download: bool = True) -> Dataset:
@@ -69,27 +87,30 @@ def load_idx(name: str, split: str = "train", data_dir: str | None = None, downl
     _spec(name)  # an unknown name is refused before the split
     if split not in SPLIT_PREFIX:
         raise DataError(f"unknown split '{split}' for {name}; use 'train' or 'test'")
-    # Every folder that holds the four files, in the search order: a copy that fails its checks gives way to the next.
-    folders = complete_dirs(name, data_dir)
+    # Every folder that holds the split's files, in the search order: a copy that fails its checks gives way to the next.
+    folders = complete_dirs(name, data_dir, split)
     errors: list[DataError] = []
     others: list[str] = []  # folders that hold the other dataset under the same file names: not this one's copy at all
     for i, folder in enumerate(folders):
         try:
-            return _load_split(name, split, folder, downloaded=False)
+            ds = _load_split(name, split, folder, downloaded=False)
+            break
         except OtherDatasetFile as e:
             others.append(f"{folder} holds {e.dataset}'s files")
-            # A folder the user named (--data-dir, $COUNTERFEIT_DATA_DIR) being passed over is news; the cache's is not.
-            named = any(
-                root and folder.is_relative_to(Path(root).expanduser()) for root in (data_dir, os.environ.get("COUNTERFEIT_DATA_DIR"))
-            )
-            (log.warning if named else log.info)(f"{e}; looking further")
+            (log.warning if _named(folder, data_dir) else log.info)(f"{e}; looking further")
         except DataError as e:
             errors.append(e)
             if i + 1 < len(folders):
                 log.warning(f"{e}; trying {folders[i + 1]}")
-    if errors:
-        raise errors[0]  # the copy the user put first is the one to mend
-    return _load_split(name, split, _fetch(name, data_dir, download, others), downloaded=True)
+    else:
+        if errors:
+            raise errors[0]  # the copy the user put first is the one to mend
+        ds = _load_split(name, split, _fetch(name, split, data_dir, download, others), downloaded=True)
+    # A folder the user named that lacks a file: say so, or the copy used instead goes unnoticed.
+    partial = [f"{d} {gaps}" for d in search_dirs(name, data_dir) if _named(d, data_dir) and (gaps := _gaps(name, split, d))]
+    if partial and not _named(Path(ds.info["source"]), data_dir):
+        log.warning(f"{'; '.join(partial)}; using {ds.info['source']} instead")
+    return ds
 
 
 def _load_split(name: str, split: str, folder: Path, downloaded: bool) -> Dataset:
@@ -122,17 +143,20 @@ def _load_split(name: str, split: str, folder: Path, downloaded: bool) -> Datase
     )
 
 
-def _fetch(name: str, data_dir: str | None, download: bool, others: list[str] = ()) -> Path:
+def _fetch(name: str, split: str, data_dir: str | None, download: bool, others: list[str] = ()) -> Path:
     # Nothing found locally: download into the cache, or explain every way to get the files.
     reason = "downloading is off"
     if download:
         try:
             return download_idx(name, cache_dir() / name)
+        except CacheWriteError:
+            raise  # our own disk: what else might hold the files is beside the point
         except DownloadError as e:
             reason = f"download failed: {'; '.join(e.failures) or e}"
         except DataError as e:
             reason = f"download failed: {e}"
-    looked = ", ".join(str(d) for d in search_dirs(name, data_dir))
+    # Each folder with what it lacks, where it holds some files: "not found" alone hides a missing one.
+    looked = ", ".join(f"{d} ({gaps})" if (gaps := _gaps(name, split, d)) else str(d) for d in search_dirs(name, data_dir))
     if others:  # found but not this dataset's: say so, or "not found" reads as if the folder were never searched
         looked += f"; {', '.join(others)}, of the same names"
     apt = " or `sudo apt install dataset-fashion-mnist` (Debian/Ubuntu)," if name == "fashion-mnist" else ""

@@ -90,6 +90,9 @@ IDX_DATASETS: dict[str, IdxSpec] = {
 }
 
 
+GZIP_MAGIC = b"\x1f\x8b"  # an idx file starts with two zero bytes, so the two never clash
+
+
 class OtherDatasetFile(DataError):
     """A verified file of the other idx dataset (MNIST and Fashion-MNIST name their files alike): misplaced, not corrupt."""
 
@@ -99,12 +102,12 @@ class OtherDatasetFile(DataError):
 
 
 def file_candidates(folder: Path, name: str) -> list[Path]:
-    """The paths one idx file may have in a folder: plain first (faster to read), then gzipped."""
+    """The paths one idx file may have in a folder: the plain name first, then ".gz" (either may hold either form)."""
     return [folder / name, folder / f"{name}.gz"]
 
 
 def read_idx(path: Path, expected: IdxFile, fix: str) -> torch.Tensor:
-    """Read one idx file (plain or .gz), check its size, header and SHA-256; return its array as uint8."""
+    """Read one idx file (plain or gzipped, whatever its name), check its size, header and SHA-256; return its array as uint8."""
     buf = _read_exactly(path, expected.nbytes, fix)
     header = 4 + 4 * expected.ndim
     magic = int.from_bytes(buf[:4], "big")
@@ -128,9 +131,12 @@ def _read_exactly(path: Path, nbytes: int, fix: str) -> bytearray:
     buf = bytearray(nbytes + 1)
     view = memoryview(buf)
     got, broke = 0, False
-    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rb") as f:
+        with open(path, "rb") as raw:
+            # Gzip or not by content, not by name: a browser may unpack a download and keep its ".gz".
+            gz = raw.read(2) == GZIP_MAGIC
+            raw.seek(0)
+            f = gzip.GzipFile(fileobj=raw) if gz else raw
             while got < len(buf):
                 # In slices, so a stream that breaks off has still counted what it delivered.
                 n = f.readinto(view[got : got + (1 << 20)])
