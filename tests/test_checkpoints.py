@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors import safe_open
 from torch import nn
 
-from counterfeit.checkpoints import CheckpointError, list_checkpoints, load_module, read_checkpoint, save_checkpoint
+from counterfeit.checkpoints import CheckpointError, CheckpointGone, list_checkpoints, load_module, read_checkpoint, save_checkpoint
 
 
 class _Compiled(nn.Module):
@@ -106,3 +109,42 @@ def test_a_hand_edited_training_state_is_refused_in_one_line(tmp_path, state):
     save_file(tensors, str(path), metadata={**meta, "state": state})
     with pytest.raises(CheckpointError, match="is not a readable checkpoint .*(state|optimizer_groups)"):
         read_checkpoint(path, prefixes=())
+
+
+def test_a_checkpoint_deleted_as_it_is_read_is_gone_and_readers_take_the_newest(tiny_folder, tmp_path, monkeypatch):
+    """A run in training prunes old checkpoints as others read them: torch's mmap said so as an uncaught RuntimeError."""
+    import counterfeit.checkpoints as ckpt_module
+    import counterfeit.runs as runs_module
+    from counterfeit.cli import main
+    from counterfeit.runs import load_run, load_slot, reached_nimg
+
+    assert main(["train", "--data", tiny_folder, "--g-width", "8", "--d-width", "8", "--z-dim", "8", "--batch-size", "16",
+                 "--kimg", "0.064", "--snapshot-kimg", "0.032", "--out", str(tmp_path), "--no-progress"]) == 0  # fmt: skip
+    run = next(tmp_path.iterdir())
+    real_open = ckpt_module.safe_open
+
+    def pruned(path, framework):  # the trainer deletes the file between safetensors' open and torch's
+        Path(path).unlink()
+        raise RuntimeError(f"unable to open file <{path}> in read-only mode: No such file or directory")
+
+    first, newest = list_checkpoints(run)
+    monkeypatch.setattr(ckpt_module, "safe_open", pruned)
+    (tmp_path / "copy").mkdir()
+    with pytest.raises(CheckpointGone, match="was deleted as it was read"):
+        read_checkpoint(shutil.copy(newest, tmp_path / "copy"))
+    monkeypatch.setattr(ckpt_module, "safe_open", real_open)
+    calls = []
+
+    def once_pruned(path, prefixes=None):  # the newest goes as it is read: the re-listed newest is read instead
+        calls.append(Path(path).name)
+        if len(calls) == 1:
+            Path(path).unlink()
+            raise CheckpointGone(f"{path} was deleted")
+        return read_checkpoint(path, prefixes)
+
+    monkeypatch.setattr(runs_module, "read_checkpoint", once_pruned)
+    loaded = load_run(run)
+    assert loaded.checkpoint == first and calls == [newest.name, first.name] and reached_nimg(run) == 32
+    monkeypatch.setattr(runs_module, "read_checkpoint", lambda path, prefixes=None: (_ for _ in ()).throw(CheckpointGone("gone")))
+    with pytest.raises(CheckpointError, match="was deleted while this command used it .* run the command again"):
+        load_slot(loaded, "D")  # its G came from that file: a D from another would not be its partner

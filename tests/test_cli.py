@@ -221,6 +221,36 @@ def test_a_run_being_trained_is_not_resumed_twice_and_a_killed_runs_temp_files_g
     assert not stale.exists() and "removed 1 checkpoint temp file" in (run / "log.txt").read_text()
 
 
+def test_a_run_still_starting_is_seen_as_training(tiny_folder, tmp_path, capsys):
+    """Before its first checkpoint, a run in training was 'no checkpoint: start a new run' (a duplicate) and listed as stopped."""
+    import os
+
+    from counterfeit.runs import run_lock
+
+    run = _train(tmp_path, "--data", tiny_folder)
+    for ckpt in (run / "checkpoints").iterdir():
+        ckpt.unlink()
+    with run_lock(run):  # a trainer in another process, before its first checkpoint
+        _one_line_error(capsys, ["train", "--resume", str(run)], f"is being trained by process {os.getpid()}", "Ctrl-C in its terminal")
+        assert main(["runs", str(run.parent)]) == 0
+        assert capsys.readouterr().out.splitlines()[1].rstrip().endswith("training")
+    assert main(["runs", str(run.parent)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].rstrip().endswith("no checkpoint")
+
+
+def test_a_new_run_that_cannot_write_its_config_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import counterfeit.runs as runs_module
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(args[0] / "config.json"))
+
+    monkeypatch.setattr(runs_module, "write_config", full)
+    _one_line_error(capsys, ["train", *TINY, *SHORT, "--data", "ring8", "--model", "mlp", "--out", str(tmp_path / "runs")], "No space left")
+    assert list((tmp_path / "runs").iterdir()) == []  # the numbered folder went with its failure
+
+
 def test_resume_takes_the_runs_own_values_and_refuses_others_and_out(folder_run, capsys):
     """Repeating an option's saved value is no change; a new value, or --out elsewhere, is refused in one line."""
     assert main(["train", "--resume", str(folder_run), "--seed", "0", "--eval-every-kimg", "20", "--dry-run"]) == 0

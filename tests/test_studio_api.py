@@ -151,6 +151,26 @@ def test_a_renamed_run_with_spaces_and_accents_is_served(runs, tmp_path):
     assert "bad run name" in _error(client.get("/api/generate?run=a%2Fb"), 400)  # still no separators
 
 
+def test_a_run_a_terminal_is_training_is_shown_training_and_not_resumed(runs, tmp_path):
+    """The studio listed a CLI's run in training as stopped, accepted a resume that then failed, and said it was not training."""
+    import os
+
+    from counterfeit.runs import run_lock
+
+    root = tmp_path / "runs"
+    shutil.copytree(runs / DCGAN, root / DCGAN)
+    client = TestClient(create_app(root), base_url="http://127.0.0.1")
+    with run_lock(root / DCGAN):  # as `counterfeit train --resume` in a terminal holds it
+        row = client.get("/api/runs").json()["runs"][0]
+        assert row["training"] is True and row["status"] == "training"
+        assert f"is being trained by process {os.getpid()}, which the studio did not start" in _error(
+            client.post(f"/api/runs/{DCGAN}/resume", json={"kimg": 60}), 409
+        )
+        assert "stop it with Ctrl-C there" in _error(client.post(f"/api/runs/{DCGAN}/stop", json={}), 409)
+    row = client.get("/api/runs").json()["runs"][0]
+    assert row["training"] is False and row["status"] != "training"
+
+
 def test_symlink_out_of_the_runs_folder_is_refused(client, runs, tmp_path):
     outside = tmp_path / "elsewhere"
     outside.mkdir()

@@ -116,6 +116,22 @@ def test_a_crash_leaves_the_earlier_export_whole_and_no_half_dataset(tiny_cond_r
     assert after == before and [p.name for p in tmp_path.iterdir()] == ["old"]
 
 
+def test_a_full_disk_names_the_export_folder(tiny_cond_run, tmp_path, monkeypatch, capsys):
+    """write() on a full disk names no file: the CLI printed a traceback instead of its one line."""
+    import errno
+    import os
+
+    from counterfeit.cli import main
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(synthetic, "_write_idx", full)
+    assert main(["export", str(tiny_cond_run), "--n", "8", "--out", str(tmp_path / "ex")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(tmp_path / "ex") in err and "No space left on device" in err and "Traceback" not in err
+
+
 def test_conditional_class_choice_and_errors(tiny_cond_run):
     run = load_run(tiny_cond_run)
     fakes = labelled_fakes(run, 5, classes=["Squares"])

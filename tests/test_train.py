@@ -434,6 +434,21 @@ def test_a_colour_folder_trained_in_grey_says_so_and_odd_file_names_reach_the_lo
     assert "holds" not in (grey / "log.txt").read_text()  # grey 28x28 pictures lose nothing
 
 
+def test_a_full_disk_under_log_txt_is_said_once_and_never_hides_the_error(capsys):
+    """Each log line on a full disk printed a traceback, and the last flush replaced the checkpoint's one-line error."""
+    import logging
+
+    from counterfeit.train import _RunLog
+
+    handler = _RunLog(Path("/dev/full"))  # every write fails with ENOSPC
+    record = logging.LogRecord("counterfeit", logging.INFO, __file__, 1, "a tick's losses", None, None)
+    for _ in range(3):
+        handler.handle(record)
+    handler.close()
+    err = capsys.readouterr().err
+    assert err == "warning: cannot write /dev/full (No space left on device); its log lines from here on go to the console only\n"
+
+
 class _LabelRecorder(torch.nn.Module):
     """A stand-in G that records the labels it is given and returns z as (N, 1, 1, z_dim) images."""
 

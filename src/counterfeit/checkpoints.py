@@ -28,6 +28,10 @@ class CheckpointError(Exception):
     """A missing, unreadable or foreign checkpoint; the message is one line naming the file."""
 
 
+class CheckpointGone(CheckpointError):
+    """A checkpoint that is not there (any more): a training run may have replaced it with a newer one."""
+
+
 def _unwrap(module: nn.Module) -> nn.Module:
     """The plain module inside DDP (`.module`) and torch.compile (`._orig_mod`) wrappers, so keys carry no wrapper prefix."""
     while True:
@@ -146,8 +150,10 @@ def read_checkpoint(path: Path, prefixes: tuple[str, ...] | None = None) -> tupl
             raise ValueError("its optimizer_groups is not a JSON object")
         return tensors, state
     except FileNotFoundError:
-        raise CheckpointError(f"{path} not found") from None
-    except (SafetensorError, ValueError, KeyError, TypeError, OSError) as e:
+        raise CheckpointGone(f"{path} not found") from None
+    except (SafetensorError, ValueError, KeyError, TypeError, OSError, RuntimeError) as e:
+        if not path.exists():  # deleted while it was read (torch's mmap says so as a RuntimeError): a trainer keeping the newest
+            raise CheckpointGone(f"{path} was deleted as it was read (its run is training and keeps only its newest checkpoints)") from None
         others = [p for p in list_checkpoints(Path(path).parent.parent) if p.name != Path(path).name]  # the run folder holds checkpoints/
         fix = (
             "delete it to fall back to the previous one"

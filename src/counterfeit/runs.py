@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoints import CheckpointError, list_checkpoints, load_module, read_checkpoint
+from .checkpoints import CheckpointError, CheckpointGone, list_checkpoints, load_module, read_checkpoint
 from .config import ConfigError, RunConfig, extend_config, load_config
 from .data import builtin_name
 from .fileio import atomic_write_text, temp_glob
@@ -42,9 +43,13 @@ def create_run_dir(cfg: RunConfig, out_dir: str | Path) -> Path:
             break
         except FileExistsError:  # another process took this number first: look again
             continue
-    for sub in ("samples", "checkpoints"):
-        (run_dir / sub).mkdir()
-    write_config(run_dir, cfg)
+    try:
+        for sub in ("samples", "checkpoints"):
+            (run_dir / sub).mkdir()
+        write_config(run_dir, cfg)
+    except BaseException:  # a full disk: no numbered folder without a config.json left behind
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     return run_dir
 
 
@@ -54,8 +59,6 @@ def remove_if_unused(run_dir: Path) -> bool:
     What such a folder holds (config.json, log.txt, the reals grid, an empty TensorBoard log) only repeats the
     command line, and an empty numbered folder would pass for a run in `counterfeit runs` and the studio.
     """
-    import shutil
-
     run_dir = Path(run_dir)
     if list_checkpoints(run_dir) or read_stats(run_dir):
         return False
@@ -73,8 +76,8 @@ def run_data_kind(run_dir: str | Path) -> str | None:
 
 def reached_nimg(run_dir: Path) -> int:
     """How many images the run's newest checkpoint has trained on (0 without one)."""
-    ckpts = list_checkpoints(run_dir)
-    return read_checkpoint(ckpts[-1], prefixes=())[1]["cur_nimg"] if ckpts else 0
+    newest = read_newest(run_dir)
+    return newest[2]["cur_nimg"] if newest else 0
 
 
 def check_resume_length(run_dir: Path, total_kimg: float, flag: str = "--kimg", planned_kimg: float | None = None) -> None:
@@ -122,6 +125,7 @@ def resume_config(
                           f"and --data for a folder that moved)")  # fmt: skip
     if "data" not in given:
         check_training_folder(run_dir, saved, moved)
+    check_not_training(run_dir)  # a run still starting has no checkpoint, and "start a new run" would duplicate it
     # Training from scratch in the folder would overwrite the stats and grids a missing checkpoint leaves behind.
     if not list_checkpoints(run_dir):
         raise ConfigError(
@@ -197,15 +201,33 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} is not a folder; pass a run folder such as runs/00000-fashion-mnist-dcgan")
     cfg = load_config(run_dir / "config.json")
-    ckpts = [Path(checkpoint)] if checkpoint else list_checkpoints(run_dir)
-    if not ckpts:
-        raise CheckpointError(f"{run_dir} has no checkpoint yet; train longer or resume it with counterfeit train --resume {run_dir}")
     prefix = "G_ema" if ema else "G"
-    tensors, state = read_checkpoint(ckpts[-1], prefixes=(prefix,))
+    newest = (Path(checkpoint), *read_checkpoint(checkpoint, prefixes=(prefix,))) if checkpoint else read_newest(run_dir, (prefix,))
+    if newest is None:
+        raise CheckpointError(f"{run_dir} has no checkpoint yet; train longer or resume it with counterfeit train --resume {run_dir}")
+    path, tensors, state = newest
     G, _ = _build_models(cfg, run_dir)
-    load_module(G, tensors, prefix, ckpts[-1])
+    load_module(G, tensors, prefix, path)
     G.to(device).eval().requires_grad_(False)
-    return LoadedRun(run_dir, cfg, get_spec(cfg.model.name), G, state, ckpts[-1])
+    return LoadedRun(run_dir, cfg, get_spec(cfg.model.name), G, state, path)
+
+
+def read_newest(run_dir: Path, prefixes: tuple[str, ...] = ()) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any]] | None:
+    """(path, tensors under `prefixes`, state) of the run's newest checkpoint, or None when it has none.
+
+    A run in training deletes older checkpoints as it writes newer ones (--keep-checkpoints), so one may go as it is
+    read: the newest is then listed and read again.
+    """
+    for attempt in range(3):
+        ckpts = list_checkpoints(run_dir)
+        if not ckpts:
+            return None
+        try:
+            return ckpts[-1], *read_checkpoint(ckpts[-1], prefixes=prefixes)
+        except CheckpointGone:
+            if attempt == 2:
+                raise
+    return None  # not reached: the last attempt returns or raises
 
 
 def _build_models(cfg: RunConfig, run_dir: Path) -> tuple[nn.Module, nn.Module]:
@@ -219,7 +241,11 @@ def _build_models(cfg: RunConfig, run_dir: Path) -> tuple[nn.Module, nn.Module]:
 
 def load_slot(run: LoadedRun, slot: str, device: str | torch.device = "cpu") -> nn.Module:
     """The run's second network ("D", or "D_ema": an autoencoder's encoder) from the same checkpoint, in eval mode."""
-    tensors, _ = read_checkpoint(run.checkpoint, prefixes=(slot,))
+    try:
+        tensors, _ = read_checkpoint(run.checkpoint, prefixes=(slot,))
+    except CheckpointGone:  # its G came from that file: a D from a newer one would not be its partner
+        raise CheckpointError(f"{run.checkpoint} was deleted while this command used it (its run is training and keeps only "
+                              f"its newest checkpoints); run the command again") from None  # fmt: skip
     _, net = _build_models(run.config, run.run_dir)
     load_module(net, tensors, slot, run.checkpoint)
     return net.to(device).eval().requires_grad_(False)
@@ -256,16 +282,17 @@ def run_row(run_dir: Path, cfg: RunConfig | None = None, stats: list[dict[str, A
     last = stats[-1] if stats else {}
     judged = next((r for r in reversed(stats) if "cov/classes" in r or "toy/modes" in r), {})  # the newest evaluation
     kimg = last.get("kimg", 0) if isinstance(last.get("kimg"), (int, float)) else 0
-    ckpts = list_checkpoints(run_dir)
     status = "no checkpoint"
-    if ckpts:
-        try:
-            _, state = read_checkpoint(ckpts[-1], prefixes=())
+    try:
+        if newest := read_newest(run_dir):
+            state = newest[2]
             status = "done" if state.get("done") else f"stopped at {state['cur_nimg'] / 1000:.1f}"
             # A Ctrl-C saves between ticks, so the checkpoint can be ahead of the last stats line.
             kimg = max(kimg, state["cur_nimg"] / 1000)
-        except CheckpointError:
-            status = "bad checkpoint"
+    except CheckpointError:
+        status = "bad checkpoint"
+    if training_process(run_dir) is not None:  # by any process: the CLI's too, not only the studio's jobs
+        status = "training"
     return {
         "run": run_dir.name, "data": data_label(cfg.data.name), "model": cfg.model.name,
         "kimg": f"{kimg:.1f}/{cfg.loop.total_kimg:g}",
@@ -295,10 +322,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            holder = f.read().strip()
-            who = f"process {holder}" if holder.isdigit() else "another process"
-            raise RunBusy(f"{run_dir} is being trained by {who}; let it finish, or stop it (Ctrl-C, or Stop in the studio) "
-                          f"before resuming") from None  # fmt: skip
+            raise _busy(run_dir, f.read()) from None
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
@@ -307,6 +331,40 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def training_process(run_dir: Path) -> str | None:
+    """'process N' (or 'another process') while something holds the run's training lock; None when nothing trains it."""
+    try:
+        import fcntl
+    except ImportError:  # no locks on this system: nothing to tell
+        return None
+    try:
+        f = open(Path(run_dir) / ".lock", "rb")  # read-only: looking must not create or change anything
+    except OSError:  # never trained since locks came in, or unreadable: the trainer's own lock still guards the run
+        return None
+    with f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = f.read().decode(errors="replace").strip()
+            return f"process {holder}" if holder.isdigit() else "another process"
+        except OSError:  # a filesystem without locks
+            return None
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    return None
+
+
+def check_not_training(run_dir: Path) -> None:
+    """RunBusy (one line) while another process trains the run folder: a resume now would be refused or duplicate it."""
+    if (who := training_process(run_dir)) is not None:
+        raise _busy(run_dir, who.removeprefix("process "))
+
+
+def _busy(run_dir: Path, holder: str) -> RunBusy:
+    who = f"process {holder.strip()}" if holder.strip().isdigit() else "another process"
+    return RunBusy(f"{run_dir} is being trained by {who}; let it finish, or stop it (Ctrl-C in its terminal, or Stop in the "
+                   f"studio that started it) before resuming")  # fmt: skip
 
 
 def remove_stale_temp_files(run_dir: Path) -> int:

@@ -188,6 +188,10 @@ def write_dataset(fakes: LabelledFakes, out: str | Path, force: bool = False, co
         }  # fmt: skip
         atomic_write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
         _swap_in(stage, out)
+    except OSError as e:  # a full disk names no file: name the folder being written, for the CLI's one-line error
+        if e.errno is not None and e.filename is None:
+            raise OSError(e.errno, e.strerror, str(out)) from e
+        raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return manifest

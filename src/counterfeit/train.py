@@ -14,6 +14,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -309,11 +310,34 @@ def train(cfg: RunConfig, run_dir: str | Path, callbacks: Callbacks | None = Non
         return _train_logged(cfg, run_dir, cb, data)
 
 
+class _RunLog(logging.FileHandler):
+    """log.txt. A write that fails (a full disk) is said once and the file left alone, not a traceback for every line."""
+
+    def __init__(self, path: Path):
+        # File names from a Windows zip may not be UTF-8 (surrogate escapes): escaped, or their log line would be lost.
+        super().__init__(path, encoding="utf-8", errors="backslashreplace")
+        self.failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            self.failed = True
+            err = sys.exc_info()[1]
+            print(f"warning: cannot write {self.baseFilename} ({getattr(err, 'strerror', None) or err}); "
+                  f"its log lines from here on go to the console only", file=sys.stderr)  # fmt: skip
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # its last flush on a full disk: the error that stopped training is the one to show
+            pass
+
+
 def _train_logged(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None) -> TrainResult:
-    # File names from a Windows zip may not be UTF-8 (surrogate escapes): escaped, or their log line would be lost.
-    file_log = (
-        logging.FileHandler(run_dir / "log.txt", encoding="utf-8", errors="backslashreplace") if dist.is_main() else logging.NullHandler()
-    )
+    file_log = _RunLog(run_dir / "log.txt") if dist.is_main() else logging.NullHandler()
     file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     log.addHandler(file_log)
     quiet = dist.MainRankOnly()  # with torchrun, rank 0 alone logs and writes the run folder

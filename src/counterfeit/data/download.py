@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import fcntl
 import http.client
 import logging
 import os
@@ -144,6 +143,11 @@ def _reason(e: Exception) -> str:
 @contextmanager
 def _locked(folder: Path) -> Iterator[None]:
     # A lock on the folder itself leaves no lock file behind; where the filesystem refuses one (some NFS), go without.
+    try:
+        import fcntl
+    except ImportError:  # not on this system (Windows): no lock
+        yield
+        return
     fd = os.open(folder, os.O_RDONLY)
     try:
         try:

@@ -29,7 +29,7 @@ from starlette.staticfiles import StaticFiles
 from ..checkpoints import CheckpointError
 from ..config import TOY_MODEL, ConfigError, RunConfig, make_config
 from ..data import DataError
-from ..runs import reached_nimg
+from ..runs import reached_nimg, training_process
 from . import generate as gen
 from . import latent_panel
 from .jobs import RESUMABLE, Jobs, check_config, parse_options
@@ -184,6 +184,8 @@ def resume(studio: Studio, request: Request, params: Params) -> dict:
     job = studio.jobs.for_run(run_dir.name)
     if job is not None and job["alive"]:  # before the config checks: a run still starting has no checkpoint to resume from
         raise StudioError(f"{run_dir.name} is training already", 409)
+    if (who := training_process(run_dir)) is not None:  # a trainer the studio did not start, from a terminal
+        raise StudioError(f"{run_dir.name} is being trained by {who}, which the studio did not start; stop it there first", 409)
     cfg = check_config(given, run_dir)  # a kimg below what the run has reached is refused there
     reached = reached_nimg(run_dir)
     if reached >= cfg.loop.total_kimg * 1000:  # a job that would end at once, saying only "done"
@@ -195,9 +197,12 @@ def resume(studio: Studio, request: Request, params: Params) -> dict:
 def stop_run(studio: Studio, request: Request, params: Params) -> dict:
     """Stop the run's training job: it saves a checkpoint and exits."""
     params.done()
-    name = run_path(studio.runs_dir, request.path_params["name"]).name
+    run_dir = run_path(studio.runs_dir, request.path_params["name"])
+    name = run_dir.name
     job = studio.jobs.for_run(name)
     if job is None or not job["alive"]:
+        if (who := training_process(run_dir)) is not None:
+            raise StudioError(f"{name} is being trained by {who}, which the studio did not start; stop it with Ctrl-C there", 409)
         raise StudioError(f"{name} is not training (the studio only stops runs it started)", 409)
     return studio.jobs.stop(job["id"])
 

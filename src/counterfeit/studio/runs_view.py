@@ -27,7 +27,7 @@ def list_runs(root: Path, jobs: Jobs) -> dict[str, Any]:
         inside = [p for p in root.iterdir() if is_run_dir(p) and p.resolve().parent == root.resolve()]
         for run_dir in sorted(inside, reverse=True):
             row = run_row(run_dir)
-            row["training"] = run_dir.name in live
+            row["training"] = run_dir.name in live or row["status"] == "training"  # a CLI's run too (its lock is held)
             row["has_checkpoint"] = bool(list_checkpoints(run_dir))
             row["kind"] = run_data_kind(run_dir)  # None: a broken config, shown as such
             runs.append(row)
