@@ -128,6 +128,15 @@ def test_data_dir_may_hold_a_subfolder_named_after_the_dataset(tiny, tmp_path):
     assert find_idx_dir("tiny", str(tmp_path / "data")) == tmp_path / "data" / "tiny"
 
 
+def test_the_dotted_names_many_mnist_copies_use_are_found(tiny, tmp_path):
+    """train-images.idx3-ubyte (plain or .gz) is the same file as train-images-idx3-ubyte."""
+    plain = write_files(tmp_path / "plain", {n.replace("-idx", ".idx"): b for n, b in tiny.items()}, gz=False)
+    zipped = write_files(tmp_path / "zipped", {n.replace("-idx", ".idx"): b for n, b in tiny.items()})
+    for folder in (plain, zipped):
+        ds = load_idx("tiny", "train", data_dir=str(folder), download=False)
+        assert ds.info["source"] == str(folder) and len(ds) == 12
+
+
 def test_an_incomplete_data_dir_is_named_with_what_it_lacks(tiny, tmp_path, monkeypatch, caplog):
     """A split loads from a folder holding its own two files; one lacking a file is named, with the copy used instead."""
     given = write_files(tmp_path / "given", {n: b for n, b in tiny.items() if n != "train-labels-idx1-ubyte"})
@@ -626,6 +635,20 @@ def test_what_a_folder_leaves_out_is_said(tmp_path, monkeypatch, caplog):
     with pytest.raises(DataError) as e:
         load_folder(str(root), 8, 3)
     assert one_line(e) == f"cannot read {root} (Permission denied); check its permissions, or choose another folder"
+
+
+def test_split_folders_holding_the_classes_are_a_warning(tmp_path, caplog):
+    """A downloaded dataset's train/ and test/ would train as the classes "test" and "train" without a word."""
+    for split in ("train", "test"):
+        for cls in ("cats", "dogs"):
+            save(tmp_path / "pets" / split / cls / "a.png", noise(8, 8, 0))
+    with caplog.at_level(logging.WARNING, logger="counterfeit"):
+        assert load_folder(str(tmp_path / "pets"), 8, 1).class_names == ["test", "train"]
+        assert load_folder(str(tmp_path / "pets" / "train"), 8, 1).class_names == ["cats", "dogs"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'pets'}'s sub-folders test and train look like a dataset's splits, each holding the classes, and become "
+        f"the classes here; to train on the real classes, pass one of them, such as {tmp_path / 'pets' / 'train'}"
+    ]
 
 
 def test_only_a_readme_beside_the_pictures_is_a_note_and_a_full_disk_cache_a_warning(tmp_path, monkeypatch, caplog):

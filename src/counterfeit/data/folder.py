@@ -24,6 +24,7 @@ log = logging.getLogger("counterfeit")
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".avif", ".bmp", ".gif", ".tif", ".tiff")
 _SYSTEM_FILES = ("Thumbs.db", "desktop.ini")  # what file managers leave beside pictures
+_SPLIT_NAMES = {"train", "training", "test", "testing", "val", "valid", "validation", "dev"}
 # Picture formats Pillow does not read here (or not without plugins): phones, cameras, editors, vector art.
 _OTHER_PICTURES = {".heic", ".heif", ".jxl", ".svg", ".psd", ".xcf", ".raw", ".dng", ".cr2", ".cr3", ".nef", ".arw",
                    ".orf", ".rw2", ".raf", ".jp2", ".ico", ".tga", ".exr", ".hdr"}  # fmt: skip
@@ -60,6 +61,11 @@ def load_folder(path: str, resolution: int, channels: int, cache_dir: str | None
                 "left out %d file%s in %s that %s (%s); convert pictures to PNG or JPEG to use them",
                 n, "s" * (n > 1), path, "are not images it reads" if n > 1 else "is not an image it reads", others)  # fmt: skip
     class_names, file_labels, note = _classes(files)
+    if {c.lower() for c in class_names} <= _SPLIT_NAMES and all(len(rel.parts) > 2 for rel in files):
+        # A downloaded dataset's train/ and test/, each holding the class folders, train as the classes "test" and
+        # "train": a warning, not an error, since telling the splits apart may be what the user wants.
+        log.warning(f"{path}'s sub-folders {' and '.join(class_names)} look like a dataset's splits, each holding the classes, "
+                    f"and become the classes here; to train on the real classes, pass one of them, such as {root / class_names[-1]}")  # fmt: skip
     if problems and file_labels is None:  # "put each class in its own sub-folder" would be the wrong advice
         note += f" (left out: {'; '.join(problems[:3])})"
     listing = [_stat(root / rel) for rel in files]  # (size, mtime_ns): a change to any file changes the key

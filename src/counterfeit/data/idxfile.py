@@ -102,8 +102,12 @@ class OtherDatasetFile(DataError):
 
 
 def file_candidates(folder: Path, name: str) -> list[Path]:
-    """The paths one idx file may have in a folder: the plain name first, then ".gz" (either may hold either form)."""
-    return [folder / name, folder / f"{name}.gz"]
+    """The paths one idx file may have in a folder: the plain name, ".gz", then the dotted spelling (".idx3-ubyte").
+
+    Either form may hold either content; many MNIST copies name the files train-images.idx3-ubyte.
+    """
+    dotted = name.replace("-idx", ".idx")
+    return [folder / name, folder / f"{name}.gz", folder / dotted, folder / f"{dotted}.gz"]
 
 
 def read_idx(path: Path, expected: IdxFile, fix: str) -> torch.Tensor:
