@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from counterfeit.checkpoints import list_checkpoints, read_checkpoint
 from counterfeit.config import ConfigError, RunConfig, make_config
@@ -447,6 +448,28 @@ def test_a_full_disk_under_log_txt_is_said_once_and_never_hides_the_error(capsys
     handler.close()
     err = capsys.readouterr().err
     assert err == "warning: cannot write /dev/full (No space left on device); its log lines from here on go to the console only\n"
+
+
+def test_the_readme_python_example_runs(fashion_dir, tmp_path, monkeypatch, capsys):
+    """README's "Use it from Python", with a smaller model and length: trains, samples a grid and scores the run."""
+    import re
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = readme.split("### Use it from Python")[1].split("```python\n")[1].split("```")[0]
+    small = {
+        "kimg=60)": "kimg=0.128, g_width=8, d_width=8, z_dim=8, batch_size=32, tick_kimg=0.064)",
+        "evaluate_run(run_dir)": "evaluate_run(run_dir, n=2000)",
+    }
+    for old, new in small.items():
+        assert old in code, old
+        code = code.replace(old, new)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COUNTERFEIT_DATA_DIR", fashion_dir)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert re.search(r"^0\.1 kimg  D \d\.\d{3}  G -?\d\.\d{3}$", out, re.M) and re.search(r"^FID \d+\.\d\d, \d+/10 classes$", out, re.M)
+    assert Image.open(tmp_path / "fakes.png").size == (8 * 30 + 2, 8 * 30 + 2)
+    assert len(list((tmp_path / "runs").iterdir())) == 1
 
 
 class _LabelRecorder(torch.nn.Module):
