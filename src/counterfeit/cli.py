@@ -126,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--kimg",
         type=float,
-        help="training length in thousands of real images (default 600 for dcgan: 2.3-7 minutes on 2 CPU cores; 420 for the others)",
+        help="training length in thousands of real images (default 600 for dcgan: 2.3-7 minutes on 2 CPU cores; 512 for mlp; 420 for the others)",
     )
     t.add_argument("--epochs", type=float, help="training length in passes over the data (instead of --kimg)")
     t.add_argument("--batch-size", type=int)
