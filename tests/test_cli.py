@@ -238,6 +238,22 @@ def test_a_run_still_starting_is_seen_as_training(tiny_folder, tmp_path, capsys)
     assert capsys.readouterr().out.splitlines()[1].rstrip().endswith("no checkpoint")
 
 
+def test_a_readers_probe_does_not_turn_a_trainer_away(tmp_path):
+    """`counterfeit runs` and the studio probe RUN/.lock with a shared lock for an instant; a trainer starting then waits."""
+    import threading
+
+    from counterfeit.fileio import lock, unlock
+    from counterfeit.runs import run_lock, training_process
+
+    (tmp_path / ".lock").write_text("")
+    with open(tmp_path / ".lock", "rb") as f:
+        assert lock(f.fileno(), exclusive=False) is True  # a probe in progress
+        threading.Timer(0.1, unlock, (f.fileno(),)).start()
+        with run_lock(tmp_path):
+            assert training_process(tmp_path) == f"process {os.getpid()}"
+    assert (tmp_path / ".lock").read_text() == ""  # released: no stale process number left for a later refusal
+
+
 def test_a_new_run_that_cannot_write_its_config_leaves_no_folder(tmp_path, monkeypatch, capsys):
     import errno
 

@@ -609,6 +609,7 @@ def test_what_a_folder_leaves_out_is_said(tmp_path, monkeypatch, caplog):
     root = tmp_path / "pets"
     save(root / "cats" / "a.tiff", noise(12, 12, 0))
     save(root / "cats" / "b.jfif", noise(12, 12, 1), format="JPEG")  # what browsers save JPEGs as: it was ignored
+    save(root / "cats" / "f.pgm", Image.new("L", (12, 12), 90))  # the AT&T faces' format
     save(root / "dogs" / "c.png", noise(12, 12, 2))
     save(root / "birds" / "d.png", noise(12, 12, 3))
     (root / "birds" / "e.heic").write_bytes(b"phone photo")
@@ -623,7 +624,7 @@ def test_what_a_folder_leaves_out_is_said(tmp_path, monkeypatch, caplog):
 
     with caplog.at_level(logging.INFO, logger="counterfeit"):
         ds = load_folder(str(root), 8, 3)
-    assert ds.class_names == ["birds", "cats", "dogs"] and ds.info["class_counts"] == [1, 2, 1]
+    assert ds.class_names == ["birds", "cats", "dogs"] and ds.info["class_counts"] == [1, 3, 1]
     assert ds.info["left_out_folders"] == ["zebras/ (the same folder as dogs/, read once)"]
     assert ds.info["other_files"] == {".heic": 1, ".csv": 1}
     levels = {r.getMessage().split(" in ")[0]: r.levelno for r in caplog.records if r.getMessage().startswith("left out")}
@@ -642,6 +643,8 @@ def test_split_folders_holding_the_classes_are_a_warning(tmp_path, caplog):
     for split in ("train", "test"):
         for cls in ("cats", "dogs"):
             save(tmp_path / "pets" / split / cls / "a.png", noise(8, 8, 0))
+    save(tmp_path / "album" / "photos" / "2020" / "a.png", noise(8, 8, 0))  # one sub-folder: no classes, no warning (it crashed)
+    assert load_folder(str(tmp_path / "album"), 8, 1).class_names == []
     with caplog.at_level(logging.WARNING, logger="counterfeit"):
         assert load_folder(str(tmp_path / "pets"), 8, 1).class_names == ["test", "train"]
         assert load_folder(str(tmp_path / "pets" / "train"), 8, 1).class_names == ["cats", "dogs"]
@@ -655,8 +658,7 @@ def test_only_a_readme_beside_the_pictures_is_a_note_and_a_full_disk_cache_a_war
     save(tmp_path / "f" / "a.png", noise(8, 8, 0))
     (tmp_path / "f" / "README.md").write_text("my photos")
 
-    class SafetensorError(Exception):  # safetensors raises its own type, not OSError, for a full disk
-        pass
+    from safetensors import SafetensorError  # its own type, not OSError, for a full disk
 
     monkeypatch.setattr(folder_module, "save_file", lambda *a: (_ for _ in ()).throw(SafetensorError("No space left on device")))
     with caplog.at_level(logging.INFO, logger="counterfeit"):

@@ -128,13 +128,15 @@ def test_batch_that_does_not_split_is_a_one_line_error(tiny_folder, tmp_path, mo
 
 def test_resume_that_does_not_split_names_the_process_counts_that_fit(tiny_folder, tmp_path, monkeypatch, capsys):
     """A resumed run keeps its batch, so the error says how many processes can resume it, not which option to change."""
-    with pytest.raises(Exception, match="a resumed run keeps its options; resume it with torchrun --nproc_per_node 1, 2, 4, 8 or 16"):
+    with pytest.raises(
+        Exception, match=r"a resumed run keeps its options; resume it on 1, 2, 4, 8 or 16 processes in all \(torchrun's --nnodes times"
+    ):
         _check_on(3, 16, resumed=True, monkeypatch=monkeypatch)
-    with pytest.raises(Exception, match=r"whole packs of --pack 4, and a resumed run .* --nproc_per_node 1, 2 or 4$"):
+    with pytest.raises(Exception, match=r"whole packs of --pack 4, and a resumed run .* on 1, 2 or 4 processes in all"):
         _check_on(8, 16, pack=4, resumed=True, monkeypatch=monkeypatch)
-    with pytest.raises(Exception, match=r"--nproc_per_node 1, 2, 3, 4, 6, 8 or 12$"):  # not 24: the pairs need 2 images each
+    with pytest.raises(Exception, match=r" on 1, 2, 3, 4, 6, 8 or 12 processes in all"):  # not 24: the pairs need 2 images each
         _check_on(5, 24, ms_weight=0.2, resumed=True, monkeypatch=monkeypatch)
-    with pytest.raises(Exception, match=r"--recall-pool 9 does not split over 2 processes, .* --nproc_per_node 1 or 3$"):
+    with pytest.raises(Exception, match=r"--recall-pool 9 does not split over 2 processes, .* on 1 or 3 processes in all"):
         _check_on(2, 24, recall_pool=9, resumed=True, monkeypatch=monkeypatch)
     monkeypatch.delenv("WORLD_SIZE")  # the first run on one process
     out = tmp_path / "runs"
@@ -146,7 +148,7 @@ def test_resume_that_does_not_split_names_the_process_counts_that_fit(tiny_folde
     monkeypatch.setenv("RANK", "0")
     assert main(["train", "--resume", str(run), "--kimg", "0.024", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--batch-size 6 does not split over 4 processes" in err and "--nproc_per_node 1, 2, 3 or 6" in err
+    assert err.count("\n") == 1 and "--batch-size 6 does not split over 4 processes" in err and "on 1, 2, 3 or 6 processes in all" in err
     assert (run / "stats.jsonl").read_bytes() == stats  # nothing rewritten
 
 

@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import shutil
 import time
 import urllib.parse
@@ -149,6 +150,12 @@ def test_a_renamed_run_with_spaces_and_accents_is_served(runs, tmp_path):
     assert disposition.startswith('attachment; filename="mes chats _t')
     assert urllib.parse.unquote(disposition.split("UTF-8''")[1]).startswith(name)
     assert "bad run name" in _error(client.get("/api/generate?run=a%2Fb"), 400)  # still no separators
+    assert "bad run name" in _error(client.get("/api/generate?run=" + urllib.parse.quote("é" * 200)), 400)  # 400 bytes: a 500
+    assert "bad run name" in _error(client.get("/api/generate?run=abc%0A"), 400)  # a control character at the end
+    (root / "x").mkdir()
+    os.rename(root / "x", os.path.join(os.fsencode(root), b"chats_\xe9t\xe9"))  # not UTF-8: a Windows zip's name
+    shutil.copy(root / name / "config.json", os.path.join(os.fsencode(root), b"chats_\xe9t\xe9", b"config.json"))
+    assert [row["run"] for row in client.get("/api/runs").json()["runs"]] == [name]  # one such folder made the list a 400
 
 
 def test_a_run_a_terminal_is_training_is_shown_training_and_not_resumed(runs, tmp_path):

@@ -420,7 +420,9 @@ def test_a_colour_folder_trained_in_grey_says_so_and_odd_file_names_reach_the_lo
         folder = os.path.join(os.fsencode(root), cls)
         os.makedirs(folder)
         for i in range(4):
-            Image.fromarray(np.full((80, 100, 3), 60 * i, np.uint8)).save(os.fsdecode(os.path.join(folder, b"%d.jpg" % i)))
+            Image.fromarray(np.dstack([np.full((80, 100), v, np.uint8) for v in (60 * i, 30, 200)])).save(
+                os.fsdecode(os.path.join(folder, b"%d.jpg" % i))
+            )
     with open(os.path.join(os.fsencode(root), b"cats", b"bad_\xe9.png"), "wb") as f:
         f.write(b"not a picture")
     cfg = tiny_cfg(str(root), kimg=0.004, batch_size=4, eval_every_kimg=0)
@@ -433,6 +435,13 @@ def test_a_colour_folder_trained_in_grey_says_so_and_odd_file_names_reach_the_lo
     cfg = tiny_cfg(tiny_folder, kimg=0.004, batch_size=4, eval_every_kimg=0)
     train(cfg, grey := create_run_dir(cfg, tmp_path / "runs"))
     assert "holds" not in (grey / "log.txt").read_text()  # grey 28x28 pictures lose nothing
+    rgb = tmp_path / "grey-as-rgb" / "a"  # what torchvision's save_image writes for grey images
+    rgb.mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(np.repeat(np.full((28, 28, 1), 50 * i, np.uint8), 3, axis=2)).save(rgb / f"{i}.png")
+    cfg = tiny_cfg(str(rgb.parent), kimg=0.004, batch_size=4, eval_every_kimg=0)
+    train(cfg, run := create_run_dir(cfg, tmp_path / "runs"))
+    assert "holds" not in (run / "log.txt").read_text()  # "--channels 3 keeps their colour" would slow it for nothing
 
 
 def test_a_full_disk_under_log_txt_is_said_once_and_never_hides_the_error(capsys):
@@ -448,6 +457,21 @@ def test_a_full_disk_under_log_txt_is_said_once_and_never_hides_the_error(capsys
     handler.close()
     err = capsys.readouterr().err
     assert err == "warning: cannot write /dev/full (No space left on device); its log lines from here on go to the console only\n"
+
+
+def test_a_bad_log_call_is_not_taken_for_a_full_disk(tmp_path, capsys):
+    """Only an OSError turns log.txt off: a format mistake in one call is reported as such and later lines still go in."""
+    import logging
+
+    from counterfeit.train import _RunLog
+
+    handler = _RunLog(tmp_path / "log.txt")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for msg, args in (("first", ()), ("bad %d", ("x",)), ("third", ())):
+        handler.handle(logging.LogRecord("counterfeit", logging.INFO, __file__, 1, msg, args, None))
+    handler.close()
+    assert (tmp_path / "log.txt").read_text() == "first\nthird\n"
+    assert "--- Logging error ---" in capsys.readouterr().err  # logging's own report of the bad call
 
 
 def test_the_readme_python_example_runs(fashion_dir, tmp_path, monkeypatch, capsys):

@@ -124,7 +124,8 @@ def check_batch(batch_size: int, pack: int = 1, ms_weight: float = 0.0, recall_p
         raise ConfigError(f"{problem[0]}; {problem[1]}")
     fits = [k for k in range(1, min(batch_size, 64) + 1) if _split_problem(k, batch_size, pack, ms_weight, recall_pool) is None]
     counts = ", ".join(map(str, fits[:-1])) + (" or " if len(fits) > 1 else "") + str(fits[-1])  # 1 always fits
-    raise ConfigError(f"{problem[0]}, and a resumed run keeps its options; resume it with torchrun --nproc_per_node {counts}")
+    raise ConfigError(f"{problem[0]}, and a resumed run keeps its options; resume it on {counts} processes in all "
+                      f"(torchrun's --nnodes times --nproc_per_node)")  # fmt: skip
 
 
 def shard(x: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -129,3 +130,35 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def lock(fd: int, exclusive: bool = True, wait_s: float = 0.0) -> bool | None:
+    """flock an open file: True when held, False when another process holds it past `wait_s`, None without locks here.
+
+    Advisory, and dropped by the system when the process dies (even by kill -9). The short retries matter: another
+    process may hold the lock for an instant only (a reader probing whether a run is training).
+    """
+    try:
+        import fcntl
+    except ImportError:  # not on this system (Windows)
+        return None
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        except OSError:  # a filesystem without locks (some NFS)
+            return None
+
+
+def unlock(fd: int) -> None:
+    """Release a lock taken with `lock` (closing the file releases it too)."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    fcntl.flock(fd, fcntl.LOCK_UN)

@@ -18,7 +18,7 @@ from torch import nn
 from .checkpoints import CheckpointError, CheckpointGone, list_checkpoints, load_module, read_checkpoint
 from .config import ConfigError, RunConfig, extend_config, load_config
 from .data import builtin_name
-from .fileio import atomic_write_text, temp_glob
+from .fileio import atomic_write_text, lock, temp_glob, unlock
 from .models import ModelSpec, build_models, get_spec
 
 _RUN = re.compile(r"^(\d{5})-")
@@ -311,16 +311,10 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
     An advisory lock the system drops when its process dies, so a crash or kill -9 never leaves the run locked.
     """
-    try:
-        import fcntl
-    except ImportError:  # not on this system (Windows): train unguarded, as before
-        yield
-        return
     path = Path(run_dir) / ".lock"
     with open(path, "a+") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        got = lock(f.fileno(), wait_s=0.5)  # a reader's probe (training_process) holds it for an instant
+        if got is False:
             f.seek(0)
             raise _busy(run_dir, f.read()) from None
         f.seek(0)
@@ -330,29 +324,23 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         try:
             yield
         finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            if got:
+                f.truncate(0)  # no stale process number for the next refusal to name
+                f.flush()
+                unlock(f.fileno())
 
 
 def training_process(run_dir: Path) -> str | None:
     """'process N' (or 'another process') while something holds the run's training lock; None when nothing trains it."""
     try:
-        import fcntl
-    except ImportError:  # no locks on this system: nothing to tell
-        return None
-    try:
         f = open(Path(run_dir) / ".lock", "rb")  # read-only: looking must not create or change anything
     except OSError:  # never trained since locks came in, or unreadable: the trainer's own lock still guards the run
         return None
     with f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = f.read().decode(errors="replace").strip()
-            return f"process {holder}" if holder.isdigit() else "another process"
-        except OSError:  # a filesystem without locks
-            return None
-        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-    return None
+        if lock(f.fileno(), exclusive=False) is not False:
+            return None  # free (released as the file closes), or no locks on this system
+        holder = f.read().decode(errors="replace").strip()
+        return f"process {holder}" if holder.isdigit() else "another process"
 
 
 def check_not_training(run_dir: Path) -> None:

@@ -40,7 +40,7 @@ from .checkpoints import (
 )
 from .config import ConfigError, RunConfig
 from .cudagraph import StepGraph, make_capturable, set_lr
-from .data import Dataset, batch_indices, drop_class, folder_image_shapes, load_dataset
+from .data import Dataset, batch_indices, drop_class, load_dataset
 from .fileio import append_text, atomic_write_text
 from .losses import GANLoss, build_loss, gaussian_kl, reconstruction_loss
 from .machine import cpu_has_native_bf16
@@ -323,9 +323,11 @@ class _RunLog(logging.FileHandler):
             super().emit(record)
 
     def handleError(self, record: logging.LogRecord) -> None:
-        if not self.failed:
+        err = sys.exc_info()[1]
+        if not isinstance(err, OSError):  # a bad log call (a format mistake) is a bug to show, not a full disk
+            super().handleError(record)
+        elif not self.failed:
             self.failed = True
-            err = sys.exc_info()[1]
             print(f"warning: cannot write {self.baseFilename} ({getattr(err, 'strerror', None) or err}); "
                   f"its log lines from here on go to the console only", file=sys.stderr)  # fmt: skip
 
@@ -677,9 +679,7 @@ def _log_data_notes(data: Dataset) -> None:
 
 def _warn_shrunk_folder(cfg: RunConfig, data: Dataset) -> None:
     """Warn when a folder's images train with less than they hold: colour as grey, or large pictures shrunk to 28x28."""
-    if data.kind != "images" or "root" not in data.info:  # built-in data has its own shape
-        return
-    shapes = folder_image_shapes(cfg.data.name)  # headers of a few files, spread over the folder
+    shapes = data.info.get("image_shapes")  # a few of a folder's files; built-in data has its own shape
     if not shapes:
         return
     res, side = cfg.data.resolution, min(min(w, h) for w, h, _ in shapes)

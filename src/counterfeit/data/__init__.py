@@ -2,7 +2,7 @@
 
 from .base import DataError, Dataset, cache_dir
 from .download import download_idx
-from .folder import folder_classes, folder_image_shapes, load_folder
+from .folder import folder_classes, load_folder
 from .idx import SYSTEM_DATA_DIRS, find_idx_dir, load_idx, search_dirs
 from .idxfile import IDX_DATASETS
 from .load import builtin_name, check_data_source, class_index, drop_class, load_dataset
@@ -23,7 +23,6 @@ __all__ = [
     "download_idx",
     "drop_class",
     "folder_classes",
-    "folder_image_shapes",
     "find_idx_dir",
     "load_dataset",
     "load_folder",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..fileio import atomic_path, check_writable, temp_glob
+from ..fileio import atomic_path, check_writable, lock, temp_glob
 from .base import DataError
 from .idxfile import GZIP_MAGIC, IDX_DATASETS, IdxFile, file_candidates, read_idx
 
@@ -142,18 +142,12 @@ def _reason(e: Exception) -> str:
 
 @contextmanager
 def _locked(folder: Path) -> Iterator[None]:
-    # A lock on the folder itself leaves no lock file behind; where the filesystem refuses one (some NFS), go without.
-    try:
-        import fcntl
-    except ImportError:  # not on this system (Windows): no lock
-        yield
-        return
+    # A lock on the folder itself leaves no lock file behind; where the system has no locks, go without.
     fd = os.open(folder, os.O_RDONLY)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:
-            pass
+        if lock(fd) is False:  # another process (a torchrun rank) is downloading into it: wait, and say so
+            log.info(f"waiting for another process downloading into {folder}")
+            lock(fd, wait_s=float("inf"))
         yield
     finally:
         os.close(fd)  # releases the lock

@@ -10,8 +10,10 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -22,12 +24,13 @@ from .decode import DECODE_ERRORS, GREY_MODES, decode_failure, decode_image
 
 log = logging.getLogger("counterfeit")
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".avif", ".bmp", ".gif", ".tif", ".tiff")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".avif", ".bmp", ".gif", ".tif", ".tiff", ".jp2", ".tga",
+              ".pgm", ".ppm", ".pbm", ".pnm")  # fmt: skip
 _SYSTEM_FILES = ("Thumbs.db", "desktop.ini")  # what file managers leave beside pictures
 _SPLIT_NAMES = {"train", "training", "test", "testing", "val", "valid", "validation", "dev"}
 # Picture formats Pillow does not read here (or not without plugins): phones, cameras, editors, vector art.
-_OTHER_PICTURES = {".heic", ".heif", ".jxl", ".svg", ".psd", ".xcf", ".raw", ".dng", ".cr2", ".cr3", ".nef", ".arw",
-                   ".orf", ".rw2", ".raf", ".jp2", ".ico", ".tga", ".exr", ".hdr"}  # fmt: skip
+_OTHER_PICTURES = {".heic", ".heif", ".jxl", ".svg", ".xcf", ".raw", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2",
+                   ".raf", ".exr", ".hdr"}  # fmt: skip
 # Read errors from the system, not from the file's bytes, that can go away with no change to the file's size or mtime.
 _MAY_PASS = {errno.EACCES, errno.EPERM, errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ESTALE, errno.EMFILE, errno.ENFILE,
              errno.ENOMEM, errno.EBUSY}  # fmt: skip
@@ -61,7 +64,7 @@ def load_folder(path: str, resolution: int, channels: int, cache_dir: str | None
                 "left out %d file%s in %s that %s (%s); convert pictures to PNG or JPEG to use them",
                 n, "s" * (n > 1), path, "are not images it reads" if n > 1 else "is not an image it reads", others)  # fmt: skip
     class_names, file_labels, note = _classes(files)
-    if {c.lower() for c in class_names} <= _SPLIT_NAMES and all(len(rel.parts) > 2 for rel in files):
+    if len(class_names) > 1 and {c.lower() for c in class_names} <= _SPLIT_NAMES and all(len(rel.parts) > 2 for rel in files):
         # A downloaded dataset's train/ and test/, each holding the class folders, train as the classes "test" and
         # "train": a warning, not an error, since telling the splits apart may be what the user wants.
         log.warning(f"{path}'s sub-folders {' and '.join(class_names)} look like a dataset's splits, each holding the classes, "
@@ -95,6 +98,7 @@ def load_folder(path: str, resolution: int, channels: int, cache_dir: str | None
         "left_out_folders": problems,
         "other_files": ignored,
         "files": len(files),
+        "image_shapes": sorted(_shapes(root, files)),  # (width, height, channels) of a few files: what training shrinks
         "images": len(x),
         "skipped": skipped,
         "note": note,
@@ -114,18 +118,24 @@ def folder_classes(path: str) -> list[str]:
     return _classes(_scan(root))[0] if root.is_dir() else []
 
 
-def folder_image_shapes(path: str, limit: int = 32) -> set[tuple[int, int, int]]:
-    """(width, height, channels: 1 grey or 3 colour) of up to `limit` of a folder's images, spread over it, headers only."""
-    root = Path(path).expanduser()
-    files = _scan(root) if root.is_dir() else []
+def _shapes(root: Path, files: list[Path], limit: int = 32) -> set[tuple[int, int, int]]:
     shapes = set()
     for rel in files[:: max(1, len(files) // limit)][:limit]:
         try:
             with Image.open(root / rel) as im:
-                shapes.add((im.width, im.height, 1 if im.mode in GREY_MODES else 3))
+                shapes.add((im.width, im.height, _channels(im)))
         except DECODE_ERRORS:  # the loader reports unreadable files; they have no size to tell
             continue
     return shapes
+
+
+def _channels(im: Image.Image) -> int:
+    # 1 for grey: a grey mode, or colour pixels whose channels agree (torchvision's save_image writes grey as RGB).
+    if im.mode in GREY_MODES:
+        return 1
+    im.draft("RGB", (64, 64))  # a JPEG decodes small for this
+    rgb = np.asarray(im.convert("RGB"), dtype=np.int16)  # (H, W, 3)
+    return 1 if np.abs(rgb - rgb[..., :1]).max(initial=0) <= 8 else 3  # JPEG's chroma rounding moves grey a little
 
 
 def _scan(root: Path, problems: list[str] | None = None, ignored: dict[str, int] | None = None) -> list[Path]:
@@ -287,5 +297,5 @@ def _write_cache(entry: Path, x: torch.Tensor, labels: torch.Tensor | None, meta
             save_file(tensors, str(tmp))
         with atomic_path(entry.with_suffix(".json")) as tmp:
             tmp.write_text(json.dumps({"version": CACHE_VERSION, **meta}, indent=1))
-    except Exception as e:  # OSError, and safetensors' own error for a full disk: the run goes on without the entry
+    except (OSError, SafetensorError) as e:  # safetensors' own error for a full disk: the run goes on without the entry
         log.warning("could not write the cache entry %s (%s); the next run will decode the folder again", entry, e)

@@ -14,7 +14,7 @@ import torch
 
 from .. import __version__
 from ..config import ConfigError
-from ..data import IDX_DATASETS, TOY_DATASETS, class_index, folder_image_shapes, load_dataset, toy_modes
+from ..data import IDX_DATASETS, TOY_DATASETS, class_index, load_dataset, toy_modes
 from ..export import read_npz_images
 from ..fileio import append_text, atomic_write_text, check_writable, sha256_file
 from .classes import class_coverage, duplicate_rate, duplicate_threshold
@@ -78,7 +78,7 @@ def load_image_source(
         ds = load_dataset(spec, "train", res, ch)
         x, desc = ds.x, {"source": f"folder {spec}"}
         shape = lambda w, h, c: f"{w}x{h} {'grey' if c == 1 else 'colour'}"  # noqa: E731
-        other = sorted(s for s in folder_image_shapes(spec) if s != (res, res, ch))
+        other = sorted(tuple(s) for s in ds.info.get("image_shapes", []) if tuple(s) != (res, res, ch))
         if other:  # scoring needs one shape: say so, or a 64x64 colour set passes for a 28x28 grey one
             seen = ", ".join(shape(*s) for s in other[:3]) + (", ..." if len(other) > 3 else "")
             desc["converted"] = f"from {seen} to {shape(res, res, ch)} (resized, centre-cropped)"

@@ -123,9 +123,19 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def servable_name(name: Any) -> bool:
+    """Whether the studio can serve a run folder of this name (listed runs are exactly these)."""
+    if not isinstance(name, str) or not _RUN_NAME.fullmatch(name):
+        return False
+    try:  # a name from a Windows zip may not be UTF-8 (JSON cannot carry it), and Linux allows 255 bytes, not characters
+        return len(name.encode("utf-8")) <= 255
+    except UnicodeEncodeError:
+        return False
+
+
 def run_path(root: Path, name: Any) -> Path:
     """The run folder `name` directly inside the runs folder `root`; names that could leave it are refused."""
-    if not isinstance(name, str) or not _RUN_NAME.match(name):
+    if not servable_name(name):
         raise StudioError(f"bad run name {_show(name)}: use a folder name from the runs list, such as 00000-fashion-mnist-dcgan")
     path = (root / name).resolve()
     if path.parent != root.resolve():  # a symlink pointing out of the runs folder

@@ -12,6 +12,7 @@ from ..config import ConfigError, load_config
 from ..losses import d_output_level, indifference_levels
 from ..runs import is_run_dir, read_stats, run_data_kind, run_row
 from .jobs import Jobs
+from .params import servable_name
 
 _GRID = re.compile(r"^(fakes|recon)(\d+\.\d)kimg\.png$")
 _SUMMARY = {"fid": ("fid",), "kid": ("kid",), "pr": ("precision", "recall"), "coverage": ("classes_covered", "num_classes"),
@@ -24,7 +25,8 @@ def list_runs(root: Path, jobs: Jobs) -> dict[str, Any]:
     if root.is_dir():
         live = {j["run"] for j in all_jobs if j["alive"] and j.get("run")}
         # A run linked in from elsewhere is listed only if it resolves inside root, as run_path serves it (else a 403).
-        inside = [p for p in root.iterdir() if is_run_dir(p) and p.resolve().parent == root.resolve()]
+        # A name it cannot serve (not UTF-8, too long) is left out: one such folder made the whole list a 400.
+        inside = [p for p in root.iterdir() if servable_name(p.name) and is_run_dir(p) and p.resolve().parent == root.resolve()]
         for run_dir in sorted(inside, reverse=True):
             row = run_row(run_dir)
             row["training"] = run_dir.name in live or row["status"] == "training"  # a CLI's run too (its lock is held)
