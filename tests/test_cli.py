@@ -3,6 +3,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -252,6 +254,12 @@ def test_a_readers_probe_does_not_turn_a_trainer_away(tmp_path):
         with run_lock(tmp_path):
             assert training_process(tmp_path) == f"process {os.getpid()}"
     assert (tmp_path / ".lock").read_text() == ""  # released: no stale process number left for a later refusal
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / ".lock").write_text(str(dead.pid))  # a kill -9'd trainer's number, not yet overwritten by the new holder
+    with open(tmp_path / ".lock", "rb") as f:
+        lock(f.fileno())
+        assert training_process(tmp_path) == "another process"
 
 
 def test_a_new_run_that_cannot_write_its_config_leaves_no_folder(tmp_path, monkeypatch, capsys):

@@ -654,6 +654,35 @@ def test_split_folders_holding_the_classes_are_a_warning(tmp_path, caplog):
     ]
 
 
+def test_colour_is_judged_on_a_cache_miss_only(tmp_path, monkeypatch):
+    """Finding colour decodes files (a 12 MP PNG: half a second each): done once, kept with the cache entry."""
+    for i in range(12):
+        save(tmp_path / "f" / f"{i}.png", Image.merge("RGB", [Image.new("L", (16, 12), 40 * (i % 6))] * 3))  # grey as RGB
+    save(tmp_path / "f" / "z.png", noise(16, 12, 0))  # one colour picture among them
+    calls = []
+    real = folder_module._has_colour
+    monkeypatch.setattr(folder_module, "_has_colour", lambda path: calls.append(path.name) or real(path))
+    first = load_folder(str(tmp_path / "f"), 8, 1)
+    assert first.info["cache"] == "miss" and first.info["image_shapes"] == [(16, 12, 1)] and len(calls) == 8  # 8 of them only
+    calls.clear()
+    second = load_folder(str(tmp_path / "f"), 8, 1)
+    assert second.info["cache"] == "hit" and second.info["image_shapes"] == [(16, 12, 1)] and calls == []
+    save(tmp_path / "g" / "a.png", noise(16, 12, 1))
+    save(tmp_path / "g" / "b.png", noise(16, 12, 2))
+    assert load_folder(str(tmp_path / "g"), 8, 1).info["image_shapes"] == [(16, 12, 3)] and calls == ["a.png"]  # stops at one
+
+
+def test_a_system_that_cannot_lock_a_folder_still_downloads(tiny, tmp_path, monkeypatch):
+    """Windows opens no folder with os.open: the download lock is skipped, not turned into 'cannot download into'."""
+    import counterfeit.data.download as download_module
+
+    real_open = os.open
+    monkeypatch.setattr(download_module.os, "open", lambda p, *a: (_ for _ in ()).throw(PermissionError(13, "Permission denied", str(p)))
+                        if Path(p).is_dir() else real_open(p, *a))  # fmt: skip
+    with pytest.raises(download_module.DownloadError, match="no mirrors"):
+        download_module.download_idx("tiny", tmp_path / "dl", mirrors=[])
+
+
 def test_only_a_readme_beside_the_pictures_is_a_note_and_a_full_disk_cache_a_warning(tmp_path, monkeypatch, caplog):
     save(tmp_path / "f" / "a.png", noise(8, 8, 0))
     (tmp_path / "f" / "README.md").write_text("my photos")

@@ -340,7 +340,18 @@ def training_process(run_dir: Path) -> str | None:
         if lock(f.fileno(), exclusive=False) is not False:
             return None  # free (released as the file closes), or no locks on this system
         holder = f.read().decode(errors="replace").strip()
-        return f"process {holder}" if holder.isdigit() else "another process"
+        return f"process {holder}" if holder.isdigit() and _alive(int(holder)) else "another process"
+
+
+def _alive(pid: int) -> bool:
+    # The number in .lock is the holder's once it has written it; just before, it may still be a killed trainer's.
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except OSError:  # alive, but another user's (EPERM)
+        return True
+    return True
 
 
 def check_not_training(run_dir: Path) -> None:

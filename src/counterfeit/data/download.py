@@ -143,7 +143,11 @@ def _reason(e: Exception) -> str:
 @contextmanager
 def _locked(folder: Path) -> Iterator[None]:
     # A lock on the folder itself leaves no lock file behind; where the system has no locks, go without.
-    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # Windows opens no folder this way (and has no flock): go without a lock
+        yield
+        return
     try:
         if lock(fd) is False:  # another process (a torchrun rank) is downloading into it: wait, and say so
             log.info(f"waiting for another process downloading into {folder}")

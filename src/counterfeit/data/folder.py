@@ -24,8 +24,8 @@ from .decode import DECODE_ERRORS, GREY_MODES, decode_failure, decode_image
 
 log = logging.getLogger("counterfeit")
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".avif", ".bmp", ".gif", ".tif", ".tiff", ".jp2", ".tga",
-              ".pgm", ".ppm", ".pbm", ".pnm")  # fmt: skip
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".avif", ".bmp", ".gif", ".tif", ".tiff", ".jp2", ".j2k",
+              ".jpx", ".tga", ".pgm", ".ppm", ".pbm", ".pnm")  # fmt: skip
 _SYSTEM_FILES = ("Thumbs.db", "desktop.ini")  # what file managers leave beside pictures
 _SPLIT_NAMES = {"train", "training", "test", "testing", "val", "valid", "validation", "dev"}
 # Picture formats Pillow does not read here (or not without plugins): phones, cameras, editors, vector art.
@@ -81,15 +81,13 @@ def load_folder(path: str, resolution: int, channels: int, cache_dir: str | None
         cached = None
     if cached is None:
         x, labels, skipped = _decode_all(root, files, listing, file_labels, resolution, channels)
-        _write_cache(
-            entry,
-            x,
-            labels,
-            {"source": str(path), "root": str(root.resolve()), "class_names": class_names, "skipped": skipped, "note": note},
-        )
+        shapes = _shapes(root, files)  # kept with the entry: finding colour decodes files, which a cache hit should not
+        meta = {"source": str(path), "root": str(root.resolve()), "class_names": class_names, "skipped": skipped, "note": note}
+        _write_cache(entry, x, labels, {**meta, "image_shapes": shapes})
     else:
-        # Class names and the note follow from the file list, which the key covers; only `skipped` needs the cache.
-        x, labels, skipped = cached
+        # Class names and the note follow from the file list, which the key covers; `skipped` and the shapes need the cache.
+        x, labels, skipped, shapes = cached
+        shapes = _shapes(root, files) if shapes is None else shapes  # an entry from before the shapes were kept
     if skipped:
         log.warning("skipped %d of %d files in %s that could not be read: %s", len(skipped), len(files), path, _first(skipped, 5))
     info = {
@@ -98,7 +96,7 @@ def load_folder(path: str, resolution: int, channels: int, cache_dir: str | None
         "left_out_folders": problems,
         "other_files": ignored,
         "files": len(files),
-        "image_shapes": sorted(_shapes(root, files)),  # (width, height, channels) of a few files: what training shrinks
+        "image_shapes": shapes,  # (width, height, channels) of a few files: what training shrinks
         "images": len(x),
         "skipped": skipped,
         "note": note,
@@ -118,24 +116,30 @@ def folder_classes(path: str) -> list[str]:
     return _classes(_scan(root))[0] if root.is_dir() else []
 
 
-def _shapes(root: Path, files: list[Path], limit: int = 32) -> set[tuple[int, int, int]]:
-    shapes = set()
+def _shapes(root: Path, files: list[Path], limit: int = 32) -> list[tuple[int, int, int]]:
+    # (width, height, channels) of up to `limit` files spread over the folder: sizes from the headers; colour-mode files
+    # count as colour if any of 8 of them really has colour (torchvision's save_image writes grey as RGB).
+    seen = []
     for rel in files[:: max(1, len(files) // limit)][:limit]:
         try:
             with Image.open(root / rel) as im:
-                shapes.add((im.width, im.height, _channels(im)))
+                seen.append((im.width, im.height, im.mode not in GREY_MODES, rel))
         except DECODE_ERRORS:  # the loader reports unreadable files; they have no size to tell
             continue
-    return shapes
+    coloured = [rel for *_, colour_mode, rel in seen if colour_mode]
+    colour = any(_has_colour(root / rel) for rel in coloured[:: max(1, len(coloured) // 8)][:8])
+    return sorted({(w, h, 3 if colour_mode and colour else 1) for w, h, colour_mode, _ in seen})
 
 
-def _channels(im: Image.Image) -> int:
-    # 1 for grey: a grey mode, or colour pixels whose channels agree (torchvision's save_image writes grey as RGB).
-    if im.mode in GREY_MODES:
-        return 1
-    im.draft("RGB", (64, 64))  # a JPEG decodes small for this
-    rgb = np.asarray(im.convert("RGB"), dtype=np.int16)  # (H, W, 3)
-    return 1 if np.abs(rgb - rgb[..., :1]).max(initial=0) <= 8 else 3  # JPEG's chroma rounding moves grey a little
+def _has_colour(path: Path) -> bool:
+    # Whether a colour-mode file's channels differ (a full decode: only a few files are asked, and any() stops at one).
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (64, 64))  # a JPEG decodes small for this
+            rgb = np.asarray(im.convert("RGB"), dtype=np.int16)  # (H, W, 3)
+    except DECODE_ERRORS:
+        return False
+    return bool(np.abs(rgb - rgb[..., :1]).max(initial=0) > 8)  # JPEG's chroma rounding moves grey a little
 
 
 def _scan(root: Path, problems: list[str] | None = None, ignored: dict[str, int] | None = None) -> list[Path]:
@@ -263,13 +267,18 @@ def _first(skipped: list[dict], k: int) -> str:
     return shown + (f", and {len(skipped) - k} more" if len(skipped) > k else "")
 
 
-def _read_cache(entry: Path, resolution: int, channels: int, labelled: bool) -> tuple[torch.Tensor, torch.Tensor | None, list[dict]] | None:
+def _read_cache(
+    entry: Path, resolution: int, channels: int, labelled: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, list[dict], list[tuple[int, int, int]] | None] | None:
     # Any problem with an entry means "decode again": the cache may speed things up but never break a run.
     tensors_path, meta_path = entry.with_suffix(".safetensors"), entry.with_suffix(".json")
     if not (tensors_path.is_file() and meta_path.is_file()):
         return None
     try:
-        skipped = json.loads(meta_path.read_text())["skipped"]
+        meta = json.loads(meta_path.read_text())
+        skipped, shapes = meta["skipped"], meta.get("image_shapes")
+        valid = isinstance(shapes, list) and all(isinstance(t, list) and len(t) == 3 and all(type(v) is int for v in t) for t in shapes)
+        shapes = [tuple(t) for t in shapes] if valid else None
         tensors = load_file(tensors_path)
         x, labels = tensors["x"], tensors.get("labels")
         n = x.shape[0]
@@ -286,7 +295,7 @@ def _read_cache(entry: Path, resolution: int, channels: int, labelled: bool) -> 
     if not ok:
         log.warning("ignoring inconsistent cache entry %s; decoding the folder again", tensors_path)
         return None
-    return x, labels, skipped
+    return x, labels, skipped, shapes
 
 
 def _write_cache(entry: Path, x: torch.Tensor, labels: torch.Tensor | None, meta: dict) -> None:
