@@ -274,6 +274,29 @@ def test_cli_on_a_conditional_run_and_a_vae(tiny_folder, tmp_path, capsys):
     assert "never trained on z ~ N(0, I)" not in capsys.readouterr().out  # the VAE's prior is meant for sampling
 
 
+def test_an_autoencoders_class_concepts_are_its_codes_of_real_images(fashion_dir, tmp_path, monkeypatch, capsys):
+    """ae/dae decoders never trained on N(0, I), so a class is the mean encoder code of its real test images."""
+    from counterfeit.data import load_dataset
+    from counterfeit.latent.concepts import class_concepts
+    from counterfeit.runs import load_run, load_slot
+    from counterfeit.sample import from_uint8
+
+    monkeypatch.setenv("COUNTERFEIT_DATA_DIR", fashion_dir)
+    ae = _train(tmp_path, "--model", "ae", "--data", "fashion-mnist")
+    run = load_run(ae)
+    concepts = class_concepts(run, n=600)
+    test = load_dataset("fashion-mnist", "test")
+    codes = load_slot(run, "D_ema")(from_uint8(test.x[:600], run.spec.pixel_range))[0]  # (600, z_dim)
+    sneaker = test.labels[:600] == 7
+    assert torch.allclose(concepts.vectors[7], codes[sneaker].mean(0), atol=1e-5) and concepts.members[7] == int(sneaker.sum())
+    assert concepts.notes == {} and concepts.vectors.shape == (10, run.G.z_dim)
+    capsys.readouterr()
+    assert main(["arithmetic", str(ae), "Sneaker - Sandal + Bag", "--rows", "2", "--out", str(tmp_path / "a.png")]) == 0
+    assert "never trained on z ~ N(0, I)" not in capsys.readouterr().out  # class concepts are codes it knows
+    assert main(["arithmetic", str(ae), "Sneaker + [3]", "--rows", "2", "--out", str(tmp_path / "b.png")]) == 0
+    assert "never trained on z ~ N(0, I), where seeds come from" in capsys.readouterr().out
+
+
 def test_an_autoencoders_seed_walk_says_its_decoder_never_saw_the_prior(tiny_folder, tmp_path, capsys):
     """ae/dae decoders learn the encoder's codes, not N(0, I): a walk between seeds says so (and keeps going)."""
     ae = _train(tmp_path, "--model", "ae", "--data", tiny_folder)

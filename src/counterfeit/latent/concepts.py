@@ -15,7 +15,7 @@ from torch import nn
 from ..config import ConfigError
 from ..evaluator import CLASS_NAMES, EvaluatorWeightsError, load_evaluator, predict, weights_path
 from ..runs import conditional_class_names
-from ..sample import make_noise, to_uint8
+from ..sample import from_uint8, make_noise, to_uint8
 from .space import Latent, decode_batched
 
 CONCEPT_N = 2000  # samples drawn to find each class's members
@@ -61,7 +61,7 @@ def class_names_for(run) -> list[str]:
 
 
 def class_concepts(run, device="cpu", n: int = CONCEPT_N, seed: int = CONCEPT_SEED) -> Concepts:
-    """Mean z per class of an unconditional run, from n seeded samples judged by the evaluator."""
+    """Mean z per class of an unconditional run: of n seeded samples judged by the evaluator (ae/dae: of real images' codes)."""
     names = class_names_for(run)
     ev = evaluator_for(run, need="class concepts") if names else None
     if ev is None and names:
@@ -70,6 +70,8 @@ def class_concepts(run, device="cpu", n: int = CONCEPT_N, seed: int = CONCEPT_SE
     if ev is None:
         raise ConfigError(f"class names need a run on grey 28x28 {' or '.join(CLASS_NAMES)} (the evaluator's classes); "
                           f"{run.run_dir.name} has data '{run.config.data.name}': use seed lists like [12,40,77] instead")  # fmt: skip
+    if run.config.model.name in ("ae", "dae"):
+        return _encoded_concepts(run, names, device, n)
     z = make_noise(n, run.G.z_dim, seed, device)  # (n, z_dim)
     images = to_uint8(decode_batched(run.G, Latent(z)), run.spec.pixel_range)  # (n, C, H, W)
     probs, _ = predict(ev, images)  # (n, C)
@@ -85,3 +87,21 @@ def class_concepts(run, device="cpu", n: int = CONCEPT_N, seed: int = CONCEPT_SE
         vectors.append(z[idx.to(z.device)].mean(0))
         members.append(len(confident))
     return Concepts(torch.stack(vectors), members, names, notes)  # vectors (C, z_dim)
+
+
+def _encoded_concepts(run, names: list[str], device, n: int) -> Concepts:
+    """ae/dae: the mean encoder code of each class's real test images (their decoders never trained on z ~ N(0, I))."""
+    from ..data import load_dataset
+    from ..runs import load_slot
+
+    data = run.config.data
+    test = load_dataset(data.name, "test", data.resolution, data.channels, data.data_dir)
+    encoder = load_slot(run, "D_ema", device)  # the encoder's average, paired with the decoder's (G_ema)
+    x, labels = test.x[:n], test.labels[:n]  # (n, C, H, W) uint8, (n,): the test split's first n
+    if torch.bincount(labels, minlength=len(names)).min() == 0:  # a class missing from them: the whole split
+        x, labels = test.x, test.labels
+    with torch.inference_mode():
+        z = torch.cat([encoder(from_uint8(b.to(device), run.spec.pixel_range))[0] for b in x.split(500)])  # (n, z_dim)
+    vectors = torch.stack([z[labels.to(z.device) == k].mean(0) for k in range(len(names))])  # (C, z_dim)
+    members = torch.bincount(labels, minlength=len(names)).tolist()
+    return Concepts(vectors, members, names, {})

@@ -43,11 +43,11 @@ def _image_run(run_dir, device):
 
 
 def prior_notes(run, operands) -> list[str]:
-    """A note for ae/dae runs given seeds or classes: their decoders never trained on z ~ N(0, I), where those come from."""
-    if run.config.model.name not in ("ae", "dae") or all(op.kind == "file" for op in operands):
-        return []
-    return [f"note: this {run.config.model.name} run's decoder never trained on z ~ N(0, I), where seeds and class concepts come from; "
-            "codes of real images (counterfeit project, or .png operands) are what it knows, or use a vae run"]  # fmt: skip
+    """A note for ae/dae runs given seeds: their decoders never trained on z ~ N(0, I), where seeds come from."""
+    if run.config.model.name not in ("ae", "dae") or not any(op.kind in ("seed", "seeds") for op in operands):
+        return []  # class concepts of ae/dae runs are their encoder's codes of real images
+    return [f"note: this {run.config.model.name} run's decoder never trained on z ~ N(0, I), where seeds come from; "
+            "codes of real images (class names, counterfeit project, or .png operands) are what it knows, or use a vae run"]  # fmt: skip
 
 
 def _class_option(run, class_name: str | None) -> int | None:
