@@ -262,6 +262,13 @@ def test_a_readers_probe_does_not_turn_a_trainer_away(tmp_path):
         assert training_process(tmp_path) == "another process"
 
 
+def test_the_commands_it_suggests_quote_a_path_with_spaces(tiny_folder, tmp_path, capsys):
+    """'Try: counterfeit sample my runs/00000-...' pasted as is would sample the folder 'my'."""
+    assert main(["train", *TINY, *SHORT, "--data", tiny_folder, "--out", str(tmp_path / "my runs")]) == 0
+    run = next((tmp_path / "my runs").iterdir())
+    assert f"Try: counterfeit sample '{run}'" in capsys.readouterr().err
+
+
 def test_a_new_run_that_cannot_write_its_config_leaves_no_folder(tmp_path, monkeypatch, capsys):
     import errno
 

@@ -32,6 +32,9 @@ def test_onnx_matches_torch(model, tiny_folder, tmp_path, capfd):
     assert "torchvision" not in printed.err and "Warning" not in printed.err, printed.err  # nothing about ops G does not use
     assert main(["export-onnx", str(run_dir), "--out", str(out)]) == 2  # never replaced without --force
     assert "exists already" in capfd.readouterr().err
+    (tmp_path / "g.png").write_bytes(b"mine")
+    assert main(["export-onnx", str(run_dir), "--out", str(tmp_path / "g.png"), "--force"]) == 2  # wrote ONNX under .png
+    assert "give a name ending in .onnx, such as" in capfd.readouterr().err and (tmp_path / "g.png").read_bytes() == b"mine"
     G = load_run(run_dir).G
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     for n in (1, 5):  # a batch size other than the traced one: the batch dimension is dynamic

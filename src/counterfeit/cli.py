@@ -508,14 +508,22 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
         print(f"stopped before the first step; removed {run_dir}, which held nothing to resume", file=sys.stderr)
     elif result.status == "stopped":
         print(
-            f"stopped at {result.cur_nimg / 1000:.1f} kimg and saved; continue with: {_launcher()}counterfeit train --resume {run_dir}",
+            f"stopped at {result.cur_nimg / 1000:.1f} kimg and saved; continue with: {_launcher()}counterfeit train --resume {_quoted(run_dir)}",
             file=sys.stderr,
         )
     else:
         print(
-            f"done: {result.cur_nimg / 1000:.1f} kimg. Samples: {run_dir / 'samples'}. Try: counterfeit sample {run_dir}", file=sys.stderr
+            f"done: {result.cur_nimg / 1000:.1f} kimg. Samples: {run_dir / 'samples'}. Try: counterfeit sample {_quoted(run_dir)}",
+            file=sys.stderr,
         )
     return 0
+
+
+def _quoted(path: Path) -> str:
+    """The path as a shell word (quoted when it holds spaces or such), for a command the user may paste."""
+    import shlex
+
+    return shlex.quote(str(path))
 
 
 def _launcher() -> str:
@@ -827,7 +835,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     """`counterfeit export-onnx RUN --out g.onnx`: the EMA generator as an ONNX graph."""
     from .onnx_export import export_onnx
 
-    if not Path(args.out).is_dir():  # export_onnx says what to do about a folder
+    if not Path(args.out).is_dir() and Path(args.out).suffix.lower() == ".onnx":  # export_onnx says what to do about others
         _refuse_existing(args.out, args.force)
     out = export_onnx(args.run, args.out, args.opset)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")

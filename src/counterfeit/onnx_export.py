@@ -42,6 +42,13 @@ def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 18) -> Path:
         raise OnnxExportError(
             f"ONNX export needs the onnx and onnxscript packages ({e.name} is missing); pip install 'counterfeit[onnx]'"
         ) from None
+    out = Path(out)
+    if out.is_dir():
+        raise OnnxExportError(f"--out {out} is a folder; give a file name such as {out / 'g.onnx'}")
+    if out.suffix.lower() != ".onnx":  # g.png would hold a graph no image viewer opens
+        raise OnnxExportError(
+            f"--out {out}: export-onnx writes an ONNX graph; give a name ending in .onnx, such as {out.with_suffix('.onnx')}"
+        )
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
         raise OnnxExportError(f"--opset {opset} is not one this exporter writes; choose {MIN_OPSET} to {newest} (default 18)")
@@ -55,9 +62,6 @@ def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 18) -> Path:
         shapes = {"z": {0: batch}, "labels": {0: batch}}
     else:
         module, args, names, shapes = _Unconditional(G).eval(), (z,), ["z"], {"z": {0: batch}}
-    out = Path(out)
-    if out.is_dir():
-        raise OnnxExportError(f"--out {out} is a folder; give a file name such as {out / 'g.onnx'}")
     # Quieted while exporting: a warning for each torchvision op the exporter cannot register when torchvision is absent
     # (G uses none), and, for opsets below 18, two notices that it builds 18 and converts down; the opset check below
     # says in one line when that conversion fails.
