@@ -316,7 +316,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         got = lock(f.fileno(), wait_s=0.5)  # a reader's probe (training_process) holds it for an instant
         if got is False:
             f.seek(0)
-            raise _busy(run_dir, f.read()) from None
+            raise _busy(run_dir, _holder(f.read())) from None
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
@@ -339,8 +339,13 @@ def training_process(run_dir: Path) -> str | None:
     with f:
         if lock(f.fileno(), exclusive=False) is not False:
             return None  # free (released as the file closes), or no locks on this system
-        holder = f.read().decode(errors="replace").strip()
-        return f"process {holder}" if holder.isdigit() and _alive(int(holder)) else "another process"
+        return _holder(f.read().decode(errors="replace"))
+
+
+def _holder(text: str) -> str:
+    """'process N' from the number a trainer wrote into .lock, if that process is alive; else 'another process'."""
+    text = text.strip()
+    return f"process {text}" if text.isdigit() and _alive(int(text)) else "another process"
 
 
 def _alive(pid: int) -> bool:
@@ -357,11 +362,10 @@ def _alive(pid: int) -> bool:
 def check_not_training(run_dir: Path) -> None:
     """RunBusy (one line) while another process trains the run folder: a resume now would be refused or duplicate it."""
     if (who := training_process(run_dir)) is not None:
-        raise _busy(run_dir, who.removeprefix("process "))
+        raise _busy(run_dir, who)
 
 
-def _busy(run_dir: Path, holder: str) -> RunBusy:
-    who = f"process {holder.strip()}" if holder.strip().isdigit() else "another process"
+def _busy(run_dir: Path, who: str) -> RunBusy:
     return RunBusy(f"{run_dir} is being trained by {who}; let it finish, or stop it (Ctrl-C in its terminal, or Stop in the "
                    f"studio that started it) before resuming")  # fmt: skip
 

@@ -391,7 +391,8 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None, d
     y_all = data.labels.to(device) if cond else None  # (N,) int64
     n_data = x_all.shape[0]
     check_batch_fits(cfg, n_data)
-    check_batch_splits(cfg, resumed=bool(list_checkpoints(run_dir)))
+    ckpts = list_checkpoints(run_dir)  # a resume's: its batch cannot change, which the split check's advice follows
+    check_batch_splits(cfg, resumed=bool(ckpts))
 
     torch.manual_seed(L.seed)
     G, D = build_models(cfg)
@@ -423,7 +424,6 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None, d
     base_lrs = {name: [group["lr"] for group in opt.param_groups] for name, opt in optimizers.items()}  # before a resume loads any
 
     cur_nimg, elapsed_prev = 0, 0.0
-    ckpts = list_checkpoints(run_dir)
     if ckpts:
         tensors, state = read_checkpoint(ckpts[-1])
         for name, module in modules.items():
@@ -683,12 +683,12 @@ def _warn_shrunk_folder(cfg: RunConfig, data: Dataset) -> None:
     if not shapes:
         return
     res, side = cfg.data.resolution, min(min(w, h) for w, h, _ in shapes)
-    hints = ["--channels 3 keeps their colour"] if cfg.data.channels == 1 and any(c == 3 for *_, c in shapes) else []
+    colour = any(c == 3 for *_, c in shapes)
+    hints = ["--channels 3 keeps their colour"] if cfg.data.channels == 1 and colour else []
     if side >= 2 * res and res < 64:
         hints.append(f"--resolution {64 if side >= 64 else 32} keeps more detail")
     if hints:
-        kind = "colour" if any(c == 3 for *_, c in shapes) else "grey"
-        log.warning(f"{cfg.data.name} holds {kind} images of {side} pixels or more a side, trained here as {res}x{res} "
+        log.warning(f"{cfg.data.name} holds {'colour' if colour else 'grey'} images of {side} pixels or more a side, trained here as {res}x{res} "
                     f"{'grey' if cfg.data.channels == 1 else 'colour'}: {' and '.join(hints)} (slower to train)")  # fmt: skip
 
 

@@ -98,10 +98,11 @@ def _encoded_concepts(run, names: list[str], device, n: int) -> Concepts:
     test = load_dataset(data.name, "test", data.resolution, data.channels, data.data_dir)
     encoder = load_slot(run, "D_ema", device)  # the encoder's average, paired with the decoder's (G_ema)
     x, labels = test.x[:n], test.labels[:n]  # (n, C, H, W) uint8, (n,): the test split's first n
-    if torch.bincount(labels, minlength=len(names)).min() == 0:  # a class missing from them: the whole split
+    members = torch.bincount(labels, minlength=len(names))  # (C,)
+    if members.min() == 0:  # a class missing from them: the whole split
         x, labels = test.x, test.labels
+        members = torch.bincount(labels, minlength=len(names))
     with torch.inference_mode():
         z = torch.cat([encoder(from_uint8(b.to(device), run.spec.pixel_range))[0] for b in x.split(500)])  # (n, z_dim)
     vectors = torch.stack([z[labels.to(z.device) == k].mean(0) for k in range(len(names))])  # (C, z_dim)
-    members = torch.bincount(labels, minlength=len(names)).tolist()
-    return Concepts(vectors, members, names, {})
+    return Concepts(vectors, members.tolist(), names, {})
