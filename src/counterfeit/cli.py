@@ -90,14 +90,29 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .losses import LOSSES
-    from .models import MODELS
-
     fmt = argparse.RawDescriptionHelpFormatter
     p = _Parser(prog="counterfeit", description="Teach a machine to forge images.", formatter_class=fmt,
                                 epilog="run 'counterfeit COMMAND --help' for examples")  # fmt: skip
     p.add_argument("--version", action="version", version=f"counterfeit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    _train_parser(sub, fmt)
+    _reading_parsers(sub, fmt)
+    _export_parsers(sub, fmt)
+    _latent_parsers(sub, fmt)
+
+    st = sub.add_parser("studio", help="the web app: watch runs, generate, explore the latent space, play the 2D game",
+                        epilog=EXAMPLES["studio"], formatter_class=fmt)  # fmt: skip
+    st.add_argument("--runs", default="runs", help="the runs folder to show and train into (default: runs)")
+    st.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    st.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
+    return p
+
+
+def _train_parser(sub, fmt) -> None:
+    """train: every option of a run's config, each left None unless given, so the model family's defaults hold."""
+    from .losses import LOSSES
+    from .models import MODELS
 
     t = sub.add_parser("train", help="train a GAN or an autoencoder (or resume one)",
                        description="Train a GAN (D and G take turns) or an autoencoder (--model ae, dae, vae).",
@@ -129,8 +144,8 @@ def _parser() -> argparse.ArgumentParser:
         help="training length in thousands of real images (default 600 for dcgan: 2.3-7 minutes on 2 CPU cores; 512 for mlp; 420 for the others)",
     )
     t.add_argument("--epochs", type=float, help="training length in passes over the data (instead of --kimg)")
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--seed", type=int)
+    t.add_argument("--batch-size", type=int, help="real images per step (default 64)")
+    t.add_argument("--seed", type=int, help="seed of the weights, the data order and the noise (default 0)")
     t.add_argument("--out", help="folder for new run folders (default: runs)")
     t.add_argument("--data-dir", help="where the Fashion-MNIST/MNIST idx files are (searched first)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest checkpoint")
@@ -180,14 +195,17 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--dry-run", action="store_true", help="print the config and exit")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
 
+
+def _reading_parsers(sub, fmt) -> None:
+    """sample, runs, eval, report: commands that read a run."""
     s = sub.add_parser("sample", help="draw samples from a trained run", epilog=EXAMPLES["sample"], formatter_class=fmt)
     s.add_argument("run_dir", metavar="RUN_DIR")
     s.add_argument("-n", type=int, default=64, help="how many samples (default 64)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="noise seed; the same seed draws the same images (default 0)")
     s.add_argument("--out", help="output path (default: inside RUN_DIR/samples)")
     s.add_argument("--format", choices=["grid", "folder", "npz"], help="grid (one PNG), folder (a PNG per image) or npz "
                    "(default: from --out: .npz, .png, or a name without a suffix for a folder; grid without --out)")  # fmt: skip
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", default="cpu", help="where the generator runs (default cpu)")
     s.add_argument("--force", action="store_true", help="replace --out if it exists (a folder: its numbered PNGs)")
     s.add_argument("--class", dest="class_name", help="conditional runs: draw only this class (name or index)")
     s.add_argument(
@@ -221,6 +239,9 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="HTML path (default RUN_DIR/report.html, which is refreshed)")
     rp.add_argument("--force", action="store_true", help="replace --out if it exists")
 
+
+def _export_parsers(sub, fmt) -> None:
+    """export-onnx, evaluator, export, augment-eval: commands that turn a run (or the data) into files for other uses."""
     ox = sub.add_parser(
         "export-onnx", help="write a run's EMA generator as an ONNX graph", epilog=EXAMPLES["export-onnx"], formatter_class=fmt
     )
@@ -247,7 +268,7 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--seed", type=int, default=0, help="noise seed; fake i is the i-th sample of this seed (default 0)")
     x.add_argument("--class", dest="classes", action="append", help="only this class (name or index); repeat for more")
     x.add_argument("--force", action="store_true", help="replace an earlier export in --out (refused if files were added to it)")
-    x.add_argument("--device", default="cpu")
+    x.add_argument("--device", default="cpu", help="where the generator runs (default cpu)")
 
     a = sub.add_parser("augment-eval", help="train a classifier on reals, reals + fakes and fakes; test each on real images",
                        epilog=EXAMPLES["augment-eval"], formatter_class=fmt)  # fmt: skip
@@ -261,15 +282,6 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, default=0, help="noise seed of the fakes (default 0)")
     a.add_argument("--device", default="cpu", help="where the generator runs (default cpu)")
 
-    _latent_parsers(sub, fmt)
-
-    st = sub.add_parser("studio", help="the web app: watch runs, generate, explore the latent space, play the 2D game",
-                        epilog=EXAMPLES["studio"], formatter_class=fmt)  # fmt: skip
-    st.add_argument("--runs", default="runs", help="the runs folder to show and train into (default: runs)")
-    st.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    st.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
-    return p
-
 
 def _latent_parsers(sub, fmt) -> None:
     """interpolate, arithmetic, project: walks through a trained run's latent space."""
@@ -278,7 +290,7 @@ def _latent_parsers(sub, fmt) -> None:
     common.add_argument("--seed", type=int, default=0, help="noise of the rows (and of projection starts)")
     common.add_argument("--out", help="output path (default: RUN_DIR/latent/..., refreshed)")
     common.add_argument("--force", action="store_true", help="replace --out (and its .gif/.png companion) if it exists")
-    common.add_argument("--device", default="cpu")
+    common.add_argument("--device", default="cpu", help="where the generator runs (default cpu)")
     walks = argparse.ArgumentParser(add_help=False)
     walks.add_argument("--class", dest="class_name", help="conditional runs: the class for operands that name none")
     walks.add_argument("--project-steps", type=int, default=100, help="optimisation steps for .png operands (at most 10000)")

@@ -24,20 +24,27 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp = Path(name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; outputs should get the usual permissions
     try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as e:
-        # A full disk reports no file name, a refused rename the temp name: either way `path` is the file meant.
-        # Only the system's file errors (they carry an errno): a download's URLError or timeout passes unchanged.
-        if e.errno is not None and (e.filename is None or e.filename == name):
-            raise OSError(e.errno, e.strerror, str(path)) from e
-        raise
+        with errors_name(path, tmp):
+            yield tmp
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
     finally:
         # After a successful replace this is a no-op; after a failure it removes the partial file.
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def errors_name(path: str | Path, *temporary: str | Path) -> Iterator[None]:
+    """Re-raise a system OSError naming no file (a full disk) or one of the `temporary` files as one naming `path`."""
+    try:
+        yield
+    except OSError as e:
+        # Only the system's file errors (they carry an errno): a download's URLError or timeout passes unchanged.
+        if e.errno is not None and e.filename in (None, *map(str, temporary)):
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
 
 
 def check_writable(folder: Path) -> None:
@@ -93,13 +100,8 @@ def sha256_file(path: str | Path) -> str:
 
 def append_text(path: str | Path, text: str) -> None:
     """Append `text` to `path` (a log of lines); an OSError names the file even when the system does not (a full disk)."""
-    try:
-        with open(path, "a") as f:
-            f.write(text)
-    except OSError as e:
-        if e.filename is None:
-            raise OSError(e.errno, e.strerror, str(path)) from e
-        raise
+    with errors_name(path), open(path, "a") as f:
+        f.write(text)
 
 
 def write_many(folder: Path, items: Iterable[tuple[str, bytes]]) -> int:
@@ -113,12 +115,9 @@ def write_many(folder: Path, items: Iterable[tuple[str, bytes]]) -> int:
     for name, data in items:
         tmp = folder / f".{name}.tmp"
         try:
-            tmp.write_bytes(data)
-            os.replace(tmp, folder / name)
-        except OSError as e:  # a full disk names no file: name the one meant, for the CLI's one-line error
-            if e.errno is not None and e.filename in (None, str(tmp)):
-                raise OSError(e.errno, e.strerror, str(folder / name)) from e
-            raise
+            with errors_name(folder / name, tmp):  # for the CLI's one-line error
+                tmp.write_bytes(data)
+                os.replace(tmp, folder / name)
         finally:
             tmp.unlink(missing_ok=True)
         count += 1

@@ -183,137 +183,160 @@ def _make_plots(
     coverage_evals: list[dict[str, Any]],
     alarms: list[tuple[float, str]],
 ) -> dict[str, bytes]:
+    figures = {
+        "losses": _plot_losses(config, stats),
+        "d_outputs": _plot_d_outputs(config, stats),
+        "fid": _plot_fid(stats, fid_evals, alarms),
+        "coverage": _plot_coverage(stats, coverage_evals, alarms),
+        "classes": _plot_classes(metrics),
+    }
+    return {name: _png(fig) for name, fig in figures.items() if fig is not None}
+
+
+def _new_axes(title: str, ylabel: str | None = None, kimg: bool = True) -> tuple[Any, Any]:
     # Figure objects rather than pyplot: no global backend switch (a notebook keeps its own) and no figure registry to leak.
     from matplotlib.figure import Figure
 
-    def new_axes(title: str, ylabel: str) -> tuple[Any, Any]:
-        fig = Figure(figsize=(6, 3.5), dpi=100)
-        ax = fig.add_subplot()
-        ax.set_title(title, fontsize=11)
+    fig = Figure(figsize=(6, 3.5), dpi=100)
+    ax = fig.add_subplot()
+    ax.set_title(title, fontsize=11)
+    if kimg:
         ax.set_xlabel("kimg (thousands of real images shown to D)")
-        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        return fig, ax
+    ax.set_ylabel(ylabel)
+    return fig, ax
 
-    def series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-        pairs = [(r["kimg"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
 
-    def dots(xs: list[float]) -> str | None:
-        return "." if len(xs) < 3 else None  # a line through one point draws nothing (a run stopped in its first tick)
+def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    pairs = [(r["kimg"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
 
-    def mark_alarms(ax: Any) -> None:
-        for i, (kimg, _) in enumerate(alarms):
-            ax.axvline(kimg, color="#b00020", ls=":", lw=1.2, label="alarm" if i == 0 else None)
 
-    def png(fig: Any) -> bytes:
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
-        return buf.getvalue()
+def _dots(xs: list[float]) -> str | None:
+    return "." if len(xs) < 3 else None  # a line through one point draws nothing (a run stopped in its first tick)
 
-    plots: dict[str, bytes] = {}
 
-    xs_d, loss_d = series(stats, "loss_D")
-    xs_g, loss_g = series(stats, "loss_G")
+def _mark_alarms(ax: Any, alarms: list[tuple[float, str]]) -> None:
+    for i, (kimg, _) in enumerate(alarms):
+        ax.axvline(kimg, color="#b00020", ls=":", lw=1.2, label="alarm" if i == 0 else None)
+
+
+def _png(fig: Any) -> bytes:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def _plot_losses(config: dict[str, Any], stats: list[dict[str, Any]]) -> Any:
+    xs_d, loss_d = _series(stats, "loss_D")
+    xs_g, loss_g = _series(stats, "loss_G")
     if loss_d or loss_g:
-        fig, ax = new_axes("Losses", "loss")
-        ax.plot(xs_d, loss_d, color="C0", label="loss_D", marker=dots(xs_d))
-        ax.plot(xs_g, loss_g, color="C1", label="loss_G", marker=dots(xs_g))
+        fig, ax = _new_axes("Losses", "loss")
+        ax.plot(xs_d, loss_d, color="C0", label="loss_D", marker=_dots(xs_d))
+        ax.plot(xs_g, loss_g, color="C1", label="loss_G", marker=_dots(xs_g))
         d_level, g_level = indifference_levels(_loss_section(config))
         for values, level, color in ((loss_d, d_level, "C0"), (loss_g, g_level, "C1")):
             if values and level is not None:
                 ax.axhline(level[0], color=color, ls="--", lw=1, alpha=0.7, label=f"{level[1]} (D cannot tell)")
-        ax.legend(fontsize=8)
-        plots["losses"] = png(fig)
-    elif any(series(stats, k)[0] for k in AE_LOSSES):
-        fig, ax = new_axes("Losses (per image)", "loss")
+    elif any(_series(stats, k)[0] for k in AE_LOSSES):
+        fig, ax = _new_axes("Losses (per image)", "loss")
         for i, k in enumerate(AE_LOSSES):
-            if series(stats, k)[0]:
-                xs, ys = series(stats, k)
-                ax.plot(xs, ys, color=f"C{i}", label=k, ls=":" if k == "loss" else "-", marker=dots(xs))
-        ax.legend(fontsize=8)
-        plots["losses"] = png(fig)
+            xs, ys = _series(stats, k)
+            if xs:
+                ax.plot(xs, ys, color=f"C{i}", label=k, ls=":" if k == "loss" else "-", marker=_dots(xs))
+    else:
+        return None
+    ax.legend(fontsize=8)
+    return fig
 
-    d_keys = [k for k in ("D(x)", "D(G(z))", "D(G(z))_after_D") if series(stats, k)[0]]
-    if d_keys:
-        loss_name = _loss_name(config)
-        probability = loss_name in ("ns", "minimax")  # cross-entropy: sigmoid(score) is D's probability 'real'
-        fig, ax = new_axes("D's outputs", "mean probability 'real'" if probability else "mean sigmoid(D's score)")
-        for k in d_keys:
-            xs, ys = series(stats, k)
-            ax.plot(xs, ys, label=k, ls=":" if k.endswith("_after_D") else "-", marker=dots(xs))
-        if (level := d_output_level(loss_name)) is not None:
-            value, label = level
-            ax.axhline(value, color="grey", ls="--", lw=1, label=f"{label} (D cannot tell)")
-        ax.set_ylim(-0.02, 1.02)
-        ax.legend(fontsize=8)
-        plots["d_outputs"] = png(fig)
 
-    quick = series(stats, "cov/fid")
-    full = series(fid_evals, "fid")
-    if quick[0] or full[0]:
-        fig, ax = new_axes("FID over training (lower is better)", "FID")
-        if quick[0]:
-            ax.plot(*quick, marker=".", color="C2", label="quick FID during training")
-        if full[0]:
-            ax.plot(*full, marker="o", color="C3", label="FID from counterfeit eval")
-        mark_alarms(ax)
-        ax.legend(fontsize=8)
-        plots["fid"] = png(fig)
+def _plot_d_outputs(config: dict[str, Any], stats: list[dict[str, Any]]) -> Any:
+    d_keys = [k for k in ("D(x)", "D(G(z))", "D(G(z))_after_D") if _series(stats, k)[0]]
+    if not d_keys:
+        return None
+    loss_name = _loss_name(config)
+    probability = loss_name in ("ns", "minimax")  # cross-entropy: sigmoid(score) is D's probability 'real'
+    fig, ax = _new_axes("D's outputs", "mean probability 'real'" if probability else "mean sigmoid(D's score)")
+    for k in d_keys:
+        xs, ys = _series(stats, k)
+        ax.plot(xs, ys, label=k, ls=":" if k.endswith("_after_D") else "-", marker=_dots(xs))
+    if (level := d_output_level(loss_name)) is not None:
+        value, label = level
+        ax.axhline(value, color="grey", ls="--", lw=1, label=f"{label} (D cannot tell)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8)
+    return fig
 
-    classes = series(stats, "cov/classes")
-    eval_classes = series(coverage_evals, "classes_covered")
-    modes = series(stats, "toy/modes")
-    if classes[0] or eval_classes[0] or modes[0]:
-        what = " and ".join(w for w, xs in (("classes", classes[0] or eval_classes[0]), ("modes", modes[0])) if xs)
-        fig, ax = new_axes("Coverage over training", f"{what} covered")
-        totals = []
-        if classes[0]:
-            ax.plot(*classes, marker=".", color="C0", drawstyle="steps-post", label="classes covered")
-            totals.append(("classes", max(series(stats, "cov/num_classes")[1], default=None), "C0"))
-        if eval_classes[0]:
-            ax.plot(*eval_classes, marker="o", ls="", color="C3", label="classes covered (counterfeit eval)")
-            if not classes[0]:
-                totals.append(("classes", max(series(coverage_evals, "num_classes")[1], default=None), "C0"))
-        if modes[0]:
-            ax.plot(*modes, marker=".", color="C4", drawstyle="steps-post", label="toy modes covered")
-            totals.append(("modes", max(series(stats, "toy/modes_total")[1], default=None), "C4"))
-        for what, total, color in totals:
-            if total is not None:
-                ax.axhline(total, color=color, ls="--", lw=1, alpha=0.7, label=f"all {total:g} {what}")
-        ax.set_ylim(0, ax.get_ylim()[1] * 1.05)  # keep the "all N" line off the frame
-        mark_alarms(ax)
-        hq = series(stats, "toy/hq")
-        if hq[0]:
-            ax2 = ax.twinx()
-            ax2.plot(*hq, color="C5", alpha=0.7, label="high-quality samples (%)")
-            ax2.set_ylabel("high-quality samples (%)")
-            ax2.set_ylim(0, 100)
-            ax2.legend(fontsize=8, loc="lower right")
-        ax.legend(fontsize=8, loc="lower left")
-        plots["coverage"] = png(fig)
 
+def _plot_fid(stats: list[dict[str, Any]], fid_evals: list[dict[str, Any]], alarms: list[tuple[float, str]]) -> Any:
+    quick = _series(stats, "cov/fid")
+    full = _series(fid_evals, "fid")
+    if not (quick[0] or full[0]):
+        return None
+    fig, ax = _new_axes("FID over training (lower is better)", "FID")
+    if quick[0]:
+        ax.plot(*quick, marker=".", color="C2", label="quick FID during training")
+    if full[0]:
+        ax.plot(*full, marker="o", color="C3", label="FID from counterfeit eval")
+    _mark_alarms(ax, alarms)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _plot_coverage(stats: list[dict[str, Any]], coverage_evals: list[dict[str, Any]], alarms: list[tuple[float, str]]) -> Any:
+    classes = _series(stats, "cov/classes")
+    eval_classes = _series(coverage_evals, "classes_covered")
+    modes = _series(stats, "toy/modes")
+    if not (classes[0] or eval_classes[0] or modes[0]):
+        return None
+    what = " and ".join(w for w, xs in (("classes", classes[0] or eval_classes[0]), ("modes", modes[0])) if xs)
+    fig, ax = _new_axes("Coverage over training", f"{what} covered")
+    totals = []
+    if classes[0]:
+        ax.plot(*classes, marker=".", color="C0", drawstyle="steps-post", label="classes covered")
+        totals.append(("classes", max(_series(stats, "cov/num_classes")[1], default=None), "C0"))
+    if eval_classes[0]:
+        ax.plot(*eval_classes, marker="o", ls="", color="C3", label="classes covered (counterfeit eval)")
+        if not classes[0]:
+            totals.append(("classes", max(_series(coverage_evals, "num_classes")[1], default=None), "C0"))
+    if modes[0]:
+        ax.plot(*modes, marker=".", color="C4", drawstyle="steps-post", label="toy modes covered")
+        totals.append(("modes", max(_series(stats, "toy/modes_total")[1], default=None), "C4"))
+    for what, total, color in totals:
+        if total is not None:
+            ax.axhline(total, color=color, ls="--", lw=1, alpha=0.7, label=f"all {total:g} {what}")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.05)  # keep the "all N" line off the frame
+    _mark_alarms(ax, alarms)
+    hq = _series(stats, "toy/hq")
+    if hq[0]:
+        ax2 = ax.twinx()
+        ax2.plot(*hq, color="C5", alpha=0.7, label="high-quality samples (%)")
+        ax2.set_ylabel("high-quality samples (%)")
+        ax2.set_ylim(0, 100)
+        ax2.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="lower left")
+    return fig
+
+
+def _plot_classes(metrics: dict[str, Any] | None) -> Any:
     hist_fake, hist_real = _histograms(metrics)
-    if hist_fake:
-        names = list(hist_fake) + [n for n in (hist_real or {}) if n not in hist_fake]
-        # Shares, not counts: the fakes and the reals are rarely the same number of images.
-        fake_share = _shares(hist_fake, names)
-        fig = Figure(figsize=(6, 3.5), dpi=100)
-        ax = fig.add_subplot()
-        ax.set_title("Classes the judge sees in the fakes vs the reals", fontsize=11)
-        ax.set_ylabel("share of images (%)")
-        width = 0.4 if hist_real else 0.8
-        pos = list(range(len(names)))
-        ax.bar([p - width / 2 if hist_real else p for p in pos], fake_share, width, color="C1", label="fakes")
-        if hist_real:
-            ax.bar([p + width / 2 for p in pos], _shares(hist_real, names), width, color="C0", label="reals")
-        ax.set_xticks(pos)
-        ax.set_xticklabels(names, rotation=45 if len(names) > 5 else 0, ha="right" if len(names) > 5 else "center", fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
-        plots["classes"] = png(fig)
-    return plots
+    if not hist_fake:
+        return None
+    names = list(hist_fake) + [n for n in (hist_real or {}) if n not in hist_fake]
+    # Shares, not counts: the fakes and the reals are rarely the same number of images.
+    fake_share = _shares(hist_fake, names)
+    fig, ax = _new_axes("Classes the judge sees in the fakes vs the reals", "share of images (%)", kimg=False)
+    width = 0.4 if hist_real else 0.8
+    pos = list(range(len(names)))
+    ax.bar([p - width / 2 if hist_real else p for p in pos], fake_share, width, color="C1", label="fakes")
+    if hist_real:
+        ax.bar([p + width / 2 for p in pos], _shares(hist_real, names), width, color="C0", label="reals")
+    ax.set_xticks(pos)
+    ax.set_xticklabels(names, rotation=45 if len(names) > 5 else 0, ha="right" if len(names) > 5 else "center", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
 
 
 def _histograms(metrics: dict[str, Any] | None) -> tuple[dict[str, float] | None, dict[str, float] | None]:

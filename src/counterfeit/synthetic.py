@@ -27,7 +27,7 @@ from .config import ConfigError
 from .data import builtin_name
 from .evaluator import CLASS_NAMES, load_evaluator, predict
 from .export import pick_class, save_npz
-from .fileio import atomic_write_bytes, atomic_write_text
+from .fileio import atomic_write_bytes, atomic_write_text, errors_name
 from .runs import LoadedRun, conditional_class_names, load_run
 from .sample import NoiseStream, generate, png_bytes, sample, to_pil, to_uint8
 
@@ -170,28 +170,25 @@ def write_dataset(fakes: LabelledFakes, out: str | Path, force: bool = False, co
     stage = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(stage, ignore_errors=True)
     try:
-        for folder in sorted({f.split("/")[0] for f in files}):
-            (stage / folder).mkdir(parents=True)
-        for rel, img in zip(files, x):
-            (stage / rel).write_bytes(png_bytes(to_pil(img)))
-        atomic_write_text(stage / "labels.csv", _labels_csv(files, labels, fakes))
-        extra = {} if fakes.confidence is None else {"confidence": fakes.confidence.numpy().astype(np.float32)}
-        save_npz(stage / "fakes.npz", images=x, labels=labels, class_names=np.array(fakes.class_names), **extra)
-        idx = _write_idx(stage, x, labels, num_classes)
-        counts = np.bincount(labels, minlength=num_classes)  # (K,)
-        manifest = {
-            "n": n, "label_source": fakes.label_source, "class_names": fakes.class_names,
-            "folders": folders, "counts": {name: int(c) for name, c in zip(fakes.class_names, counts)},
-            "files": {"pngs": "<class folder>/<index>.png", "labels": "labels.csv", "npz": "fakes.npz", **idx},
-            **fakes.info, "command": command, "version": __version__,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }  # fmt: skip
-        atomic_write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-        _swap_in(stage, out)
-    except OSError as e:  # a full disk names no file: name the folder being written, for the CLI's one-line error
-        if e.errno is not None and e.filename is None:
-            raise OSError(e.errno, e.strerror, str(out)) from e
-        raise
+        with errors_name(out):  # a full disk names no file: name the folder being written, for the CLI's one-line error
+            for folder in sorted({f.split("/")[0] for f in files}):
+                (stage / folder).mkdir(parents=True)
+            for rel, img in zip(files, x):
+                (stage / rel).write_bytes(png_bytes(to_pil(img)))
+            atomic_write_text(stage / "labels.csv", _labels_csv(files, labels, fakes))
+            extra = {} if fakes.confidence is None else {"confidence": fakes.confidence.numpy().astype(np.float32)}
+            save_npz(stage / "fakes.npz", images=x, labels=labels, class_names=np.array(fakes.class_names), **extra)
+            idx = _write_idx(stage, x, labels, num_classes)
+            counts = np.bincount(labels, minlength=num_classes)  # (K,)
+            manifest = {
+                "n": n, "label_source": fakes.label_source, "class_names": fakes.class_names,
+                "folders": folders, "counts": {name: int(c) for name, c in zip(fakes.class_names, counts)},
+                "files": {"pngs": "<class folder>/<index>.png", "labels": "labels.csv", "npz": "fakes.npz", **idx},
+                **fakes.info, "command": command, "version": __version__,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            }  # fmt: skip
+            atomic_write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+            _swap_in(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return manifest

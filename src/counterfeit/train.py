@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.utils.parametrizations import _SpectralNorm
+from torch.nn.utils.parametrize import ParametrizationList
 
 from . import __version__
 from . import distributed as dist
@@ -293,8 +293,9 @@ def ae_step(
 def _pause_power_iteration(D: nn.Module) -> list[nn.Module]:
     """Put D's spectral-norm parametrisations in eval mode (they use, not refine, their estimate); returns them to resume."""
     # Spectral norm refines its singular-vector estimate on every training-mode forward; pausing it in the
-    # G step keeps that step from changing any of D's state, as without spectral norm.
-    paused = [m for m in D.modules() if isinstance(m, _SpectralNorm) and m.training]
+    # G step keeps that step from changing any of D's state, as without spectral norm. Spectral norm is the only
+    # parametrisation our models use (found through the public ParametrizationList, not torch's private class).
+    paused = [m for plist in D.modules() if isinstance(plist, ParametrizationList) for m in plist if m.training]
     for m in paused:
         m.eval()
     return paused
