@@ -95,6 +95,27 @@ def test_runs_table(folder_run, capsys):
     assert len(out) == 2 and out[1].startswith(folder_run.name)
 
 
+def test_a_name_the_console_cannot_encode_is_escaped_not_a_traceback(folder_run, tmp_path):
+    """A cp1252 or ASCII stdout (a pipe on Windows) got a UnicodeEncodeError after the work; rows were lost."""
+    runs = tmp_path / "runs"
+    shutil.copytree(folder_run, runs / "00007-猫 été")
+    env = dict(os.environ, PYTHONIOENCODING="ascii", PYTHONPATH=str(Path(__file__).parents[1] / "src"))
+    done = subprocess.run([sys.executable, "-m", "counterfeit", "runs", str(runs)], capture_output=True, env=env, timeout=120)
+    assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr.decode()
+    assert b"00007-\\u732b \\xe9t\\xe9" in done.stdout, done.stdout.decode()
+
+
+@pytest.mark.skipif(sys.platform in ("darwin", "win32"), reason="the file systems there refuse names that are not UTF-8")
+def test_a_run_in_a_folder_named_in_another_encoding_reads(folder_run, tmp_path, capsys):
+    """safetensors opens only UTF-8 paths: such a run (from a Windows zip) was called a damaged checkpoint, to delete."""
+    run = tmp_path / os.fsdecode(b"00008-caf\xe9")
+    shutil.copytree(folder_run, run)
+    assert main(["sample", str(run), "-n", "4", "--out", str(tmp_path / "g.png")]) == 0, capsys.readouterr().err
+    assert Image.open(tmp_path / "g.png").size[0] > 28
+    assert main(["runs", str(tmp_path)]) == 0
+    assert "bad checkpoint" not in capsys.readouterr().out
+
+
 def test_toy_train_and_sample_points(tmp_path):
     run = _train(tmp_path, "--data", "ring8")
     assert run.name.endswith("ring8-mlp")
@@ -267,6 +288,15 @@ def test_the_commands_it_suggests_quote_a_path_with_spaces(tiny_folder, tmp_path
     assert main(["train", *TINY, *SHORT, "--data", tiny_folder, "--out", str(tmp_path / "my runs")]) == 0
     run = next((tmp_path / "my runs").iterdir())
     assert f"Try: counterfeit sample '{run}'" in capsys.readouterr().err
+
+
+def test_on_windows_a_suggested_path_takes_double_quotes(monkeypatch):
+    """cmd.exe keeps single quotes as part of the word: shlex.quote's 'runs\\x' would name no folder there."""
+    from counterfeit.cli import _quoted
+
+    spaced, plain = Path("my runs") / "00000-x", Path("runs")  # made first: pathlib refuses a Windows path here
+    monkeypatch.setattr(os, "name", "nt")
+    assert _quoted(spaced) == '"my runs/00000-x"' and _quoted(plain) == "runs"
 
 
 def test_a_new_run_that_cannot_write_its_config_leaves_no_folder(tmp_path, monkeypatch, capsys):

@@ -79,3 +79,10 @@ def test_config_refuses_steps_and_betas_at_the_boundary(options):
     """No D step, or an Adam beta of 1 (its moment never moves), is refused up front."""
     with pytest.raises(ConfigError):
         make_config(**options)
+
+
+def test_a_config_saved_with_a_byte_order_mark_loads(tmp_path):
+    """Notepad (before Windows 10 1903) saves UTF-8 with a BOM; json.loads of the text refused it."""
+    cfg = make_config(model="dcgan", data="fashion-mnist", kimg=1)
+    (tmp_path / "config.json").write_bytes(b"\xef\xbb\xbf" + cfg.to_json().encode())
+    assert load_config(tmp_path / "config.json") == cfg

@@ -437,6 +437,21 @@ def test_a_stalled_mirror_is_not_asked_for_the_other_files(tiny, tmp_path, serve
     assert find_idx_dir("tiny", str(dest)) == dest and asked == ["/train-images-idx3-ubyte.gz"]
 
 
+def test_an_untrusted_certificate_points_to_the_macos_fix(tiny, tmp_path, monkeypatch):
+    """python.org's Python on macOS ships without CA certificates: every https download fails until they are installed."""
+    import ssl
+    import urllib.error
+
+    from counterfeit.data.download import DownloadError
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError(ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"))
+
+    monkeypatch.setattr("urllib.request.urlopen", refuse)
+    with pytest.raises(DownloadError, match="Install Certificates.command.*--data-dir DIR"):
+        download_idx("tiny", tmp_path / "dest", mirrors=["https://example.invalid/"])
+
+
 # ---------- the real Fashion-MNIST ----------
 
 

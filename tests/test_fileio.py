@@ -102,3 +102,40 @@ def test_long_work_checks_its_output_folder_first(tmp_path, monkeypatch, capsys)
     assert main(["evaluator", "train", "--out", str(tmp_path / "judge")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"cannot use {tmp_path}" in err and "pick a path you can write to" in err
+
+
+def test_generated_file_names_keep_letters_of_any_script():
+    """Non-ASCII names became '_' (a run '00000-_-cdcgan', class folders '0-t'); decomposed macOS names are composed."""
+    import unicodedata
+
+    from counterfeit.latent.explore import _slug
+    from counterfeit.runs import data_label
+    from counterfeit.synthetic import folder_name
+
+    assert data_label("/tmp/données/猫データ") == "猫データ"
+    assert data_label(unicodedata.normalize("NFD", "/tmp/été")) == "été"
+    assert data_label('a:b*c?"<|>') == "a_b_c_"  # what Windows forbids still goes
+    assert _slug("猫 - été") == "猫_été" and _slug("Sneaker - Sandal") == "Sneaker_Sandal"
+    assert folder_name(1, "été", 2) == "1-été" and folder_name(0, "../x", 2) == "0-x"
+
+
+def test_on_windows_a_briefly_held_target_is_replaced_after_a_retry(tmp_path, monkeypatch):
+    """Windows refuses os.replace onto a file an antivirus or OneDrive holds for a moment; a checkpoint save then failed."""
+    import counterfeit.fileio as fileio
+
+    monkeypatch.setattr(fileio, "_WINDOWS", True)
+    monkeypatch.setattr(fileio.time, "sleep", lambda s: None)
+    real, refusals = os.replace, [PermissionError(13, "Access is denied")] * 2
+    monkeypatch.setattr(fileio.os, "replace", lambda a, b: real(a, b) if not refusals else (_ for _ in ()).throw(refusals.pop()))
+    atomic_write_text(tmp_path / "state.json", "{}")
+    assert (tmp_path / "state.json").read_text() == "{}" and not refusals
+    refusals[:] = [PermissionError(13, "Access is denied")] * 9  # held for good: the error comes through
+    with pytest.raises(PermissionError):
+        atomic_write_text(tmp_path / "state.json", "[]")
+    held = tmp_path / "held"
+    held.write_text("x")
+    monkeypatch.setattr(type(held), "unlink", lambda self, missing_ok=False: (_ for _ in ()).throw(PermissionError(13, "held")))
+    assert fileio.remove_if_free(held) is False  # left for the next prune
+    monkeypatch.setattr(fileio, "_WINDOWS", False)
+    with pytest.raises(PermissionError):
+        fileio.remove_if_free(held)

@@ -236,8 +236,8 @@ def test_cli_errors_are_one_line(tiny_folder, tmp_path, capsys):
             "--project-steps must be from 0 to 10,000",
         ),
         (["arithmetic", str(run), f"[1] + {broken_png}"], "is not a readable image"),
-        (["arithmetic", str(run), "1e999*[1]"], "a factor must be a number within ±1,000,000, not '1e999'"),
-        (["arithmetic", str(run), "1e300*[1]"], "within ±1,000,000, not '1e300'"),  # overflowed float32: a black image, exit 0
+        (["arithmetic", str(run), "1e999*[1]"], "a factor must be a number within +/-1,000,000, not '1e999'"),
+        (["arithmetic", str(run), "1e300*[1]"], "within +/-1,000,000, not '1e300'"),  # overflowed float32: a black image, exit 0
         # A typo in a count is refused, not minutes of work (or a memory error that names no option)
         (["interpolate", str(run), "--from", "1", "--to", "2", "--rows", "100000000"], "--rows must be from 1 to 256"),
         (["project", str(run), "fashion-mnist:test:0", "--steps", "10000000000"], "--steps must be from 0 to 10,000"),

@@ -367,7 +367,7 @@ def test_a_damaged_test_split_turns_the_monitor_off_not_the_run(tmp_path, caplog
     train = Dataset("fashion-mnist", "images", torch.zeros(4, 1, 28, 28, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64))
     with caplog.at_level(logging.WARNING, logger="counterfeit"):
         assert build_monitor("fashion-mnist", train, 1, 28, 1000, 40, (-1.0, 1.0), str(tmp_path)) is None
-    assert "training-time coverage is off" in caplog.text and "t10k" in caplog.text
+    assert "training-time coverage and the collapse alarm are off" in caplog.text and "t10k" in caplog.text
 
 
 def test_fid_and_kid_never_gather_over_a_process_group(monkeypatch):
@@ -432,3 +432,53 @@ def test_alarm_fires_on_a_drop_of_exactly_two():
     alarm.update(10, 8, 10)
     assert alarm.update(12, 6, 10) == "generator is collapsing: coverage fell from 8 to 6 of 10 classes since 12 kimg"
     assert alarm.update(14, 7, 10) is None
+
+
+# Modes covered / % of samples near a mode at each 20 kimg of a healthy default grid25 run (seed 4, 2026-12-07):
+# the old 40 kimg warm-up called it collapsing from 40 to 140 kimg.
+HEALTHY_GRID25 = [(9, 1), (12, 1), (18, 2), (19, 4), (12, 2), (18, 4), (19, 7), (22, 8), (24, 11), (25, 13), (23, 11),
+                  (24, 18), (25, 23), (25, 21), (25, 24), (24, 25), (25, 29), (25, 34), (25, 37), (25, 41)]  # fmt: skip
+
+
+def test_the_toy_alarm_waits_for_g_to_find_the_modes_and_allows_their_flicker():
+    from counterfeit.models import get_spec
+
+    warmup = get_spec("mlp").defaults["loop"]["alarm_after_kimg"]
+    alarm = CollapseAlarm(warmup_kimg=warmup, unit="modes")
+    assert all(alarm.update(20 * (i + 1), m, 25, quality_pct=q) is None for i, (m, q) in enumerate(HEALTHY_GRID25))
+    assert alarm.update(420, 22, 25, quality_pct=40) is None  # 3 of 25 missing, a fall of 3 from 25: within grid25's flicker
+    assert alarm.update(440, 21, 25, quality_pct=40) == "generator is collapsing: 4 of 25 modes missing since 440 kimg"
+
+
+def test_a_toy_g_that_never_finds_the_data_is_not_called_collapsing():
+    alarm = CollapseAlarm(warmup_kimg=200, unit="modes")
+    assert alarm.update(100, 0, 8, quality_pct=1.0) is None  # before the warm-up a toy is not judged
+    assert alarm.update(200, 0, 8, quality_pct=1.0) == (
+        "generator is not finding the data: 8 of 8 modes missing, only 1% of samples near any mode, since 100 kimg"
+    )
+    assert CollapseAlarm(warmup_kimg=0, unit="modes").update(200, 3, 8, quality_pct=90.0) == (
+        "generator is collapsing: 5 of 8 modes missing since 200 kimg"
+    )
+
+
+def test_since_counts_the_evaluations_before_the_warm_up():
+    """With --lr-d 5e-6 the collapse was plain at 10 kimg; the alarm said 'since 40 kimg', hiding that."""
+    alarm = CollapseAlarm(warmup_kimg=40)
+    assert alarm.update(10.048, 2, 10, 0.87) is None and alarm.update(20, 1, 10, 1.0) is None
+    assert alarm.update(40, 1, 10, 1.0).endswith("since 10 kimg")
+    healthy = CollapseAlarm(warmup_kimg=40)
+    assert healthy.update(10, 3, 10, 0.0) is None and healthy.update(20, 9, 10, 0.0) is None  # blobs, then all but one
+    assert healthy.update(40, 6, 10).endswith("since 40 kimg")
+
+
+def test_the_first_message_of_a_streak_says_what_to_try():
+    from counterfeit.metrics.monitor import remedies
+    from counterfeit.train import d_verdict
+
+    assert "--pack 2" in remedies("images", conditional=False) and "--pack" not in remedies("images", conditional=True)
+    assert "--recall-weight 6" in remedies("points", conditional=False)
+    assert "--beta" in remedies("images", conditional=False, family="autoencoder")
+    assert "--pack" not in remedies("points", conditional=False, lost=True)
+    assert "D is not learning" in d_verdict({"D(x)": 0.77, "D(G(z))": 1.0}, "hinge")
+    assert "D wins every round" in d_verdict({"D(x)": 0.98, "D(G(z))": 0.02}, "minimax")
+    assert d_verdict({"D(x)": 0.7, "D(G(z))": 0.3}, "ns") == "" and d_verdict({"D(x)": 0.1, "D(G(z))": 0.9}, "wgan-gp") == ""

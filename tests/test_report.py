@@ -210,6 +210,26 @@ def test_no_alarm_is_news_only_once_the_alarm_watches(tmp_path):
     assert "<p>No mode-collapse alarm fired.</p>" in page
 
 
+def test_alarms_are_listed_as_episodes_with_where_they_cleared(tmp_path):
+    """Four lines 'generator is collapsing' for a run that ended healthy read as four collapses; kimg read 60.032."""
+    cov = {"cov/classes": 5, "cov/num_classes": 10, "cov/dup": 0.0}
+    ok = {"cov/classes": 10, "cov/num_classes": 10, "cov/dup": 0.0}
+    first = "generator is collapsing: 5 of 10 classes missing since 40 kimg; to try: --mbstd"
+    rows = ((40.0, {**cov, "alarm": first}), (60.032, {**cov, "alarm": "generator is collapsing: ... since 40 kimg"}),
+            (80.0, ok), (90.0, {}), (100.032, {**cov, "alarm": first.replace("40", "100")}),
+            (120.0, {**cov, "alarm": "generator is collapsing: later since 100 kimg"}))  # fmt: skip
+    page = write_report(_small_run(tmp_path, rows=rows)).read_text()
+    assert "<b>40 to 60 kimg (2 evaluations)</b>, cleared at 80 kimg: generator is collapsing: 5 of 10 classes" in page
+    assert ("<b>100 to 120 kimg (2 evaluations)</b>, still firing at the last evaluation: generator is collapsing: later "
+            "since 100 kimg; to try: --mbstd") in page  # fmt: skip
+
+
+def test_a_folder_run_is_told_why_it_has_no_coverage_or_alarm(tmp_path):
+    """It said 'no coverage measurements yet; run counterfeit eval', which leaves class coverage out for a folder."""
+    page = write_report(_small_run(tmp_path, rows=((4.0, {}),), data="cats")).read_text()
+    assert "no coverage, and no collapse alarm, for your own images" in page and "no coverage measurements yet" not in page
+
+
 def test_damaged_stats_lines_are_named_and_one_row_still_draws(tmp_path, monkeypatch):
     """An unreadable middle line is named (it was dropped silently); a single row is drawn with a marker, not as nothing."""
     from matplotlib.axes import Axes

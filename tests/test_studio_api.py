@@ -4,6 +4,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import time
 import urllib.parse
 import zipfile
@@ -327,6 +328,19 @@ def test_static_files_stay_in_their_folder(client):
         assert r.status_code == 404 and "def " not in r.text, url
 
 
+def test_stylesheet_and_scripts_keep_their_types_where_the_system_maps_them_to_text(runs, monkeypatch):
+    """Windows reads types from the registry, where .css can be text/plain: browsers then refuse the stylesheet."""
+    import mimetypes
+
+    monkeypatch.setattr(mimetypes, "types_map", {**mimetypes.types_map, ".css": "text/plain", ".js": "text/plain"})
+    monkeypatch.setattr(mimetypes, "_db", None)  # rebuilt from types_map on the next lookup
+    mimetypes.add_type("text/plain", ".css")
+    mimetypes.add_type("text/plain", ".js")
+    client = TestClient(create_app(runs), base_url="http://127.0.0.1")
+    assert client.get("/static/studio.css").headers["content-type"].startswith("text/css")
+    assert client.get("/static/studio.js").headers["content-type"].startswith("text/javascript")
+
+
 def test_studio_command_serves_the_page(studio_runs):
     """`counterfeit studio` as the README starts it: it prints its address and answers there."""
     import os
@@ -523,3 +537,40 @@ def test_the_latent_explorer_gives_the_command_lines_notes(tiny_folder, tmp_path
     walk = client.get(f"/api/latent/interpolate?run={run}&a=1&b=2&steps=2")
     assert walk.status_code == 200 and any("never trained on z ~ N(0, I)" in n for n in walk.json()["notes"])
     assert "quotes" not in _error(client.get(f"/api/latent/arithmetic?run={run}&expr=a/b.png%20-%20[1]"), 400)
+
+
+def test_without_proc_a_job_from_an_earlier_studio_is_found_through_ps(tmp_path, monkeypatch):
+    """macOS has no /proc: a restarted studio called every running job 'ended' and could not stop it."""
+    import subprocess
+
+    from counterfeit.studio import jobs as jobs_module
+
+    monkeypatch.setattr(jobs_module, "_PROC", tmp_path / "no-proc")
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        started = jobs_module._start_ticks(proc.pid)
+        assert started is not None and jobs_module._start_ticks(proc.pid) == started
+        jobs = jobs_module.Jobs(tmp_path)
+        jobs.dir.mkdir(parents=True)
+        record = {"id": "0123456789ab", "pid": proc.pid, "start_ticks": started, "argv": [], "started": "2026-12-07T00:00:00",
+                  "run": "00001-ring8-mlp"}  # fmt: skip
+        (jobs.dir / "0123456789ab.json").write_text(json.dumps(record))
+        assert jobs.get("0123456789ab")["alive"]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert jobs_module._start_ticks(proc.pid) is None and not jobs.get("0123456789ab")["alive"]
+
+
+def test_on_windows_stop_sends_ctrl_break_to_the_job_s_process_group(monkeypatch):
+    """os.killpg does not exist there: Stop was a 500 and the run trained on to its end."""
+    import signal
+
+    from counterfeit.studio import jobs as jobs_module
+
+    sent = []
+    monkeypatch.setattr(jobs_module, "_WINDOWS", True)
+    monkeypatch.setattr(signal, "CTRL_BREAK_EVENT", 1, raising=False)
+    monkeypatch.setattr(jobs_module.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    jobs_module._interrupt(4321)
+    assert sent == [(4321, 1)]

@@ -355,6 +355,25 @@ def test_compile_without_a_compiler_is_a_one_line_error(tiny_folder, tmp_path, m
         train(cfg, create_run_dir(cfg, tmp_path))
 
 
+def test_compile_on_windows_and_macos_names_their_compilers(monkeypatch):
+    """Windows needs torch 2.5 and cl.exe, macOS the Xcode tools; the advice was apt-get install g++ everywhere."""
+    import shutil
+    import sys
+
+    from counterfeit.train import _check_compiler
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(sys, "platform", "win32")
+    with pytest.raises(ConfigError, match="cl.exe"):
+        _check_compiler(torch.device("cpu"))
+    monkeypatch.setattr(torch, "__version__", torch.torch_version.TorchVersion("2.4.1"))
+    with pytest.raises(ConfigError, match="torch 2.5 or newer on Windows \\(this is 2.4.1\\)"):
+        _check_compiler(torch.device("cpu"))
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with pytest.raises(ConfigError, match="xcode-select --install"):
+        _check_compiler(torch.device("cpu"))
+
+
 def test_resumed_adam_moments_take_their_parameters_channels_last_layout():
     """Checkpoints store contiguous tensors; fused Adam pairs elements by memory position, so layouts must match again."""
     from counterfeit.checkpoints import load_optimizer, save_checkpoint

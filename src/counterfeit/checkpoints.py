@@ -10,15 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, remove_if_free
 
 FORMAT = "counterfeit-checkpoint-v1"
 _NAME = re.compile(r"^ckpt-(\d{10})\.safetensors$")
@@ -117,7 +119,7 @@ def save_checkpoint(
     meta = {"format": FORMAT, "state": json.dumps(meta_state), "sha256": json.dumps(_digests(tensors))}
     atomic_write_bytes(path, st_save(tensors, metadata=meta))
     for old in list_checkpoints(run_dir)[: -max(keep, 1)]:
-        old.unlink(missing_ok=True)
+        remove_if_free(old)  # one a reader has open on Windows goes at the next checkpoint
     return path
 
 
@@ -125,12 +127,7 @@ def read_checkpoint(path: Path, prefixes: tuple[str, ...] | None = None) -> tupl
     """(tensors, state) of a checkpoint, only the tensors under `prefixes` if given; never unpickles."""
     path = Path(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != FORMAT:
-                raise CheckpointError(f"{path} is not a counterfeit checkpoint (format {meta.get('format')!r})")
-            keys = [k for k in f.keys() if prefixes is None or k.split(".", 1)[0] in prefixes]
-            tensors = {k: f.get_tensor(k) for k in keys}
+        meta, tensors = _read_safetensors(path, prefixes)
         if "sha256" in meta:  # checkpoints written before digests were added have none to check
             want, got = json.loads(meta["sha256"]), _digests(tensors)
             if not isinstance(want, dict):
@@ -161,6 +158,38 @@ def read_checkpoint(path: Path, prefixes: tuple[str, ...] | None = None) -> tupl
             else "it is the run's only checkpoint: retrain, or restore it from a backup"
         )
         raise CheckpointError(f"{path} is not a readable checkpoint ({e}); {fix}") from None
+
+
+def _read_safetensors(path: Path, prefixes: tuple[str, ...] | None) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The metadata and the tensors under `prefixes` (all if None) of a counterfeit checkpoint file."""
+    wanted = lambda key: prefixes is None or key.split(".", 1)[0] in prefixes  # noqa: E731
+    if _utf8(str(path)):
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            _check_format(path, meta)
+            return meta, {k: f.get_tensor(k) for k in f.keys() if wanted(k)}
+    # A folder named on another system (a Windows zip): safetensors opens UTF-8 paths only, so Python reads the bytes.
+    data = path.read_bytes()
+    (size,) = struct.unpack("<Q", data[:8].ljust(8, b"\0"))  # the format: an 8-byte header length, a JSON header, tensors
+    header = json.loads(data[8 : 8 + size])
+    if not isinstance(header, dict):
+        raise ValueError("its header is not a JSON object")
+    meta = header.get("__metadata__") or {}
+    _check_format(path, meta)
+    return meta, {k: v for k, v in st_load(data).items() if wanted(k)}
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_format(path: Path, meta: dict[str, str]) -> None:
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a counterfeit checkpoint (format {meta.get('format')!r})")
 
 
 def load_module(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, path: Path | str = "?") -> None:

@@ -182,7 +182,11 @@ def _train_parser(sub, fmt) -> None:
         help="class coverage, duplicates, quick FID and the collapse alarm every N kimg (default 20; 0 = off)",
     )
     t.add_argument("--eval-n", type=int, help="samples per training-time evaluation (default 2000)")
-    t.add_argument("--alarm-after-kimg", type=float, help="the collapse alarm judges absolute coverage only after N kimg (default 40)")
+    t.add_argument(
+        "--alarm-after-kimg",
+        type=float,
+        help="the collapse alarm judges absolute coverage only after N kimg (default 40; 200 for mlp on the 2-D toys)",
+    )
     t.add_argument("--device", help="auto (default) | cpu | cuda")
     t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, help="NHWC memory format for images (on; faster on CPU)")
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile G and D (off; ~30 s to compile)")
@@ -326,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     from .train import TrainingDiverged
 
     follow_launcher(_LAUNCHER_PID)
+    _forgiving_streams()
     args = _parser().parse_args(argv)
     args.command_line = shlex.join(["counterfeit", *(sys.argv[1:] if argv is None else argv)])  # for provenance records
     if args.command is None:
@@ -418,6 +423,14 @@ class _TqdmHandler(logging.Handler):
         from tqdm import tqdm
 
         tqdm.write(self.format(record), file=sys.stderr)
+
+
+def _forgiving_streams() -> None:
+    # A path, run or class name the console cannot encode (a cp1252 pipe on Windows, a folder name that is not UTF-8)
+    # is printed escaped: strict stdout raised UnicodeEncodeError after the command's work was done.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):  # None under pythonw; a test's capture may not be a TextIOWrapper
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _console_logging() -> None:
@@ -533,8 +546,10 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
 
 def _quoted(path: Path) -> str:
     """The path as a shell word (quoted when it holds spaces or such), for a command the user may paste."""
-    import shlex
+    if os.name == "nt":  # cmd.exe and PowerShell take double quotes; shlex's single quotes would stay in the path
+        import subprocess
 
+        return subprocess.list2cmdline([str(path)])
     return shlex.quote(str(path))
 
 
@@ -581,12 +596,13 @@ def _progress_bar(total_kimg: float):
         total=total_kimg,
         unit="kimg",
         dynamic_ncols=True,
+        disable=None,  # off where stderr is no terminal (`2> log`, a pipe): the log lines say it there, without \r frames
         bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} kimg [{elapsed}<{remaining}] {postfix}",
     )
 
 
 class _StopFlag:
-    """First Ctrl-C (or SIGTERM) asks the loop to save and stop at the next step; a second one aborts."""
+    """First Ctrl-C (or SIGTERM, or Windows' Ctrl-Break) asks the loop to save and stop at the next step; a second Ctrl-C aborts."""
 
     def __init__(self, repeat_aborts: bool = True):
         self._set, self._repeat_aborts = False, repeat_aborts
@@ -611,7 +627,9 @@ class _StopFlag:
 
         @contextlib.contextmanager
         def ctx():
-            old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+            # SIGBREAK: Windows' Ctrl-Break, which the studio's Stop sends (Ctrl-C cannot be aimed at one process group there).
+            stops = (signal.SIGINT, signal.SIGTERM, *([signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else []))
+            old = {s: signal.signal(s, self._handle) for s in stops}
             try:
                 yield
             finally:

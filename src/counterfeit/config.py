@@ -201,7 +201,7 @@ def load_config(path: str | Path) -> RunConfig:
     """Read a run's config.json with a one-line error for a missing or broken file."""
     path = Path(path)
     try:
-        return RunConfig.from_dict(json.loads(path.read_text()))
+        return RunConfig.from_dict(json.loads(path.read_bytes()))
     except FileNotFoundError:
         raise ConfigError(f"{path} not found; is this a counterfeit run folder?") from None
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ConfigError) as e:

@@ -254,7 +254,7 @@ def load_evaluator(dataset: str = "fashion-mnist", weights_dir: Path | None = No
     if not path.is_file() or not meta_path.is_file():
         raise fail(f"are missing ({(meta_path if path.is_file() else path).name} not found)")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_bytes())
         if meta["sha256"] != sha256_file(path):
             raise ValueError("sha256 differs from the one in the .json")
         # Its layers' random initialisation, overwritten at once, must not draw from the global RNG: a training run loads

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +30,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
             yield tmp
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
+            replace(tmp, path)
             _fsync_dir(path.parent)
     finally:
         # After a successful replace this is a no-op; after a failure it removes the partial file.
@@ -45,6 +47,38 @@ def errors_name(path: str | Path, *temporary: str | Path) -> Iterator[None]:
         if e.errno is not None and e.filename in (None, *map(str, temporary)):
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
+
+
+def file_label(text: str, keep: str = "") -> str:
+    """`text` for a file name: letters and digits of any script, '_' and the characters in `keep`; other runs become '_'."""
+    # NFC: macOS hands out decomposed names ("e" + a combining accent), whose accent alone is not a letter.
+    return re.sub(rf"[^\w{re.escape(keep)}]+", "_", unicodedata.normalize("NFC", text))
+
+
+_WINDOWS = os.name == "nt"
+_SHARING_RETRIES_S = (0.05, 0.1, 0.2, 0.4, 0.8)
+
+
+def replace(src: str | Path, dst: str | Path) -> None:
+    """os.replace; on Windows retried for a moment while another program (antivirus, OneDrive, a reader) has `dst` open."""
+    for delay_s in _SHARING_RETRIES_S if _WINDOWS else ():
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:  # Windows refuses to replace a file another handle holds; such holds are brief
+            time.sleep(delay_s)
+    os.replace(src, dst)
+
+
+def remove_if_free(path: Path) -> bool:
+    """Delete `path` (gone already is fine); False where Windows refuses because another program has it open."""
+    try:
+        path.unlink(missing_ok=True)
+    except PermissionError:
+        if not _WINDOWS:
+            raise
+        return False
+    return True
 
 
 def check_writable(folder: Path) -> None:
@@ -100,7 +134,7 @@ def sha256_file(path: str | Path) -> str:
 
 def append_text(path: str | Path, text: str) -> None:
     """Append `text` to `path` (a log of lines); an OSError names the file even when the system does not (a full disk)."""
-    with errors_name(path), open(path, "a") as f:
+    with errors_name(path), open(path, "a", encoding="utf-8") as f:
         f.write(text)
 
 
@@ -117,7 +151,7 @@ def write_many(folder: Path, items: Iterable[tuple[str, bytes]]) -> int:
         try:
             with errors_name(folder / name, tmp):  # for the CLI's one-line error
                 tmp.write_bytes(data)
-                os.replace(tmp, folder / name)
+                replace(tmp, folder / name)
         finally:
             tmp.unlink(missing_ok=True)
         count += 1

@@ -98,7 +98,7 @@ def write_report(run_dir: str | Path, out: Path | None = None) -> Path:
 
 def _read_config(run_dir: Path) -> tuple[dict[str, Any], str, str | None]:
     # Read config.json as plain JSON, not RunConfig: a report must still work for runs from older or newer versions.
-    text = (run_dir / "config.json").read_text(errors="replace")
+    text = (run_dir / "config.json").read_text(encoding="utf-8", errors="replace")
     try:
         config = json.loads(text)
     except json.JSONDecodeError as e:
@@ -113,7 +113,7 @@ def _read_metrics(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
     if not path.is_file():
         return None, None
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         return None, f"metrics.json could not be read ({e}); run the evaluation again"
     if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
@@ -126,7 +126,7 @@ def _read_metric_lines(run_dir: Path, name: str) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text(errors="replace").splitlines():  # a damaged byte spoils its line, not the report
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():  # a damaged byte spoils its line, not the report
         try:
             row = json.loads(line)
         except json.JSONDecodeError:  # a torn last line from an interrupted evaluation
@@ -504,23 +504,57 @@ def _section_health(
                               "high-quality samples (the chart below)"))  # fmt: skip
     else:
         parts.append(_missing(f"no FID yet: no training-time evaluation in stats.jsonl and no metric-fid.jsonl; {eval_hint}"))
+    name = _data_name(config)
     if "coverage" in plots:
         parts.append(_img(plots["coverage"], "coverage over training", "plot"))
+    elif name is not None and name not in IDX_DATASETS and name not in TOY_DATASETS:  # a folder: no judge knows its classes
+        parts.append(_missing("no coverage, and no collapse alarm, for your own images: both need a judge that knows the "
+                              "data's classes (the shipped one knows Fashion-MNIST's). Look for repeats in the sample grids "
+                              "below, and for D(G(z)) above D(x) in D's outputs above"))  # fmt: skip
     else:
         parts.append(_missing(f"no coverage measurements yet; {eval_hint}"))
     if alarms:
-        items = "".join(f"<li><b>{_e(f'{k:g}')} kimg</b>: {_e(text)}</li>" for k, text in alarms)
+        items = "".join(f"<li>{_alarm_episode(e)}</li>" for e in _alarm_episodes(stats))
         parts.append(f"<p class='alarm'>Mode-collapse alarms (dotted red lines above):</p>\n<ul class='alarm'>{items}</ul>")
     elif any(k.startswith(("cov/", "toy/")) for r in stats for k in r):
         armed = _section_of(config, "loop", "alarm_after_kimg", 40.0)
         reached = stats[-1]["kimg"]
         if isinstance(armed, (int, float)) and reached < armed:  # the alarm judges absolute coverage only from there on
-            parts.append(f"<p>No mode-collapse alarm fired. Its checks of missing classes and duplicates start at {armed:g} "
-                         f"kimg (--alarm-after-kimg) and this run's stats reach {reached:g}: until then it watches only for "
-                         f"coverage falling 2 or more below the best seen. Read the coverage chart above.</p>")  # fmt: skip
+            early = ("a toy's modes come and go while G finds them, so until then it does not judge" if name in TOY_DATASETS
+                     else "until then it watches only for coverage falling 2 or more below the best seen")  # fmt: skip
+            parts.append(f"<p>No mode-collapse alarm fired. Its checks of missing {'modes' if name in TOY_DATASETS else 'classes'} "
+                         f"and duplicates start at {armed:g} kimg (--alarm-after-kimg) and this run's stats reach {reached:g}: "
+                         f"{early}. Read the coverage chart above.</p>")  # fmt: skip
         else:
             parts.append("<p>No mode-collapse alarm fired.</p>")
     return "\n".join(parts)
+
+
+def _alarm_episodes(stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs of evaluations in which the alarm fired, each with its first and last message and where it cleared."""
+    episodes: list[dict[str, Any]] = []
+    open_episode = None
+    for r in stats:
+        if not any(k.startswith(("cov/", "toy/")) for k in r) and not r.get("alarm"):
+            continue  # a tick without an evaluation says nothing either way
+        if r.get("alarm"):
+            if open_episode is None:
+                open_episode = {"start": r["kimg"], "first": str(r["alarm"]), "count": 0, "cleared": None}
+                episodes.append(open_episode)
+            open_episode.update(end=r["kimg"], last=str(r["alarm"]), count=open_episode["count"] + 1)
+        elif open_episode is not None:
+            open_episode["cleared"], open_episode = r["kimg"], None
+    return episodes
+
+
+def _alarm_episode(e: dict[str, Any]) -> str:
+    k = lambda kimg: f"{round(kimg, 1):g}"  # noqa: E731  (evaluations fall on tick ends: 60.032 reads as 60)
+    span = f"{k(e['start'])} kimg" if e["count"] == 1 else f"{k(e['start'])} to {k(e['end'])} kimg ({e['count']} evaluations)"
+    if e["cleared"] is not None:
+        return f"<b>{span}</b>, cleared at {k(e['cleared'])} kimg: {_e(e['first'])}"
+    last, _, remedy = e["last"].partition("; to try: ")
+    remedy = remedy or e["first"].partition("; to try: ")[2]  # said with the streak's first message only
+    return f"<b>{span}</b>, still firing at the last evaluation: {_e(last)}" + (f"; to try: {_e(remedy)}" if remedy else "")
 
 
 def _data_name(config: dict[str, Any]) -> str | None:
@@ -667,7 +701,7 @@ def _section_augment(run_dir: Path) -> list[str]:
 
     parts = ["<h2 id='augment'>Put the fakes to work: train on fakes, test on real</h2>"]
     try:
-        rec = json.loads(path.read_text())
+        rec = json.loads(path.read_bytes())
         pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}"
         rows = "".join(
             f"<tr><td>{_e(setting_label(r['setting'], rec['n_fakes']))}</td><td class=num>{r['train_images']:,}</td>"

@@ -18,7 +18,7 @@ from torch import nn
 from .checkpoints import CheckpointError, CheckpointGone, list_checkpoints, load_module, read_checkpoint
 from .config import ConfigError, RunConfig, extend_config, load_config
 from .data import builtin_name
-from .fileio import atomic_write_text, lock, temp_glob, unlock
+from .fileio import atomic_write_text, file_label, lock, temp_glob, unlock
 from .models import ModelSpec, build_models, get_spec
 
 _RUN = re.compile(r"^(\d{5})-")
@@ -27,7 +27,7 @@ _RUN = re.compile(r"^(\d{5})-")
 def data_label(data_name: str) -> str:
     """Short, filesystem-safe label for a data source (a folder becomes its base name)."""
     label = Path(data_name.rstrip("/\\")).name or "data"
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label)[:40]
+    return file_label(label, ".-")[:40]
 
 
 def create_run_dir(cfg: RunConfig, out_dir: str | Path) -> Path:
@@ -166,7 +166,7 @@ def read_stats(run_dir: Path, damaged: list[int] | None = None) -> list[dict[str
         return []
     rows = []
     # A damaged file (bad bytes, a line that is not an object) must not hide the rest of the run.
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
@@ -268,6 +268,14 @@ def run_table(root: Path) -> list[dict[str, Any]]:
     return [run_row(run_dir) for run_dir in sorted(p for p in root.iterdir() if is_run_dir(p))]
 
 
+def _covered(judged: dict[str, Any]) -> str:
+    if "cov/classes" in judged:
+        return f"{judged['cov/classes']}/{judged['cov/num_classes']}"
+    if "toy/modes" in judged:
+        return f"{judged['toy/modes']}/{judged['toy/modes_total']} modes"
+    return ""
+
+
 def run_row(run_dir: Path, cfg: RunConfig | None = None, stats: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A run's summary: run, data, model, kimg, last losses, classes covered, status (a broken run says so).
 
@@ -296,7 +304,7 @@ def run_row(run_dir: Path, cfg: RunConfig | None = None, stats: list[dict[str, A
     return {
         "run": run_dir.name, "data": data_label(cfg.data.name), "model": cfg.model.name,
         "kimg": f"{kimg:.1f}/{cfg.loop.total_kimg:g}",
-        "losses": _losses(last), "classes": f"{judged['cov/classes']}/{judged['cov/num_classes']}" if "cov/classes" in judged else "",
+        "losses": _losses(last), "classes": _covered(judged),
         "status": status + (" (collapse alarm)" if "alarm" in judged else ""),
     }  # fmt: skip
 

@@ -14,7 +14,6 @@ import io
 import json
 import logging
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from .config import ConfigError
 from .data import builtin_name
 from .evaluator import CLASS_NAMES, load_evaluator, predict
 from .export import pick_class, save_npz
-from .fileio import atomic_write_bytes, atomic_write_text, errors_name
+from .fileio import atomic_write_bytes, atomic_write_text, errors_name, file_label
 from .runs import LoadedRun, conditional_class_names, load_run
 from .sample import NoiseStream, generate, png_bytes, sample, to_pil, to_uint8
 
@@ -110,7 +109,7 @@ def _judged_fakes(run: LoadedRun, n: int, seed: int, classes: list[str] | None, 
 
 def folder_name(index: int, name: str, num_classes: int) -> str:
     """A class folder's name: the zero-padded index first, so sorted folder names keep the class order (`03-Dress`)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "class"
+    safe = file_label(name, ".-").strip("._") or "class"
     return f"{index:0{len(str(num_classes - 1))}d}-{safe}"
 
 
@@ -141,7 +140,7 @@ def check_out_dir(out: Path, force: bool) -> None:
 def _foreign_files(out: Path) -> list[str]:
     """What an earlier export folder holds beyond what an export writes (its files, and PNGs in its class folders)."""
     try:
-        folders = set(json.loads((out / MANIFEST).read_text()).get("folders", []))
+        folders = set(json.loads((out / MANIFEST).read_bytes()).get("folders", []))
     except (OSError, ValueError, AttributeError):
         folders = set()  # an unreadable manifest: class folders then count as foreign, so nothing is deleted unseen
     own = {MANIFEST, "labels.csv", "fakes.npz", IDX_IMAGES, IDX_LABELS}

@@ -290,6 +290,19 @@ def ae_step(
     return {k: v.detach() for k, v in losses.items()}
 
 
+def d_verdict(row: dict[str, Any], loss_name: str) -> str:
+    """A clause on how D fares, from a tick's mean D(x) and D(G(z)), to tell a D that wins from one that learns nothing."""
+    dx, dgz = row.get("D(x)"), row.get("D(G(z))")
+    if dx is None or dgz is None or loss_name == "wgan-gp":  # a critic's scores have no 'real' probability to compare
+        return ""
+    values = f"D(x) {dx:.2f}, D(G(z)) {dgz:.2f}"
+    if dgz >= dx:
+        return f"; D rates the fakes as real as the reals ({values}): D is not learning (too low an --lr-d?)"
+    if dx - dgz > 0.9:
+        return f"; D wins every round ({values}): G gets little to learn from"
+    return ""
+
+
 def _pause_power_iteration(D: nn.Module) -> list[nn.Module]:
     """Put D's spectral-norm parametrisations in eval mode (they use, not refine, their estimate); returns them to resume."""
     # Spectral norm refines its singular-vector estimate on every training-mode forward; pausing it in the
@@ -479,7 +492,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None, d
 
         d = cfg.data
         monitor = build_monitor(
-            d.name, data, d.channels, d.resolution, L.eval_n, L.alarm_after_kimg, spec.pixel_range, d.data_dir, precision
+            d.name, data, d.channels, d.resolution, L.eval_n, L.alarm_after_kimg, spec.pixel_range, d.data_dir, precision, spec.family
         )
         if monitor is not None:
             monitor.replay(read_stats(run_dir))
@@ -611,6 +624,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None, d
             if evaluate and main:
                 last.update(monitor(G_ema, cur_nimg / 1000))
                 if "alarm" in last:
+                    last["alarm"] += d_verdict(last, cfg.loss.name)
                     log.warning(last["alarm"])
             if main:
                 append_text(run_dir / "stats.jsonl", json.dumps(last) + "\n")
@@ -656,8 +670,17 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None, d
 
 def _check_compiler(device: torch.device) -> None:
     """torch.compile on CPU builds C++ with the system compiler: say so in one line before training, not deep in it."""
-    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++")):
-        raise ConfigError("--compile on CPU needs a C++ compiler (g++ or clang++, e.g. apt-get install g++); install one or drop --compile")
+    windows = sys.platform == "win32"
+    if windows and torch.__version__ < (2, 5):  # torch.compile raised "Windows not yet supported" before 2.5
+        raise ConfigError(f"--compile needs torch 2.5 or newer on Windows (this is {torch.__version__}); upgrade torch or drop --compile")
+    if device.type != "cpu":
+        return
+    if windows and not shutil.which("cl"):
+        raise ConfigError("--compile on CPU needs Microsoft's C++ compiler (cl.exe, from Visual Studio's Build Tools, run in a "
+                          "Developer Command Prompt); install it or drop --compile")  # fmt: skip
+    if not windows and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++")):
+        how = "xcode-select --install" if sys.platform == "darwin" else "e.g. apt-get install g++"
+        raise ConfigError(f"--compile on CPU needs a C++ compiler (g++ or clang++: {how}); install one or drop --compile")
 
 
 def _log_data_notes(data: Dataset) -> None:

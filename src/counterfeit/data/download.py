@@ -87,9 +87,12 @@ def _download_files(name: str, dest: Path, mirrors: list[str]) -> None:
                 log.warning("download failed: %s", failures[-1])
                 stalled += [base] if e.stalled else []
         else:
+            fix = "check the connection"
+            if any("CERTIFICATE_VERIFY_FAILED" in f for f in failures):  # the usual cause: python.org's Python on macOS
+                fix = "this Python trusts no certificates yet (python.org's on macOS: run 'Install Certificates.command' in its folder)"
             raise DownloadError(
                 f"could not download {fname}.gz for {name} ({'; '.join(failures) or 'no mirrors'}); "
-                f"check the connection, or get the files yourself and pass --data-dir DIR",
+                f"{fix}, or get the files yourself and pass --data-dir DIR",
                 failures,
             )
 

@@ -275,7 +275,7 @@ def _read_cache(
     if not (tensors_path.is_file() and meta_path.is_file()):
         return None
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_bytes())
         skipped, shapes = meta["skipped"], meta.get("image_shapes")
         valid = isinstance(shapes, list) and all(isinstance(t, list) and len(t) == 3 and all(type(v) is int for v in t) for t in shapes)
         shapes = [tuple(t) for t in shapes] if valid else None
@@ -305,6 +305,6 @@ def _write_cache(entry: Path, x: torch.Tensor, labels: torch.Tensor | None, meta
         with atomic_path(entry.with_suffix(".safetensors")) as tmp:
             save_file(tensors, str(tmp))
         with atomic_path(entry.with_suffix(".json")) as tmp:
-            tmp.write_text(json.dumps({"version": CACHE_VERSION, **meta}, indent=1))
+            tmp.write_text(json.dumps({"version": CACHE_VERSION, **meta}, indent=1), encoding="utf-8")
     except (OSError, SafetensorError) as e:  # safetensors' own error for a full disk: the run goes on without the entry
         log.warning("could not write the cache entry %s (%s); the next run will decode the folder again", entry, e)

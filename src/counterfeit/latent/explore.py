@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from ..config import ConfigError
 from ..data import IDX_DATASETS, load_dataset
 from ..data.decode import DECODE_ERRORS, decode_image
 from ..evaluator import predict
+from ..fileio import file_label
 from ..runs import load_run
 from ..sample import from_uint8, save_grid, to_uint8
 from .concepts import class_names_for, evaluator_for
@@ -32,7 +32,7 @@ class Outcome:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:48] or "x"
+    return file_label(text).strip("_")[:48] or "x"
 
 
 def _image_run(run_dir, device):

@@ -138,7 +138,7 @@ def parse_expression(text: str, class_names: list[str]) -> list[tuple[float, Ope
             coef, pos = float(m.group()), m.end()
             # 1e999 parses as inf, and 1e300 overflows the float32 latent: every image would be NaN, drawn black
             if not (math.isfinite(coef) and abs(coef) <= MAX_FACTOR):
-                raise _bad(m.group(), text, class_names, f"a factor must be a number within ±{MAX_FACTOR:,.0f}, not")
+                raise _bad(m.group(), text, class_names, f"a factor must be a number within +/-{MAX_FACTOR:,.0f}, not")
             while pos < len(text) and text[pos].isspace():
                 pos += 1
             if pos < len(text) and text[pos] == "*":

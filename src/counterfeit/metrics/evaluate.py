@@ -311,7 +311,7 @@ def write_results(run_dir: Path, results: dict[str, dict], kimg: float, checkpoi
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     doc = {"run": run_dir.name, "kimg": kimg, "checkpoint": checkpoint, "created": now, "metrics": results}
     try:
-        old = json.loads((run_dir / "metrics.json").read_text())
+        old = json.loads((run_dir / "metrics.json").read_bytes())
         if isinstance(old, dict) and old.get("checkpoint") == checkpoint and isinstance(old.get("metrics"), dict):
             doc["metrics"] = {**old["metrics"], **results}
     except (OSError, ValueError):  # none yet, or unreadable: this evaluation starts it afresh

@@ -24,19 +24,25 @@ class TrainingMonitor:
     """Scores the EMA generator every few kimg; `__call__` returns stats for stats.jsonl (with 'alarm' when it fires)."""
 
     def __init__(self, kind: str, n: int, warmup_kimg: float, evaluator=None, real_feats=None, real_share=None, class_names=None,
-                 dup_threshold=None, centres=None, sigma=None, pixel_range=None, precision: str = "fp32", left_out=None):  # fmt: skip
+                 dup_threshold=None, centres=None, sigma=None, pixel_range=None, precision: str = "fp32", left_out=None,
+                 family: str = "gan"):  # fmt: skip
+        self.family = family
         self.kind, self.n, self.pixel_range, self.precision, self.left_out = kind, n, pixel_range, precision, left_out
         self.evaluator, self.real_feats, self.real_share, self.class_names = evaluator, real_feats, real_share, class_names
         self.dup_threshold, self.centres, self.sigma = dup_threshold, centres, sigma
         self.alarm = CollapseAlarm(warmup_kimg=warmup_kimg, unit="classes" if kind == "images" else "modes")
+        self.firing = False  # the first message of each streak says what may help
 
     def replay(self, rows: list[dict[str, Any]]) -> None:
         """Rebuild the alarm's memory from stats rows of a resumed run."""
         for r in rows:
             if "cov/classes" in r:
-                self.alarm.update(r["kimg"], r["cov/classes"], r["cov/num_classes"], r.get("cov/dup"))
+                msg = self.alarm.update(r["kimg"], r["cov/classes"], r["cov/num_classes"], r.get("cov/dup"))
             elif "toy/modes" in r:
-                self.alarm.update(r["kimg"], r["toy/modes"], r["toy/modes_total"])
+                msg = self.alarm.update(r["kimg"], r["toy/modes"], r["toy/modes_total"], quality_pct=r.get("toy/hq"))
+            else:
+                continue
+            self.firing = msg is not None
 
     @torch.no_grad()
     def __call__(self, G_ema: nn.Module, kimg: float) -> dict[str, Any]:
@@ -48,7 +54,7 @@ class TrainingMonitor:
         if self.kind == "points":
             t = toy_metrics_from_centres(out, self.centres, self.sigma)
             row = {"toy/modes": t["modes_covered"], "toy/modes_total": t["modes_total"], "toy/hq": round(t["high_quality_pct"], 2)}
-            msg = self.alarm.update(kimg, t["modes_covered"], t["modes_total"])
+            msg = self.alarm.update(kimg, t["modes_covered"], t["modes_total"], quality_pct=t["high_quality_pct"])
         else:
             with self._autocast(next(self.evaluator.parameters()).device):
                 probs, feats = predict(self.evaluator, to_uint8(out, self.pixel_range))  # (n, C), (n, D)
@@ -65,7 +71,9 @@ class TrainingMonitor:
             if msg and cov["missing"]:
                 msg += f" (missing: {', '.join(cov['missing'])})"
         if msg:
-            row["alarm"] = msg
+            lost = msg.startswith("generator is not finding")
+            row["alarm"] = msg if self.firing else f"{msg}; {remedies(self.kind, labels is not None, self.family, lost)}"
+        self.firing = msg is not None
         return row
 
     def _autocast(self, device: torch.device):
@@ -77,26 +85,44 @@ class TrainingMonitor:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16" and native)
 
 
+def remedies(kind: str, conditional: bool, family: str = "gan", lost: bool = False) -> str:
+    """What to try against a collapse (or, `lost`, a G that never found the data), in one clause (README: 'Other models')."""
+    if lost:  # no mode to keep: the anti-collapse terms have nothing to work on
+        return "to try: the default --loss and learning rates, or another --seed"
+    if family == "autoencoder":  # the vae: its prior samples blur into a few average items when the KL term dominates
+        return "to try: a smaller --beta, a longer run, or another --seed"
+    if kind == "points":
+        return "to try: --pack 4 or --recall-weight 6, the default --loss and learning rates, or another --seed"
+    pack = "" if conditional else " or --pack 2"  # a conditional D judges each sample with its own label
+    return f"to try: --mbstd{pack}, --recall-weight 10, the default --loss and learning rates, or another --seed"
+
+
 def build_monitor(data_name: str, data: Dataset, channels: int, resolution: int, n: int, warmup_kimg: float, pixel_range,
-                  data_dir: str | None = None, precision: str = "fp32") -> TrainingMonitor | None:  # fmt: skip
+                  data_dir: str | None = None, precision: str = "fp32", family: str = "gan") -> TrainingMonitor | None:  # fmt: skip
     """A monitor for this run's data, or None (with a log line) when there is nothing to judge it with."""
     if data.kind == "points":
         if data_name not in TOY_DATASETS:
             return None
         centres, sigma = toy_modes(data_name)
-        return TrainingMonitor("points", n, warmup_kimg, centres=centres, sigma=sigma)
-    if data_name not in IDX_DATASETS or channels != 1 or resolution != 28:
-        log.info("training-time coverage is off: there is no evaluator for this data (it exists for grey 28x28 Fashion-MNIST)")
+        return TrainingMonitor("points", n, warmup_kimg, centres=centres, sigma=sigma, family=family)
+    off = "training-time coverage and the collapse alarm are off"
+    if data_name not in IDX_DATASETS:  # grey 28x28 or not, the judge knows only its own dataset's classes
+        log.info(f"{off}: no judge knows the classes of your images (the shipped judge knows Fashion-MNIST's); watch the "
+                 f"sample grids for repeats, and D(x) against D(G(z)) in the report")  # fmt: skip
+        return None
+    if channels != 1 or resolution != 28:
+        log.info(f"{off}: the {data_name} judge reads grey 28x28 images, and this run makes {resolution}x{resolution} "
+                 f"{'colour' if channels == 3 else 'grey'} ones")  # fmt: skip
         return None
     try:
         ev = load_evaluator(data_name)
     except EvaluatorWeightsError as e:
-        log.warning(f"training-time coverage is off: {e}")
+        log.warning(f"{off}: {e}")
         return None
     try:
         test = load_dataset(data_name, "test", data_dir=data_dir)
     except DataError as e:  # training needs only the training split: a damaged test file turns the monitor off, not the run
-        log.warning(f"training-time coverage is off: {e}")
+        log.warning(f"{off}: {e}")
         return None
     _, real_feats = predict(ev, test.x)  # (10000, D)
     real_share = torch.bincount(test.labels, minlength=len(test.class_names))  # (C,)
@@ -104,4 +130,4 @@ def build_monitor(data_name: str, data: Dataset, channels: int, resolution: int,
     left_out = list(test.class_names).index(excluded) if excluded in test.class_names else None
     return TrainingMonitor("images", n, warmup_kimg, evaluator=ev, real_feats=real_feats, real_share=real_share, left_out=left_out,
                            class_names=list(test.class_names), dup_threshold=duplicate_threshold(real_feats, n), pixel_range=pixel_range,
-                           precision=precision)  # fmt: skip
+                           precision=precision, family=family)  # fmt: skip

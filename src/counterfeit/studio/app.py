@@ -7,6 +7,7 @@ one-line {"error": ...} and any other failure into a 500 with the same shape, so
 from __future__ import annotations
 
 import logging
+import mimetypes
 import os
 import socket
 import threading
@@ -293,6 +294,9 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 def create_app(runs_dir: str | Path, allowed_hosts: list[str] | None = None) -> Starlette:
     """The studio app over a runs folder; requests must name one of `allowed_hosts` (DNS-rebinding guard)."""
     runs_dir = Path(runs_dir).resolve()
+    # Windows takes these from the registry, where some machines say text/plain: browsers then refuse the stylesheet.
+    mimetypes.add_type("text/css", ".css")
+    mimetypes.add_type("text/javascript", ".js")
     routes = [
         Route("/", _index),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

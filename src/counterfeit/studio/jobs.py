@@ -30,6 +30,8 @@ from ..runs import resume_config
 from ..train import check_names, pick_device
 from .params import Params, StudioError
 
+_PROC = Path("/proc")
+_WINDOWS = os.name == "nt"
 MAX_LIVE_JOBS = 2  # two trainings already share a 2-core laptop; a third would only slow the others
 MAX_KIMG = 5000.0
 MAX_REPORTS = 2000  # at most this many stats lines, grids or checkpoints over a run (kimg / the smallest interval)
@@ -114,6 +116,7 @@ class Jobs:
         self.runs_dir = Path(runs_dir)
         self.dir = self.runs_dir / ".studio" / "jobs"
         self._procs: dict[str, subprocess.Popen] = {}  # the ones this studio started: reaped with poll()
+        self._ended: set[str] = set()  # jobs of an earlier studio found ended
         self._lock = threading.Lock()
 
     def start(self, given: dict[str, Any], resume: Path | None = None) -> dict[str, Any]:
@@ -129,13 +132,16 @@ class Jobs:
             log_path = self.dir / f"{job_id}.log"
             argv = [sys.executable, "-m", "counterfeit", "train", "--no-progress", *to_argv(given)]
             argv += ["--resume", str(resume)] if resume else ["--out", str(self.runs_dir)]
-            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")  # the log is read as UTF-8 (Windows: cp1252)
             # The child imports this very counterfeit, also from a source checkout that is not installed.
             src = str(Path(counterfeit.__file__).resolve().parents[1])
             env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+            # Its own session (POSIX) or process group (Windows, which ignores start_new_session): Ctrl-C in the studio's
+            # terminal leaves it training, and Stop reaches it and its children alone.
+            group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if _WINDOWS else {"start_new_session": True}
             with open(log_path, "wb") as log:
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                        cwd=self.runs_dir, start_new_session=True)  # fmt: skip
+                                        cwd=self.runs_dir, **group)  # fmt: skip
             self._procs[job_id] = proc
             record = {"id": job_id, "pid": proc.pid, "start_ticks": _start_ticks(proc.pid), "argv": argv[2:],
                       "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "run": resume.name if resume else None}  # fmt: skip
@@ -149,7 +155,7 @@ class Jobs:
         out = []
         for path in self.dir.glob("*.json"):
             try:
-                out.append(self._status(json.loads(path.read_text())))
+                out.append(self._status(json.loads(path.read_bytes())))
             except (OSError, ValueError, KeyError):
                 continue  # a torn or foreign record must not hide the others
         return sorted(out, key=lambda j: j["started"], reverse=True)
@@ -161,7 +167,7 @@ class Jobs:
         path = self.dir / f"{job_id}.json"
         if not path.is_file():
             raise StudioError(f"no job {job_id}", 404)
-        return self._status(json.loads(path.read_text()))
+        return self._status(json.loads(path.read_bytes()))
 
     def for_run(self, run_name: str) -> dict[str, Any] | None:
         """The newest job that trains (or trained) this run."""
@@ -176,12 +182,12 @@ class Jobs:
             # A second SIGINT means "abort without saving" to the trainer: a second Stop must not send it.
             if job["state"] == "stopping":
                 raise StudioError(f"job {job_id} is stopping already (saving a checkpoint)", 409)
-            record = {k: v for k, v in job.items() if k not in ("alive", "state", "message", "run_exists")}
-            atomic_write_text(self.dir / f"{job_id}.json", json.dumps({**record, "stop_requested": True}) + "\n")
             try:
-                os.killpg(job["pid"], signal.SIGINT)
+                _interrupt(job["pid"])
             except ProcessLookupError:
                 pass  # it ended just now
+            record = {k: v for k, v in job.items() if k not in ("alive", "state", "message", "run_exists")}
+            atomic_write_text(self.dir / f"{job_id}.json", json.dumps({**record, "stop_requested": True}) + "\n")
             return dict(job, state="stopping")
 
     def _status(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -193,9 +199,13 @@ class Jobs:
         proc = self._procs.get(job["id"])
         if proc is not None:
             alive = proc.poll() is None
+        elif job["id"] in self._ended:  # found ended once: no need to ask the system again on every poll
+            alive = False
         else:
             ticks = job.get("start_ticks")
             alive = ticks is not None and _start_ticks(job["pid"]) == ticks
+            if not alive:
+                self._ended.add(job["id"])
         lines = [line for line in text.strip().splitlines() if line.strip()]
         last = lines[-1] if lines else ""
         if alive:
@@ -228,11 +238,33 @@ def _head_and_tail(path: Path, head: int = 8192, tail: int = 20000) -> tuple[str
     return first.decode(errors="replace"), last.decode(errors="replace")
 
 
-def _start_ticks(pid: int) -> int | None:
-    """When a process started (clock ticks since boot, from /proc), so a recycled pid is not taken for our job."""
+def _interrupt(pid: int) -> None:
+    """Ctrl-C to a job's session (POSIX); Ctrl-Break to its process group on Windows, where Ctrl-C cannot be aimed."""
+    if _WINDOWS:
+        os.kill(pid, signal.CTRL_BREAK_EVENT)  # the trainer takes SIGBREAK as it takes the first Ctrl-C: save and stop
+    else:
+        os.killpg(pid, signal.SIGINT)
+
+
+def _start_ticks(pid: int) -> int | str | None:
+    """When a live process started, so a recycled pid is not taken for our job: clock ticks since boot from /proc (Linux),
+    else the start time `ps` shows (macOS, BSD); None for a process that has ended, or where neither exists (Windows)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = (_PROC / str(pid) / "stat").read_text()
+    except FileNotFoundError:
+        if _PROC.is_dir():
+            return None  # no such process
+        return _ps_start(pid)
     except OSError:
         return None
     rest = stat.rsplit(")", 1)[1].split()
     return None if rest[0] == "Z" else int(rest[19])  # field 22 of stat; a zombie has ended
+
+
+def _ps_start(pid: int) -> str | None:
+    try:
+        out = subprocess.run(["ps", "-o", "stat=,lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):  # no ps (Windows)
+        return None
+    state, _, started = out.strip().partition(" ")
+    return None if not started or state.startswith("Z") else " ".join(started.split())

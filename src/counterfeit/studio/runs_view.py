@@ -78,7 +78,7 @@ def run_detail(run_dir: Path, jobs: Jobs, since: int = 0) -> dict[str, Any]:
 def _metrics(run_dir: Path) -> dict[str, Any]:
     """The headline numbers of the run's metrics.json (from `counterfeit eval`), if any."""
     try:
-        metrics = json.loads((run_dir / "metrics.json").read_text()).get("metrics", {})
+        metrics = json.loads((run_dir / "metrics.json").read_bytes()).get("metrics", {})
     except (OSError, ValueError, AttributeError):
         return {}
     out = {}
