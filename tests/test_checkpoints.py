@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,18 @@ def test_a_checkpoint_deleted_as_it_is_read_is_gone_and_readers_take_the_newest(
     monkeypatch.setattr(runs_module, "read_checkpoint", lambda path, prefixes=None: (_ for _ in ()).throw(CheckpointGone("gone")))
     with pytest.raises(CheckpointError, match="was deleted while this command used it .* run the command again"):
         load_slot(loaded, "D")  # its G came from that file: a D from another would not be its partner
+
+
+@pytest.mark.skipif(sys.platform in ("darwin", "win32"), reason="the file systems there refuse names that are not UTF-8")
+def test_a_damaged_header_in_a_folder_not_named_in_utf8_is_a_checkpoint_error(tmp_path):
+    """Python reads such a folder's checkpoints itself: metadata that is not an object was an AttributeError (a traceback)."""
+    import json
+    import os
+    import struct
+
+    folder = tmp_path / os.fsdecode(b"caf\xe9") / "checkpoints"
+    folder.mkdir(parents=True)
+    header = json.dumps({"__metadata__": ["not", "an", "object"]}).encode()
+    (folder / "ckpt-0000000001.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    with pytest.raises(CheckpointError, match="metadata is not a JSON object"):
+        read_checkpoint(folder / "ckpt-0000000001.safetensors")

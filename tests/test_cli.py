@@ -106,6 +106,17 @@ def test_a_name_the_console_cannot_encode_is_escaped_not_a_traceback(folder_run,
 
 
 @pytest.mark.skipif(sys.platform in ("darwin", "win32"), reason="the file systems there refuse names that are not UTF-8")
+def test_under_c_utf8_a_name_that_is_not_utf8_is_printed_as_its_own_bytes(folder_run, tmp_path):
+    """Python writes such a name's bytes back under C.UTF-8 (surrogateescape): they paste, an escaped \\udce9 does not."""
+    runs = tmp_path / "runs"
+    shutil.copytree(folder_run, runs / os.fsdecode(b"00009-caf\xe9"))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONIOENCODING", "LC_ALL", "LC_CTYPE", "LANG")}
+    env.update(LC_ALL="C.UTF-8", PYTHONPATH=str(Path(__file__).parents[1] / "src"))
+    done = subprocess.run([sys.executable, "-m", "counterfeit", "runs", str(runs)], capture_output=True, env=env, timeout=120)
+    assert done.returncode == 0 and b"00009-caf\xe9 " in done.stdout, done.stdout
+
+
+@pytest.mark.skipif(sys.platform in ("darwin", "win32"), reason="the file systems there refuse names that are not UTF-8")
 def test_a_run_in_a_folder_named_in_another_encoding_reads(folder_run, tmp_path, capsys):
     """safetensors opens only UTF-8 paths: such a run (from a Windows zip) was called a damaged checkpoint, to delete."""
     run = tmp_path / os.fsdecode(b"00008-caf\xe9")

@@ -117,6 +117,8 @@ def test_generated_file_names_keep_letters_of_any_script():
     assert data_label('a:b*c?"<|>') == "a_b_c_"  # what Windows forbids still goes
     assert _slug("猫 - été") == "猫_été" and _slug("Sneaker - Sandal") == "Sneaker_Sandal"
     assert folder_name(1, "été", 2) == "1-été" and folder_name(0, "../x", 2) == "0-x"
+    two = f"interpolate-{_slug('猫' * 60)}-to-{_slug('犬' * 60)}-slerp.png"  # 48 bytes each, not 48 characters
+    assert len(two.encode()) <= 255 and _slug("a" * 60) == "a" * 48 and _slug("é" * 60) == "é" * 24
 
 
 def test_on_windows_a_briefly_held_target_is_replaced_after_a_retry(tmp_path, monkeypatch):

@@ -175,6 +175,8 @@ def _read_safetensors(path: Path, prefixes: tuple[str, ...] | None) -> tuple[dic
     if not isinstance(header, dict):
         raise ValueError("its header is not a JSON object")
     meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise ValueError("its metadata is not a JSON object")
     _check_format(path, meta)
     return meta, {k: v for k, v in st_load(data).items() if wanted(k)}
 

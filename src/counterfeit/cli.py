@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import logging
 import os
 import shlex
@@ -429,8 +430,13 @@ def _forgiving_streams() -> None:
     # A path, run or class name the console cannot encode (a cp1252 pipe on Windows, a folder name that is not UTF-8)
     # is printed escaped: strict stdout raised UnicodeEncodeError after the command's work was done.
     for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure"):  # None under pythonw; a test's capture may not be a TextIOWrapper
-            stream.reconfigure(errors="backslashreplace")
+        if not hasattr(stream, "reconfigure"):  # None under pythonw; a test's capture may not be a TextIOWrapper
+            continue
+        # A UTF-8 stream with surrogateescape (Python's choice under C.UTF-8 or UTF-8 mode) already writes everything,
+        # a non-UTF-8 name as its own bytes, which the user can paste back: left as it is.
+        if stream.errors == "surrogateescape" and codecs.lookup(stream.encoding).name == "utf-8":
+            continue
+        stream.reconfigure(errors="backslashreplace")
 
 
 def _console_logging() -> None:
