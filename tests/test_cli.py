@@ -127,6 +127,14 @@ def test_a_run_in_a_folder_named_in_another_encoding_reads(folder_run, tmp_path,
     assert "bad checkpoint" not in capsys.readouterr().out
 
 
+def test_the_runs_table_says_what_it_counts():
+    """A toy run's modes were left out, under a column headed 'classes'."""
+    from counterfeit.runs import _covered
+
+    assert _covered({"cov/classes": 9, "cov/num_classes": 10}) == "9/10 classes"
+    assert _covered({"toy/modes": 1, "toy/modes_total": 8}) == "1/8 modes" and _covered({}) == ""
+
+
 def test_toy_train_and_sample_points(tmp_path):
     run = _train(tmp_path, "--data", "ring8")
     assert run.name.endswith("ring8-mlp")

@@ -435,7 +435,7 @@ def test_alarm_fires_on_a_drop_of_exactly_two():
 
 
 # Modes covered / % of samples near a mode at each 20 kimg of a healthy default grid25 run (seed 4, 2026-12-07):
-# the old 40 kimg warm-up called it collapsing from 40 to 140 kimg.
+# the old 40 kimg warm-up called it collapsing from 40 to 160 kimg and at 220.
 HEALTHY_GRID25 = [(9, 1), (12, 1), (18, 2), (19, 4), (12, 2), (18, 4), (19, 7), (22, 8), (24, 11), (25, 13), (23, 11),
                   (24, 18), (25, 23), (25, 21), (25, 24), (24, 25), (25, 29), (25, 34), (25, 37), (25, 41)]  # fmt: skip
 
@@ -477,8 +477,18 @@ def test_the_first_message_of_a_streak_says_what_to_try():
 
     assert "--pack 2" in remedies("images", conditional=False) and "--pack" not in remedies("images", conditional=True)
     assert "--recall-weight 6" in remedies("points", conditional=False)
-    assert "--beta" in remedies("images", conditional=False, family="autoencoder")
+    assert "--beta" in remedies("images", conditional=False, model="vae")
+    assert "--beta" not in remedies("images", conditional=False, model="ae") and "--model vae" in remedies("images", False, "dae")
+    assert "--mbstd or --pack" not in remedies("images", conditional=False, model="lecture")  # its D takes neither
     assert "--pack" not in remedies("points", conditional=False, lost=True)
     assert "D is not learning" in d_verdict({"D(x)": 0.77, "D(G(z))": 1.0}, "hinge")
     assert "D wins every round" in d_verdict({"D(x)": 0.98, "D(G(z))": 0.02}, "minimax")
     assert d_verdict({"D(x)": 0.7, "D(G(z))": 0.3}, "ns") == "" and d_verdict({"D(x)": 0.1, "D(G(z))": 0.9}, "wgan-gp") == ""
+    from counterfeit.train import explain_alarm
+
+    alarm = "generator is collapsing: 9 of 10 classes missing since 10 kimg; to try: --mbstd or --pack 2, --recall-weight 10"
+    said = explain_alarm(alarm, {"D(x)": 0.76, "D(G(z))": 1.0}, "hinge")
+    assert said.startswith("generator is collapsing: 9 of 10 classes missing since 10 kimg; D rates the fakes above the reals")
+    assert "--mbstd" not in said and said.endswith("to try: the default --lr-d or a higher one")
+    assert explain_alarm(alarm, {"D(x)": 0.7, "D(G(z))": 0.3}, "hinge") == alarm
+    assert explain_alarm(alarm, {"D(x)": 0.497, "D(G(z))": 0.503}, "ns") == alarm  # an equilibrium's noise, not a D that fails

@@ -214,14 +214,16 @@ def test_alarms_are_listed_as_episodes_with_where_they_cleared(tmp_path):
     """Four lines 'generator is collapsing' for a run that ended healthy read as four collapses; kimg read 60.032."""
     cov = {"cov/classes": 5, "cov/num_classes": 10, "cov/dup": 0.0}
     ok = {"cov/classes": 10, "cov/num_classes": 10, "cov/dup": 0.0}
-    first = "generator is collapsing: 5 of 10 classes missing since 40 kimg; to try: --mbstd"
+    first = "generator is collapsing: 5 of 10 classes missing since 40 kimg; to try: --mbstd; D wins every round (D(x) 0.98)"
     rows = ((40.0, {**cov, "alarm": first}), (60.032, {**cov, "alarm": "generator is collapsing: ... since 40 kimg"}),
             (80.0, ok), (90.0, {}), (100.032, {**cov, "alarm": first.replace("40", "100")}),
-            (120.0, {**cov, "alarm": "generator is collapsing: later since 100 kimg"}))  # fmt: skip
+            (120.0, {**cov, "alarm": "generator is collapsing: later since 100 kimg; D wins every round (D(x) 0.99)"}))  # fmt: skip
     page = write_report(_small_run(tmp_path, rows=rows)).read_text()
     assert "<b>40 to 60 kimg (2 evaluations)</b>, cleared at 80 kimg: generator is collapsing: 5 of 10 classes" in page
-    assert ("<b>100 to 120 kimg (2 evaluations)</b>, still firing at the last evaluation: generator is collapsing: later "
-            "since 100 kimg; to try: --mbstd") in page  # fmt: skip
+    assert (
+        "<b>100 to 120 kimg (2 evaluations)</b>, still firing at the last evaluation: generator is collapsing: later "
+        "since 100 kimg; D wins every round (D(x) 0.99); to try: --mbstd</li>"
+    ) in page  # the first's verdict is not repeated
 
 
 def test_a_folder_run_is_told_why_it_has_no_coverage_or_alarm(tmp_path):

@@ -555,7 +555,15 @@ def test_without_proc_a_job_from_an_earlier_studio_is_found_through_ps(tmp_path,
         record = {"id": "0123456789ab", "pid": proc.pid, "start_ticks": started, "argv": [], "started": "2026-12-07T00:00:00",
                   "run": "00001-ring8-mlp"}  # fmt: skip
         (jobs.dir / "0123456789ab.json").write_text(json.dumps(record))
+        real_run = subprocess.run
+        monkeypatch.setattr(subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(subprocess.TimeoutExpired("ps", 5)))
+        assert not jobs.get("0123456789ab")["alive"]  # ps hung: cannot tell now, so not remembered as ended
+        monkeypatch.setattr(subprocess, "run", real_run)
         assert jobs.get("0123456789ab")["alive"]
+        with monkeypatch.context() as m:  # another time zone and locale: the same start
+            m.setenv("TZ", "America/New_York")
+            m.setenv("LC_ALL", "fr_FR.UTF-8")
+            assert jobs_module._start_ticks(proc.pid) == started
     finally:
         proc.kill()
         proc.wait()
@@ -574,3 +582,17 @@ def test_on_windows_stop_sends_ctrl_break_to_the_job_s_process_group(monkeypatch
     monkeypatch.setattr(jobs_module.os, "kill", lambda pid, sig: sent.append((pid, sig)))
     jobs_module._interrupt(4321)
     assert sent == [(4321, 1)]
+
+
+def test_a_long_last_line_keeps_its_head_in_the_jobs_list(tmp_path):
+    """An alarm's first line runs to 400 characters; the list showed its tail ('img (missing: ...'), losing the cause."""
+    from counterfeit.studio.jobs import Jobs
+
+    jobs = Jobs(tmp_path)
+    jobs.dir.mkdir(parents=True)
+    record = {"id": "0123456789ab", "pid": 0, "start_ticks": None, "argv": [], "started": "2026-12-07T00:00:00", "run": None}
+    (jobs.dir / "0123456789ab.json").write_text(json.dumps(record))
+    line = "generator is collapsing: 8 of 10 classes missing since 10 kimg" + "; to try: --mbstd" * 30
+    (jobs.dir / "0123456789ab.log").write_text("run folder: /x/runs/00007-fashion-mnist-dcgan\n" + line + "\n")
+    message = jobs.get("0123456789ab")["message"]
+    assert message.startswith("generator is collapsing: 8 of 10") and message.endswith("...") and len(message) == 300

@@ -649,5 +649,5 @@ def test_a_d_that_rates_fakes_above_reals_for_three_ticks_is_named_once():
     bad = [{"kimg": 5 + k, "D(x)": 0.77, "D(G(z))": 1.0} for k in range(5)]
     said = [watch(r) for r in bad]
     assert said[:2] == [None, None] and said[3:] == [None, None]
-    assert said[2].startswith("D rates the fakes above the reals for 3 ticks running (D(x) 0.77, D(G(z)) 1.00 at 7 kimg)")
+    assert said[2].startswith("D rates the fakes above the reals for 3 stats lines running (D(x) 0.77, D(G(z)) 1.00 at 7 kimg)")
     assert watch({"kimg": 10}) is None and watch.ticks == 0  # a row without D's outputs (an autoencoder's) breaks the streak

@@ -20,7 +20,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from .fileio import atomic_write_bytes, remove_if_free
+from .fileio import atomic_write_bytes, remove_if_free, utf8
 
 FORMAT = "counterfeit-checkpoint-v1"
 _NAME = re.compile(r"^ckpt-(\d{10})\.safetensors$")
@@ -163,7 +163,7 @@ def read_checkpoint(path: Path, prefixes: tuple[str, ...] | None = None) -> tupl
 def _read_safetensors(path: Path, prefixes: tuple[str, ...] | None) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     """The metadata and the tensors under `prefixes` (all if None) of a counterfeit checkpoint file."""
     wanted = lambda key: prefixes is None or key.split(".", 1)[0] in prefixes  # noqa: E731
-    if _utf8(str(path)):
+    if utf8(str(path)):
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             _check_format(path, meta)
@@ -179,14 +179,6 @@ def _read_safetensors(path: Path, prefixes: tuple[str, ...] | None) -> tuple[dic
         raise ValueError("its metadata is not a JSON object")
     _check_format(path, meta)
     return meta, {k: v for k, v in st_load(data).items() if wanted(k)}
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _check_format(path: Path, meta: dict[str, str]) -> None:

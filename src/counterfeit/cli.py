@@ -576,7 +576,7 @@ def _postfix(s: dict) -> str:
         text += f" classes {s['cov/classes']}/{s['cov/num_classes']}"
     if "toy/modes" in s:
         text += f" modes {s['toy/modes']}/{s['toy/modes_total']}"
-    return text + (" COLLAPSING" if "alarm" in s else "")
+    return text + (" ALARM" if "alarm" in s else "")  # collapsing, or a toy G not finding the data
 
 
 def _train_config(args: argparse.Namespace):

@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 from torch import nn
 
 from .data import IDX_DATASETS, load_idx
-from .fileio import atomic_write_bytes, atomic_write_text, check_writable, sha256_file
+from .fileio import atomic_write_bytes, atomic_write_text, check_writable, load_tensors, sha256_file
 from .metrics.fid import fid as frechet_distance  # noqa: F401  (re-exported: the judge's FID)
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -261,7 +260,7 @@ def load_evaluator(dataset: str = "fashion-mnist", weights_dir: Path | None = No
         # the judge after restoring a checkpoint's RNG state, and a resume is exact only if nothing draws in between.
         with torch.random.fork_rng(devices=[]):
             ev = Evaluator(num_classes=len(meta["class_names"]), num_features=meta["num_features"], widths=tuple(meta["widths"]))
-        ev.load_state_dict(load_file(path))
+        ev.load_state_dict(load_tensors(path))
     except Exception as e:  # any failure here means the same thing to the user
         raise fail(f"are corrupt ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
     ev.meta = meta

@@ -49,10 +49,12 @@ def errors_name(path: str | Path, *temporary: str | Path) -> Iterator[None]:
         raise
 
 
-def file_label(text: str, keep: str = "") -> str:
-    """`text` for a file name: letters and digits of any script, '_' and the characters in `keep`; other runs become '_'."""
+def file_label(text: str, keep: str = "", max_bytes: int | None = None) -> str:
+    """`text` for a file name: letters and digits of any script, '_' and the characters in `keep` (other runs become
+    '_'), cut to `max_bytes` of UTF-8 (a name may hold 255 bytes, 85 CJK characters)."""
     # NFC: macOS hands out decomposed names ("e" + a combining accent), whose accent alone is not a letter.
-    return re.sub(rf"[^\w{re.escape(keep)}]+", "_", unicodedata.normalize("NFC", text))
+    label = re.sub(rf"[^\w{re.escape(keep)}]+", "_", unicodedata.normalize("NFC", text))
+    return label if max_bytes is None else label.encode()[:max_bytes].decode(errors="ignore")
 
 
 _WINDOWS = os.name == "nt"
@@ -79,6 +81,22 @@ def remove_if_free(path: Path) -> bool:
             raise
         return False
     return True
+
+
+def utf8(text: str) -> bool:
+    """Whether `text` encodes as UTF-8 (a file name that is not UTF-8 holds lone surrogates)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def load_tensors(path: str | Path) -> dict:
+    """safetensors' load_file, also under a folder whose name is not UTF-8 (which safetensors cannot open)."""
+    from safetensors.torch import load, load_file
+
+    return load_file(path) if utf8(str(path)) else load(Path(path).read_bytes())
 
 
 def check_writable(folder: Path) -> None:

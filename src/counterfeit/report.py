@@ -553,7 +553,7 @@ def _alarm_episode(e: dict[str, Any]) -> str:
     if e["cleared"] is not None:
         return f"<b>{span}</b>, cleared at {k(e['cleared'])} kimg: {_e(e['first'])}"
     last, _, remedy = e["last"].partition("; to try: ")
-    remedy = remedy or e["first"].partition("; to try: ")[2]  # said with the streak's first message only
+    remedy = remedy or e["first"].partition("; to try: ")[2].partition("; D ")[0]  # the first message's, less its D verdict
     return f"<b>{span}</b>, still firing at the last evaluation: {_e(last)}" + (f"; to try: {_e(remedy)}" if remedy else "")
 
 

@@ -27,7 +27,7 @@ _RUN = re.compile(r"^(\d{5})-")
 def data_label(data_name: str) -> str:
     """Short, filesystem-safe label for a data source (a folder becomes its base name)."""
     label = Path(data_name.rstrip("/\\")).name or "data"
-    return file_label(label, ".-")[:40]
+    return file_label(label, ".-", max_bytes=40)
 
 
 def create_run_dir(cfg: RunConfig, out_dir: str | Path) -> Path:
@@ -270,7 +270,7 @@ def run_table(root: Path) -> list[dict[str, Any]]:
 
 def _covered(judged: dict[str, Any]) -> str:
     if "cov/classes" in judged:
-        return f"{judged['cov/classes']}/{judged['cov/num_classes']}"
+        return f"{judged['cov/classes']}/{judged['cov/num_classes']} classes"
     if "toy/modes" in judged:
         return f"{judged['toy/modes']}/{judged['toy/modes_total']} modes"
     return ""
@@ -285,7 +285,7 @@ def run_row(run_dir: Path, cfg: RunConfig | None = None, stats: list[dict[str, A
         try:
             cfg = load_config(run_dir / "config.json")
         except Exception as e:  # a broken run must not hide the others
-            return {"run": run_dir.name, "data": "?", "model": "?", "kimg": "?", "losses": "", "classes": "", "status": f"unreadable: {e}"}
+            return {"run": run_dir.name, "data": "?", "model": "?", "kimg": "?", "losses": "", "covered": "", "status": f"unreadable: {e}"}
     stats = read_stats(run_dir) if stats is None else stats
     last = stats[-1] if stats else {}
     judged = next((r for r in reversed(stats) if "cov/classes" in r or "toy/modes" in r), {})  # the newest evaluation
@@ -304,7 +304,7 @@ def run_row(run_dir: Path, cfg: RunConfig | None = None, stats: list[dict[str, A
     return {
         "run": run_dir.name, "data": data_label(cfg.data.name), "model": cfg.model.name,
         "kimg": f"{kimg:.1f}/{cfg.loop.total_kimg:g}",
-        "losses": _losses(last), "classes": _covered(judged),
+        "losses": _losses(last), "covered": _covered(judged),
         "status": status + (" (collapse alarm)" if "alarm" in judged else ""),
     }  # fmt: skip
 

@@ -109,7 +109,7 @@ def _judged_fakes(run: LoadedRun, n: int, seed: int, classes: list[str] | None, 
 
 def folder_name(index: int, name: str, num_classes: int) -> str:
     """A class folder's name: the zero-padded index first, so sorted folder names keep the class order (`03-Dress`)."""
-    safe = file_label(name, ".-").strip("._") or "class"
+    safe = file_label(name.strip("._ "), ".-", max_bytes=100).strip("._") or "class"
     return f"{index:0{len(str(num_classes - 1))}d}-{safe}"
 
 

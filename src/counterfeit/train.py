@@ -290,23 +290,31 @@ def ae_step(
     return {k: v.detach() for k, v in losses.items()}
 
 
+def explain_alarm(alarm: str, row: dict[str, Any], loss_name: str) -> str:
+    """The monitor's alarm plus how D fares; when D is not learning, its fix replaces the list of remedies."""
+    verdict = d_verdict(row, loss_name)
+    if "D is not learning" in verdict:  # the cause is known: --mbstd or --pack would not help
+        alarm = alarm.partition("; to try: ")[0]
+    return alarm + verdict
+
+
 def d_verdict(row: dict[str, Any], loss_name: str) -> str:
     """A clause on how D fares, from a tick's mean D(x) and D(G(z)), to tell a D that wins from one that learns nothing."""
     dx, dgz = row.get("D(x)"), row.get("D(G(z))")
     if dx is None or dgz is None or loss_name == "wgan-gp":  # a critic's scores have no 'real' probability to compare
         return ""
     values = f"D(x) {dx:.2f}, D(G(z)) {dgz:.2f}"
-    if dgz >= dx:
-        return f"; D rates the fakes as real as the reals ({values}): D is not learning (too low an --lr-d?)"
+    if dgz - dx > FooledD.margin:  # not at equilibrium, where D(x) and D(G(z)) meet and noise may swap them
+        return f"; D rates the fakes above the reals ({values}): D is not learning; to try: the default --lr-d or a higher one"
     if dx - dgz > 0.9:
         return f"; D wins every round ({values}): G gets little to learn from"
     return ""
 
 
 class FooledD:
-    """Counts ticks in a row where D rates the fakes clearly above the reals; says so at the third (then again after a break).
+    """Counts stats lines in a row where D rates the fakes clearly above the reals; says so at the third (again after a break).
 
-    Runs where D learns keep D(G(z)) at or below D(x) tick after tick (12 runs, 10 healthy: never above it); a D that
+    Runs where D learns keep D(G(z)) at or below D(x) line after line (13 runs, 11 healthy: never above it); a D that
     learns nothing (--lr-d 5e-6) rated the fakes 0.2-0.4 above. Unlike the collapse alarm it needs no judge.
     """
 
@@ -316,12 +324,12 @@ class FooledD:
         self.ticks = 0
 
     def __call__(self, row: dict[str, Any]) -> str | None:
-        """Feed one tick's stats; returns the warning when this tick makes the third in a row."""
+        """Feed one stats line; returns the warning when this line makes the third in a row."""
         dx, dgz = row.get("D(x)"), row.get("D(G(z))")
         self.ticks = self.ticks + 1 if dx is not None and dgz is not None and dgz - dx > self.margin else 0
         if self.ticks != self.ticks_needed:
             return None
-        return (f"D rates the fakes above the reals for {self.ticks} ticks running (D(x) {dx:.2f}, D(G(z)) {dgz:.2f} at "
+        return (f"D rates the fakes above the reals for {self.ticks} stats lines running (D(x) {dx:.2f}, D(G(z)) {dgz:.2f} at "
                 f"{round(row['kimg'], 1):g} kimg): D is not learning, so G learns nothing real; try the default --lr-d or a higher one")  # fmt: skip
 
 
@@ -514,7 +522,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None, d
 
         d = cfg.data
         monitor = build_monitor(
-            d.name, data, d.channels, d.resolution, L.eval_n, L.alarm_after_kimg, spec.pixel_range, d.data_dir, precision, spec.family
+            d.name, data, d.channels, d.resolution, L.eval_n, L.alarm_after_kimg, spec.pixel_range, d.data_dir, precision, spec.name
         )
         if monitor is not None:
             monitor.replay(read_stats(run_dir))
@@ -649,7 +657,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None, d
             if evaluate and main:
                 last.update(monitor(G_ema, cur_nimg / 1000))
                 if "alarm" in last:
-                    last["alarm"] += d_verdict(last, cfg.loss.name)
+                    last["alarm"] = explain_alarm(last["alarm"], last, cfg.loss.name)
                     log.warning(last["alarm"])
             if main:
                 append_text(run_dir / "stats.jsonl", json.dumps(last) + "\n")

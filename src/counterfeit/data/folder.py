@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm import tqdm
 
-from ..fileio import atomic_path
+from ..fileio import atomic_path, load_tensors
 from . import base
 from .base import DataError, Dataset
 from .decode import DECODE_ERRORS, GREY_MODES, decode_failure, decode_image
@@ -279,7 +279,7 @@ def _read_cache(
         skipped, shapes = meta["skipped"], meta.get("image_shapes")
         valid = isinstance(shapes, list) and all(isinstance(t, list) and len(t) == 3 and all(type(v) is int for v in t) for t in shapes)
         shapes = [tuple(t) for t in shapes] if valid else None
-        tensors = load_file(tensors_path)
+        tensors = load_tensors(tensors_path)
         x, labels = tensors["x"], tensors.get("labels")
         n = x.shape[0]
         ok = (

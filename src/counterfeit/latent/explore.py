@@ -33,7 +33,7 @@ class Outcome:
 
 def _slug(text: str) -> str:
     # At most 48 bytes, not characters: two CJK slugs of 48 characters overran NAME_MAX (255 bytes) in interpolate's name.
-    return file_label(text).strip("_").encode()[:48].decode(errors="ignore") or "x"
+    return file_label(text.strip("_ "), max_bytes=48).strip("_") or "x"
 
 
 def _image_run(run_dir, device):

@@ -25,8 +25,8 @@ class TrainingMonitor:
 
     def __init__(self, kind: str, n: int, warmup_kimg: float, evaluator=None, real_feats=None, real_share=None, class_names=None,
                  dup_threshold=None, centres=None, sigma=None, pixel_range=None, precision: str = "fp32", left_out=None,
-                 family: str = "gan"):  # fmt: skip
-        self.family = family
+                 model: str = "dcgan"):  # fmt: skip
+        self.model = model
         self.kind, self.n, self.pixel_range, self.precision, self.left_out = kind, n, pixel_range, precision, left_out
         self.evaluator, self.real_feats, self.real_share, self.class_names = evaluator, real_feats, real_share, class_names
         self.dup_threshold, self.centres, self.sigma = dup_threshold, centres, sigma
@@ -72,7 +72,7 @@ class TrainingMonitor:
                 msg += f" (missing: {', '.join(cov['missing'])})"
         if msg:
             lost = msg.startswith("generator is not finding")
-            row["alarm"] = msg if self.firing else f"{msg}; {remedies(self.kind, labels is not None, self.family, lost)}"
+            row["alarm"] = msg if self.firing else f"{msg}; {remedies(self.kind, labels is not None, self.model, lost)}"
         self.firing = msg is not None
         return row
 
@@ -85,26 +85,30 @@ class TrainingMonitor:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16" and native)
 
 
-def remedies(kind: str, conditional: bool, family: str = "gan", lost: bool = False) -> str:
-    """What to try against a collapse (or, `lost`, a G that never found the data), in one clause (README: 'Other models')."""
+def remedies(kind: str, conditional: bool, model: str = "dcgan", lost: bool = False) -> str:
+    """What to try against a collapse (or, `lost`, a G that never found the data), as options `model` takes."""
     if lost:  # no mode to keep: the anti-collapse terms have nothing to work on
         return "to try: the default --loss and learning rates, or another --seed"
-    if family == "autoencoder":  # the vae: its prior samples blur into a few average items when the KL term dominates
+    if model == "vae":  # its prior samples blur into a few average items when the KL term dominates
         return "to try: a smaller --beta, a longer run, or another --seed"
+    if model in ("ae", "dae"):
+        return "an ae/dae decoder never learned to draw from random codes; to try: --model vae, whose prior is meant for sampling"
     if kind == "points":
         return "to try: --pack 4 or --recall-weight 6, the default --loss and learning rates, or another --seed"
+    if model == "lecture":  # its D is the lecture's, with no minibatch-std or packing
+        return "to try: --recall-weight 10, the default --loss and learning rates, another --seed, or --model dcgan with --mbstd"
     pack = "" if conditional else " or --pack 2"  # a conditional D judges each sample with its own label
     return f"to try: --mbstd{pack}, --recall-weight 10, the default --loss and learning rates, or another --seed"
 
 
 def build_monitor(data_name: str, data: Dataset, channels: int, resolution: int, n: int, warmup_kimg: float, pixel_range,
-                  data_dir: str | None = None, precision: str = "fp32", family: str = "gan") -> TrainingMonitor | None:  # fmt: skip
+                  data_dir: str | None = None, precision: str = "fp32", model: str = "dcgan") -> TrainingMonitor | None:  # fmt: skip
     """A monitor for this run's data, or None (with a log line) when there is nothing to judge it with."""
     if data.kind == "points":
         if data_name not in TOY_DATASETS:
             return None
         centres, sigma = toy_modes(data_name)
-        return TrainingMonitor("points", n, warmup_kimg, centres=centres, sigma=sigma, family=family)
+        return TrainingMonitor("points", n, warmup_kimg, centres=centres, sigma=sigma, model=model)
     off = "training-time coverage and the collapse alarm are off"
     if data_name not in IDX_DATASETS:  # grey 28x28 or not, the judge knows only its own dataset's classes
         log.info(f"{off}: no judge knows the classes of your images (the shipped judge knows Fashion-MNIST's); watch the "
@@ -130,4 +134,4 @@ def build_monitor(data_name: str, data: Dataset, channels: int, resolution: int,
     left_out = list(test.class_names).index(excluded) if excluded in test.class_names else None
     return TrainingMonitor("images", n, warmup_kimg, evaluator=ev, real_feats=real_feats, real_share=real_share, left_out=left_out,
                            class_names=list(test.class_names), dup_threshold=duplicate_threshold(real_feats, n), pixel_range=pixel_range,
-                           precision=precision, family=family)  # fmt: skip
+                           precision=precision, model=model)  # fmt: skip

@@ -31,6 +31,7 @@ from ..train import check_names, pick_device
 from .params import Params, StudioError
 
 _PROC = Path("/proc")
+UNKNOWN = "?"  # a process's start that no means here can tell (Windows)
 _WINDOWS = os.name == "nt"
 MAX_LIVE_JOBS = 2  # two trainings already share a 2-core laptop; a third would only slow the others
 MAX_KIMG = 5000.0
@@ -143,7 +144,8 @@ class Jobs:
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                         cwd=self.runs_dir, **group)  # fmt: skip
             self._procs[job_id] = proc
-            record = {"id": job_id, "pid": proc.pid, "start_ticks": _start_ticks(proc.pid), "argv": argv[2:],
+            started = _start_ticks(proc.pid)
+            record = {"id": job_id, "pid": proc.pid, "start_ticks": None if started == UNKNOWN else started, "argv": argv[2:],
                       "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "run": resume.name if resume else None}  # fmt: skip
             atomic_write_text(self.dir / f"{job_id}.json", json.dumps(record) + "\n")
             return self._status(record)
@@ -182,12 +184,16 @@ class Jobs:
             # A second SIGINT means "abort without saving" to the trainer: a second Stop must not send it.
             if job["state"] == "stopping":
                 raise StudioError(f"job {job_id} is stopping already (saving a checkpoint)", 409)
+            # Recorded before the signal: were the record lost, a second Stop would send the aborting second Ctrl-C.
+            record = {k: v for k, v in job.items() if k not in ("alive", "state", "message", "run_exists")}
+            atomic_write_text(self.dir / f"{job_id}.json", json.dumps({**record, "stop_requested": True}) + "\n")
             try:
                 _interrupt(job["pid"])
             except ProcessLookupError:
                 pass  # it ended just now
-            record = {k: v for k, v in job.items() if k not in ("alive", "state", "message", "run_exists")}
-            atomic_write_text(self.dir / f"{job_id}.json", json.dumps({**record, "stop_requested": True}) + "\n")
+            except OSError:  # Windows says so for a process that has gone, with no ProcessLookupError
+                if not _WINDOWS:
+                    raise
             return dict(job, state="stopping")
 
     def _status(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -202,9 +208,9 @@ class Jobs:
         elif job["id"] in self._ended:  # found ended once: no need to ask the system again on every poll
             alive = False
         else:
-            ticks = job.get("start_ticks")
-            alive = ticks is not None and _start_ticks(job["pid"]) == ticks
-            if not alive:
+            ticks, now = job.get("start_ticks"), _start_ticks(job["pid"])
+            alive = ticks not in (None, UNKNOWN) and now == ticks
+            if not alive and now != UNKNOWN:  # a definite answer (ps timed out: ask again next poll)
                 self._ended.add(job["id"])
         lines = [line for line in text.strip().splitlines() if line.strip()]
         last = lines[-1] if lines else ""
@@ -221,7 +227,8 @@ class Jobs:
             state = "ended" if proc is None or proc.returncode == 0 else f"exited with code {proc.returncode}"
         # A run stopped before its first step removes its folder: the jobs list must not link to it.
         run_exists = bool(job.get("run")) and (self.runs_dir / job["run"] / "config.json").is_file()
-        job.update(alive=alive, state=state, message=last[-300:], run_exists=run_exists)
+        message = last if len(last) <= 300 else last[:297] + "..."  # the head: an alarm's cause comes first, its remedies last
+        job.update(alive=alive, state=state, message=message, run_exists=run_exists)
         return job
 
 
@@ -248,7 +255,7 @@ def _interrupt(pid: int) -> None:
 
 def _start_ticks(pid: int) -> int | str | None:
     """When a live process started, so a recycled pid is not taken for our job: clock ticks since boot from /proc (Linux),
-    else the start time `ps` shows (macOS, BSD); None for a process that has ended, or where neither exists (Windows)."""
+    else the start time `ps` shows (macOS, BSD); None for a process that has ended, UNKNOWN where neither can tell."""
     try:
         stat = (_PROC / str(pid) / "stat").read_text()
     except FileNotFoundError:
@@ -262,9 +269,11 @@ def _start_ticks(pid: int) -> int | str | None:
 
 
 def _ps_start(pid: int) -> str | None:
+    env = dict(os.environ, LC_ALL="C", TZ="UTC")  # lstart is local time in the locale's words: one form for every studio
     try:
-        out = subprocess.run(["ps", "-o", "stat=,lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=5).stdout
-    except (OSError, subprocess.SubprocessError):  # no ps (Windows)
-        return None
+        out = subprocess.run(["ps", "-o", "stat=,lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=5, env=env)
+    except (OSError, subprocess.SubprocessError):  # no ps (Windows), or it hung
+        return UNKNOWN
+    out = out.stdout
     state, _, started = out.strip().partition(" ")
     return None if not started or state.startswith("Z") else " ".join(started.split())

@@ -102,7 +102,7 @@ async function loadRuns() {
     showError("#runs-error", null);
     $("#runs-table tbody").innerHTML = data.runs.map((r) => `<tr class="${r.training ? "live" : ""}">
       <td><a href="#run/${encodeURIComponent(r.run)}">${esc(r.run)}</a></td><td>${esc(r.data)}</td><td>${esc(r.model)}</td>
-      <td>${esc(r.kimg)}</td><td>${esc(r.losses)}</td><td>${esc(r.classes)}</td><td>${r.training ? "training" : esc(r.status)}</td></tr>`).join("");
+      <td>${esc(r.kimg)}</td><td>${esc(r.losses)}</td><td>${esc(r.covered)}</td><td>${r.training ? "training" : esc(r.status)}</td></tr>`).join("");
     $("#runs-empty").hidden = data.runs.length > 0;
     $("#runs-table").hidden = data.runs.length === 0;
     $("#jobs-table tbody").innerHTML = data.jobs.map((j) => `<tr class="${j.alive ? "live" : ""}">
@@ -250,7 +250,7 @@ async function refreshRun(first = false) {
     RunPage.stats = first ? d.stats : RunPage.stats.concat(d.stats);
     RunPage.detail = d;
     const s = d.summary, status = d.job && d.job.alive ? "training" : s.status;  // the job knows before the files do
-    $("#run-summary").textContent = `${s.data} \u00b7 ${s.model} \u00b7 ${s.kimg} kimg \u00b7 ${s.losses} ${s.classes ? "\u00b7 classes " + s.classes : ""} \u00b7 ${status}`;
+    $("#run-summary").textContent = `${s.data} \u00b7 ${s.model} \u00b7 ${s.kimg} kimg \u00b7 ${s.losses} ${s.covered ? "\u00b7 " + s.covered : ""} \u00b7 ${status}`;
     const alarm = $("#run-alarm");
     alarm.hidden = !d.alarm.last;
     alarm.classList.toggle("past", !d.alarm.now);
