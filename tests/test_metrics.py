@@ -472,8 +472,7 @@ def test_since_counts_the_evaluations_before_the_warm_up():
 
 
 def test_the_first_message_of_a_streak_says_what_to_try():
-    from counterfeit.metrics.monitor import remedies
-    from counterfeit.train import d_verdict
+    from counterfeit.metrics.monitor import d_verdict, remedies
 
     assert "--pack 2" in remedies("images", conditional=False) and "--pack" not in remedies("images", conditional=True)
     assert "--recall-weight 6" in remedies("points", conditional=False)
@@ -484,7 +483,7 @@ def test_the_first_message_of_a_streak_says_what_to_try():
     assert "D is not learning" in d_verdict({"D(x)": 0.77, "D(G(z))": 1.0}, "hinge")
     assert "D wins every round" in d_verdict({"D(x)": 0.98, "D(G(z))": 0.02}, "minimax")
     assert d_verdict({"D(x)": 0.7, "D(G(z))": 0.3}, "ns") == "" and d_verdict({"D(x)": 0.1, "D(G(z))": 0.9}, "wgan-gp") == ""
-    from counterfeit.train import explain_alarm
+    from counterfeit.metrics.monitor import explain_alarm
 
     alarm = "generator is collapsing: 9 of 10 classes missing since 10 kimg; to try: --mbstd or --pack 2, --recall-weight 10"
     said = explain_alarm(alarm, {"D(x)": 0.76, "D(G(z))": 1.0}, "hinge")

@@ -641,7 +641,7 @@ def test_each_d_step_takes_the_next_batch(tiny_folder, tmp_path, monkeypatch):
 
 def test_a_d_that_rates_fakes_above_reals_for_three_ticks_is_named_once():
     """A folder run has no collapse alarm; a D that learns nothing (--lr-d 5e-6) still shows in D(x) against D(G(z))."""
-    from counterfeit.train import FooledD
+    from counterfeit.metrics.monitor import FooledD
 
     watch = FooledD()
     healthy = [{"kimg": k, "D(x)": 0.7, "D(G(z))": 0.75} for k in range(5)]  # within the margin, as at equilibrium
@@ -650,4 +650,4 @@ def test_a_d_that_rates_fakes_above_reals_for_three_ticks_is_named_once():
     said = [watch(r) for r in bad]
     assert said[:2] == [None, None] and said[3:] == [None, None]
     assert said[2].startswith("D rates the fakes above the reals for 3 stats lines running (D(x) 0.77, D(G(z)) 1.00 at 7 kimg)")
-    assert watch({"kimg": 10}) is None and watch.ticks == 0  # a row without D's outputs (an autoencoder's) breaks the streak
+    assert watch({"kimg": 10}) is None and watch.lines == 0  # a row without D's outputs (an autoencoder's) breaks the streak

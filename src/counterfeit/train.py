@@ -290,49 +290,6 @@ def ae_step(
     return {k: v.detach() for k, v in losses.items()}
 
 
-def explain_alarm(alarm: str, row: dict[str, Any], loss_name: str) -> str:
-    """The monitor's alarm plus how D fares; when D is not learning, its fix replaces the list of remedies."""
-    verdict = d_verdict(row, loss_name)
-    if "D is not learning" in verdict:  # the cause is known: --mbstd or --pack would not help
-        alarm = alarm.partition("; to try: ")[0]
-    return alarm + verdict
-
-
-def d_verdict(row: dict[str, Any], loss_name: str) -> str:
-    """A clause on how D fares, from a tick's mean D(x) and D(G(z)), to tell a D that wins from one that learns nothing."""
-    dx, dgz = row.get("D(x)"), row.get("D(G(z))")
-    if dx is None or dgz is None or loss_name == "wgan-gp":  # a critic's scores have no 'real' probability to compare
-        return ""
-    values = f"D(x) {dx:.2f}, D(G(z)) {dgz:.2f}"
-    if dgz - dx > FooledD.margin:  # not at equilibrium, where D(x) and D(G(z)) meet and noise may swap them
-        return f"; D rates the fakes above the reals ({values}): D is not learning; to try: the default --lr-d or a higher one"
-    if dx - dgz > 0.9:
-        return f"; D wins every round ({values}): G gets little to learn from"
-    return ""
-
-
-class FooledD:
-    """Counts stats lines in a row where D rates the fakes clearly above the reals; says so at the third (again after a break).
-
-    Runs where D learns keep D(G(z)) at or below D(x) line after line (13 runs, 11 healthy: never above it); a D that
-    learns nothing (--lr-d 5e-6) rated the fakes 0.2-0.4 above. Unlike the collapse alarm it needs no judge.
-    """
-
-    margin, ticks_needed = 0.1, 3
-
-    def __init__(self) -> None:
-        self.ticks = 0
-
-    def __call__(self, row: dict[str, Any]) -> str | None:
-        """Feed one stats line; returns the warning when this line makes the third in a row."""
-        dx, dgz = row.get("D(x)"), row.get("D(G(z))")
-        self.ticks = self.ticks + 1 if dx is not None and dgz is not None and dgz - dx > self.margin else 0
-        if self.ticks != self.ticks_needed:
-            return None
-        return (f"D rates the fakes above the reals for {self.ticks} stats lines running (D(x) {dx:.2f}, D(G(z)) {dgz:.2f} at "
-                f"{round(row['kimg'], 1):g} kimg): D is not learning, so G learns nothing real; try the default --lr-d or a higher one")  # fmt: skip
-
-
 def _pause_power_iteration(D: nn.Module) -> list[nn.Module]:
     """Put D's spectral-norm parametrisations in eval mode (they use, not refine, their estimate); returns them to resume."""
     # Spectral norm refines its singular-vector estimate on every training-mode forward; pausing it in the
@@ -527,6 +484,8 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None, d
         if monitor is not None:
             monitor.replay(read_stats(run_dir))
     monitoring = dist.from_main(monitor is not None)  # ticks must fall on the same steps on every rank
+    from .metrics.monitor import FooledD, explain_alarm
+
     fooled = FooledD() if spec.family == "gan" and cfg.loss.name != "wgan-gp" else None  # the one check a folder run gets
     grid_reals = x_all[batch_indices(n_data, GRID_SIZE, L.seed + 1, 0)] if images else None  # (64, C, H, W) uint8
     if images and cur_nimg == 0 and main:

@@ -208,8 +208,9 @@ class Jobs:
         elif job["id"] in self._ended:  # found ended once: no need to ask the system again on every poll
             alive = False
         else:
-            ticks, now = job.get("start_ticks"), _start_ticks(job["pid"])
-            alive = ticks not in (None, UNKNOWN) and now == ticks
+            ticks = job.get("start_ticks")  # None: its start could not be told, so neither can its life (Windows)
+            now = _start_ticks(job["pid"]) if ticks is not None else None
+            alive = now is not None and now == ticks
             if not alive and now != UNKNOWN:  # a definite answer (ps timed out: ask again next poll)
                 self._ended.add(job["id"])
         lines = [line for line in text.strip().splitlines() if line.strip()]
