@@ -81,6 +81,33 @@ def test_resume_extends_a_finished_run(folder_run, tmp_path, capsys):
     assert main(["train", "--resume", str(folder_run), "--kimg", "0.096", "--no-progress"]) == 0
     assert json.loads((folder_run / "config.json").read_text())["loop"]["total_kimg"] == 0.096
     assert list_checkpoints(folder_run)[-1].name == "ckpt-0000000096.safetensors"
+    capsys.readouterr()
+    assert main(["train", "--resume", str(folder_run), "--no-progress"]) == 0  # nothing to do: it says how to go on
+    assert "has trained its planned 0.096 kimg already; to train it longer, resume with --kimg N" in capsys.readouterr().err
+
+
+def test_without_a_bar_the_stats_lines_reach_the_console(tiny_folder, tmp_path, capsys):
+    """--no-progress (or a pipe) printed nothing between 'starting' and 'done': a 6-minute run looked frozen."""
+    _train(tmp_path, "--data", tiny_folder)
+    err = capsys.readouterr().err
+    assert "0.032/0.064 kimg: D " in err and "0.064/0.064 kimg: D " in err and "D(G(z))" in err
+    assert "finished at" not in err and err.count("done: ") == 1  # one last line, not two
+
+
+def test_a_run_that_ends_with_the_alarm_firing_says_so_last(tiny_folder, tmp_path, capsys, monkeypatch):
+    import counterfeit.train as train_module
+
+    real_train = train_module.train
+
+    def train_then_alarm(cfg, run_dir, callbacks=None, data=None):
+        result = real_train(cfg, run_dir, callbacks, data)
+        with open(run_dir / "stats.jsonl", "a") as f:  # as if its last evaluation had fired
+            f.write(json.dumps({"kimg": 0.064, "cov/classes": 1, "cov/num_classes": 10, "alarm": "generator is collapsing"}) + "\n")
+        return result
+
+    monkeypatch.setattr(train_module, "train", train_then_alarm)
+    _train(tmp_path, "--data", tiny_folder)
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("note: the collapse alarm was firing at the last evaluation")
 
 
 def test_runs_table(folder_run, capsys):
@@ -199,6 +226,26 @@ def test_help_has_examples(command, capsys):
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])
     assert e.value.code == 0 and "examples:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [(["train", "--kmig", "20"], "counterfeit train: error: unrecognized arguments: --kmig 20; did you mean --kimg? "
+      "(see 'counterfeit train --help')"),
+     (["sample", "r", "--sed=3"], "did you mean --seed? (see 'counterfeit sample --help')"),
+     (["--bogus"], "counterfeit: error: unrecognized arguments: --bogus (see 'counterfeit --help')")],
+)  # fmt: skip
+def test_a_mistyped_option_names_the_one_meant_and_the_command_s_help(argv, says, capsys):
+    """It said only 'unrecognized arguments' and pointed to the top-level help, which lists no train options."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and says in err and err.count("\n") == 1
+
+
+def test_mlp_without_toy_data_says_what_it_trains_on(capsys):
+    """It said "unknown toy dataset 'fashion-mnist'", a name the learner never typed."""
+    _one_line_error(capsys, ["train", "--model", "mlp", "--dry-run"], "--model mlp trains on the 2-D toys; pass --data ring8")
 
 
 def test_bad_data_folder(tmp_path, tiny_folder, capsys):

@@ -264,6 +264,14 @@ def test_cli_on_a_conditional_run_and_a_vae(tiny_folder, tmp_path, capsys):
     assert _gif_frames(out / "c.gif") == 6
     assert main(["arithmetic", str(run), "squares - rings + squares", "--out", str(out / "c2.png")]) == 0
     assert "label code" in capsys.readouterr().out
+    # Without --out, different requests get different names (a second one replaced the first).
+    for argv in (["arithmetic", str(run), "squares - rings"], ["arithmetic", str(run), "squares + rings"],
+                 ["arithmetic", str(run), "2*squares - rings", "--rows", "2"], ["interpolate", str(run), "--from", "rings",
+                 "--to", "squares", "--steps", "3"], ["interpolate", str(run), "--from", "rings", "--to", "squares", "--rows", "2"]):  # fmt: skip
+        assert main(argv) == 0
+    assert sorted(p.name for p in (run / "latent").glob("*.png")) == [
+        "arithmetic-2x-squares-minus-rings-rows2.png", "arithmetic-squares-minus-rings.png", "arithmetic-squares-plus-rings.png",
+        "interpolate-rings-to-squares-slerp-rows2.png", "interpolate-rings-to-squares-slerp-steps3.png"]  # fmt: skip
     vae = _train(tmp_path, "--model", "vae", "--data", tiny_folder)
     png = sorted(Path(tiny_folder).glob("squares/*.png"))[0]
     assert main(["project", str(vae), str(png), "--steps", "10"]) == 0

@@ -203,7 +203,9 @@ def test_eval_run_and_fakes_cli(tiny_folder, fashion_dir, tmp_path, capsys, monk
     run = next((tmp_path / "runs").iterdir())
     rows = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
     assert all("cov/classes" in r and "cov/fid" in r for r in rows)
+    capsys.readouterr()
     assert main(["eval", str(run), "--n", "300", "--metrics", "fid,kid,pr,coverage,memorisation"]) == 0
+    assert capsys.readouterr().out.startswith("scored ckpt-0000000064.safetensors (0.064 kimg)\nFID ")  # which point was scored
     doc = json.loads((run / "metrics.json").read_text())
     assert set(doc["metrics"]) == {"fid", "kid", "pr", "coverage", "memorisation"} and doc["kimg"] == pytest.approx(0.064)
     assert (run / doc["metrics"]["memorisation"]["pairs_png"]).is_file()

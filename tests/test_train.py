@@ -651,3 +651,23 @@ def test_a_d_that_rates_fakes_above_reals_for_three_ticks_is_named_once():
     assert said[:2] == [None, None] and said[3:] == [None, None]
     assert said[2].startswith("D rates the fakes above the reals for 3 stats lines running (D(x) 0.77, D(G(z)) 1.00 at 7 kimg)")
     assert watch({"kimg": 10}) is None and watch.lines == 0  # a row without D's outputs (an autoencoder's) breaks the streak
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_the_start_line_says_why_auto_picked_its_precision_and_emulated_bf16_is_named(tiny_folder, tmp_path, caplog, monkeypatch,
+                                                                                      native):  # fmt: skip
+    """An explicit bf16 on a CPU without it ran at half fp32's speed with no word; auto's fp32 was not explained."""
+    import counterfeit.train as train_module
+
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr("counterfeit.train.pick_precision", lambda name, device: "bf16" if name == "auto" and native else
+                        ("fp32" if name == "auto" else name))  # fmt: skip
+    for i, precision in enumerate(("auto", "bf16")):
+        cfg = tiny_cfg(tiny_folder, precision=precision, kimg=0.016, tick_kimg=0.016, snapshot_kimg=0.016, seed=i)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="counterfeit"):
+            train(cfg, create_run_dir(cfg, tmp_path))
+        if precision == "auto":
+            assert ("(auto: this CPU multiplies bfloat16 natively)" if native else "fp32 (auto: no native bfloat16 here)") in caplog.text
+        else:
+            assert ("is emulated" in caplog.text) != native

@@ -89,6 +89,21 @@ class _Parser(argparse.ArgumentParser):
         """Print `<prog>: error: <message>` and where help is, then exit with status 2."""
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but an unknown option names the command's help and the option it may be a typo of."""
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            import difflib
+
+            commands = next((a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)), {})
+            parser = commands.get(getattr(ns, "command", None), self)
+            options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+            flag = next((e.split("=")[0] for e in extras if e.startswith("--")), None)
+            close = difflib.get_close_matches(flag, options, n=1) if flag else []
+            hint = f"; did you mean {close[0]}?" if close else ""
+            parser.exit(2, f"{parser.prog}: error: unrecognized arguments: {' '.join(extras)}{hint} (see '{parser.prog} --help')\n")
+        return ns
+
 
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
@@ -198,7 +213,11 @@ def _train_parser(sub, fmt) -> None:
     )
     t.add_argument("--precision", help="auto (dcgan's default: bf16 on CPUs with native bfloat16, else fp32) | fp32 (other models) | bf16")
     t.add_argument("--dry-run", action="store_true", help="print the config and exit")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    t.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="a stats line per tick instead of the progress bar (the default where stderr is no terminal)",
+    )
 
 
 def _reading_parsers(sub, fmt) -> None:
@@ -498,7 +517,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int:
     """Make (or reuse) the run folder, train with a progress bar and say how it ended; under torchrun rank 0 alone talks."""
     from .distributed import from_main, is_main, world_size
-    from .runs import create_run_dir, remove_if_unused
+    from .runs import create_run_dir, reached_nimg, read_stats, remove_if_unused
     from .train import Callbacks, train
 
     main = is_main()
@@ -510,8 +529,20 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
 
     # torchrun passes a Ctrl-C on to its workers, who also got it from the terminal: a repeat must not abort the save.
     stop = _StopFlag(repeat_aborts=world_size() == 1)
-    bar = None if args.no_progress or not main else _progress_bar(cfg.loop.total_kimg)
+    reached_kimg = 0.0 if created else reached_nimg(run_dir) / 1000
+    if main and not created and reached_kimg >= cfg.loop.total_kimg:
+        print(f"{run_dir.name} has trained its planned {cfg.loop.total_kimg:g} kimg already; to train it longer, resume with "
+              f"--kimg N (more than {cfg.loop.total_kimg:g})", file=sys.stderr)  # fmt: skip
+    bar = None if args.no_progress or not main else _progress_bar(cfg.loop.total_kimg, reached_kimg)
+    if bar is not None and bar.disable:  # no terminal to draw it on (a pipe, a log file)
+        bar = None
     cbs = Callbacks(should_stop=stop.is_set)
+    if bar is None and main:  # log lines instead of a bar (--no-progress, a pipe): the run must not look frozen
+
+        def print_tick(s: dict) -> None:
+            print(f"{s['kimg']:.4g}/{cfg.loop.total_kimg:g} kimg: {_postfix(s)}", file=sys.stderr)
+
+        cbs.on_tick = print_tick
     if bar is not None:
         cbs.on_step = lambda cur, total: bar.update(min(cur, total) / 1000 - bar.n)
         seen: dict = {}  # the last evaluation's fields stay on the bar between evaluations
@@ -547,6 +578,10 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
             f"done: {result.cur_nimg / 1000:.1f} kimg. Samples: {run_dir / 'samples'}. Try: counterfeit sample {_quoted(run_dir)}",
             file=sys.stderr,
         )
+    judged = next((r for r in reversed(read_stats(run_dir)) if any(k.startswith(("cov/", "toy/")) for k in r)), {})
+    if "alarm" in judged:  # the last evaluation still fired: the end must not read as all well
+        print(f"note: the collapse alarm was firing at the last evaluation; see {run_dir / 'log.txt'} or counterfeit report "
+              f"{_quoted(run_dir)}", file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -595,15 +630,16 @@ def _train_config(args: argparse.Namespace):
     return run_dir, cfg
 
 
-def _progress_bar(total_kimg: float):
+def _progress_bar(total_kimg: float, initial_kimg: float = 0.0):
     from tqdm import tqdm
 
     return tqdm(
         total=total_kimg,
+        initial=initial_kimg,  # a resumed run: the rate and time left count only what this process trains
         unit="kimg",
         dynamic_ncols=True,
         disable=None,  # off where stderr is no terminal (`2> log`, a pipe): the log lines say it there, without \r frames
-        bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} kimg [{elapsed}<{remaining}] {postfix}",
+        bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} kimg [{elapsed}<{remaining}]{postfix}",  # tqdm puts ", " before it
     )
 
 
@@ -796,6 +832,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             kept = next(iter(plain.values()))["provenance"]["drs_acceptance"]
             print(f"discriminator rejection sampling (--drs {args.drs:g}) kept {kept:.1%} of the candidates; "
                   f"scores stored as {', '.join(scored.results)}")  # fmt: skip
+        print(f"scored {scored.checkpoint} ({scored.kimg:g} kimg)")  # a run still training moves on: say which point was scored
         for line in _summary(plain):  # first, so a failed write below loses no minutes of scoring
             print(line)
         write_results(scored.run_dir, scored.results, scored.kimg, scored.checkpoint)
@@ -817,16 +854,16 @@ def _warning(result: dict) -> list[str]:
 def _summary(results: dict) -> list[str]:
     out = []
     if "fid" in results:
-        out.append(
-            f"FID {results['fid']['fid']:.3f}  ({results['fid']['provenance']['backbone']}, {results['fid']['provenance']['n_fakes']} fakes)"
-        )
+        out.append(f"FID {results['fid']['fid']:.3f}  ({results['fid']['provenance']['backbone']}, "
+                   f"{results['fid']['provenance']['n_fakes']} fakes; lower is better, 0 = the reals' own statistics)")  # fmt: skip
         out += _warning(results["fid"])
     if "kid" in results:
         out.append(f"KID {results['kid']['kid']:.5f} +- {results['kid']['kid_std']:.5f}")
         out += _warning(results["kid"])
     if "pr" in results:
         r = results["pr"]
-        out.append(f"precision {r['precision']:.3f}  recall {r['recall']:.3f}  density {r['density']:.3f}  coverage {r['coverage']:.3f}")
+        out.append(f"precision {r['precision']:.3f}  recall {r['recall']:.3f}  density {r['density']:.3f}  "
+                   f"coverage {r['coverage']:.3f}  (k-NN scores in the judge's features; higher is better)")  # fmt: skip
         out += _warning(r)
     if "coverage" in results:
         c = results["coverage"]

@@ -36,6 +36,22 @@ def _slug(text: str) -> str:
     return file_label(text.strip("_ "), max_bytes=48).strip("_") or "x"
 
 
+def _equation_slug(terms) -> str:
+    # The signs and factors spelled out: 'Sneaker - Sandal' and 'Sneaker + Sandal' were both arithmetic-Sneaker_Sandal.png.
+    parts = []
+    for i, (c, op) in enumerate(terms):
+        sign = "minus-" if c < 0 else "plus-" if i else ""
+        parts.append(sign + ("" if abs(c) == 1 else f"{abs(c):g}x-") + _slug(op.label))
+    return file_label("-".join(parts), ".-", max_bytes=180)
+
+
+def _variant(rows: int, default_rows: int, seed: int, steps: int | None = None) -> str:
+    # Options that change the picture name it, so a second request does not silently replace the first.
+    extra = [f"rows{rows}" if rows != default_rows else "", f"steps{steps}" if steps not in (None, 10) else "",
+             f"seed{seed}" if seed else ""]  # fmt: skip
+    return "".join(f"-{e}" for e in extra if e)
+
+
 def _image_run(run_dir, device):
     run = load_run(run_dir, device)
     if run.spec.data_kind != "images":
@@ -105,7 +121,8 @@ def interpolate(run_dir, start: str, end: str, steps: int = 10, mode: str = "sle
     a, b = parse_endpoint(start, names), parse_endpoint(end, names)
     res = Resolver(run, rows, seed, class_index=_class_option(run, class_name), steps=project_steps, device=device)
     images = walk_images(run, res, a, b, steps, mode)  # (R * T, C, H, W)
-    png = Path(out) if out else run.run_dir / "latent" / f"interpolate-{_slug(a.label)}-to-{_slug(b.label)}-{mode}.png"
+    name = f"interpolate-{_slug(a.label)}-to-{_slug(b.label)}-{mode}{_variant(rows, 1, seed, steps=steps)}"
+    png = Path(out) if out else run.run_dir / "latent" / f"{name}.png"
     png.parent.mkdir(parents=True, exist_ok=True)
     save_strip(images, rows, png)
     gif = save_gif(images, rows, png.with_suffix(".gif"))
@@ -120,7 +137,7 @@ def arithmetic(run_dir, expression: str, rows: int = 4, seed: int = 0, out: str 
     terms = parse_expression(expression, class_names_for(run))
     res = Resolver(run, rows, seed, class_index=_class_option(run, class_name), steps=project_steps, device=device)
     columns = equation_columns(run, res, terms)  # each (R, C, H, W)
-    png = Path(out) if out else run.run_dir / "latent" / f"arithmetic-{_slug(expression)}.png"
+    png = Path(out) if out else run.run_dir / "latent" / f"arithmetic-{_equation_slug(terms)}{_variant(rows, 4, seed)}.png"
     png.parent.mkdir(parents=True, exist_ok=True)
     save_equation(columns, [c for c, _ in terms], [op.label for _, op in terms] + ["result"], png)
     lines = [*prior_notes(run, [op for _, op in terms]), *res.notes]

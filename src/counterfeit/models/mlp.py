@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import RunConfig
-from ..data.toys import toy_modes
+from ..config import ConfigError, RunConfig
+from ..data.toys import TOY_DATASETS, toy_modes
 from . import register_model
 from .layers import MinibatchStd, pack_samples, spectral_norm_
 
@@ -89,5 +89,7 @@ def build(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
 
 def point_scale(dataset: str) -> float:
     """RMS coordinate of a toy's mode centres: the unit G and D work in with --standardise."""
+    if dataset not in TOY_DATASETS:  # built before the names are checked: say what mlp is for, not "unknown toy"
+        raise ConfigError(f"--model mlp trains on the 2-D toys; pass --data {', '.join(TOY_DATASETS)} (got '{dataset}')")
     centres, _ = toy_modes(dataset)  # (M, 2)
     return float(centres.pow(2).mean().sqrt())
