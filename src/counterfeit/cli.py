@@ -875,8 +875,9 @@ def _summary(results: dict) -> list[str]:
             out.append(f"conditional: {c['label_accuracy']:.1%} of samples are judged to be the class they were asked for")
     if "memorisation" in results:
         m = results["memorisation"]
-        out.append(f"near-copies {m['near_copy_fraction']:.2%} (expected about {m['near_copy_expected']:.0%}); "
-                   f"median distance to train: fakes {m['fake_to_train_median']:.3f}, test images {m['test_to_train_median']:.3f}")  # fmt: skip
+        out.append(f"near-copies {m['near_copy_fraction']:.2%} (real test images: {m['near_copy_expected']:.0%} by the rule; more "
+                   f"means copying); median pixel distance (L2, pixels in [0, 1]) to the nearest training image: fakes "
+                   f"{m['fake_to_train_median']:.3f}, test images {m['test_to_train_median']:.3f}")  # fmt: skip
     if "anomaly" in results:
         a, prov = results["anomaly"], results["anomaly"]["provenance"]
         out.append(f"anomaly AUROC {a['auroc']:.4f} at finding '{prov['excluded_class']}' among {prov['n_test']} images; "

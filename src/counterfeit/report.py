@@ -395,11 +395,11 @@ def _header(run_dir: Path, config: dict[str, Any], stats: list[dict[str, Any]]) 
     saved, problem = _checkpoint_kimg(run_dir)  # a stop saves between ticks: the checkpoint can be ahead of the stats
     saved = saved or 0.0
     logged = last["kimg"] if "kimg" in last else 0.0
-    kimg = f"{max(saved, logged):g}"
+    kimg = f"{round(max(saved, logged), 1):g}"  # a run ends on a whole batch: 50.048 reads as 50
     if isinstance(total, (int, float)):
         kimg += f" of {total:g}"
     if saved > logged:
-        kimg += f" (the checkpoint; stats to {logged:g})" if stats else " (the checkpoint; no stats yet)"
+        kimg += f" (the checkpoint; stats to {round(logged, 1):g})" if stats else " (the checkpoint; no stats yet)"
     elif not stats:
         kimg += " (no stats yet)"
     if problem:

@@ -38,7 +38,7 @@ from .checkpoints import (
     restore_rng,
     save_checkpoint,
 )
-from .config import ConfigError, RunConfig
+from .config import ConfigError, RunConfig, make_config
 from .cudagraph import StepGraph, make_capturable, set_lr
 from .data import Dataset, batch_indices, drop_class, load_dataset
 from .fileio import append_text, atomic_write_text
@@ -491,9 +491,10 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None, d
         if monitor is not None:
             monitor.replay(read_stats(run_dir))
     monitoring = dist.from_main(monitor is not None)  # ticks must fall on the same steps on every rank
-    from .metrics.monitor import FooledD, explain_alarm
+    from .metrics.monitor import FooledD, explain_alarm, lr_d_fix
 
-    fooled = FooledD() if spec.family == "gan" and cfg.loss.name != "wgan-gp" else None  # the one check a folder run gets
+    lr_fix = lr_d_fix(O.lr_d, make_config(model=cfg.model.name).optim.lr_d)  # the model family's default D learning rate
+    fooled = FooledD(lr_fix) if spec.family == "gan" and cfg.loss.name != "wgan-gp" else None  # the one check a folder run gets
     grid_reals = x_all[batch_indices(n_data, GRID_SIZE, L.seed + 1, 0)] if images else None  # (64, C, H, W) uint8
     if images and cur_nimg == 0 and main:
         save_grid(grid_reals.cpu(), run_dir / "samples" / "reals.png", nrow=8)
@@ -623,7 +624,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None, d
             if evaluate and main:
                 last.update(monitor(G_ema, cur_nimg / 1000))
                 if "alarm" in last:
-                    last["alarm"] = explain_alarm(last["alarm"], last, cfg.loss.name)
+                    last["alarm"] = explain_alarm(last["alarm"], last, cfg.loss.name, lr_fix)
                     log.warning(last["alarm"])
             if main:
                 append_text(run_dir / "stats.jsonl", json.dumps(last) + "\n")
@@ -703,7 +704,15 @@ def _log_data_notes(data: Dataset) -> None:
 
 
 def _warn_shrunk_folder(cfg: RunConfig, data: Dataset) -> None:
-    """Warn when a folder's images train with less than they hold: colour as grey, or large pictures shrunk to 28x28."""
+    """Warn when images train with less than they hold (a folder's colour as grey, large pictures shrunk to 28x28), or
+    Fashion-MNIST/MNIST with more (upsampled)."""
+    from .data import IDX_DATASETS, builtin_name
+
+    if builtin_name(cfg.data.name) in IDX_DATASETS and (cfg.data.resolution != 28 or cfg.data.channels != 1):
+        log.warning(f"{cfg.data.name} is 28x28 grey; this run makes {cfg.data.resolution}x{cfg.data.resolution} "
+                    f"{'colour' if cfg.data.channels == 3 else 'grey'} images from it (resized{', grey in 3 channels' * (cfg.data.channels == 3)}), "
+                    f"which adds no detail: --resolution and --channels are for your own pictures")  # fmt: skip
+        return
     shapes = data.info.get("image_shapes")  # a few of a folder's files; built-in data has its own shape
     if not shapes:
         return

@@ -101,22 +101,29 @@ def remedies(kind: str, conditional: bool, model: str = "dcgan", lost: bool = Fa
     return f"to try: --mbstd{pack}, --recall-weight 10, the default --loss and learning rates, or another --seed"
 
 
-def explain_alarm(alarm: str, row: dict[str, Any], loss_name: str) -> str:
+def lr_d_fix(lr_d: float, default_lr_d: float) -> str:
+    """What to try for a D that learns nothing, in this run's numbers."""
+    if lr_d < default_lr_d:
+        return f"--lr-d {default_lr_d:g}, the default (this run has {lr_d:g})"
+    return f"a higher --lr-d than this run's {lr_d:g}"
+
+
+def explain_alarm(alarm: str, row: dict[str, Any], loss_name: str, lr_fix: str = "the default --lr-d or a higher one") -> str:
     """The monitor's alarm plus how D fares; when D is not learning, its fix replaces the list of remedies."""
-    verdict = d_verdict(row, loss_name)
+    verdict = d_verdict(row, loss_name, lr_fix)
     if "D is not learning" in verdict:  # the cause is known: --mbstd or --pack would not help
         alarm = alarm.partition("; to try: ")[0]
     return alarm + verdict
 
 
-def d_verdict(row: dict[str, Any], loss_name: str) -> str:
+def d_verdict(row: dict[str, Any], loss_name: str, lr_fix: str = "the default --lr-d or a higher one") -> str:
     """A clause on how D fares, from a tick's mean D(x) and D(G(z)), to tell a D that wins from one that learns nothing."""
     dx, dgz = row.get("D(x)"), row.get("D(G(z))")
     if dx is None or dgz is None or loss_name == "wgan-gp":  # a critic's scores have no 'real' probability to compare
         return ""
     values = f"D(x) {dx:.2f}, D(G(z)) {dgz:.2f}"
     if dgz - dx > FooledD.margin:  # not at equilibrium, where D(x) and D(G(z)) meet and noise may swap them
-        return f"; D rates the fakes above the reals ({values}): D is not learning; to try: the default --lr-d or a higher one"
+        return f"; D rates the fakes above the reals ({values}): D is not learning; to try: {lr_fix}"
     if dx - dgz > 0.9:
         return f"; D wins every round ({values}): G gets little to learn from"
     return ""
@@ -131,8 +138,8 @@ class FooledD:
 
     margin, lines_needed = 0.1, 3
 
-    def __init__(self) -> None:
-        self.lines = 0
+    def __init__(self, lr_fix: str = "the default --lr-d or a higher one") -> None:
+        self.lines, self.lr_fix = 0, lr_fix
 
     def __call__(self, row: dict[str, Any]) -> str | None:
         """Feed one stats line; returns the warning when this line makes the third in a row."""
@@ -141,7 +148,7 @@ class FooledD:
         if self.lines != self.lines_needed:
             return None
         return (f"D rates the fakes above the reals for {self.lines} stats lines running (D(x) {dx:.2f}, D(G(z)) {dgz:.2f} at "
-                f"{round(row['kimg'], 1):g} kimg): D is not learning, so G learns nothing real; try the default --lr-d or a higher one")  # fmt: skip
+                f"{round(row['kimg'], 1):g} kimg): D is not learning, so G learns nothing real; try {self.lr_fix}")  # fmt: skip
 
 
 def build_monitor(data_name: str, data: Dataset, channels: int, resolution: int, n: int, warmup_kimg: float, pixel_range,
