@@ -92,6 +92,7 @@ def test_without_a_bar_the_stats_lines_reach_the_console(tiny_folder, tmp_path, 
     err = capsys.readouterr().err
     assert "0.032/0.064 kimg: D " in err and "0.064/0.064 kimg: D " in err and "D(G(z))" in err
     assert "finished at" not in err and err.count("done: ") == 1  # one last line, not two
+    assert "reading the numbers: D and G are the police's and the forger's losses" in err  # once, for a new GAN run
 
 
 def test_a_run_that_ends_with_the_alarm_firing_says_so_last(tiny_folder, tmp_path, capsys, monkeypatch):
@@ -246,6 +247,12 @@ def test_a_mistyped_option_names_the_one_meant_and_the_command_s_help(argv, says
 def test_mlp_without_toy_data_says_what_it_trains_on(capsys):
     """It said "unknown toy dataset 'fashion-mnist'", a name the learner never typed."""
     _one_line_error(capsys, ["train", "--model", "mlp", "--dry-run"], "--model mlp trains on the 2-D toys; pass --data ring8")
+
+
+def test_a_mistyped_run_folder_names_the_run_meant(folder_run, capsys):
+    typo = folder_run.parent / folder_run.name[1:]  # '0000-...' for '00000-...'
+    for argv in (["train", "--resume", str(typo)], ["sample", str(typo)], ["report", str(typo)]):
+        _one_line_error(capsys, argv, f"did you mean {folder_run}?")
 
 
 def test_bad_data_folder(tmp_path, tiny_folder, capsys):

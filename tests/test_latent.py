@@ -109,6 +109,18 @@ def test_parser_names_the_bad_token_and_the_valid_names(text, bad):
     assert "\n" not in msg and bad in msg and "Ankle boot" in msg and "class:0..9" in msg, msg
 
 
+def test_a_mistyped_class_name_is_matched_to_the_one_meant():
+    from counterfeit.data.load import class_index_in
+
+    with pytest.raises(ConfigError, match="unknown name 'Ankleboot' .*; did you mean 'Ankle boot'\\?; valid names"):
+        parse_expression("Sneaker - Sandal + Ankleboot", FASHION)
+    with pytest.raises(Exception, match="unknown class 'Bga' for --exclude-class; did you mean 'Bag'\\?"):
+        class_index_in(FASHION, "fashion-mnist", "Bga")
+    with pytest.raises(ConfigError) as e:
+        parse_expression("Zebra", FASHION)
+    assert "did you mean" not in str(e.value)  # nothing close: no guess
+
+
 def test_an_endpoint_is_not_an_expression():
     with pytest.raises(ConfigError, match="not an expression"):
         parse_endpoint("Sneaker - Sandal", FASHION)

@@ -517,6 +517,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int:
     """Make (or reuse) the run folder, train with a progress bar and say how it ended; under torchrun rank 0 alone talks."""
     from .distributed import from_main, is_main, world_size
+    from .models import get_spec
     from .runs import create_run_dir, reached_nimg, read_stats, remove_if_unused
     from .train import Callbacks, train
 
@@ -526,6 +527,9 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
         run_dir = from_main(create_run_dir(cfg, args.out or "runs") if main else None)  # one folder, numbered by rank 0
     if main:
         print(f"run folder: {run_dir}", file=sys.stderr)
+        if created and get_spec(cfg.model.name).family == "gan":  # the cop-and-thief story in the numbers, once per run
+            print("reading the numbers: D and G are the police's and the forger's losses; D(x) and D(G(z)) are how real D "
+                  "finds the real images and the fakes. Healthy: D(x) stays above D(G(z)), neither runs to 1 or 0", file=sys.stderr)  # fmt: skip
 
     # torchrun passes a Ctrl-C on to its workers, who also got it from the terminal: a repeat must not abort the save.
     stop = _StopFlag(repeat_aborts=world_size() == 1)

@@ -16,7 +16,7 @@ from .config import ConfigError
 from .data import IDX_DATASETS, TOY_DATASETS
 from .fileio import atomic_write_bytes, atomic_write_text
 from .losses import d_output_level, extra_terms, indifference_levels
-from .runs import is_run_dir, reached_nimg, read_stats
+from .runs import is_run_dir, reached_nimg, read_stats, which_run
 from .timelapse import GIF_NAME, MAX_FRAMES, evenly, sample_grids, timelapse_gif
 
 MAX_GRIDS = 8  # enough to see training unfold without making the page tens of megabytes
@@ -43,7 +43,7 @@ def write_report(run_dir: str | Path, out: Path | None = None) -> Path:
     """Write RUN/report.html (every image inlined) and its plots as PNGs in RUN/report/; return the HTML path."""
     run_dir = Path(run_dir)
     if not is_run_dir(run_dir):
-        raise ConfigError(f"{run_dir} is not a run folder (no config.json); pass a folder such as runs/00000-fashion-mnist-dcgan")
+        raise ConfigError(f"{run_dir} is not a run folder (no config.json); {which_run(run_dir)}")
     out = Path(out) if out is not None else run_dir / "report.html"
     if out.is_dir():
         out = out / "report.html"

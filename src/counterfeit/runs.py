@@ -102,6 +102,18 @@ def _changes(saved: RunConfig, option: str, value: Any) -> bool:
         return True
 
 
+def which_run(run_dir: Path) -> str:
+    """The advice for a path that is no run folder: the run beside it with the closest name (a typo), or an example."""
+    import difflib
+
+    try:
+        runs = [p.name for p in run_dir.parent.iterdir() if is_run_dir(p)]
+    except OSError:
+        runs = []
+    close = difflib.get_close_matches(run_dir.name, runs, n=1, cutoff=0.6)
+    return f"did you mean {run_dir.parent / close[0]}?" if close else "pass a run folder such as runs/00000-fashion-mnist-dcgan"
+
+
 def resume_config(
     run_dir: Path, given: dict[str, Any], kimg_flag: str = "--kimg", moved: str = "if it moved, add --data NEW_FOLDER"
 ) -> RunConfig:
@@ -112,7 +124,7 @@ def resume_config(
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no config.json); pass a folder such as runs/00000-fashion-mnist-dcgan")
+        raise ConfigError(f"{run_dir} is not a run folder (no config.json); {which_run(run_dir)}")
     saved = load_config(run_dir / "config.json")
     # A run on a folder of images may say where that folder went; a built-in dataset cannot be swapped.
     folder_run = builtin_name(saved.data.name) is None
@@ -199,7 +211,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
     """Rebuild a run's EMA generator (or with ema=False its raw one) from config.json and its newest (or the given) checkpoint."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir} is not a folder; pass a run folder such as runs/00000-fashion-mnist-dcgan")
+        raise CheckpointError(f"{run_dir} is not a folder; {which_run(run_dir)}")
     cfg = load_config(run_dir / "config.json")
     prefix = "G_ema" if ema else "G"
     newest = (Path(checkpoint), *read_checkpoint(checkpoint, prefixes=(prefix,))) if checkpoint else read_newest(run_dir, (prefix,))

@@ -99,7 +99,16 @@ def class_index_in(class_names: list[str] | None, dataset: str, name_or_index: s
     if found is not None:
         return found
     choices = ", ".join(f"{i}={n}" for i, n in enumerate(class_names))
-    raise DataError(f"unknown class '{text}' for {flag}; choose a name or index of {dataset}: {choices}")
+    raise DataError(f"unknown class '{text}' for {flag}{did_you_mean(text, class_names)}; choose a name or index of {dataset}: {choices}")
+
+
+def did_you_mean(text: str, names: list[str]) -> str:
+    """'; did you mean 'Trouser'?' for the name closest to a mistyped one (case aside), or ''."""
+    import difflib
+
+    lower = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(text.lower(), list(lower), n=1, cutoff=0.6)
+    return f"; did you mean '{lower[close[0]]}'?" if close else ""
 
 
 def drop_class(ds: Dataset, name_or_index: str) -> Dataset:

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from ..config import MAX_SEED, ConfigError
+from ..data.load import did_you_mean
 
 _NUMBER = re.compile(r"\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?")
 _CLASS_INDEX = re.compile(r"class:(\d+)", re.IGNORECASE)
@@ -46,7 +47,8 @@ def describe_choices(class_names: list[str]) -> str:
 def _bad(token: str, text: str, class_names: list[str], why: str = "unknown name") -> ConfigError:
     # A path cut at a space, '+' or '-' looks like an unknown name: say how to keep it whole (not for 'T-shirt/top').
     quote = QUOTE_HINT if why == "unknown name" and ("/" in token or "\\" in token or _FILE.search(text)) else ""
-    return ConfigError(f"{why} '{token}' in expression \"{text}\"{quote}; {describe_choices(class_names)}")
+    close = did_you_mean(token, class_names) if why == "unknown name" else ""
+    return ConfigError(f"{why} '{token}' in expression \"{text}\"{quote}{close}; {describe_choices(class_names)}")
 
 
 def _seed(token: str, text: str) -> int:
