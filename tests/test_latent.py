@@ -119,6 +119,10 @@ def test_a_mistyped_class_name_is_matched_to_the_one_meant():
     with pytest.raises(ConfigError) as e:
         parse_expression("Zebra", FASHION)
     assert "did you mean" not in str(e.value)  # nothing close: no guess
+    from counterfeit.export import pick_class  # sample --class, and --class of interpolate and arithmetic
+
+    with pytest.raises(ConfigError, match="unknown class 'Sneakr'; did you mean 'Sneaker'\\?; choose a name or index"):
+        pick_class(FASHION, "Sneakr")
 
 
 def test_an_endpoint_is_not_an_expression():

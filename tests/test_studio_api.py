@@ -596,3 +596,18 @@ def test_a_long_last_line_keeps_its_head_in_the_jobs_list(tmp_path):
     (jobs.dir / "0123456789ab.log").write_text("run folder: /x/runs/00007-fashion-mnist-dcgan\n" + line + "\n")
     message = jobs.get("0123456789ab")["message"]
     assert message.startswith("generator is collapsing: 8 of 10") and message.endswith("...") and len(message) == 300
+
+
+def test_a_job_that_ends_with_the_alarm_note_is_still_done_or_stopped(tmp_path):
+    """train's note on a still-firing collapse alarm comes before its last line, which the job state is read from."""
+    from counterfeit.studio.jobs import Jobs
+
+    jobs = Jobs(tmp_path)
+    jobs.dir.mkdir(parents=True)
+    note = "note: the collapse alarm was firing at the last evaluation; see /x/log.txt or counterfeit report /x\n"
+    for job_id, last, state in (("0123456789ab", "done: 0.1 kimg. Samples: /x/samples.", "done"),
+                                ("0123456789ac", "stopped at 0.1 kimg and saved; continue with: ...", "stopped")):  # fmt: skip
+        record = {"id": job_id, "pid": 0, "start_ticks": None, "argv": [], "started": "2026-12-02T00:00:00", "run": None}
+        (jobs.dir / f"{job_id}.json").write_text(json.dumps(record))
+        (jobs.dir / f"{job_id}.log").write_text("run folder: /x/runs/00007-tiny-dcgan\n0.064/0.064 kimg: D 1 G 1\n" + note + last + "\n")
+        assert jobs.get(job_id)["state"] == state

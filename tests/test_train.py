@@ -671,6 +671,7 @@ def test_the_start_line_says_why_auto_picked_its_precision_and_emulated_bf16_is_
             assert ("(auto: this CPU multiplies bfloat16 natively)" if native else "fp32 (auto: no native bfloat16 here)") in caplog.text
         else:
             assert ("is emulated" in caplog.text) != native
+            assert "(auto:" not in caplog.text  # an explicit --precision bf16 was not auto's choice
 
 
 def test_fashion_mnist_upsampled_by_resolution_is_named(caplog):
@@ -682,6 +683,9 @@ def test_fashion_mnist_upsampled_by_resolution_is_named(caplog):
     with caplog.at_level("WARNING", logger="counterfeit"):
         _warn_shrunk_folder(make_config(data="fashion-mnist", resolution=64), SimpleNamespace(info={}))
         assert "fashion-mnist is 28x28 grey; this run makes 64x64 grey images from it" in caplog.text
+        caplog.clear()
+        _warn_shrunk_folder(make_config(data="fashion-mnist", channels=3), SimpleNamespace(info={}))
+        assert "makes 28x28 colour images from it (grey in 3 channels)" in caplog.text  # not 'resized' at 28x28
         caplog.clear()
         _warn_shrunk_folder(make_config(data="fashion-mnist"), SimpleNamespace(info={}))
         assert caplog.text == ""

@@ -99,8 +99,9 @@ class _Parser(argparse.ArgumentParser):
             parser = commands.get(getattr(ns, "command", None), self)
             options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
             flag = next((e.split("=")[0] for e in extras if e.startswith("--")), None)
-            close = difflib.get_close_matches(flag, options, n=1) if flag else []
-            hint = f"; did you mean {close[0]}?" if close else ""
+            # Without the '--' all options share: with it, '--gpu' matched '--out' and '--rows' '--drs'.
+            close = difflib.get_close_matches(flag[2:], [o[2:] for o in options], n=1) if flag else []
+            hint = f"; did you mean --{close[0]}?" if close else ""
             parser.exit(2, f"{parser.prog}: error: unrecognized arguments: {' '.join(extras)}{hint} (see '{parser.prog} --help')\n")
         return ns
 
@@ -572,7 +573,14 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
         return 0
     if result.status == "stopped" and created and remove_if_unused(run_dir):  # stopped before its first step
         print(f"stopped before the first step; removed {run_dir}, which held nothing to resume", file=sys.stderr)
-    elif result.status == "stopped":
+        return 0
+    # The last evaluation still fired: the end must not read as all well. Said before the last line, which stays the
+    # 'done:' or 'stopped' that the studio's job list reads a run's state from (studio/jobs.py).
+    judged = next((r for r in reversed(read_stats(run_dir)) if any(k.startswith(("cov/", "toy/")) for k in r)), {})
+    if "alarm" in judged:
+        print(f"note: the collapse alarm was firing at the last evaluation; see {run_dir / 'log.txt'} or counterfeit report "
+              f"{_quoted(run_dir)}", file=sys.stderr)  # fmt: skip
+    if result.status == "stopped":
         print(
             f"stopped at {result.cur_nimg / 1000:.1f} kimg and saved; continue with: {_launcher()}counterfeit train --resume {_quoted(run_dir)}",
             file=sys.stderr,
@@ -582,10 +590,6 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
             f"done: {result.cur_nimg / 1000:.1f} kimg. Samples: {run_dir / 'samples'}. Try: counterfeit sample {_quoted(run_dir)}",
             file=sys.stderr,
         )
-    judged = next((r for r in reversed(read_stats(run_dir)) if any(k.startswith(("cov/", "toy/")) for k in r)), {})
-    if "alarm" in judged:  # the last evaluation still fired: the end must not read as all well
-        print(f"note: the collapse alarm was firing at the last evaluation; see {run_dir / 'log.txt'} or counterfeit report "
-              f"{_quoted(run_dir)}", file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError
-from .data.load import find_class
+from .data.load import did_you_mean, find_class
 from .fileio import atomic_write_bytes, write_many
 from .runs import conditional_class_names, load_run, load_slot
 from .sample import generate, grid_by_class, png_bytes, rejection_sample, save_grid, save_scatter, to_pil, to_uint8
@@ -33,7 +33,8 @@ def pick_class(names: list[str], name_or_index: str) -> int:
     if found is not None:
         return found
     text = str(name_or_index).strip()
-    raise ConfigError(f"unknown class '{text}'; choose a name or index: {', '.join(f'{i}={n}' for i, n in enumerate(names))}")
+    raise ConfigError(f"unknown class '{text}'{did_you_mean(text, names)}; choose a name or index: "
+                      f"{', '.join(f'{i}={n}' for i, n in enumerate(names))}")  # fmt: skip
 
 
 def sample_labels(run, n: int, class_name: str | None = None) -> torch.Tensor | None:

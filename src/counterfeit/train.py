@@ -444,12 +444,11 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None, d
                 group["capturable"] = False
     threads = torch.get_num_threads()  # CPU kernels split their sums by thread: another count moves the last bits
     why = ""
-    if device.type == "cpu" and (L.precision == "auto" or precision == "bf16"):  # auto's choice, or a slow bf16, said once
+    if device.type == "cpu" and L.precision == "auto":  # auto's choice, said once (not for an explicit --precision bf16)
         why = " (auto: this CPU multiplies bfloat16 natively)" if cpu_has_native_bf16() else " (auto: no native bfloat16 here)"
-        if precision == "bf16" and not cpu_has_native_bf16():
-            why = ""
-            log.warning("--precision bf16 on a CPU without native bfloat16 is emulated: the default dcgan trained at about half "
-                        "fp32's speed on such a Xeon (1,095 against 2,000 img/s); --precision auto picks fp32 here")  # fmt: skip
+    if device.type == "cpu" and precision == "bf16" and not cpu_has_native_bf16():  # a slow bf16
+        log.warning("--precision bf16 on a CPU without native bfloat16 is emulated: the default dcgan trained at about half "
+                    "fp32's speed on such a Xeon (1,095 against 2,000 img/s); --precision auto picks fp32 here")  # fmt: skip
     where = f"{device}, {precision}{why}, {threads} thread{'s' * (threads != 1)}"
     if ckpts:
         log.info(f"resuming {run_dir} from {ckpts[-1].name} at {cur_nimg / 1000:.1f} kimg on {where}")
@@ -709,8 +708,9 @@ def _warn_shrunk_folder(cfg: RunConfig, data: Dataset) -> None:
     from .data import IDX_DATASETS, builtin_name
 
     if builtin_name(cfg.data.name) in IDX_DATASETS and (cfg.data.resolution != 28 or cfg.data.channels != 1):
+        how = ", ".join(w for w, on in (("resized", cfg.data.resolution != 28), ("grey in 3 channels", cfg.data.channels == 3)) if on)
         log.warning(f"{cfg.data.name} is 28x28 grey; this run makes {cfg.data.resolution}x{cfg.data.resolution} "
-                    f"{'colour' if cfg.data.channels == 3 else 'grey'} images from it (resized{', grey in 3 channels' * (cfg.data.channels == 3)}), "
+                    f"{'colour' if cfg.data.channels == 3 else 'grey'} images from it ({how}), "
                     f"which adds no detail: --resolution and --channels are for your own pictures")  # fmt: skip
         return
     shapes = data.info.get("image_shapes")  # a few of a folder's files; built-in data has its own shape
