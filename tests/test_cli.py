@@ -95,6 +95,12 @@ def test_without_a_bar_the_stats_lines_reach_the_console(tiny_folder, tmp_path, 
     assert "reading the numbers: D and G are the police's and the forger's losses" in err  # once, for a new GAN run
 
 
+def test_a_wgan_gp_run_is_not_told_to_read_its_critic_as_a_probability(tiny_folder, tmp_path, capsys):
+    _train(tmp_path, "--data", tiny_folder, "--loss", "wgan-gp")
+    err = capsys.readouterr().err
+    assert "reading the numbers: D and G are the police's and the forger's losses\n" in err and "neither runs to 1" not in err
+
+
 def test_a_run_that_ends_with_the_alarm_firing_says_so_last(tiny_folder, tmp_path, capsys, monkeypatch):
     import counterfeit.train as train_module
 

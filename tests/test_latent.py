@@ -288,6 +288,8 @@ def test_cli_on_a_conditional_run_and_a_vae(tiny_folder, tmp_path, capsys):
     assert sorted(p.name for p in (run / "latent").glob("*.png")) == [
         "arithmetic-2x-squares-minus-rings-rows2.png", "arithmetic-squares-minus-rings.png", "arithmetic-squares-plus-rings.png",
         "interpolate-rings-to-squares-slerp-rows2.png", "interpolate-rings-to-squares-slerp-steps3.png"]  # fmt: skip
+    assert main(["arithmetic", str(run), "[1] + [2]", "--class", "rings", "--project-steps", "5"]) == 0
+    assert (run / "latent" / "arithmetic-seeds_1-plus-seeds_2-class-rings-proj5.png").is_file()  # --class, --project-steps
     vae = _train(tmp_path, "--model", "vae", "--data", tiny_folder)
     png = sorted(Path(tiny_folder).glob("squares/*.png"))[0]
     assert main(["project", str(vae), str(png), "--steps", "10"]) == 0

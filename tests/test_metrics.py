@@ -495,6 +495,7 @@ def test_the_first_message_of_a_streak_says_what_to_try():
 
     assert lr_d_fix(5e-6, 1.5e-3) == "--lr-d 0.0015, the default (this run has 5e-06)"
     assert lr_d_fix(1.5e-3, 1.5e-3) == "a higher --lr-d than this run's 0.0015"
+    assert lr_d_fix(3e-3, 1.5e-3) == "--lr-d 0.0015, the default (this run has 0.003)"  # failing above it: not higher still
     assert explain_alarm(alarm, {"D(x)": 0.76, "D(G(z))": 1.0}, "hinge", lr_d_fix(5e-6, 1.5e-3)).endswith("this run has 5e-06)")
     assert explain_alarm(alarm, {"D(x)": 0.7, "D(G(z))": 0.3}, "hinge") == alarm
     assert explain_alarm(alarm, {"D(x)": 0.497, "D(G(z))": 0.503}, "ns") == alarm  # an equilibrium's noise, not a D that fails

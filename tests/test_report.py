@@ -295,3 +295,6 @@ def test_a_toy_run_is_not_told_to_compute_a_fid(tmp_path):
 def test_the_header_rounds_the_kimg_a_whole_last_batch_overshoots(tmp_path):
     page = write_report(_small_run(tmp_path, rows=((4.0, {}), (40.032, {})))).read_text()
     assert "40 of 40" in page and "40.032 of" not in page
+    (tmp_path / "tiny").mkdir()
+    page = write_report(_small_run(tmp_path / "tiny", rows=((0.064, {}), (0.128, {})), total_kimg=0.128)).read_text()
+    assert "0.128 of 0.128" in page  # below 1 kimg, rounding to 0.1 said "0.1 of 0.128"

@@ -529,8 +529,10 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
     if main:
         print(f"run folder: {run_dir}", file=sys.stderr)
         if created and get_spec(cfg.model.name).family == "gan":  # the cop-and-thief story in the numbers, once per run
-            print("reading the numbers: D and G are the police's and the forger's losses; D(x) and D(G(z)) are how real D "
-                  "finds the real images and the fakes. Healthy: D(x) stays above D(G(z)), neither runs to 1 or 0", file=sys.stderr)  # fmt: skip
+            story = ("" if cfg.loss.name == "wgan-gp" else  # a critic's scores have no 'real' probability to read
+                     "; D(x) and D(G(z)) are how real D finds the real images and the fakes. Healthy: D(x) stays above "
+                     "D(G(z)), neither runs to 1 or 0")  # fmt: skip
+            print(f"reading the numbers: D and G are the police's and the forger's losses{story}", file=sys.stderr)
 
     # torchrun passes a Ctrl-C on to its workers, who also got it from the terminal: a repeat must not abort the save.
     stop = _StopFlag(repeat_aborts=world_size() == 1)
@@ -545,7 +547,8 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
     if bar is None and main:  # log lines instead of a bar (--no-progress, a pipe): the run must not look frozen
 
         def print_tick(s: dict) -> None:
-            print(f"{s['kimg']:.4g}/{cfg.loop.total_kimg:g} kimg: {_postfix(s)}", file=sys.stderr)
+            kimg = f"{s['kimg']:.1f}" if s["kimg"] >= 10 else f"{s['kimg']:.4g}"  # 1e+04 never; 0.032 for a tiny run
+            print(f"{kimg}/{cfg.loop.total_kimg:g} kimg: {_postfix(s)}", file=sys.stderr)
 
         cbs.on_tick = print_tick
     if bar is not None:
@@ -871,7 +874,7 @@ def _summary(results: dict) -> list[str]:
     if "pr" in results:
         r = results["pr"]
         out.append(f"precision {r['precision']:.3f}  recall {r['recall']:.3f}  density {r['density']:.3f}  "
-                   f"coverage {r['coverage']:.3f}  (k-NN scores in the judge's features; higher is better)")  # fmt: skip
+                   f"coverage {r['coverage']:.3f}  (k-NN scores in {r['provenance']['backbone']} features; higher is better)")  # fmt: skip
         out += _warning(r)
     if "coverage" in results:
         c = results["coverage"]

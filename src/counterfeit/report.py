@@ -395,11 +395,11 @@ def _header(run_dir: Path, config: dict[str, Any], stats: list[dict[str, Any]]) 
     saved, problem = _checkpoint_kimg(run_dir)  # a stop saves between ticks: the checkpoint can be ahead of the stats
     saved = saved or 0.0
     logged = last["kimg"] if "kimg" in last else 0.0
-    kimg = f"{round(max(saved, logged), 1):g}"  # a run ends on a whole batch: 50.048 reads as 50
+    kimg = f"{_kimg(max(saved, logged))}"  # a run ends on a whole batch: 50.048 reads as 50
     if isinstance(total, (int, float)):
         kimg += f" of {total:g}"
     if saved > logged:
-        kimg += f" (the checkpoint; stats to {round(logged, 1):g})" if stats else " (the checkpoint; no stats yet)"
+        kimg += f" (the checkpoint; stats to {_kimg(logged)})" if stats else " (the checkpoint; no stats yet)"
     elif not stats:
         kimg += " (no stats yet)"
     if problem:
@@ -555,6 +555,11 @@ def _alarm_episode(e: dict[str, Any]) -> str:
     last, _, remedy = e["last"].partition("; to try: ")
     remedy = remedy or e["first"].partition("; to try: ")[2].partition("; D ")[0]  # the first message's, less its D verdict
     return f"<b>{span}</b>, still firing at the last evaluation: {_e(last)}" + (f"; to try: {_e(remedy)}" if remedy else "")
+
+
+def _kimg(kimg: float) -> str:
+    """kimg to one decimal from 1 on (50.048 reads as 50), to three below it (a tiny run's 0.128 stays 0.128)."""
+    return f"{round(kimg, 1 if kimg >= 1 else 3):g}"
 
 
 def _data_name(config: dict[str, Any]) -> str | None:

@@ -45,10 +45,12 @@ def _equation_slug(terms) -> str:
     return file_label("-".join(parts), ".-", max_bytes=180)
 
 
-def _variant(rows: int, default_rows: int, seed: int, steps: int | None = None) -> str:
+def _variant(rows: int, default_rows: int, seed: int, steps: int | None = None, class_name: str | None = None,
+             project_steps: int = 100) -> str:  # fmt: skip
     # Options that change the picture name it, so a second request does not silently replace the first.
     extra = [f"rows{rows}" if rows != default_rows else "", f"steps{steps}" if steps not in (None, 10) else "",
-             f"seed{seed}" if seed else ""]  # fmt: skip
+             f"seed{seed}" if seed else "", f"class-{_slug(class_name)}" if class_name is not None else "",
+             f"proj{project_steps}" if project_steps != 100 else ""]  # fmt: skip
     return "".join(f"-{e}" for e in extra if e)
 
 
@@ -121,7 +123,7 @@ def interpolate(run_dir, start: str, end: str, steps: int = 10, mode: str = "sle
     a, b = parse_endpoint(start, names), parse_endpoint(end, names)
     res = Resolver(run, rows, seed, class_index=_class_option(run, class_name), steps=project_steps, device=device)
     images = walk_images(run, res, a, b, steps, mode)  # (R * T, C, H, W)
-    name = f"interpolate-{_slug(a.label)}-to-{_slug(b.label)}-{mode}{_variant(rows, 1, seed, steps=steps)}"
+    name = f"interpolate-{_slug(a.label)}-to-{_slug(b.label)}-{mode}{_variant(rows, 1, seed, steps, class_name, project_steps)}"
     png = Path(out) if out else run.run_dir / "latent" / f"{name}.png"
     png.parent.mkdir(parents=True, exist_ok=True)
     save_strip(images, rows, png)
@@ -137,7 +139,11 @@ def arithmetic(run_dir, expression: str, rows: int = 4, seed: int = 0, out: str 
     terms = parse_expression(expression, class_names_for(run))
     res = Resolver(run, rows, seed, class_index=_class_option(run, class_name), steps=project_steps, device=device)
     columns = equation_columns(run, res, terms)  # each (R, C, H, W)
-    png = Path(out) if out else run.run_dir / "latent" / f"arithmetic-{_equation_slug(terms)}{_variant(rows, 4, seed)}.png"
+    png = (
+        Path(out)
+        if out
+        else run.run_dir / "latent" / f"arithmetic-{_equation_slug(terms)}{_variant(rows, 4, seed, None, class_name, project_steps)}.png"
+    )
     png.parent.mkdir(parents=True, exist_ok=True)
     save_equation(columns, [c for c, _ in terms], [op.label for _, op in terms] + ["result"], png)
     lines = [*prior_notes(run, [op for _, op in terms]), *res.notes]

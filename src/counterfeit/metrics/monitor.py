@@ -103,7 +103,7 @@ def remedies(kind: str, conditional: bool, model: str = "dcgan", lost: bool = Fa
 
 def lr_d_fix(lr_d: float, default_lr_d: float) -> str:
     """What to try for a D that learns nothing, in this run's numbers."""
-    if lr_d < default_lr_d:
+    if lr_d != default_lr_d:
         return f"--lr-d {default_lr_d:g}, the default (this run has {lr_d:g})"
     return f"a higher --lr-d than this run's {lr_d:g}"
 
