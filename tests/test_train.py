@@ -689,3 +689,10 @@ def test_fashion_mnist_upsampled_by_resolution_is_named(caplog):
         caplog.clear()
         _warn_shrunk_folder(make_config(data="fashion-mnist"), SimpleNamespace(info={}))
         assert caplog.text == ""
+
+
+def test_log_lines_write_large_rates_without_an_exponent():
+    from counterfeit.train import stats_text
+
+    row = {"kimg": 4.032, "loss_D": 1.14321, "img/s": 13450.2, "seconds": 12345.6, "alarm": "x"}
+    assert stats_text(row) == "kimg 4.032 loss_D 1.143 img/s 13450 seconds 12346"

@@ -290,6 +290,11 @@ def ae_step(
     return {k: v.detach() for k, v in losses.items()}
 
 
+def stats_text(row: dict[str, Any]) -> str:
+    """A stats line for log.txt: four significant digits, but no exponent for a count or a rate (img/s 13450, not 1.345e+04)."""
+    return " ".join(f"{k} {v:.0f}" if abs(v) >= 1e4 else f"{k} {v:.4g}" for k, v in row.items() if k != "alarm")
+
+
 def _pause_power_iteration(D: nn.Module) -> list[nn.Module]:
     """Put D's spectral-norm parametrisations in eval mode (they use, not refine, their estimate); returns them to resume."""
     # Spectral norm refines its singular-vector estimate on every training-mode forward; pausing it in the
@@ -636,7 +641,7 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None, d
                 except OSError as e:  # stats.jsonl holds the same numbers: a TensorBoard file that cannot grow must not stop the run
                     log.warning(f"TensorBoard logging is off: could not write its event file in {run_dir} ({e.strerror or e})")
                     writer = None
-            log.info(" ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "alarm"), extra={"file_only": True})
+            log.info(stats_text(last), extra={"file_only": True})
             if cb.on_tick:
                 cb.on_tick(last)
         if crossed(sample_nimg) and main:
