@@ -519,7 +519,7 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
     """Make (or reuse) the run folder, train with a progress bar and say how it ended; under torchrun rank 0 alone talks."""
     from .distributed import from_main, is_main, world_size
     from .models import get_spec
-    from .runs import create_run_dir, reached_nimg, read_stats, remove_if_unused
+    from .runs import create_run_dir, is_evaluation, last_evaluation, reached_nimg, read_stats, remove_if_unused
     from .train import Callbacks, train
 
     main = is_main()
@@ -556,7 +556,7 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
         seen: dict = {}  # the last evaluation's fields stay on the bar between evaluations
 
         def on_tick(s: dict) -> None:
-            if any(k.startswith(("cov/", "toy/")) for k in s):
+            if is_evaluation(s):
                 seen.clear()
                 seen.update({k: v for k, v in s.items() if k.startswith(("cov/", "toy/")) or k == "alarm"})
             bar.set_postfix_str(_postfix({**s, **seen}), refresh=False)
@@ -579,8 +579,7 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
         return 0
     # The last evaluation still fired: the end must not read as all well. Said before the last line, which stays the
     # 'done:' or 'stopped' that the studio's job list reads a run's state from (studio/jobs.py).
-    judged = next((r for r in reversed(read_stats(run_dir)) if any(k.startswith(("cov/", "toy/")) for k in r)), {})
-    if "alarm" in judged:
+    if "alarm" in last_evaluation(read_stats(run_dir)):
         print(f"note: the collapse alarm was firing at the last evaluation; see {run_dir / 'log.txt'} or counterfeit report "
               f"{_quoted(run_dir)}", file=sys.stderr)  # fmt: skip
     if result.status == "stopped":

@@ -16,7 +16,7 @@ from .config import ConfigError
 from .data import IDX_DATASETS, TOY_DATASETS
 from .fileio import atomic_write_bytes, atomic_write_text
 from .losses import d_output_level, extra_terms, indifference_levels
-from .runs import is_run_dir, reached_nimg, read_stats, which_run
+from .runs import is_evaluation, is_run_dir, reached_nimg, read_stats, which_run
 from .timelapse import GIF_NAME, MAX_FRAMES, evenly, sample_grids, timelapse_gif
 
 MAX_GRIDS = 8  # enough to see training unfold without making the page tens of megabytes
@@ -516,7 +516,7 @@ def _section_health(
     if alarms:
         items = "".join(f"<li>{_alarm_episode(e)}</li>" for e in _alarm_episodes(stats))
         parts.append(f"<p class='alarm'>Mode-collapse alarms (dotted red lines above):</p>\n<ul class='alarm'>{items}</ul>")
-    elif any(k.startswith(("cov/", "toy/")) for r in stats for k in r):
+    elif any(is_evaluation(r) for r in stats):
         armed = _section_of(config, "loop", "alarm_after_kimg", 40.0)
         reached = stats[-1]["kimg"]
         if isinstance(armed, (int, float)) and reached < armed:  # the alarm judges absolute coverage only from there on
@@ -535,7 +535,7 @@ def _alarm_episodes(stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
     episodes: list[dict[str, Any]] = []
     open_episode = None
     for r in stats:
-        if not any(k.startswith(("cov/", "toy/")) for k in r) and not r.get("alarm"):
+        if not is_evaluation(r) and not r.get("alarm"):
             continue  # a tick without an evaluation says nothing either way
         if r.get("alarm"):
             if open_episode is None:

@@ -280,6 +280,16 @@ def run_table(root: Path) -> list[dict[str, Any]]:
     return [run_row(run_dir) for run_dir in sorted(p for p in root.iterdir() if is_run_dir(p))]
 
 
+def is_evaluation(row: dict[str, Any]) -> bool:
+    """Whether a stats line holds a training-time evaluation (coverage, or a toy's modes), not a tick alone."""
+    return any(k.startswith(("cov/", "toy/")) for k in row)
+
+
+def last_evaluation(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """The newest stats line with an evaluation (its 'alarm' says whether the alarm was firing), or {}."""
+    return next((r for r in reversed(stats) if is_evaluation(r)), {})
+
+
 def _covered(judged: dict[str, Any]) -> str:
     if "cov/classes" in judged:
         return f"{judged['cov/classes']}/{judged['cov/num_classes']} classes"
@@ -300,7 +310,7 @@ def run_row(run_dir: Path, cfg: RunConfig | None = None, stats: list[dict[str, A
             return {"run": run_dir.name, "data": "?", "model": "?", "kimg": "?", "losses": "", "covered": "", "status": f"unreadable: {e}"}
     stats = read_stats(run_dir) if stats is None else stats
     last = stats[-1] if stats else {}
-    judged = next((r for r in reversed(stats) if "cov/classes" in r or "toy/modes" in r), {})  # the newest evaluation
+    judged = last_evaluation(stats)
     kimg = last.get("kimg", 0) if isinstance(last.get("kimg"), (int, float)) else 0
     status = "no checkpoint"
     try:

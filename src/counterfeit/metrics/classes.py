@@ -106,6 +106,7 @@ class CollapseAlarm:
     unit: str = "classes"  # or "modes" for the 2-D toys
     best_covered: int = 0
     since_kimg: float | None = None
+    lost: bool = False  # the last message said G is not finding the data (rather than collapsing)
     history: list[str] = field(default_factory=list)
 
     def update(self, kimg: float, covered: int, num_classes: int, dup_rate: float | None = None,
@@ -135,7 +136,8 @@ class CollapseAlarm:
             return None
         if self.since_kimg is None:
             self.since_kimg = kimg
-        what = "is not finding the data" if lost and armed and too_many else "is collapsing"
+        self.lost = lost and armed and too_many
+        what = "is not finding the data" if self.lost else "is collapsing"
         msg = f"generator {what}: {' and '.join(reasons)} since {round(self.since_kimg, 1):g} kimg"
         self.history.append(msg)
         return msg

@@ -71,8 +71,7 @@ class TrainingMonitor:
             if msg and cov["missing"]:
                 msg += f" (missing: {', '.join(cov['missing'])})"
         if msg:
-            lost = msg.startswith("generator is not finding")
-            row["alarm"] = msg if self.firing else f"{msg}; {remedies(self.kind, labels is not None, self.model, lost)}"
+            row["alarm"] = msg if self.firing else f"{msg}; {remedies(self.kind, labels is not None, self.model, self.alarm.lost)}"
         self.firing = msg is not None
         return row
 
