@@ -68,8 +68,9 @@ def adam_impl(name: str):
 
 def ticks(model: str, kimg: float, overrides: dict, callbacks: Callbacks | None = None) -> list[float]:
     """img/s of each tick after the first of a fresh default-config run."""
-    cfg = make_config(model=model, kimg=kimg, tick_kimg=kimg / 4, sample_kimg=kimg, snapshot_kimg=kimg, eval_every_kimg=0,
-                      device="cpu", **overrides)  # fmt: skip
+    # --set may override these defaults too (eval_every_kimg=20 times the monitor): a repeated keyword was a TypeError.
+    base = {"kimg": kimg, "tick_kimg": kimg / 4, "sample_kimg": kimg, "snapshot_kimg": kimg, "eval_every_kimg": 0, "device": "cpu"}
+    cfg = make_config(model=model, **{**base, **overrides})
     with tempfile.TemporaryDirectory() as tmp:
         run = create_run_dir(cfg, tmp)
         train(cfg, run, callbacks)

@@ -656,7 +656,7 @@ def test_a_d_that_rates_fakes_above_reals_for_three_ticks_is_named_once():
 @pytest.mark.parametrize("native", [False, True])
 def test_the_start_line_says_why_auto_picked_its_precision_and_emulated_bf16_is_named(tiny_folder, tmp_path, caplog, monkeypatch,
                                                                                       native):  # fmt: skip
-    """An explicit bf16 on a CPU without it ran at half fp32's speed with no word; auto's fp32 was not explained."""
+    """An explicit bf16 on a CPU without it ran at 0.59x fp32's speed with no word; auto's fp32 was not explained."""
     import counterfeit.train as train_module
 
     monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: native)

@@ -452,8 +452,9 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None, d
     if device.type == "cpu" and L.precision == "auto":  # auto's choice, said once (not for an explicit --precision bf16)
         why = " (auto: this CPU multiplies bfloat16 natively)" if cpu_has_native_bf16() else " (auto: no native bfloat16 here)"
     if device.type == "cpu" and precision == "bf16" and not cpu_has_native_bf16():  # a slow bf16
-        log.warning("--precision bf16 on a CPU without native bfloat16 is emulated: the default dcgan trained at about half "
-                    "fp32's speed on such a Xeon (1,095 against 2,000 img/s); --precision auto picks fp32 here")  # fmt: skip
+        log.warning("--precision bf16 on a CPU without native bfloat16 is emulated: the default dcgan trained at 0.59x "
+                    "fp32's speed on such a Xeon (1,000 against 1,681 img/s, benchmarks/RESULTS.md); --precision auto picks "
+                    "fp32 here")  # fmt: skip
     where = f"{device}, {precision}{why}, {threads} thread{'s' * (threads != 1)}"
     if ckpts:
         log.info(f"resuming {run_dir} from {ckpts[-1].name} at {cur_nimg / 1000:.1f} kimg on {where}")
