@@ -92,13 +92,14 @@ def test_without_a_bar_the_stats_lines_reach_the_console(tiny_folder, tmp_path, 
     err = capsys.readouterr().err
     assert "0.032/0.064 kimg: D " in err and "0.064/0.064 kimg: D " in err and "D(G(z))" in err
     assert "finished at" not in err and err.count("done: ") == 1  # one last line, not two
-    assert "reading the numbers: D and G are the police's and the forger's losses" in err  # once, for a new GAN run
+    assert err.count("reading the numbers: D and G are the police's and the forger's losses") == 1  # once, for a new GAN run
+    assert "kimg counts the thousands of real images D has seen" in err and " img/s" in err
 
 
 def test_a_wgan_gp_run_is_not_told_to_read_its_critic_as_a_probability(tiny_folder, tmp_path, capsys):
     _train(tmp_path, "--data", tiny_folder, "--loss", "wgan-gp")
     err = capsys.readouterr().err
-    assert "reading the numbers: D and G are the police's and the forger's losses\n" in err and "neither runs to 1" not in err
+    assert "reading the numbers: D and G are the police's and the forger's losses; kimg counts" in err and "neither runs to 1" not in err
 
 
 def test_a_run_that_ends_with_the_alarm_firing_says_so_last(tiny_folder, tmp_path, capsys, monkeypatch):
@@ -171,9 +172,13 @@ def test_the_runs_table_says_what_it_counts():
     assert _covered({"toy/modes": 1, "toy/modes_total": 8}) == "1/8 modes" and _covered({}) == ""
 
 
-def test_toy_train_and_sample_points(tmp_path):
+def test_toy_train_and_sample_points(tmp_path, capsys):
     run = _train(tmp_path, "--data", "ring8")
     assert run.name.endswith("ring8-mlp")
+    err = capsys.readouterr().err  # a toy's numbers speak of points: the learner's audit found images and items
+    assert "real points and the fakes" in err and "thousands of real points D has seen" in err and " points/s" in err
+    assert "image" not in err.replace("--data", "") and "img/s" not in err and "items" not in err
+    assert "ring8 (100000 points)" in (run / "log.txt").read_text()
     assert main(["sample", str(run), "-n", "50", "--format", "npz", "--out", str(tmp_path / "p.npz")]) == 0
     assert np.load(tmp_path / "p.npz")["points"].shape == (50, 2)
     assert (tmp_path / "p.png").exists()

@@ -288,8 +288,9 @@ def test_a_read_only_run_folder_still_gets_its_report_elsewhere(tmp_path, monkey
 
 
 def test_a_toy_run_is_not_told_to_compute_a_fid(tmp_path):
-    page = write_report(_small_run(tmp_path, loss="ns", data="ring8")).read_text()
+    page = write_report(_small_run(tmp_path, loss="ns", data="ring8", rows=((4.0, {"img/s": 9000.0}),))).read_text()
     assert "no FID for 2-D points" in page and "no FID yet" not in page
+    assert "9000 points/s" in page and "img/s" not in page  # a toy's speed counts points
 
 
 def test_the_header_rounds_the_kimg_a_whole_last_batch_overshoots(tmp_path):

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from counterfeit.fileio import write_many
-from counterfeit.sample import NoiseStream, make_noise, png_bytes, rejection_sample, sample
+from counterfeit.sample import NoiseStream, make_noise, png_bytes, rejection_sample, sample, scatter_image
 
 
 def test_noise_rows_do_not_depend_on_how_many_are_drawn():
@@ -127,3 +127,16 @@ def test_sample_keeps_each_label_with_its_noise_across_batches():
     labels = torch.arange(10) % 3  # (10,)
     out = sample(Echo(), torch.randn(10, 2), labels, batch_size=4)  # (10, 1)
     assert torch.equal(out[:, 0], labels.float())
+
+
+def test_a_scatter_plot_says_which_colour_is_which():
+    """The learner's audit: green and grey dots with no legend; real points only listed where they were drawn."""
+    pts = torch.zeros(10, 2)  # (10, 2) all at the centre, far from the legend's corner
+
+    def legend_colours(img: Image.Image) -> set:
+        corner = np.asarray(img)[-34:, :14].reshape(-1, 3)  # the bottom-left swatches
+        return {tuple(c) for c in corner} - {(255, 255, 255)}
+
+    assert legend_colours(scatter_image(pts, reals=pts + 0.5)) >= {(150, 150, 150), (20, 150, 60)}
+    alone = legend_colours(scatter_image(pts))
+    assert (20, 150, 60) in alone and (150, 150, 150) not in alone

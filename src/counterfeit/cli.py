@@ -524,15 +524,17 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
 
     main = is_main()
     created = run_dir is None
+    items = get_spec(cfg.model.name).data_kind  # 'points' for a 2-D toy: its numbers must not speak of images
     if created:
         run_dir = from_main(create_run_dir(cfg, args.out or "runs") if main else None)  # one folder, numbered by rank 0
     if main:
         print(f"run folder: {run_dir}", file=sys.stderr)
         if created and get_spec(cfg.model.name).family == "gan":  # the cop-and-thief story in the numbers, once per run
             story = ("" if cfg.loss.name == "wgan-gp" else  # a critic's scores have no 'real' probability to read
-                     "; D(x) and D(G(z)) are how real D finds the real images and the fakes. Healthy: D(x) stays above "
+                     f"; D(x) and D(G(z)) are how real D finds the real {items} and the fakes. Healthy: D(x) stays above "
                      "D(G(z)), neither runs to 1 or 0")  # fmt: skip
-            print(f"reading the numbers: D and G are the police's and the forger's losses{story}", file=sys.stderr)
+            print(f"reading the numbers: D and G are the police's and the forger's losses{story}; kimg counts the "
+                  f"thousands of real {items} D has seen", file=sys.stderr)  # fmt: skip
 
     # torchrun passes a Ctrl-C on to its workers, who also got it from the terminal: a repeat must not abort the save.
     stop = _StopFlag(repeat_aborts=world_size() == 1)
@@ -548,7 +550,7 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
 
         def print_tick(s: dict) -> None:
             kimg = f"{s['kimg']:.1f}" if s["kimg"] >= 10 else f"{s['kimg']:.4g}"  # 1e+04 never; 0.032 for a tiny run
-            print(f"{kimg}/{cfg.loop.total_kimg:g} kimg: {_postfix(s)}", file=sys.stderr)
+            print(f"{kimg}/{cfg.loop.total_kimg:g} kimg: {_postfix(s, items)}", file=sys.stderr)
 
         cbs.on_tick = print_tick
     if bar is not None:
@@ -559,7 +561,7 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
             if is_evaluation(s):
                 seen.clear()
                 seen.update({k: v for k, v in s.items() if k.startswith(("cov/", "toy/")) or k == "alarm"})
-            bar.set_postfix_str(_postfix({**s, **seen}), refresh=False)
+            bar.set_postfix_str(_postfix({**s, **seen}, items), refresh=False)
 
         cbs.on_tick = on_tick
     try:
@@ -611,12 +613,14 @@ def _launcher() -> str:
     return f"torchrun --nproc_per_node={world_size()} -m " if world_size() > 1 else ""
 
 
-def _postfix(s: dict) -> str:
+def _postfix(s: dict, items: str = "images") -> str:
+    """One stats row in a line's width; `items` is 'points' for a toy, whose speed is points, not images, per second."""
+    rate = f" {s['img/s']:.0f} {'points' if items == 'points' else 'img'}/s" if "img/s" in s else ""
     if "loss_D" in s:
-        text = f"D {s['loss_D']:.3f} G {s['loss_G']:.3f} D(x) {s['D(x)']:.2f} D(G(z)) {s['D(G(z))']:.2f} {s['img/s']:.0f} img/s"
+        text = f"D {s['loss_D']:.3f} G {s['loss_G']:.3f} D(x) {s['D(x)']:.2f} D(G(z)) {s['D(G(z))']:.2f}{rate}"
     else:  # autoencoders: per-image losses; a row may lack any key
         text = " ".join(f"{short} {s[k]:.1f}" for k, short in (("loss", "loss"), ("loss_rec", "rec"), ("loss_kl", "KL")) if k in s)
-        text += f" {s['img/s']:.0f} img/s" if "img/s" in s else ""
+        text += rate
     if "cov/classes" in s:
         text += f" classes {s['cov/classes']}/{s['cov/num_classes']}"
     if "toy/modes" in s:

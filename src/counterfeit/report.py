@@ -414,7 +414,8 @@ def _header(run_dir: Path, config: dict[str, Any], stats: list[dict[str, Any]]) 
         ("wall-clock", wall),
     ]
     if isinstance(last.get("img/s"), (int, float)):
-        rows.append(("speed at the end", f"{last['img/s']:g} img/s"))
+        unit = "points/s" if _data_name(config) in TOY_DATASETS else "img/s"  # a toy's items are 2-D points
+        rows.append(("speed at the end", f"{last['img/s']:g} {unit}"))
     table = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
     links = [("training", "training"), ("health", "FID and coverage"), ("classes", "classes"), ("metrics", "metrics"),
              ("samples", "samples"), ("pairs", "nearest neighbours"), ("config", "config")]  # fmt: skip

@@ -462,11 +462,11 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None, d
             log.warning(f"{ckpts[-1].name} was trained with {state['torch_threads']} CPU threads and this resume uses {threads}: "
                         f"it goes on fine, but not bit for bit as an unbroken run would (set OMP_NUM_THREADS={state['torch_threads']})")  # fmt: skip
     else:
-        log.info(f"starting {run_dir}: {cfg.model.name} on {cfg.data.name} ({n_data} items) on {where}")
+        log.info(f"starting {run_dir}: {cfg.model.name} on {cfg.data.name} ({n_data} {spec.data_kind}) on {where}")
         _log_data_notes(data)
         _warn_shrunk_folder(cfg, data)
     if dist.world_size() > 1:
-        log.info(f"{dist.world_size()} processes, {L.batch_size // dist.world_size()} images each per batch of {L.batch_size}")
+        log.info(f"{dist.world_size()} processes, {L.batch_size // dist.world_size()} {spec.data_kind} each per batch of {L.batch_size}")
     shared = dist.shared_generator(device)  # several processes: the global batch's noise and labels (one process: None, the global RNG)
     G_train, D_train = (G, D) if ae else (dist.wrap(G), dist.wrap(D))  # DDP where several processes train
     G_gen, D_judge = G, D  # D's fakes come from plain G; G learns through plain, frozen D (no DDP needed for either)
