@@ -105,3 +105,39 @@ def tiny_cond_run(tiny_folder, tmp_path_factory):
     run_dir = create_run_dir(cfg, tmp_path_factory.mktemp("runs"))
     train(cfg, run_dir)
     return run_dir
+
+
+class FakeMsvcrt:
+    """msvcrt.locking as Windows does it: bytes locked through one handle are refused to every other, in-process too."""
+
+    LK_UNLCK, LK_NBLCK = 0, 2
+
+    def __init__(self):
+        self.held = {}  # (device, inode, offset, length) -> the fd holding it
+        self.calls = []  # (fd, mode, offset, length)
+
+    def locking(self, fd, mode, nbytes):
+        import errno
+
+        st, offset = os.fstat(fd), os.lseek(fd, 0, os.SEEK_CUR)
+        key = (st.st_dev, st.st_ino, offset, nbytes)
+        self.calls.append((fd, mode, offset, nbytes))
+        if mode == self.LK_UNLCK:
+            if self.held.get(key) != fd:
+                raise OSError(errno.EACCES, "Permission denied")
+            del self.held[key]
+        elif key in self.held:
+            raise OSError(errno.EACCES, "Permission denied")
+        else:
+            self.held[key] = fd
+
+
+@pytest.fixture
+def windows_locks(monkeypatch):
+    """fileio's locks as on Windows, through a FakeMsvcrt (returned to look at)."""
+    import counterfeit.fileio as fileio
+
+    fake = FakeMsvcrt()
+    monkeypatch.setattr(fileio, "_WINDOWS", True)
+    monkeypatch.setitem(sys.modules, "msvcrt", fake)
+    return fake

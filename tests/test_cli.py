@@ -371,6 +371,68 @@ def test_a_readers_probe_does_not_turn_a_trainer_away(tmp_path):
         assert training_process(tmp_path) == "another process"
 
 
+class FakeKernel32:
+    """kernel32's OpenProcess, GetExitCodeProcess and CloseHandle for a table of process numbers and exit codes."""
+
+    def __init__(self, codes, last_error=87):
+        self.codes, self.last_error, self.open = codes, last_error, []
+
+        def open_process(access, inherit, pid):
+            assert access == 0x1000 and not inherit  # PROCESS_QUERY_LIMITED_INFORMATION: enough, and allowed more often
+            if pid not in self.codes:
+                return None
+            self.open.append(pid)
+            return pid
+
+        def get_exit_code(handle, code):
+            code._obj.value = self.codes[handle]
+            return 1
+
+        def close(handle):
+            self.open.remove(handle)
+            return 1
+
+        self.OpenProcess, self.GetExitCodeProcess, self.CloseHandle = open_process, get_exit_code, close
+
+
+def _as_on_windows(monkeypatch, kernel32):
+    import ctypes
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(ctypes, "WinDLL", lambda name, use_last_error=False: kernel32, raising=False)
+    monkeypatch.setattr(ctypes, "get_last_error", lambda: kernel32.last_error, raising=False)
+
+    def terminate(pid, sig):
+        raise AssertionError(f"os.kill({pid}, {sig}) on Windows is TerminateProcess")
+
+    monkeypatch.setattr(os, "kill", terminate)
+
+
+def test_on_windows_a_trainers_process_is_looked_up_not_killed(monkeypatch):
+    """os.kill(pid, 0) on Windows calls TerminateProcess: `counterfeit runs` would have ended the trainer it asked about."""
+    from counterfeit.runs import _alive
+
+    kernel32 = FakeKernel32({4321: 259, 5555: 0})
+    _as_on_windows(monkeypatch, kernel32)
+    assert _alive(4321) is True and _alive(5555) is False  # 259 is STILL_ACTIVE; an exit code means it ended
+    assert _alive(7777) is False and _alive(2**40) is False  # no such process (ERROR_INVALID_PARAMETER), or none possible
+    kernel32.last_error = 5  # ERROR_ACCESS_DENIED: another user's process, alive (as EPERM on POSIX)
+    assert _alive(7777) is True
+    assert kernel32.open == []  # every handle closed
+
+
+def test_on_windows_a_run_being_trained_is_locked_and_its_trainer_named(tmp_path, windows_locks, monkeypatch):
+    """Windows had no run lock: a resume started twice trained the same run in two processes, writing over each other."""
+    from counterfeit.runs import RunBusy, run_lock, training_process
+
+    _as_on_windows(monkeypatch, FakeKernel32({os.getpid(): 259}))
+    with run_lock(tmp_path):
+        assert training_process(tmp_path) == f"process {os.getpid()}"
+        with pytest.raises(RunBusy, match=f"being trained by process {os.getpid()}"), run_lock(tmp_path):
+            pass
+    assert training_process(tmp_path) is None and (tmp_path / ".lock").read_text() == "" and windows_locks.held == {}
+
+
 def test_the_commands_it_suggests_quote_a_path_with_spaces(tiny_folder, tmp_path, capsys):
     """'Try: counterfeit sample my runs/00000-...' pasted as is would sample the folder 'my'."""
     assert main(["train", *TINY, *SHORT, "--data", tiny_folder, "--out", str(tmp_path / "my runs")]) == 0

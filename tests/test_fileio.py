@@ -158,3 +158,33 @@ def test_tensors_load_from_a_folder_whose_name_is_not_utf8(tmp_path):
     path.parent.mkdir()
     save_file({"w": torch.arange(3.0)}, path)
     assert torch.equal(load_tensors(path)["w"], torch.arange(3.0))
+
+
+def test_on_windows_the_lock_is_a_byte_past_what_the_file_holds(tmp_path, windows_locks):
+    """Windows has no fcntl, so there was no lock; its locks are mandatory, so byte 0 would hide a trainer's number."""
+    from counterfeit.fileio import _LOCK_BYTE, lock, unlock
+
+    (tmp_path / ".lock").write_text("")
+    with open(tmp_path / ".lock", "a+") as trainer, open(tmp_path / ".lock", "rb") as reader:
+        assert lock(trainer.fileno()) is True
+        trainer.write("4321")
+        trainer.flush()
+        assert lock(reader.fileno(), exclusive=False) is False  # msvcrt has no shared locks: a probe is refused too
+        assert reader.read() == b"4321"  # readable while locked, and the file positions are left where they were
+        unlock(trainer.fileno())
+        assert lock(reader.fileno(), exclusive=False) is True
+        unlock(reader.fileno())
+    assert {(mode, offset, n) for _, mode, offset, n in windows_locks.calls} == {(2, _LOCK_BYTE, 1), (0, _LOCK_BYTE, 1)}
+    assert windows_locks.held == {}
+
+
+def test_on_windows_a_file_that_cannot_be_locked_goes_without(tmp_path, windows_locks, monkeypatch):
+    """As flock on some NFS: a refusal other than 'held by another' means no locks there, not a run in training."""
+    from counterfeit.fileio import lock
+
+    def unsupported(fd, mode, nbytes):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(windows_locks, "locking", unsupported)
+    with open(tmp_path / ".lock", "a+") as f:
+        assert lock(f.fileno()) is None

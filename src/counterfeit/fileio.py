@@ -187,11 +187,14 @@ def lock(fd: int, exclusive: bool = True, wait_s: float = 0.0) -> bool | None:
     """flock an open file: True when held, False when another process holds it past `wait_s`, None without locks here.
 
     Advisory, and dropped by the system when the process dies (even by kill -9). The short retries matter: another
-    process may hold the lock for an instant only (a reader probing whether a run is training).
+    process may hold the lock for an instant only (a reader probing whether a run is training). On Windows it is one
+    byte locked with msvcrt.locking, always exclusive.
     """
+    if _WINDOWS:
+        return _lock_windows(fd, exclusive, wait_s)
     try:
         import fcntl
-    except ImportError:  # not on this system (Windows)
+    except ImportError:  # not on this system
         return None
     deadline = time.monotonic() + wait_s
     while True:
@@ -208,8 +211,54 @@ def lock(fd: int, exclusive: bool = True, wait_s: float = 0.0) -> bool | None:
 
 def unlock(fd: int) -> None:
     """Release a lock taken with `lock` (closing the file releases it too)."""
+    if _WINDOWS:
+        import msvcrt
+
+        with _at_lock_byte(fd):
+            try:
+                msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+            except OSError:  # not held (lock gave None): nothing to release
+                pass
+        return
     try:
         import fcntl
     except ImportError:
         return
     fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+# Windows locks are mandatory: a locked byte cannot be read by others, so the lock sits far past anything a lock file
+# holds (a trainer's process number), where a reader can still read the file. Below 2 GiB: the C runtime's offsets are longs.
+_LOCK_BYTE = 1 << 30
+# How long a shared probe waits on Windows: msvcrt has exclusive locks only, so two readers probing at the same instant
+# (the studio and `counterfeit runs`) would each take the other's probe for a trainer.
+_PROBE_WAIT_S = 0.1
+
+
+@contextmanager
+def _at_lock_byte(fd: int) -> Iterator[None]:
+    # msvcrt.locking acts at the file position; the file object reading or writing the lock file keeps its own.
+    pos = os.lseek(fd, 0, os.SEEK_CUR)
+    os.lseek(fd, _LOCK_BYTE, os.SEEK_SET)
+    try:
+        yield
+    finally:
+        os.lseek(fd, pos, os.SEEK_SET)
+
+
+def _lock_windows(fd: int, exclusive: bool, wait_s: float) -> bool | None:
+    import errno
+    import msvcrt
+
+    deadline = time.monotonic() + (wait_s if exclusive else max(wait_s, _PROBE_WAIT_S))
+    while True:
+        try:
+            with _at_lock_byte(fd):
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # released by unlock, or as the file closes or the process dies
+            return True
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EDEADLOCK):  # not a lock held elsewhere: a filesystem without locks
+                return None
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)

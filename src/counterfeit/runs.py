@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -367,8 +368,11 @@ def training_process(run_dir: Path) -> str | None:
     except OSError:  # never trained since locks came in, or unreadable: the trainer's own lock still guards the run
         return None
     with f:
-        if lock(f.fileno(), exclusive=False) is not False:
-            return None  # free (released as the file closes), or no locks on this system
+        got = lock(f.fileno(), exclusive=False)
+        if got:
+            unlock(f.fileno())  # now: Windows may release a closed file's lock only later, turning a trainer away
+        if got is not False:
+            return None  # free, or no locks on this system
         return _holder(f.read().decode(errors="replace"))
 
 
@@ -380,6 +384,8 @@ def _holder(text: str) -> str:
 
 def _alive(pid: int) -> bool:
     # The number in .lock is the holder's once it has written it; just before, it may still be a killed trainer's.
+    if sys.platform == "win32":  # os.kill(pid, 0) there is TerminateProcess: asking would kill the trainer
+        return _alive_windows(pid)
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError):
@@ -387,6 +393,34 @@ def _alive(pid: int) -> bool:
     except OSError:  # alive, but another user's (EPERM)
         return True
     return True
+
+
+# Windows API values (winnt.h, minwinbase.h, winerror.h).
+_PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
+_STILL_ACTIVE = 259
+_ERROR_ACCESS_DENIED = 5
+
+
+def _alive_windows(pid: int) -> bool:
+    import ctypes
+
+    if not 0 < pid <= 0xFFFFFFFF:  # no such process number: ctypes would wrap it into another one
+        return False
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    kernel32.OpenProcess.restype = ctypes.c_void_p  # a handle is pointer-sized: the default int would cut it on 64-bit
+    kernel32.OpenProcess.argtypes = (ctypes.c_uint32, ctypes.c_int, ctypes.c_uint32)
+    kernel32.GetExitCodeProcess.argtypes = (ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32))
+    kernel32.CloseHandle.argtypes = (ctypes.c_void_p,)
+    handle = kernel32.OpenProcess(_PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
+    if not handle:  # gone (invalid parameter), or alive but not ours to look at (access denied, like EPERM)
+        return ctypes.get_last_error() == _ERROR_ACCESS_DENIED
+    try:
+        code = ctypes.c_uint32()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return True  # it opened, so it exists: a refusal to say more is no proof that it ended
+        return code.value == _STILL_ACTIVE  # an exited process keeps its handle while others hold one
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def check_not_training(run_dir: Path) -> None:
