@@ -440,6 +440,23 @@ def test_the_commands_it_suggests_quote_a_path_with_spaces(tiny_folder, tmp_path
     assert f"Try: counterfeit sample '{run}'" in capsys.readouterr().err
 
 
+def test_the_runs_hints_quote_a_path_with_spaces(folder_run, tmp_path, capsys):
+    """'resume it with counterfeit train --resume my runs/00000-...' pasted as is would resume the folder 'my'."""
+    import re
+
+    from counterfeit.config import ConfigError, load_config
+    from counterfeit.runs import check_training_folder
+
+    run = tmp_path / "my runs" / folder_run.name
+    shutil.copytree(folder_run, run)
+    for ckpt in list_checkpoints(run):
+        ckpt.unlink()
+    _one_line_error(capsys, ["sample", str(run)], f"resume it with counterfeit train --resume '{run}'")
+    cfg = load_config(run / "config.json").replace(data={"name": str(tmp_path / "moved away")})
+    with pytest.raises(ConfigError, match=re.escape(f"counterfeit train --resume '{run}' --data NEW_FOLDER")):
+        check_training_folder(run, cfg)
+
+
 def test_on_windows_a_suggested_path_takes_double_quotes(monkeypatch):
     """cmd.exe keeps single quotes as part of the word: shlex.quote's 'runs\\x' would name no folder there."""
     from counterfeit.cli import _quoted

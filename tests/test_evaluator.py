@@ -104,6 +104,14 @@ def test_missing_weights_give_one_line_error(tmp_path):
     assert "counterfeit evaluator train --dataset fashion-mnist" in msg
 
 
+def test_the_command_to_regenerate_weights_quotes_a_folder_with_spaces(tmp_path):
+    """'--out my weights/fashion-mnist-evaluator' pasted as is would be two words, and the second an unknown argument."""
+    (tmp_path / "my weights").mkdir()
+    with pytest.raises(E.EvaluatorWeightsError) as info:
+        E.load_evaluator("fashion-mnist", weights_dir=tmp_path / "my weights")
+    assert str(info.value).endswith(f"--out '{tmp_path / 'my weights' / 'fashion-mnist-evaluator'}'")
+
+
 def test_corrupt_weights_give_one_line_error(tmp_path):
     path = E.weights_path("fashion-mnist", tmp_path)
     path.write_bytes(b"not a safetensors file")

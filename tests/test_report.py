@@ -299,3 +299,21 @@ def test_the_header_rounds_the_kimg_a_whole_last_batch_overshoots(tmp_path):
     (tmp_path / "tiny").mkdir()
     page = write_report(_small_run(tmp_path / "tiny", rows=((0.064, {}), (0.128, {})), total_kimg=0.128)).read_text()
     assert "0.128 of 0.128" in page  # below 1 kimg, rounding to 0.1 said "0.1 of 0.128"
+
+
+def test_the_commands_the_report_suggests_quote_a_path_with_spaces(tmp_path):
+    """<code>counterfeit eval my runs/00001-...</code> pasted as is would evaluate the folder 'my'."""
+    from torch import nn
+
+    from counterfeit.checkpoints import save_checkpoint
+
+    (tmp_path / "my runs").mkdir()
+    run = _small_run(tmp_path / "my runs")
+    quoted = f"&#x27;{run}&#x27;"  # '{run}', as the page escapes it
+    (run / "eval").mkdir()
+    (run / "eval" / "augment.json").write_text("{")  # damaged: the page says to run augment-eval again
+    page = write_report(run).read_text()
+    assert f"<code>counterfeit eval {quoted}</code>" in page and f"<code>counterfeit augment-eval {quoted}</code>" in page
+    save_checkpoint(run, 10_000, {"G": nn.Linear(1, 1)}, {}, {})
+    (run / "stats.jsonl").unlink()
+    assert f"<code>counterfeit train --resume {quoted}</code>" in write_report(run).read_text()

@@ -526,6 +526,21 @@ def test_studio_resume_answers_match_what_the_page_can_do(runs, tmp_path):
     assert not list(root.glob(".studio/jobs/*"))  # no training process was started
 
 
+def test_the_studios_resume_advice_quotes_a_path_with_spaces(runs, tmp_path):
+    """'counterfeit train --resume my runs/00000-... --data NEW_FOLDER' pasted as is would resume the folder 'my'."""
+    from counterfeit.config import ConfigError
+    from counterfeit.studio.jobs import check_config
+
+    run = tmp_path / "my runs" / DCGAN
+    shutil.copytree(runs / DCGAN, run)
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["name"] = str(tmp_path / "moved-away")
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError) as e:
+        check_config({"kimg": 60.0}, run)
+    assert f"resume it from a terminal: counterfeit train --resume '{run}' --data NEW_FOLDER" in str(e.value)
+
+
 def test_the_latent_explorer_gives_the_command_lines_notes(tiny_folder, tmp_path):
     """An ae's seeds come from a prior its decoder never saw: the page says so as the CLI does, without file-path hints."""
     from conftest import TINY

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .fileio import shell_word as _quoted
 
 EXAMPLES = {
     "train": """examples:
@@ -595,15 +596,6 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
             file=sys.stderr,
         )
     return 0
-
-
-def _quoted(path: Path) -> str:
-    """The path as a shell word (quoted when it holds spaces or such), for a command the user may paste."""
-    if os.name == "nt":  # cmd.exe and PowerShell take double quotes; shlex's single quotes would stay in the path
-        import subprocess
-
-        return subprocess.list2cmdline([str(path)])
-    return shlex.quote(str(path))
 
 
 def _launcher() -> str:

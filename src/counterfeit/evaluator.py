@@ -21,7 +21,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from .data import IDX_DATASETS, load_idx
-from .fileio import atomic_write_bytes, atomic_write_text, check_writable, load_tensors, sha256_file
+from .fileio import atomic_write_bytes, atomic_write_text, check_writable, load_tensors, sha256_file, shell_word
 from .metrics.fid import fid as frechet_distance  # noqa: F401  (re-exported: the judge's FID)
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -244,7 +244,7 @@ def load_evaluator(dataset: str = "fashion-mnist", weights_dir: Path | None = No
     """Load the shipped evaluator for `dataset` in eval mode; its training record is in `.meta`."""
     path = weights_path(dataset, weights_dir)
     regen = f"counterfeit evaluator train --dataset {dataset}"
-    regen += f" --out {path.with_suffix('')}" if weights_dir else ""
+    regen += f" --out {shell_word(path.with_suffix(''))}" if weights_dir else ""
 
     def fail(reason: str) -> EvaluatorWeightsError:
         return EvaluatorWeightsError(f"evaluator weights {path} {reason}; regenerate them with: {regen}")

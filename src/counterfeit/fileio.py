@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shlex
 import tempfile
 import time
 import unicodedata
@@ -81,6 +82,15 @@ def remove_if_free(path: Path) -> bool:
             raise
         return False
     return True
+
+
+def shell_word(path: str | Path) -> str:
+    """The path as a shell word (quoted when it holds spaces or such), for a command the user may paste."""
+    if os.name == "nt":  # cmd.exe and PowerShell take double quotes; shlex's single quotes would stay in the path
+        import subprocess
+
+        return subprocess.list2cmdline([str(path)])
+    return shlex.quote(str(path))
 
 
 def utf8(text: str) -> bool:

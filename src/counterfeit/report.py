@@ -14,7 +14,7 @@ from typing import Any
 from .checkpoints import CheckpointError, list_checkpoints
 from .config import ConfigError
 from .data import IDX_DATASETS, TOY_DATASETS
-from .fileio import atomic_write_bytes, atomic_write_text
+from .fileio import atomic_write_bytes, atomic_write_text, shell_word
 from .losses import d_output_level, extra_terms, indifference_levels
 from .runs import is_evaluation, is_run_dir, reached_nimg, read_stats, which_run
 from .timelapse import GIF_NAME, MAX_FRAMES, evenly, sample_grids, timelapse_gif
@@ -71,7 +71,7 @@ def write_report(run_dir: str | Path, out: Path | None = None) -> Path:
         # A read-only run folder still gets its report elsewhere (--out): the page inlines every plot.
         log.warning(f"the plot files were not written to {plot_dir} ({e.strerror or e}); the report inlines them")
 
-    eval_hint = f"run <code>counterfeit eval {_e(str(run_dir))}</code>"
+    eval_hint = f"run <code>counterfeit eval {_e(shell_word(run_dir))}</code>"
     sections = [
         _header(run_dir, config, stats),
         _section_training(stats, plots, config, damaged, run_dir),
@@ -435,7 +435,7 @@ def _section_training(
                               f"{where}), left out of the curves"))  # fmt: skip
     if not stats:
         saved, problem = _checkpoint_kimg(run_dir)
-        how = f"counterfeit train --resume {_e(str(run_dir))}" if saved is not None and not problem else "counterfeit train"
+        how = f"counterfeit train --resume {_e(shell_word(run_dir))}" if saved is not None and not problem else "counterfeit train"
         parts.append(_missing(f"no training statistics yet: stats.jsonl is missing or empty; train with <code>{how}</code>"))
         return "\n".join(parts)
     ae = not any("loss_D" in r or "loss_G" in r for r in stats) and any(k in r for r in stats for k in AE_LOSSES)
@@ -728,11 +728,11 @@ def _section_augment(run_dir: Path) -> list[str]:
         newest, _ = _checkpoint_kimg(run_dir)
         if at and newest is not None and newest > rec["kimg"] + 5e-4:  # the run trained on (a resume) after this record was made
             parts.append(_missing(f"the run has trained on since, to {newest:g} kimg: run <code>counterfeit augment-eval "
-                                  f"{_e(str(run_dir))}</code> again for its newest checkpoint"))  # fmt: skip
+                                  f"{_e(shell_word(run_dir))}</code> again for its newest checkpoint"))  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError) as e:
         parts.append(
             _missing(
-                f"eval/augment.json could not be read ({_e(type(e).__name__)}: {_e(e)}); run <code>counterfeit augment-eval {_e(str(run_dir))}</code> again"
+                f"eval/augment.json could not be read ({_e(type(e).__name__)}: {_e(e)}); run <code>counterfeit augment-eval {_e(shell_word(run_dir))}</code> again"
             )
         )
     return ["\n".join(parts)]

@@ -19,7 +19,7 @@ from torch import nn
 from .checkpoints import CheckpointError, CheckpointGone, list_checkpoints, load_module, read_checkpoint
 from .config import ConfigError, RunConfig, extend_config, load_config
 from .data import builtin_name
-from .fileio import atomic_write_text, file_label, lock, temp_glob, unlock
+from .fileio import atomic_write_text, file_label, lock, shell_word, temp_glob, unlock
 from .models import ModelSpec, build_models, get_spec
 
 _RUN = re.compile(r"^(\d{5})-")
@@ -156,7 +156,9 @@ def check_training_folder(
 ) -> None:
     """One-line ConfigError when a run trained on a folder of images that is no longer where its config.json says."""
     if builtin_name(cfg.data.name) is None and not Path(cfg.data.name).expanduser().is_dir():
-        raise ConfigError(f"{run_dir} trained on the folder {cfg.data.name}, which is not there; {fix.replace('RUN_DIR', str(run_dir))}")
+        raise ConfigError(
+            f"{run_dir} trained on the folder {cfg.data.name}, which is not there; {fix.replace('RUN_DIR', shell_word(run_dir))}"
+        )
 
 
 def write_config(run_dir: Path, cfg: RunConfig) -> None:
@@ -217,7 +219,9 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
     prefix = "G_ema" if ema else "G"
     newest = (Path(checkpoint), *read_checkpoint(checkpoint, prefixes=(prefix,))) if checkpoint else read_newest(run_dir, (prefix,))
     if newest is None:
-        raise CheckpointError(f"{run_dir} has no checkpoint yet; train longer or resume it with counterfeit train --resume {run_dir}")
+        raise CheckpointError(
+            f"{run_dir} has no checkpoint yet; train longer or resume it with counterfeit train --resume {shell_word(run_dir)}"
+        )
     path, tensors, state = newest
     G, _ = _build_models(cfg, run_dir)
     load_module(G, tensors, prefix, path)

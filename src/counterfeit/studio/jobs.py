@@ -23,7 +23,7 @@ import counterfeit
 
 from ..config import MAX_SEED, ConfigError, make_config, option_type
 from ..data import IDX_DATASETS, TOY_DATASETS
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, shell_word
 from ..losses import LOSSES
 from ..models import MODELS, build_models, get_spec
 from ..runs import resume_config
@@ -81,7 +81,7 @@ def check_config(given: dict[str, Any], resume_dir: Path | None = None):
     """Build the run config with the CLI's own code (make_config, or runs.resume_config) and check the models fit it."""
     # A resume follows the CLI's rules (runs.resume_config), checked here so a bad one is a 400, not a failed job.
     if resume_dir:
-        moved = f"if it moved, resume it from a terminal: counterfeit train --resume {resume_dir} --data NEW_FOLDER"
+        moved = f"if it moved, resume it from a terminal: counterfeit train --resume {shell_word(resume_dir)} --data NEW_FOLDER"
         cfg = resume_config(resume_dir, given, kimg_flag="'train on to'", moved=moved)
     else:
         cfg = make_config(**given)
