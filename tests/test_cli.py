@@ -164,6 +164,42 @@ def test_a_run_in_a_folder_named_in_another_encoding_reads(folder_run, tmp_path,
     assert "bad checkpoint" not in capsys.readouterr().out
 
 
+def _columns(text):
+    """Terminal columns of `text`, counted here apart from the code under test: CJK takes 2, a combining mark 0."""
+    import unicodedata
+
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def test_the_runs_table_lines_up_names_with_wide_characters(folder_run, tmp_path, capsys):
+    """A CJK run name takes two columns a character: padded by its length, every column after it came out shifted."""
+    for name in ("00000-cats-dcgan", "00001-猫データ-cdcgan", "00002-cafe\u0301-dcgan"):  # the last: e + a combining accent
+        shutil.copytree(folder_run, tmp_path / name)
+    assert main(["runs", str(tmp_path)]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert len(rows) == 3
+    label = rows[0].split()[1]  # the data column: the same folder for every run
+    assert {_columns(row[: row.index(f" {label} ") + 1]) for row in rows} == {header.index("data")}
+    assert {_columns(row[: row.rindex("done")]) for row in rows} == {header.index("status")}
+
+
+def test_the_runs_table_lines_up_names_the_console_shows_escaped(folder_run, tmp_path, monkeypatch):
+    """An ASCII console shows 猫 as \\u732b, six columns, where the padding had counted one."""
+    import io
+
+    for name in ("00000-cats-dcgan", "00001-猫 été-dcgan"):
+        shutil.copytree(folder_run, tmp_path / name)
+    out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")  # as PYTHONIOENCODING=ascii, or a cp1252 pipe on Windows
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main(["runs", str(tmp_path)]) == 0
+    out.flush()
+    header, *rows = out.buffer.getvalue().decode("ascii").splitlines()
+    assert rows[1].startswith("00001-\\u732b \\xe9t\\xe9-dcgan  ")
+    label = rows[0].split()[1]
+    assert {row.index(f" {label} ") + 1 for row in rows} == {header.index("data")}
+    assert {row.rindex("done") for row in rows} == {header.index("status")}
+
+
 def test_the_runs_table_says_what_it_counts():
     """A toy run's modes were left out, under a column headed 'classes'."""
     from counterfeit.runs import _covered

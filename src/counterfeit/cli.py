@@ -748,7 +748,7 @@ def _refuse_existing(
 def cmd_runs(args: argparse.Namespace) -> int:
     """Print a table of the runs in a folder."""
     from .config import ConfigError
-    from .runs import is_run_dir, run_row, run_table
+    from .runs import is_run_dir, run_row, run_table, table_lines
 
     where = Path(args.dir)
     if where.exists() and not where.is_dir():
@@ -761,10 +761,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"no runs in {args.dir}")
         return 0
     cols = list(rows[0])
-    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
-    for r in rows:
-        print("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths)))
+    for line in table_lines([cols, *([str(r[c]) for c in cols] for r in rows)], sys.stdout):
+        print(line)
     return 0
 
 

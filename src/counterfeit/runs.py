@@ -7,11 +7,12 @@ import os
 import re
 import shutil
 import sys
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 from torch import nn
@@ -334,6 +335,29 @@ def run_row(run_dir: Path, cfg: RunConfig | None = None, stats: list[dict[str, A
         "losses": _losses(last), "covered": _covered(judged),
         "status": status + (" (collapse alarm)" if "alarm" in judged else ""),
     }  # fmt: skip
+
+
+def display_width(text: str) -> int:
+    """Columns `text` takes in a terminal: 2 for wide (CJK) characters, 0 for combining marks, 1 for the rest."""
+    return sum(
+        0 if unicodedata.combining(c) or unicodedata.category(c) in ("Mn", "Me") else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in text
+    )
+
+
+def as_printed(text: str, stream: TextIO) -> str:
+    """`text` as `stream` writes it: what its encoding cannot hold as backslash escapes, where it escapes (the CLI's do)."""
+    if getattr(stream, "errors", None) != "backslashreplace":
+        return text  # a UTF-8 stream with surrogateescape writes a name that is not UTF-8 as its own bytes
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    return text.encode(encoding, "backslashreplace").decode(encoding, "replace")
+
+
+def table_lines(table: list[list[str]], stream: TextIO) -> list[str]:
+    """The rows of `table` as lines with their columns lined up as `stream` shows them (wide characters, escapes)."""
+    shown = [[display_width(as_printed(cell, stream)) for cell in row] for row in table]
+    widths = [max(column) for column in zip(*shown)]
+    return ["  ".join(cell + " " * (w - n) for cell, n, w in zip(row, ns, widths)) for row, ns in zip(table, shown)]
 
 
 class RunBusy(ConfigError):
