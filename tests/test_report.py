@@ -109,7 +109,7 @@ def test_toy_run_with_broken_metrics(tmp_path):
     (run / "metrics.json").write_text("{not json")
     page = write_report(run).read_text()
     assert "no training statistics yet" in page and "metrics.json could not be read" in page and "ring8" in page
-    assert "class coverage counts Fashion-MNIST and MNIST classes, which the judge knows; this run trained on ring8" in page
+    assert "a 2-D toy has modes, not classes" in page and "which the judge knows" not in page
 
     rows = [{"kimg": k, "loss_D": 1.3, "loss_G": -0.7, "toy/modes": m, "toy/modes_total": 8, "toy/hq": 80.0} for k, m in ((1, 5), (2, 8))]
     (run / "stats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -291,6 +291,20 @@ def test_a_toy_run_is_not_told_to_compute_a_fid(tmp_path):
     page = write_report(_small_run(tmp_path, loss="ns", data="ring8", rows=((4.0, {"img/s": 9000.0}),))).read_text()
     assert "no FID for 2-D points" in page and "no FID yet" not in page
     assert "9000 points/s" in page and "img/s" not in page  # a toy's speed counts points
+
+
+def test_a_toy_runs_report_speaks_of_points_and_modes(tmp_path, monkeypatch):
+    """The learner's audit: a toy's report spoke of images, classes the judge knows, and a memorisation check to run."""
+    import counterfeit.report as report
+
+    labels = []
+    real_png = report._png
+    monkeypatch.setattr(report, "_png", lambda fig: labels.extend(ax.get_xlabel() for ax in fig.axes) or real_png(fig))
+    rows = [(k, {"toy/modes": 8, "toy/modes_total": 8, "toy/hq": 50.0}) for k in (4.0, 8.0)]
+    page = write_report(_small_run(tmp_path, loss="ns", data="ring8", rows=rows)).read_text()
+    assert "kimg (thousands of real points shown to D)" in labels and not any("images" in x for x in labels)
+    assert "a 2-D toy has modes, not classes" in page and "which the judge knows" not in page
+    assert "no nearest-neighbour pairs for 2-D points" in page and "memorisation check" not in page
 
 
 def test_the_header_rounds_the_kimg_a_whole_last_batch_overshoots(tmp_path):

@@ -23,6 +23,7 @@ MAX_GRIDS = 8  # enough to see training unfold without making the page tens of m
 PLOT_NAMES = ("losses", "d_outputs", "fid", "coverage", "classes")
 _RECON = re.compile(r"^recon(\d+(?:\.\d+)?)kimg\.png$")
 AE_LOSSES = ("loss", "loss_rec", "loss_kl")  # an autoencoder's stats.jsonl rows (no loss_D / loss_G)
+KIMG_LABEL = "kimg (thousands of real images shown to D)"
 log = logging.getLogger(__name__)
 
 _CSS = """
@@ -72,14 +73,15 @@ def write_report(run_dir: str | Path, out: Path | None = None) -> Path:
         log.warning(f"the plot files were not written to {plot_dir} ({e.strerror or e}); the report inlines them")
 
     eval_hint = f"run <code>counterfeit eval {_e(shell_word(run_dir))}</code>"
+    toy = _data_name(config) in TOY_DATASETS  # 2-D points: scatter plots, modes for classes, no images to pair
     sections = [
         _header(run_dir, config, stats),
         _section_training(stats, plots, config, damaged, run_dir),
         _section_health(stats, plots, alarms, eval_hint, config),
         _section_classes(plots, metrics, metrics_error, eval_hint, _data_name(config)),
         _section_metrics(metrics, metrics_error, eval_hint),
-        _section_samples(run_dir),
-        _section_pairs(run_dir, metrics, eval_hint),
+        _section_samples(run_dir, toy),
+        _section_pairs(run_dir, metrics, eval_hint, toy),
         *_section_augment(run_dir),
         _section_config(config_text, config_error),
     ]
@@ -190,6 +192,11 @@ def _make_plots(
         "coverage": _plot_coverage(stats, coverage_evals, alarms),
         "classes": _plot_classes(metrics),
     }
+    if _data_name(config) in TOY_DATASETS:  # a toy's D is shown 2-D points, not images
+        for fig in figures.values():
+            for ax in fig.axes if fig is not None else ():
+                if ax.get_xlabel() == KIMG_LABEL:
+                    ax.set_xlabel(KIMG_LABEL.replace("images", "points"))
     return {name: _png(fig) for name, fig in figures.items() if fig is not None}
 
 
@@ -201,7 +208,7 @@ def _new_axes(title: str, ylabel: str | None = None, kimg: bool = True) -> tuple
     ax = fig.add_subplot()
     ax.set_title(title, fontsize=11)
     if kimg:
-        ax.set_xlabel("kimg (thousands of real images shown to D)")
+        ax.set_xlabel(KIMG_LABEL)
         ax.grid(alpha=0.3)
     ax.set_ylabel(ylabel)
     return fig, ax
@@ -588,6 +595,9 @@ def _section_classes(plots: dict[str, bytes], metrics: dict[str, Any] | None, me
             parts.append(f"<p>{_e(names)}: left out of training (--exclude-class), so no share of the reals is asked for it; "
                          f"{100 * off['fraction']:.2f} % of the fakes were judged to be it.</p>")  # fmt: skip
         parts.append(_img(plots["classes"], "class histogram", "plot"))
+    elif data_name in TOY_DATASETS:  # its modes are its classes, counted by the coverage chart
+        parts.append(_missing("a 2-D toy has modes, not classes: the modes covered are charted under "
+                              "<a href='#health'>FID and coverage</a>, and scored under <a href='#metrics'>Metrics</a>"))  # fmt: skip
     elif not judged:
         parts.append(_missing(f"class coverage counts Fashion-MNIST and MNIST classes, which the judge knows; this run "
                               f"trained on {_e(data_name)}"))  # fmt: skip
@@ -635,7 +645,7 @@ def _section_metrics(metrics: dict[str, Any] | None, metrics_error: str | None, 
     return "\n".join(parts)
 
 
-def _section_samples(run_dir: Path) -> str:
+def _section_samples(run_dir: Path, toy: bool = False) -> str:
     parts = ["<h2 id='samples'>Samples over training</h2>"]
     grids = sample_grids(run_dir)
     reals = run_dir / "samples" / "reals.png"
@@ -668,13 +678,17 @@ def _section_samples(run_dir: Path) -> str:
             atomic_write_bytes(run_dir / "samples" / GIF_NAME, gif)  # the issue's promise: report (re)writes samples/timelapse.gif
         except OSError:  # a read-only run folder still gets its report (written elsewhere with --out)
             pass
-        parts.append(f"<h3>Timelapse</h3>\n<p>The readable grids as an animation (samples/{GIF_NAME}, at most {MAX_FRAMES} frames).</p>")
+        drawn = "scatter plots" if toy else "readable grids"
+        parts.append(f"<h3>Timelapse</h3>\n<p>The {drawn} as an animation (samples/{GIF_NAME}, at most {MAX_FRAMES} frames).</p>")
         parts.append(f"<figure class='timelapse'>{_img(gif, 'timelapse of the sample grids', mime='image/gif')}</figure>")
     return "\n".join(parts)
 
 
-def _section_pairs(run_dir: Path, metrics: dict[str, Any] | None, eval_hint: str) -> str:
+def _section_pairs(run_dir: Path, metrics: dict[str, Any] | None, eval_hint: str, toy: bool = False) -> str:
     parts = ["<h2 id='pairs'>Nearest training images</h2>"]
+    if toy:  # counterfeit eval scores a toy's modes; it has no memorisation check to suggest
+        parts.append(_missing("no nearest-neighbour pairs for 2-D points: a toy is scored by the modes it covers (Metrics)"))
+        return "\n".join(parts)
     mem = (metrics or {}).get("metrics", {}).get("memorisation")
     rel = mem.get("pairs_png") if isinstance(mem, dict) else None
     path = run_dir / rel if isinstance(rel, str) and rel else None
