@@ -215,6 +215,8 @@ def test_toy_train_and_sample_points(tmp_path, capsys):
     assert "real points and the fakes" in err and "thousands of real points D has seen" in err and " points/s" in err
     assert "image" not in err.replace("--data", "") and "img/s" not in err and "items" not in err
     assert "ring8 (100000 points)" in (run / "log.txt").read_text()
+    assert main(["sample", str(run), "--format", "npz", "--out", str(tmp_path / "all.npz")]) == 0
+    assert np.load(tmp_path / "all.npz")["points"].shape == (2500, 2)  # by default enough points to see every mode, not 64
     assert main(["sample", str(run), "-n", "50", "--format", "npz", "--out", str(tmp_path / "p.npz")]) == 0
     assert np.load(tmp_path / "p.npz")["points"].shape == (50, 2)
     assert (tmp_path / "p.png").exists()

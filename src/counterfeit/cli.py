@@ -226,7 +226,7 @@ def _reading_parsers(sub, fmt) -> None:
     """sample, runs, eval, report: commands that read a run."""
     s = sub.add_parser("sample", help="draw samples from a trained run", epilog=EXAMPLES["sample"], formatter_class=fmt)
     s.add_argument("run_dir", metavar="RUN_DIR")
-    s.add_argument("-n", type=int, default=64, help="how many samples (default 64)")
+    s.add_argument("-n", type=int, help="how many samples (default 64; 2500 points for a 2-D toy run, to see every mode)")
     s.add_argument("--seed", type=int, default=0, help="noise seed; the same seed draws the same images (default 0)")
     s.add_argument("--out", help="output path (default: inside RUN_DIR/samples)")
     s.add_argument("--format", choices=["grid", "folder", "npz"], help="grid (one PNG), folder (a PNG per image) or npz "
@@ -691,16 +691,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """Write samples of a run as a grid PNG, a folder of PNGs or an .npz."""
     from .config import MAX_IMAGES, ConfigError
     from .export import write_samples
+    from .metrics.toy import DEFAULT_SAMPLES as TOY_SAMPLES
     from .runs import run_data_kind
 
-    if args.n < 1 or args.n > MAX_IMAGES:
-        raise ConfigError(f"-n must be between 1 and {MAX_IMAGES:,}, got {args.n}")
     points = run_data_kind(args.run_dir) == "points"  # None for an unreadable run: write_samples says why
+    n = args.n if args.n is not None else TOY_SAMPLES if points else 64  # 64 points hardly show a ring of 8 modes
+    if n < 1 or n > MAX_IMAGES:
+        raise ConfigError(f"-n must be between 1 and {MAX_IMAGES:,}, got {n}")
     fmt = _sample_format(args.format, args.out, points)
     # A toy run's npz gets a scatter plot of the same name beside it: that PNG is as much the user's as --out.
     example = {"grid": "samples.png", "npz": "samples.npz"}.get(fmt, "")  # a folder of PNGs may go into a folder
     _refuse_existing(args.out, args.force, (".png",) if points and fmt == "npz" else (), file_example=example)
-    out = write_samples(args.run_dir, args.n, args.seed, fmt, args.out, args.device, args.class_name, args.drs)
+    out = write_samples(args.run_dir, n, args.seed, fmt, args.out, args.device, args.class_name, args.drs)
     print(f"wrote {out} and its scatter plot {out.with_suffix('.png')}" if points and fmt == "npz" else f"wrote {out}")
     return 0
 
