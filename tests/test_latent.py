@@ -130,6 +130,25 @@ def test_an_endpoint_is_not_an_expression():
         parse_endpoint("Sneaker - Sandal", FASHION)
 
 
+@pytest.mark.parametrize(
+    "text, says",
+    [("Sneakr", "unknown name 'Sneakr' in endpoint \"Sneakr\"; did you mean 'Sneaker'?; valid names: T-shirt/top"),
+     ("class:10", "no such class 'class:10' in endpoint"), ("[1, x]", "bad seed list (write it like [12,40,77]) '[1, x]' in endpoint"),
+     ("'Bag", "unclosed quote at ''Bag' in endpoint"), ("shoe.txt", "unknown name 'shoe.txt' in endpoint"),
+     ("-3", 'seed -3 in endpoint "-3" is out of range'), ("[1, 2147483648]", 'seed 2147483648 in endpoint "[1, 2147483648]"'),
+     ("  ", "empty endpoint; give a seed such as 7"), ("Sneaker Sandal", "not an expression"), ("Bag +", "not an expression"),
+     ("0.5", "not an expression"), ("1e999*Bag", "not an expression")],
+)  # fmt: skip
+def test_an_endpoints_errors_call_it_an_endpoint(text, says):
+    """interpolate's --from and --to are endpoints: their errors said "in expression", and the grammar's advice
+    (put a + before it, write 0.5*Sneaker) led only to the refusal of an expression."""
+    with pytest.raises(ConfigError) as e:
+        parse_endpoint(text, FASHION)
+    msg = str(e.value)
+    assert says in msg and "in expression" not in msg and "\n" not in msg, msg
+    assert "seeds like 7" in msg or "not an expression" in msg or "out of range" in msg  # the choices name a plain seed
+
+
 # --- projection ------------------------------------------------------------------------------------------------
 
 
@@ -241,7 +260,7 @@ def test_cli_errors_are_one_line(tiny_folder, tmp_path, capsys):
         (["arithmetic", str(run), "Sneakr + Bag"], "unknown name 'Sneakr'"),
         (["arithmetic", str(run), "[1,2] - squares"], "unknown name 'squares'"),  # no evaluator classes for a folder run
         (["arithmetic", str(run), "[1,2] - squares"], "this run has no class names"),
-        (["interpolate", str(run), "--from", "1", "--to", "Bag"], "unknown name 'Bag'"),
+        (["interpolate", str(run), "--from", "1", "--to", "Bag"], "unknown name 'Bag' in endpoint \"Bag\"; this run has no class names"),
         (["interpolate", str(run), "--from", "1", "--to", "nope.npz"], "nope.npz not found"),
         (["interpolate", str(run), "--from", "1", "--to", "2", "--steps", "1"], "--steps must be between 2 and 200"),
         (["project", str(run), "missing.png"], "image missing.png not found"),
