@@ -193,6 +193,22 @@ def test_latent_files_round_trip_and_refuse_another_model(tmp_path):
         load_latent(tmp_path / "l.npz", _tiny("cdcgan")[0], 0)
 
 
+def test_an_interpolation_strip_names_its_ends_as_the_equation_names_its_operands(tmp_path):
+    from counterfeit.latent.figures import save_strip, walk_labels
+
+    labels = walk_labels("seed 3", "Ankle boot", 4)
+    assert labels == ["seed 3", "0.33", "0.67", "Ankle boot"]  # the endpoints, and how far along the walk each step is
+    images = torch.zeros(2 * 4, 1, 28, 28, dtype=torch.uint8)  # 2 rows x 4 steps of black tiles
+    save_strip(images, 2, tmp_path / "plain.png")  # no labels: the grid alone, as before
+    save_strip(images, 2, tmp_path / "ends.png", labels=["seed 3", "", "", "Ankle boot"])
+    with Image.open(tmp_path / "plain.png") as plain, Image.open(tmp_path / "ends.png") as named:
+        p, s = np.array(plain), np.array(named)
+    band = s.shape[0] - p.shape[0]
+    assert s.shape[1] == p.shape[1] and band > 0 and (s[band:] == p).all()  # the same tiles, under a band of labels
+    inked = [bool((s[:band, 6 + q * 90 : 6 + q * 90 + 84] > 200).any()) for q in range(4)]  # 28 px tiles + 2 px gaps, x3
+    assert inked == [True, False, False, True], inked  # text above the two ends only
+
+
 # --- CLI -------------------------------------------------------------------------------------------------------
 
 
@@ -213,7 +229,10 @@ def test_cli_on_a_fashion_mnist_gan(fashion_dir, tmp_path, capsys):
     argv = ["interpolate", str(run), "--from", "3", "--to", "Ankle boot", "--steps", "5", "--rows", "2", "--out", str(out / "i.png")]
     assert main(argv) == 0
     with Image.open(out / "i.png") as im:
-        assert im.size == (3 * (5 * 30 + 2), 3 * (2 * 30 + 2))  # 2 rows x 5 steps of 28 px tiles, 2 px gaps, x3
+        strip = np.array(im)
+    band = strip.shape[0] - 3 * (2 * 30 + 2)  # 2 rows x 5 steps of 28 px tiles, 2 px gaps, x3, under a band of labels
+    assert strip.shape[1] == 3 * (5 * 30 + 2) and band > 0
+    assert (strip[:band, 6 : 6 + 84] > 200).any() and (strip[:band, 6 + 4 * 90 : 6 + 4 * 90 + 84] > 200).any()  # both ends named
     assert _gif_frames(out / "i.gif") == 2 * 5 - 2  # forth and back
     assert main(["arithmetic", str(run), "Sneaker - Sandal + Ankle boot", "--rows", "2", "--out", str(out / "a.png")]) == 0
     text = capsys.readouterr().out

@@ -17,7 +17,7 @@ from ..runs import load_run
 from ..sample import from_uint8, save_grid, to_uint8
 from .concepts import class_names_for, evaluator_for
 from .expr import parse_endpoint, parse_expression
-from .figures import save_equation, save_gif, save_strip
+from .figures import save_equation, save_gif, save_strip, walk_labels
 from .operands import MAX_PROJECT_STEPS, MAX_RESTARTS, Resolver, save_latent
 from .project import project_run_images
 from .space import MODES, decode_batched, path
@@ -126,7 +126,7 @@ def interpolate(run_dir, start: str, end: str, steps: int = 10, mode: str = "sle
     name = f"interpolate-{_slug(a.label)}-to-{_slug(b.label)}-{mode}{_variant(rows, 1, seed, steps, class_name, project_steps)}"
     png = Path(out) if out else run.run_dir / "latent" / f"{name}.png"
     png.parent.mkdir(parents=True, exist_ok=True)
-    save_strip(images, rows, png)
+    save_strip(images, rows, png, labels=walk_labels(a.label, b.label, steps))  # which end is which, and how far along
     gif = save_gif(images, rows, png.with_suffix(".gif"))
     return Outcome([png, gif], [*prior_notes(run, [a, b]), *res.notes, f"{a.label} -> {b.label}: {rows} row(s) x {steps} steps, {mode}"])
 

@@ -13,6 +13,7 @@ from ..sample import gif_bytes, image_grid, png_bytes, save_grid, to_pil
 
 BACKGROUND = 40  # the grey between tiles, as in sample.image_grid
 INK = 235
+GRID_PAD = 2  # sample.image_grid's gap between tiles, in image pixels
 
 
 def _enlarge(img: Image.Image, scale: int) -> Image.Image:
@@ -26,9 +27,29 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def save_strip(images: torch.Tensor, rows: int, path: str | Path, scale: int = 3) -> Path:
-    """uint8 images (rows * steps, C, H, W), row-major, as one PNG: a strip for one row, a grid for several."""
-    return save_grid(images, path, nrow=len(images) // rows, scale=scale)
+def save_strip(images: torch.Tensor, rows: int, path: str | Path, scale: int = 3, labels: list[str] | None = None) -> Path:
+    """uint8 images (rows * steps, C, H, W), row-major, as one PNG: a strip for one row, a grid for several.
+
+    `labels`, one per column ("" for none), are written above the columns as the equation labels its operands.
+    """
+    steps = len(images) // rows
+    if not labels:
+        return save_grid(images, path, nrow=steps, scale=scale)
+    _, c, h, w = images.shape
+    grid = _enlarge(image_grid(images, nrow=steps, pad=GRID_PAD), scale)
+    cell_w, pad = w * scale, GRID_PAD * scale
+    canvas, draw, ink, small, label_h = _labelled_canvas(grid.width, grid.height, h * scale, pad, c == 1)
+    canvas.paste(grid, (0, label_h))
+    for q, label in enumerate(labels):
+        if label:
+            _label(draw, pad + q * (cell_w + pad) + cell_w // 2, label_h, label, small, cell_w + pad, ink)
+    atomic_write_bytes(Path(path), png_bytes(canvas))
+    return Path(path)
+
+
+def walk_labels(start: str, end: str, steps: int) -> list[str]:
+    """The labels of a walk's columns: its endpoints at the two ends, the fraction of the way (t) between them."""
+    return [start, *(f"{k / (steps - 1):.2f}" for k in range(1, steps - 1)), end]
 
 
 def save_gif(images: torch.Tensor, rows: int, path: str | Path, scale: int = 4, frame_ms: int = 90, hold_ms: int = 700) -> Path:
@@ -61,6 +82,19 @@ def _fit(text: str, font, width: int) -> str:
     return text
 
 
+def _labelled_canvas(width: int, body_h: int, cell_h: int, pad: int, grey: bool):
+    """A blank canvas with a band for labels above `body_h` pixels of pictures: (canvas, draw, ink, font, band height)."""
+    small = _font(max(cell_h // 7, 10))
+    label_h = small.getbbox("Ag")[3] + 2 * pad
+    canvas = Image.new("L" if grey else "RGB", (width, label_h + body_h), BACKGROUND if grey else (BACKGROUND,) * 3)
+    return canvas, ImageDraw.Draw(canvas), INK if grey else (INK,) * 3, small, label_h
+
+
+def _label(draw: ImageDraw.ImageDraw, x: int, label_h: int, text: str, font, width: int, ink) -> None:
+    """`text` centred on x in the label band, shortened to fit `width` pixels."""
+    draw.text((x, label_h // 2), _fit(text, font, width), fill=ink, font=font, anchor="mm")
+
+
 def save_equation(columns: list[torch.Tensor], coefs: list[float], labels: list[str], path: str | Path, scale: int = 3) -> Path:
     """An equation picture: operand columns (each uint8 (R, C, H, W)) with their signs, '=', then the result column (last).
 
@@ -69,15 +103,10 @@ def save_equation(columns: list[torch.Tensor], coefs: list[float], labels: list[
     rows, c, h, w = columns[0].shape
     cell_w, cell_h, pad = w * scale, h * scale, 2 * scale
     sign_w = max(cell_w // 2, 24)
-    font, small = _font(max(cell_h // 3, 12)), _font(max(cell_h // 7, 10))
-    label_h = small.getbbox("Ag")[3] + 2 * pad
+    font = _font(max(cell_h // 3, 12))
     signs = [_coef_text(k, i == 0) for i, k in enumerate(coefs)] + ["="]
     width = pad + sum((sign_w if s else 0) + cell_w + pad for s in signs)
-    height = label_h + rows * (cell_h + pad)
-    grey = c == 1
-    canvas = Image.new("L" if grey else "RGB", (width, height), BACKGROUND if grey else (BACKGROUND,) * 3)
-    draw = ImageDraw.Draw(canvas)
-    ink = INK if grey else (INK,) * 3
+    canvas, draw, ink, small, label_h = _labelled_canvas(width, rows * (cell_h + pad), cell_h, pad, c == 1)
     x = pad
     for col, sign, label in zip(columns, signs, labels):
         if sign:
@@ -86,7 +115,7 @@ def save_equation(columns: list[torch.Tensor], coefs: list[float], labels: list[
             x += sign_w
         for r in range(rows):
             canvas.paste(_tile(col[r], scale), (x, label_h + r * (cell_h + pad)))
-        draw.text((x + cell_w // 2, label_h // 2), _fit(label, small, cell_w + sign_w // 2), fill=ink, font=small, anchor="mm")
+        _label(draw, x + cell_w // 2, label_h, label, small, cell_w + sign_w // 2, ink)
         x += cell_w + pad
     atomic_write_bytes(Path(path), png_bytes(canvas))
     return Path(path)
