@@ -68,6 +68,7 @@ def test_provenance_fields(fashion):
         assert p["backbone"] == "counterfeit fashion-mnist evaluator" and len(p["weights_sha256"]) == 64
         assert p["n_fakes"] == 300 and p["n_reals"] == 300 and p["reference"] == "t" and "preprocessing" in p
     assert "biased" in r["fid"]["provenance"]["warning"]  # 300 samples for 128 dimensions is too few
+    assert len({r[name]["provenance"]["seconds"] for name in r}) == 1  # one evaluation, one time: the report groups by it
 
 
 def test_small_n_warning():

@@ -1,5 +1,6 @@
 """The HTML run report: self-contained, every section present or explained, built from a hand-made run folder."""
 
+import html
 import json
 import re
 
@@ -331,3 +332,39 @@ def test_the_commands_the_report_suggests_quote_a_path_with_spaces(tmp_path):
     save_checkpoint(run, 10_000, {"G": nn.Linear(1, 1)}, {}, {})
     (run / "stats.jsonl").unlink()
     assert f"<code>counterfeit train --resume {quoted}</code>" in write_report(run).read_text()
+
+
+def test_one_evaluations_provenance_is_shown_once_and_each_metric_keeps_only_its_own(tmp_path):
+    """FID, KID, pr and coverage come from one feature pass: their shared provenance was repeated under each."""
+    run = _small_run(tmp_path)
+    base = {"generator": "G_ema", "checkpoint_sha256": "cd" * 32, "seed": 0, "reference": "fashion-mnist:test (10000 images)",
+            "n_fakes": 10000, "counterfeit": "0.1.0", "seconds": 12.5}  # fmt: skip
+    feats = {**base, "backbone": "counterfeit fashion-mnist evaluator", "weights_sha256": "ab" * 32, "n_reals": 10000}
+    warning = "precision/recall/density/coverage from 10000 fakes against 9000 reals"
+    results = {
+        "fid": {"fid": 12.0, "provenance": feats},
+        "kid": {"kid": 0.01, "kid_std": 0.001, "provenance": {**feats, "kernel": "cubic polynomial", "subsets": 100}},
+        "pr": {"precision": 0.7, "recall": 0.6, "density": 0.9, "coverage": 0.8, "provenance": {**feats, "warning": warning}},
+        "coverage": {"classes_covered": 10, "num_classes": 10, "provenance": feats},
+        "memorisation": {"near_copy_fraction": 0.0, "provenance": {**base, "n_fakes": 2000, "space": "pixels in [0, 1], L2"}},
+        # another evaluation of the same checkpoint, kept beside the first in metrics.json: its provenance is its own
+        "anomaly": {"auroc": 0.9, "provenance": {"checkpoint_sha256": "cd" * 32, "scorer": "-logit of D", "counterfeit": "0.1.0"}},
+    }
+    (run / "metrics.json").write_text(json.dumps({"run": run.name, "kimg": 8.0, "metrics": results}))
+    page = write_report(run).read_text()
+    metrics = page[page.index("<h2 id='metrics'>") :]
+    metrics = metrics[: metrics.index("<h2", 10)]
+    sections = dict(re.findall(r"<h3>([^<]+)</h3>(.*?)(?=<h3>|$)", metrics, re.S))
+    assert "provenance shared by fid, kid, pr, coverage and memorisation" in metrics
+    assert metrics.count("ab" * 32) == 1 and metrics.count("counterfeit fashion-mnist evaluator") == 1  # once for the four
+    assert metrics.count("cd" * 32) == 2  # once per evaluation: the five metrics', the anomaly's
+    assert "cubic polynomial" in sections["kid"] and warning in sections["pr"] and "pixels in [0, 1], L2" in sections["memorisation"]
+    assert "<details>" not in sections["fid"] + sections["coverage"]  # nothing of their own beyond the shared part
+    assert "-logit of D" in sections["anomaly"] and "cd" * 32 in sections["anomaly"]
+    # Nothing lost: every field of every metric's provenance is a row of the page.
+    for values in results.values():
+        for k, v in values["provenance"].items():
+            assert f"<tr><th>{k}</th><td>{html.escape(str(v))}</td></tr>" in metrics, (k, v)
+    only = metrics[metrics.index("fid, kid, pr and coverage only:") : metrics.index("</table>")]  # what memorisation did not use
+    assert "<th>backbone</th>" in only and "<th>n_fakes</th><td>10000</td>" in only
+    assert "<th>n_fakes</th><td>2000</td>" in sections["memorisation"]  # the same field, another value: beside its metric

@@ -623,26 +623,94 @@ def _section_metrics(metrics: dict[str, Any] | None, metrics_error: str | None, 
         parts.append(f"<p>From metrics.json: {', '.join(about)}.</p>")
     if not metrics["metrics"]:
         parts.append(_missing(f"metrics.json lists no metrics; {eval_hint}"))
-    for name, values in metrics["metrics"].items():
-        parts.append(f"<h3>{_e(name)}</h3>")
-        if not isinstance(values, dict):
-            parts.append(f"<p>{_e(_fmt(values))}</p>")
-            continue
-        # Histograms and other nested values are drawn above or belong to provenance; the table keeps the scalars.
-        rows = [(k, v) for k, v in values.items() if k != "provenance" and not isinstance(v, (dict, list))]
-        if rows:
-            cells = "".join(
-                f"<tr><th>{_e(k)}</th><td{' class=num' if isinstance(v, (int, float)) else ''}>{_e(_fmt(v))}</td></tr>" for k, v in rows
-            )
-            parts.append(f"<table>{cells}</table>")
-        prov = values.get("provenance")
-        if isinstance(prov, dict) and prov:
-            cells = "".join(
-                f"<tr><th>{_e(k)}</th><td>{_e(json.dumps(v) if isinstance(v, (dict, list)) else _fmt(v))}</td></tr>"
-                for k, v in prov.items()
-            )
-            parts.append(f"<details><summary>provenance</summary><table>{cells}</table></details>")
+    for group in _evaluations(metrics["metrics"]):
+        provs = {name: metrics["metrics"][name]["provenance"] for name in group if _provenance(metrics["metrics"][name])}
+        # One evaluation's metrics share most of their provenance (the same fakes, reference and backbone): it is
+        # shown once for them all, and beside each metric only what is its own (KID's kernel, a warning).
+        shared, own = _split_provenance(provs) if len(provs) > 1 else ([], provs)
+        if shared:
+            parts.append(f"<details><summary>provenance shared by {_e(_and(list(provs)))} (one evaluation)</summary>"
+                         f"<table>{_shared_rows(shared, list(provs))}</table></details>")  # fmt: skip
+        for name in group:
+            parts.append(_metric(name, metrics["metrics"][name], own.get(name), bool(shared)))
     return "\n".join(parts)
+
+
+def _metric(name: str, values: Any, prov: dict[str, Any] | list[tuple[str, Any]] | None, shared: bool) -> str:
+    """A metric's heading, its table of scalars and its provenance (only its own part when the rest is `shared`)."""
+    parts = [f"<h3>{_e(name)}</h3>"]
+    if not isinstance(values, dict):
+        return "\n".join([*parts, f"<p>{_e(_fmt(values))}</p>"])
+    # Histograms and other nested values are drawn above or belong to provenance; the table keeps the scalars.
+    rows = [(k, v) for k, v in values.items() if k != "provenance" and not isinstance(v, (dict, list))]
+    if rows:
+        cells = "".join(
+            f"<tr><th>{_e(k)}</th><td{' class=num' if isinstance(v, (int, float)) else ''}>{_e(_fmt(v))}</td></tr>" for k, v in rows
+        )
+        parts.append(f"<table>{cells}</table>")
+    items = list(prov.items()) if isinstance(prov, dict) else prov or []
+    if items:
+        summary = f"provenance of {_e(name)} alone (the rest is shared, above)" if shared else "provenance"
+        parts.append(f"<details><summary>{summary}</summary><table>{_prov_rows(items)}</table></details>")
+    return "\n".join(parts)
+
+
+def _provenance(values: Any) -> dict[str, Any] | None:
+    prov = values.get("provenance") if isinstance(values, dict) else None
+    return prov if isinstance(prov, dict) and prov else None
+
+
+def _evaluations(results: dict[str, Any]) -> list[list[str]]:
+    """metrics.json's metric names grouped by the evaluation that scored them, in order of first appearance.
+
+    metrics.json keeps earlier scores of the same checkpoint beside new ones (an --anomaly AUROC, a --drs score):
+    one evaluation is the metrics with the same run time, checkpoint, seed and --drs in their provenance.
+    """
+    groups: dict[Any, list[str]] = {}
+    for i, (name, values) in enumerate(results.items()):
+        prov = _provenance(values)
+        key = (
+            tuple(json.dumps(prov.get(k)) for k in ("seconds", "checkpoint_sha256", "seed", "drs_percentile")) if prov else i
+        )  # no provenance: a group of its own
+        groups.setdefault(key, []).append(name)
+    return list(groups.values())
+
+
+def _split_provenance(provs: dict[str, dict[str, Any]]) -> tuple[list[tuple[list[str], list[tuple[str, Any]]]], dict[str, list]]:
+    """(rows held by two or more metrics, grouped by which, the most widely held first; each metric's own rows)."""
+    holders: dict[tuple[str, str], list[str]] = {}
+    values: dict[tuple[str, str], Any] = {}
+    for name, prov in provs.items():
+        for k, v in prov.items():
+            key = (k, json.dumps(v, sort_keys=True))  # a field with the same value is shared, whatever its type
+            holders.setdefault(key, []).append(name)
+            values[key] = v
+    shared: dict[tuple[str, ...], list[tuple[str, Any]]] = {}
+    own: dict[str, list[tuple[str, Any]]] = {name: [] for name in provs}
+    for key, names in holders.items():
+        if len(names) > 1:
+            shared.setdefault(tuple(names), []).append((key[0], values[key]))
+        else:
+            own[names[0]].append((key[0], values[key]))
+    return sorted(((list(n), rows) for n, rows in shared.items()), key=lambda g: -len(g[0])), own
+
+
+def _shared_rows(shared: list[tuple[list[str], list[tuple[str, Any]]]], everyone: list[str]) -> str:
+    """The shared provenance's rows; those not held by every metric of the evaluation under a line naming their holders."""
+    out = []
+    for names, rows in shared:
+        if names != everyone:
+            out.append(f"<tr><th colspan=2>{_e(_and(names))} only:</th></tr>")
+        out.append(_prov_rows(rows))
+    return "".join(out)
+
+
+def _prov_rows(rows: list[tuple[str, Any]]) -> str:
+    return "".join(f"<tr><th>{_e(k)}</th><td>{_e(json.dumps(v) if isinstance(v, (dict, list)) else _fmt(v))}</td></tr>" for k, v in rows)
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _section_samples(run_dir: Path, toy: bool = False) -> str:
