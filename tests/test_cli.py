@@ -1013,3 +1013,20 @@ def test_eval_and_augment_eval_check_the_run_folder_is_writable_first(folder_run
     monkeypatch.setattr("counterfeit.metrics.evaluate.evaluate_images", lambda *a, **k: pytest.fail("scored before the check"))
     _one_line_error(capsys, ["eval", str(folder_run), "--n", "10", "--metrics", "fid"], f"cannot use {folder_run}")
     _one_line_error(capsys, ["augment-eval", str(folder_run), "--n-fakes", "16", "--seeds", "1"], f"cannot use {folder_run / 'eval'}")
+
+
+def test_eval_tells_k_nn_coverage_from_class_coverage():
+    """PRDC's coverage (k-NN, Naeem et al. 2020) and the class coverage were both printed as 'coverage'; the saved keys stay."""
+    from counterfeit.cli import _summary
+
+    prov = {"backbone": "counterfeit fashion-mnist evaluator"}
+    # the keys an eval file saved before the wording changed holds, and a new one still does
+    results = {
+        "pr": {"precision": 0.7, "recall": 0.6, "density": 0.9, "coverage": 0.8, "provenance": prov},
+        "coverage": {"classes_covered": 9, "num_classes": 10, "kl": 0.01, "duplicate_rate": 0.002, "missing": ["Bag"], "provenance": prov},
+    }
+    pr_line, class_line = _summary(results)
+    assert "k-NN coverage 0.800" in pr_line, pr_line
+    assert class_line.startswith("class coverage 9/10 classes  KL to real 0.0100"), class_line
+    for line in (pr_line, class_line):  # no bare "coverage" left to read as the other one
+        assert line.count("coverage") == line.count("k-NN coverage") + line.count("class coverage"), line

@@ -213,6 +213,7 @@ def test_eval_run_and_fakes_cli(tiny_folder, fashion_dir, tmp_path, capsys, monk
     kid_prov, pr_prov = doc["metrics"]["kid"]["provenance"], doc["metrics"]["pr"]["provenance"]
     assert kid_prov["subset_size"] == 300 and kid_prov["subsets"] == 100 and "subsets of 300" in kid_prov["warning"]
     assert "from 300 fakes against 10000 reals" in pr_prov["warning"]  # the k-NN scores move with either count
+    assert "density/k-NN coverage" in pr_prov["warning"]  # PRDC's coverage, not the class coverage metric
     from counterfeit.checkpoints import list_checkpoints
     from counterfeit.fileio import sha256_file
 

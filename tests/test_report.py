@@ -354,7 +354,7 @@ def test_one_evaluations_provenance_is_shown_once_and_each_metric_keeps_only_its
     page = write_report(run).read_text()
     metrics = page[page.index("<h2 id='metrics'>") :]
     metrics = metrics[: metrics.index("<h2", 10)]
-    sections = dict(re.findall(r"<h3>([^<]+)</h3>(.*?)(?=<h3>|$)", metrics, re.S))
+    sections = dict(re.findall(r"<h3>([^<( ]+)[^<]*</h3>(.*?)(?=<h3>|$)", metrics, re.S))  # by name, less any title
     assert "provenance shared by fid, kid, pr, coverage and memorisation" in metrics
     assert metrics.count("ab" * 32) == 1 and metrics.count("counterfeit fashion-mnist evaluator") == 1  # once for the four
     assert metrics.count("cd" * 32) == 2  # once per evaluation: the five metrics', the anomaly's
@@ -368,3 +368,19 @@ def test_one_evaluations_provenance_is_shown_once_and_each_metric_keeps_only_its
     only = metrics[metrics.index("fid, kid, pr and coverage only:") : metrics.index("</table>")]  # what memorisation did not use
     assert "<th>backbone</th>" in only and "<th>n_fakes</th><td>10000</td>" in only
     assert "<th>n_fakes</th><td>2000</td>" in sections["memorisation"]  # the same field, another value: beside its metric
+
+
+def test_pr_s_k_nn_coverage_and_the_class_coverage_metric_are_told_apart(tmp_path):
+    """metrics.json calls both "coverage" (and keeps doing so, so saved files load): the page names which is which."""
+    run = _small_run(tmp_path)
+    results = {"pr": {"precision": 0.7, "recall": 0.6, "density": 0.9, "coverage": 0.8, "provenance": {}},
+               "coverage": {"classes_covered": 9, "num_classes": 10, "provenance": {}},
+               "pr-drs90": {"precision": 0.8, "recall": 0.5, "density": 1.0, "coverage": 0.7, "provenance": {}}}  # fmt: skip
+    (run / "metrics.json").write_text(json.dumps({"run": run.name, "kimg": 8.0, "metrics": results}))
+    page = write_report(run).read_text()
+    metrics = page[page.index("<h2 id='metrics'>") :]
+    assert "<h3>pr (precision, recall, density and k-NN coverage)</h3>" in metrics
+    assert "<h3>pr-drs90 (precision, recall, density and k-NN coverage)</h3>" in metrics
+    assert "<h3>coverage (class coverage)</h3>" in metrics
+    assert metrics.count("<tr><th>k-NN coverage</th><td class=num>") == 2 and "<th>coverage</th>" not in metrics
+    assert "<tr><th>classes_covered</th><td class=num>9</td></tr>" in metrics  # the class metric's own rows keep their keys

@@ -34,7 +34,7 @@ EXAMPLES = {
   counterfeit runs            # the runs under ./runs
   counterfeit runs /data/my-runs""",
     "eval": """examples:
-  counterfeit eval runs/00000-fashion-mnist-dcgan                          # FID, KID, precision/recall, coverage
+  counterfeit eval runs/00000-fashion-mnist-dcgan                          # FID, KID, precision/recall, class coverage
   counterfeit eval runs/00000-fashion-mnist-dcgan --metrics fid,coverage,memorisation --n 5000
   counterfeit eval --fakes fakes.npz --reals fashion-mnist:test           # any .npz or folder of images
   counterfeit eval runs/00001-ring8-mlp                                    # 2-D toys: modes covered, % high quality
@@ -244,7 +244,7 @@ def _reading_parsers(sub, fmt) -> None:
     r = sub.add_parser("runs", help="list runs with their progress", epilog=EXAMPLES["runs"], formatter_class=fmt)
     r.add_argument("dir", nargs="?", default="runs")
 
-    e = sub.add_parser("eval", help="score a run (or any images) with FID, KID, precision/recall, coverage, memorisation",
+    e = sub.add_parser("eval", help="score a run (or any images) with FID, KID, precision/recall, class coverage, memorisation",
                        epilog=EXAMPLES["eval"], formatter_class=fmt)  # fmt: skip
     e.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a run folder (or give --fakes)")
     e.add_argument("--n", type=int, help="how many fakes (default 10000; 2500 for a 2-D toy run, the PacGAN protocol)")
@@ -868,14 +868,16 @@ def _summary(results: dict) -> list[str]:
         out += _warning(results["kid"])
     if "pr" in results:
         r = results["pr"]
+        # "k-NN coverage" and "class coverage" below: two different things a bare "coverage" made read as one
         out.append(f"precision {r['precision']:.3f}  recall {r['recall']:.3f}  density {r['density']:.3f}  "
-                   f"coverage {r['coverage']:.3f}  (k-NN scores in {r['provenance']['backbone']} features; higher is better)")  # fmt: skip
+                   f"k-NN coverage {r['coverage']:.3f}  (k-NN scores in {r['provenance']['backbone']} features; higher is better)")  # fmt: skip
         out += _warning(r)
     if "coverage" in results:
         c = results["coverage"]
         missing = f"; missing: {', '.join(c['missing'])}" if c["missing"] else ""
         out.append(
-            f"classes {c['classes_covered']}/{c['num_classes']}  KL to real {c['kl']:.4f}  duplicates {c['duplicate_rate']:.2%}{missing}"
+            f"class coverage {c['classes_covered']}/{c['num_classes']} classes  KL to real {c['kl']:.4f}  duplicates "
+            f"{c['duplicate_rate']:.2%}{missing}"
         )
         if "label_accuracy" in c:
             out.append(f"conditional: {c['label_accuracy']:.1%} of samples are judged to be the class they were asked for")

@@ -636,16 +636,26 @@ def _section_metrics(metrics: dict[str, Any] | None, metrics_error: str | None, 
     return "\n".join(parts)
 
 
+# Two scores are called "coverage" in metrics.json: pr's k-NN coverage (Naeem et al. 2020: the share of reals with a
+# fake closer than their k-th nearest real) and the coverage metric, the classes the judge sees. Bare, they read as one.
+_METRIC_TITLES = {"pr": "precision, recall, density and k-NN coverage", "coverage": "class coverage"}
+_ROW_LABELS = {"pr": {"coverage": "k-NN coverage"}}
+
+
 def _metric(name: str, values: Any, prov: dict[str, Any] | list[tuple[str, Any]] | None, shared: bool) -> str:
     """A metric's heading, its table of scalars and its provenance (only its own part when the rest is `shared`)."""
-    parts = [f"<h3>{_e(name)}</h3>"]
+    base = name.partition("-drs")[0]  # fid-drs90 is a fid
+    title = _METRIC_TITLES.get(base)
+    parts = [f"<h3>{_e(name)}{f' ({title})' if title else ''}</h3>"]
     if not isinstance(values, dict):
         return "\n".join([*parts, f"<p>{_e(_fmt(values))}</p>"])
     # Histograms and other nested values are drawn above or belong to provenance; the table keeps the scalars.
     rows = [(k, v) for k, v in values.items() if k != "provenance" and not isinstance(v, (dict, list))]
     if rows:
+        label = _ROW_LABELS.get(base, {})
         cells = "".join(
-            f"<tr><th>{_e(k)}</th><td{' class=num' if isinstance(v, (int, float)) else ''}>{_e(_fmt(v))}</td></tr>" for k, v in rows
+            f"<tr><th>{_e(label.get(k, k))}</th><td{' class=num' if isinstance(v, (int, float)) else ''}>{_e(_fmt(v))}</td></tr>"
+            for k, v in rows
         )
         parts.append(f"<table>{cells}</table>")
     items = list(prov.items()) if isinstance(prov, dict) else prov or []

@@ -134,7 +134,7 @@ def evaluate_images(
             scores = {k: round(v, 4) if isinstance(v, float) else v for k, v in prdc(ff.feats, fr.feats).items()}
             extra = {}
             if len(fakes) != len(reals):  # the k-NN balls shrink as a side grows: only equal sizes compare across evaluations
-                extra["warning"] = (f"precision/recall/density/coverage from {len(fakes)} fakes against {len(reals)} reals; "
+                extra["warning"] = (f"precision/recall/density/k-NN coverage from {len(fakes)} fakes against {len(reals)} reals; "
                                     f"they move with either count, so compare only scores with the same counts (10,000 each is usual)")  # fmt: skip
             out["pr"] = {**scores, "provenance": {**prov, **extra}}
         if "coverage" in metrics:
