@@ -225,7 +225,10 @@ def test_toy_train_and_sample_points(tmp_path, capsys):
     assert main(["sample", str(run), "-n", "1000", "--format", "npz", "--out", str(tmp_path / "c.npz")]) == 0
     candidates = {tuple(p) for p in np.load(tmp_path / "c.npz")["points"]}  # the same seed's first 1,000 draws
     assert kept.shape == (50, 2) and all(tuple(p) in candidates for p in kept)  # DRS keeps candidates, never alters them
+    capsys.readouterr()
     assert main(["eval", str(run)]) == 0  # the toy protocol's 2,500 samples: more would cover more modes by chance
+    out = capsys.readouterr().out  # the scores come with their scale: what real data would get
+    assert "within 3 sigma" in out and "98.9% for real data" in out and "2.08 (ln 8) when all sit on one" in out
     line = json.loads((run / "metric-toy.jsonl").read_text().splitlines()[-1])
     assert line["n"] == line["provenance"]["n_fakes"] == 2500 and line["dataset"] == "ring8"
     # eval --drs scores what sample --drs draws, and keeps it beside the plain score
