@@ -96,6 +96,13 @@ def test_without_a_bar_the_stats_lines_reach_the_console(tiny_folder, tmp_path, 
     assert "kimg counts the thousands of real images D has seen" in err and " img/s" in err
 
 
+def test_the_stats_lines_print_kimg_alike():
+    """The default run printed '4.032/600 kimg' then '8/600 kimg'."""
+    from counterfeit.cli import _tick_kimg
+
+    assert [_tick_kimg(k) for k in (4.032, 8.0, 600.064, 12000.0, 0.032, 0.128)] == ["4.0", "8.0", "600.1", "12000.0", "0.032", "0.128"]
+
+
 def test_a_wgan_gp_run_is_not_told_to_read_its_critic_as_a_probability(tiny_folder, tmp_path, capsys):
     _train(tmp_path, "--data", tiny_folder, "--loss", "wgan-gp")
     err = capsys.readouterr().err

@@ -551,8 +551,7 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
     if bar is None and main:  # log lines instead of a bar (--no-progress, a pipe): the run must not look frozen
 
         def print_tick(s: dict) -> None:
-            kimg = f"{s['kimg']:.1f}" if s["kimg"] >= 10 else f"{s['kimg']:.4g}"  # 1e+04 never; 0.032 for a tiny run
-            print(f"{kimg}/{cfg.loop.total_kimg:g} kimg: {_postfix(s, items)}", file=sys.stderr)
+            print(f"{_tick_kimg(s['kimg'])}/{cfg.loop.total_kimg:g} kimg: {_postfix(s, items)}", file=sys.stderr)
 
         cbs.on_tick = print_tick
     if bar is not None:
@@ -604,6 +603,11 @@ def _launcher() -> str:
     from .distributed import world_size
 
     return f"torchrun --nproc_per_node={world_size()} -m " if world_size() > 1 else ""
+
+
+def _tick_kimg(kimg: float) -> str:
+    """A tick's kimg as the stats lines print it: 8.0 beside 4.0 (not 8 beside 4.032), 0.032 for a tiny run, never 1e+04."""
+    return f"{kimg:.1f}" if kimg >= 1 else f"{kimg:.3g}"
 
 
 def _postfix(s: dict, items: str = "images") -> str:
