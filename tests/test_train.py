@@ -696,3 +696,16 @@ def test_log_lines_write_large_rates_without_an_exponent():
 
     row = {"kimg": 4.032, "loss_D": 1.14321, "img/s": 13450.2, "seconds": 12345.6, "alarm": "x"}
     assert stats_text(row) == "kimg 4.032 loss_D 1.143 img/s 13450 seconds 12346"
+
+
+@pytest.mark.parametrize(("data", "model", "hint"), [("ring8", "dcgan", "use --model mlp"), ("fashion-mnist", "mlp", "")])
+def test_a_model_for_the_other_kind_of_data_names_the_one_that_fits(data, model, hint):
+    """'pick another model or data' left a learner guessing which model trains on the 2-D toys."""
+    from counterfeit.train import check_names
+
+    try:
+        check_names(make_config(data=data, model=model))
+    except ConfigError as e:
+        assert hint in str(e) and "pick another" not in str(e), e
+    else:
+        raise AssertionError("not refused")

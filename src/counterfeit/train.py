@@ -120,7 +120,8 @@ def check_names(cfg: RunConfig) -> None:
     builtin = builtin_name(cfg.data.name)
     spec, kind = get_spec(cfg.model.name), "points" if builtin in TOY_DATASETS else "images"
     if spec.data_kind != kind:
-        raise ConfigError(f"model '{spec.name}' trains on {spec.data_kind} but '{cfg.data.name}' holds {kind}; pick another model or data")
+        hint = "--model mlp, or leave --model out: toys pick it" if kind == "points" else "--model dcgan, or leave --model out"
+        raise ConfigError(f"model '{spec.name}' trains on {spec.data_kind} but '{cfg.data.name}' holds {kind}; use {hint}")
     idx = IDX_DATASETS.get(builtin or "")
     if cfg.data.exclude_class is not None and (kind == "points" or idx is not None):
         class_index_in(None if idx is None else list(idx.class_names), cfg.data.name, cfg.data.exclude_class)
