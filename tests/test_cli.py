@@ -226,7 +226,8 @@ def test_toy_train_and_sample_points(tmp_path, capsys):
     assert np.load(tmp_path / "all.npz")["points"].shape == (2500, 2)  # by default enough points to see every mode, not 64
     assert main(["sample", str(run), "-n", "50", "--format", "npz", "--out", str(tmp_path / "p.npz")]) == 0
     assert np.load(tmp_path / "p.npz")["points"].shape == (50, 2)
-    assert (tmp_path / "p.png").exists()
+    grey = np.all(np.asarray(Image.open(tmp_path / "p.png").convert("RGB")) == 150, axis=-1)  # the real points' colour
+    assert grey.sum() > 100  # the README promised grey reals under the fakes, as in training's scatter plots; none were drawn
     assert main(["sample", str(run), "-n", "50", "--format", "npz", "--drs", "90", "--out", str(tmp_path / "d.npz")]) == 0
     kept = np.load(tmp_path / "d.npz")["points"]
     assert main(["sample", str(run), "-n", "1000", "--format", "npz", "--out", str(tmp_path / "c.npz")]) == 0

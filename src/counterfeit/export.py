@@ -80,7 +80,9 @@ def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out
         if fmt == "folder":
             raise ConfigError("2-D toy runs sample points: use --format npz (points + scatter PNG) or grid (scatter PNG)")
         png = out.with_suffix(".png")
-        save_scatter(x, png)
+        from .data.toys import load_toy
+
+        save_scatter(x, png, reals=load_toy(run.config.data.name, 2000).x)  # grey reals under the fakes, as in training's plots
         if fmt == "npz":
             save_npz(out, points=x.numpy().astype(np.float32))
         return out if fmt == "npz" else png
