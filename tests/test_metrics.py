@@ -501,3 +501,31 @@ def test_the_first_message_of_a_streak_says_what_to_try():
     assert explain_alarm(alarm, {"D(x)": 0.76, "D(G(z))": 1.0}, "hinge", lr_d_fix(5e-6, 1.5e-3)).endswith("this run has 5e-06)")
     assert explain_alarm(alarm, {"D(x)": 0.7, "D(G(z))": 0.3}, "hinge") == alarm
     assert explain_alarm(alarm, {"D(x)": 0.497, "D(G(z))": 0.503}, "ns") == alarm  # an equilibrium's noise, not a D that fails
+
+
+def test_a_toy_alarm_that_turns_from_lost_to_collapsing_says_what_to_try_again():
+    """A grid25 run at --lr-g 2e-3 --lr-d 2e-3 was 'not finding the data' at 200 kimg (to try: the default rates), then
+    'collapsing' from 220 kimg with no remedy at all: --pack and --recall-weight, the collapse's own, were never named."""
+    from counterfeit.data import toy_modes
+    from counterfeit.metrics.monitor import TrainingMonitor
+
+    class Points(torch.nn.Module):  # a G that draws fixed points: the monitor only samples it
+        z_dim = 2
+
+        def __init__(self, pts):
+            super().__init__()
+            self.pts = torch.nn.Parameter(pts)
+
+        def forward(self, z, labels=None):
+            return self.pts[torch.arange(len(z)) % len(self.pts)]
+
+    centres, sigma = toy_modes("grid25")
+    far = Points(centres[:6] + 0.5)  # beside six modes: no sample near any, G is not finding the data
+    near = Points(centres[:12])  # on twelve modes: 13 missing, collapsing
+    mon = TrainingMonitor("points", 100, 200, centres=centres, sigma=sigma, model="mlp")
+    first = mon(far, 200.0)["alarm"]
+    assert "not finding the data" in first and "to try: the default --loss" in first, first
+    assert "to try" not in mon(far, 220.0)["alarm"]  # the same streak, told once
+    turned = mon(near, 240.0)["alarm"]
+    assert "is collapsing" in turned and "--recall-weight 6" in turned, turned
+    assert "to try" not in mon(near, 260.0)["alarm"]

@@ -31,7 +31,9 @@ class TrainingMonitor:
         self.evaluator, self.real_feats, self.real_share, self.class_names = evaluator, real_feats, real_share, class_names
         self.dup_threshold, self.centres, self.sigma = dup_threshold, centres, sigma
         self.alarm = CollapseAlarm(warmup_kimg=warmup_kimg, unit="classes" if kind == "images" else "modes")
-        self.firing = False  # the first message of each streak says what may help
+        # None when quiet, else whether the streak's remedies were for a G not finding the data (alarm.lost): the first
+        # message of each streak says what may help, and so does the first after it turns from one kind to the other
+        self.firing: bool | None = None
 
     def replay(self, rows: list[dict[str, Any]]) -> None:
         """Rebuild the alarm's memory from stats rows of a resumed run."""
@@ -42,7 +44,7 @@ class TrainingMonitor:
                 msg = self.alarm.update(r["kimg"], r["toy/modes"], r["toy/modes_total"], quality_pct=r.get("toy/hq"))
             else:
                 continue
-            self.firing = msg is not None
+            self.firing = self.alarm.lost if msg is not None else None
 
     @torch.no_grad()
     def __call__(self, G_ema: nn.Module, kimg: float) -> dict[str, Any]:
@@ -71,8 +73,9 @@ class TrainingMonitor:
             if msg and cov["missing"]:
                 msg += f" (missing: {', '.join(cov['missing'])})"
         if msg:
-            row["alarm"] = msg if self.firing else f"{msg}; {remedies(self.kind, labels is not None, self.model, self.alarm.lost)}"
-        self.firing = msg is not None
+            told = self.firing == self.alarm.lost
+            row["alarm"] = msg if told else f"{msg}; {remedies(self.kind, labels is not None, self.model, self.alarm.lost)}"
+        self.firing = self.alarm.lost if msg else None
         return row
 
     def _autocast(self, device: torch.device):
