@@ -384,3 +384,13 @@ def test_pr_s_k_nn_coverage_and_the_class_coverage_metric_are_told_apart(tmp_pat
     assert "<h3>coverage (class coverage)</h3>" in metrics
     assert metrics.count("<tr><th>k-NN coverage</th><td class=num>") == 2 and "<th>coverage</th>" not in metrics
     assert "<tr><th>classes_covered</th><td class=num>9</td></tr>" in metrics  # the class metric's own rows keep their keys
+
+
+def test_a_streak_still_firing_gives_the_remedies_of_its_latest_kind(tmp_path):
+    """A grid25 streak, first 'not finding the data', then collapsing: the report paired the collapse with the lost G's remedy."""
+    toy = {"toy/modes": 12, "toy/modes_total": 25, "toy/hq": 40.0}
+    lost = "generator is not finding the data: 19 of 25 modes missing; to try: the default --loss and learning rates"
+    rows = ((200.0, {**toy, "alarm": lost}), (220.0, {**toy, "alarm": "generator is collapsing: 13 of 25; to try: --recall-weight 6"}),
+            (240.0, {**toy, "alarm": "generator is collapsing: 13 of 25 modes missing"}))  # fmt: skip
+    page = write_report(_small_run(tmp_path, "ns", rows=rows, data="grid25")).read_text()
+    assert "still firing at the last evaluation: generator is collapsing: 13 of 25 modes missing; to try: --recall-weight 6" in page

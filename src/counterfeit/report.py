@@ -550,6 +550,8 @@ def _alarm_episodes(stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 open_episode = {"start": r["kimg"], "first": str(r["alarm"]), "count": 0, "cleared": None}
                 episodes.append(open_episode)
             open_episode.update(end=r["kimg"], last=str(r["alarm"]), count=open_episode["count"] + 1)
+            if "; to try: " in str(r["alarm"]):  # a toy streak turning from 'not finding the data' to collapsing is told anew
+                open_episode["told"] = str(r["alarm"])
         elif open_episode is not None:
             open_episode["cleared"], open_episode = r["kimg"], None
     return episodes
@@ -561,7 +563,8 @@ def _alarm_episode(e: dict[str, Any]) -> str:
     if e["cleared"] is not None:
         return f"<b>{span}</b>, cleared at {k(e['cleared'])} kimg: {_e(e['first'])}"
     last, _, remedy = e["last"].partition("; to try: ")
-    remedy = remedy or e["first"].partition("; to try: ")[2].partition("; D ")[0]  # the first message's, less its D verdict
+    told = e.get("told", e["first"])  # the streak's latest message that said what to try
+    remedy = remedy or told.partition("; to try: ")[2].partition("; D ")[0]  # less its D verdict
     return f"<b>{span}</b>, still firing at the last evaluation: {_e(last)}" + (f"; to try: {_e(remedy)}" if remedy else "")
 
 
