@@ -383,3 +383,13 @@ def test_an_autoencoders_seed_walk_says_its_decoder_never_saw_the_prior(tiny_fol
     ]
     assert main(argv) == 0
     assert "never trained" not in capsys.readouterr().out  # images are projected through its encoder: codes it knows
+
+
+def test_a_latent_file_of_several_named_without_its_index_is_refused(tmp_path):
+    """`--to proj.npz` took latent 0 of two without a word (and the strip was labelled 'proj.npz')."""
+    G, _ = _tiny("dcgan")
+    save_latent(tmp_path / "l.npz", Latent(torch.arange(16.0).view(2, 8)))
+    with pytest.raises(ConfigError, match=r"holds 2 latents; say which with l.npz#0 to #1"):
+        load_latent(tmp_path / "l.npz", G, None)
+    save_latent(tmp_path / "one.npz", Latent(torch.arange(8.0).view(1, 8)))
+    assert torch.equal(load_latent(tmp_path / "one.npz", G, None).z, torch.arange(8.0)[None])  # the only one needs no #0

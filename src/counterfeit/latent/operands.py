@@ -113,7 +113,7 @@ class Resolver:
         if not path.is_file():
             raise ConfigError(f"{path} not found; pass an existing .png image or an .npz written by `counterfeit project`")
         if path.suffix.lower() == ".npz":
-            latent = load_latent(path, self.G, int(index or 0))
+            latent = load_latent(path, self.G, int(index) if index else None)
             return Latent(latent.z.to(self.device), None if latent.code is None else latent.code.to(self.device))
         try:
             x = torch.from_numpy(decode_image(path, self.run.config.data.resolution, self.run.config.data.channels))[None]  # (1, C, H, W)
@@ -133,8 +133,8 @@ def save_latent(path: Path, latent: Latent, **extra: np.ndarray) -> None:
     save_npz(Path(path), **arrays)
 
 
-def load_latent(path: Path, G, index: int = 0) -> Latent:
-    """Latent `index` of an .npz written by save_latent, checked against G's input sizes."""
+def load_latent(path: Path, G, index: int | None = 0) -> Latent:
+    """Latent `index` of an .npz written by save_latent, checked against G's input sizes; None: the file's only one."""
     try:
         with np.load(path, allow_pickle=False) as f:
             z = torch.from_numpy(f["z"].astype(np.float32))  # (N, z_dim)
@@ -144,6 +144,9 @@ def load_latent(path: Path, G, index: int = 0) -> Latent:
     if z.ndim != 2 or z.shape[1] != G.z_dim or (code is not None) != is_conditional(G):
         raise ConfigError(f"{path} holds latents of another model (z {tuple(z.shape)}, {'with' if code is not None else 'no'} class code); "
                           f"project the image with this run: counterfeit project RUN IMAGE")  # fmt: skip
+    if index is None and len(z) > 1:  # `proj.npz` took latent 0 of several without a word
+        raise ConfigError(f"{path} holds {len(z)} latents; say which with {path.name}#0 to #{len(z) - 1}")
+    index = 0 if index is None else index
     if not 0 <= index < len(z):
         raise ConfigError(f"{path} holds {len(z)} latents; pick one with #0 to #{len(z) - 1}")
     return Latent(z[index : index + 1], None if code is None else code[index : index + 1])
