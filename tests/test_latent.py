@@ -243,7 +243,10 @@ def test_cli_on_a_fashion_mnist_gan(fashion_dir, tmp_path, capsys):
     Image.fromarray(np.full((40, 30), 200, np.uint8)).save(tmp_path / "grey.png")  # resized and cropped to 28x28 on the way in
     argv = ["project", str(run), str(tmp_path / "grey.png"), "fashion-mnist:test:0", "--steps", "20", "--restarts", "2",
             "--out", str(out / "p.npz")]  # fmt: skip
+    capsys.readouterr()
     assert main(argv) == 0
+    text = capsys.readouterr().out  # the unlabelled picture is named, and one image's latent is not "#0 .. #0"
+    assert "p.png: each row of originals over its reconstructions" in text and "use the latents as" in text and ".. #1" in text
     saved = np.load(out / "p.npz")
     assert saved["z"].shape == (2, 8) and saved["recon"].shape == (2, 28, 28, 1) and (saved["error"] < saved["error_start"]).all()
     with Image.open(out / "p.png") as im:

@@ -208,5 +208,7 @@ def project(run_dir, specs: list[str], steps: int = 100, restarts: int = 4, seed
         else f"{restarts} starts x {steps} steps"
     )
     lines = [f"{n}: pixel error {e:.4f} (start {s:.4f})" for n, e, s in zip(names, proj.error.tolist(), proj.error_start.tolist())]
-    lines.append(f"mean pixel error (MSE in [0, 1] units) {proj.error.mean():.4f} with {how}; use the latents as {npz}#0 .. #{len(x) - 1}")
+    use = f"the latent as {npz}#0" if len(x) == 1 else f"the latents as {npz}#0 .. #{len(x) - 1}"
+    lines.append(f"mean pixel error (MSE in [0, 1] units) {proj.error.mean():.4f} with {how}; use {use}")
+    lines.append(f"{png.name}: each row of originals over its reconstructions")  # the picture has no labels of its own
     return Outcome([npz, png], lines)
