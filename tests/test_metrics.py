@@ -503,6 +503,21 @@ def test_the_first_message_of_a_streak_says_what_to_try():
     assert explain_alarm(alarm, {"D(x)": 0.497, "D(G(z))": 0.503}, "ns") == alarm  # an equilibrium's noise, not a D that fails
 
 
+def test_the_alarms_advice_names_the_settings_this_run_changed():
+    """'to try: the default --loss and learning rates' was said to runs that had them, and named none to runs that did not."""
+    from counterfeit.metrics.monitor import back_to_defaults, remedies
+
+    default = {"loss": "ns", "lr_g": 1e-4, "lr_d": 1e-4}
+    assert back_to_defaults(dict(default), default) is None
+    assert back_to_defaults({**default, "lr_d": 2e-3}, default) == "the default --lr-d 0.0001 (this run has 0.002)"
+    changed = back_to_defaults({"loss": "minimax", "lr_g": 2e-3, "lr_d": 2e-3}, default)
+    assert changed == "the defaults --loss ns, --lr-g 0.0001, --lr-d 0.0001 (this run has minimax, 0.002, 0.002)"
+    assert remedies("points", False, "mlp", lost=True, defaults=changed) == f"to try: {changed}, another --seed"
+    assert remedies("points", False, "mlp", lost=True, defaults=None) == "to try: another --seed, or a longer --kimg"
+    assert remedies("images", False, "dcgan", defaults=None) == "to try: --mbstd or --pack 2, --recall-weight 10, or another --seed"
+    assert "default" not in remedies("images", False, "lecture", defaults=None)
+
+
 def test_a_toy_alarm_that_turns_from_lost_to_collapsing_says_what_to_try_again():
     """A grid25 run at --lr-g 2e-3 --lr-d 2e-3 was 'not finding the data' at 200 kimg (to try: the default rates), then
     'collapsing' from 220 kimg with no remedy at all: --pack and --recall-weight, the collapse's own, were never named."""

@@ -709,3 +709,16 @@ def test_a_model_for_the_other_kind_of_data_names_the_one_that_fits(data, model,
         assert hint in str(e) and "pick another" not in str(e), e
     else:
         raise AssertionError("not refused")
+
+
+def test_the_monitor_is_told_which_settings_the_run_changed(tmp_path, monkeypatch):
+    """The alarm's advice names this run's off-default loss and rates (train.py passes them to the monitor)."""
+    import counterfeit.metrics.monitor as monitor
+
+    seen = []
+    real = monitor.build_monitor
+    monkeypatch.setattr(monitor, "build_monitor", lambda *a, **k: seen.append(a[-1]) or real(*a, **k))
+    cfg = make_config(data="ring8", g_width=16, d_width=16, kimg=0.128, batch_size=64, tick_kimg=0.128, lr_d=2e-3, eval_n=64,
+                      eval_every_kimg=0.128)  # fmt: skip
+    train(cfg, create_run_dir(cfg, tmp_path))
+    assert seen == ["the default --lr-d 0.0001 (this run has 0.002)"]

@@ -487,19 +487,20 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None, d
     grid_labels = class_grid_labels(C, GRID_PER_CLASS, device) if cond else None  # one class per row
     eval_nimg = max(int(L.eval_every_kimg * 1000), 1)
     monitor = None
+    default_cfg = make_config(model=cfg.model.name)  # the model family's defaults, which the alarm's advice goes back to
     if L.eval_every_kimg > 0 and main:
-        from .metrics.monitor import build_monitor
+        from .metrics.monitor import back_to_defaults, build_monitor
 
-        d = cfg.data
-        monitor = build_monitor(
-            d.name, data, d.channels, d.resolution, L.eval_n, L.alarm_after_kimg, spec.pixel_range, d.data_dir, precision, spec.name
-        )
+        d, ours, theirs = cfg.data, (cfg.loss, cfg.optim), (default_cfg.loss, default_cfg.optim)
+        defaults = back_to_defaults(*({"loss": loss.name, "lr_g": opt.lr_g, "lr_d": opt.lr_d} for loss, opt in (ours, theirs)))
+        monitor = build_monitor(d.name, data, d.channels, d.resolution, L.eval_n, L.alarm_after_kimg, spec.pixel_range, d.data_dir,
+                                precision, spec.name, defaults)  # fmt: skip
         if monitor is not None:
             monitor.replay(read_stats(run_dir))
     monitoring = dist.from_main(monitor is not None)  # ticks must fall on the same steps on every rank
     from .metrics.monitor import FooledD, explain_alarm, lr_d_fix
 
-    lr_fix = lr_d_fix(O.lr_d, make_config(model=cfg.model.name).optim.lr_d)  # the model family's default D learning rate
+    lr_fix = lr_d_fix(O.lr_d, default_cfg.optim.lr_d)
     fooled = FooledD(lr_fix) if spec.family == "gan" and cfg.loss.name != "wgan-gp" else None  # the one check a folder run gets
     grid_reals = x_all[batch_indices(n_data, GRID_SIZE, L.seed + 1, 0)] if images else None  # (64, C, H, W) uint8
     if images and cur_nimg == 0 and main:

@@ -16,6 +16,8 @@ from .classes import CollapseAlarm, class_coverage, duplicate_rate, duplicate_th
 from .fid import fid
 from .toy import toy_metrics_from_centres
 
+DEFAULTS = "the default --loss and learning rates"  # the alarm's advice when the run's own settings are not known
+
 log = logging.getLogger("counterfeit")
 MONITOR_SEED = 1234  # its own noise, so evaluating never moves the training RNG (resume stays exact)
 
@@ -25,8 +27,8 @@ class TrainingMonitor:
 
     def __init__(self, kind: str, n: int, warmup_kimg: float, evaluator=None, real_feats=None, real_share=None, class_names=None,
                  dup_threshold=None, centres=None, sigma=None, pixel_range=None, precision: str = "fp32", left_out=None,
-                 model: str = "dcgan"):  # fmt: skip
-        self.model = model
+                 model: str = "dcgan", defaults: str | None = DEFAULTS):  # fmt: skip
+        self.model, self.defaults = model, defaults
         self.kind, self.n, self.pixel_range, self.precision, self.left_out = kind, n, pixel_range, precision, left_out
         self.evaluator, self.real_feats, self.real_share, self.class_names = evaluator, real_feats, real_share, class_names
         self.dup_threshold, self.centres, self.sigma = dup_threshold, centres, sigma
@@ -74,7 +76,8 @@ class TrainingMonitor:
                 msg += f" (missing: {', '.join(cov['missing'])})"
         if msg:
             told = self.firing == self.alarm.lost
-            row["alarm"] = msg if told else f"{msg}; {remedies(self.kind, labels is not None, self.model, self.alarm.lost)}"
+            advice = remedies(self.kind, labels is not None, self.model, self.alarm.lost, self.defaults)
+            row["alarm"] = msg if told else f"{msg}; {advice}"
         self.firing = self.alarm.lost if msg else None
         return row
 
@@ -87,20 +90,39 @@ class TrainingMonitor:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16" and native)
 
 
-def remedies(kind: str, conditional: bool, model: str = "dcgan", lost: bool = False) -> str:
-    """What to try against a collapse (or, `lost`, a G that never found the data), as options `model` takes."""
+def remedies(kind: str, conditional: bool, model: str = "dcgan", lost: bool = False, defaults: str | None = DEFAULTS) -> str:
+    """What to try against a collapse (or, `lost`, a G that never found the data), as options `model` takes.
+
+    `defaults` names the run's settings that differ from the model's defaults (see `back_to_defaults`); None when the
+    run already has them, so going back to them is no advice.
+    """
+    back = f"{defaults}, " if defaults else ""
     if lost:  # no mode to keep: the anti-collapse terms have nothing to work on
-        return "to try: the default --loss and learning rates, or another --seed"
+        return f"to try: {back}another --seed" + ("" if defaults else ", or a longer --kimg")
     if model == "vae":  # its prior samples blur into a few average items when the KL term dominates
         return "to try: a smaller --beta, a longer run, or another --seed"
     if model in ("ae", "dae"):
         return "an ae/dae decoder never learned to draw from random codes; to try: --model vae, whose prior is meant for sampling"
     if kind == "points":
-        return "to try: --pack 4 or --recall-weight 6, the default --loss and learning rates, or another --seed"
+        return f"to try: --pack 4 or --recall-weight 6, {back}or another --seed"
     if model == "lecture":  # its D is the lecture's, with no minibatch-std or packing
-        return "to try: --recall-weight 10, the default --loss and learning rates, another --seed, or --model dcgan with --mbstd"
+        return f"to try: --recall-weight 10, {back}another --seed, or --model dcgan with --mbstd"
     pack = "" if conditional else " or --pack 2"  # a conditional D judges each sample with its own label
-    return f"to try: --mbstd{pack}, --recall-weight 10, the default --loss and learning rates, or another --seed"
+    return f"to try: --mbstd{pack}, --recall-weight 10, {back}or another --seed"
+
+
+def back_to_defaults(run: dict[str, Any], default: dict[str, Any]) -> str | None:
+    """'the defaults --lr-g 0.0002 (this run has 0.002)' for the loss and learning rates that differ, else None.
+
+    `run` and `default` map 'loss', 'lr_g' and 'lr_d' to this run's values and the model's defaults.
+    """
+    changed = [k for k in ("loss", "lr_g", "lr_d") if run[k] != default[k]]
+    if not changed:
+        return None
+    flag = {"loss": "--loss", "lr_g": "--lr-g", "lr_d": "--lr-d"}
+    word = "the default" if len(changed) == 1 else "the defaults"
+    return (f"{word} {', '.join(f'{flag[k]} {default[k]:g}' if k != 'loss' else f'--loss {default[k]}' for k in changed)} "
+            f"(this run has {', '.join(f'{run[k]:g}' if k != 'loss' else run[k] for k in changed)})")  # fmt: skip
 
 
 def lr_d_fix(lr_d: float, default_lr_d: float) -> str:
@@ -154,13 +176,14 @@ class FooledD:
 
 
 def build_monitor(data_name: str, data: Dataset, channels: int, resolution: int, n: int, warmup_kimg: float, pixel_range,
-                  data_dir: str | None = None, precision: str = "fp32", model: str = "dcgan") -> TrainingMonitor | None:  # fmt: skip
+                  data_dir: str | None = None, precision: str = "fp32", model: str = "dcgan",
+                  defaults: str | None = DEFAULTS) -> TrainingMonitor | None:  # fmt: skip
     """A monitor for this run's data, or None (with a log line) when there is nothing to judge it with."""
     if data.kind == "points":
         if data_name not in TOY_DATASETS:
             return None
         centres, sigma = toy_modes(data_name)
-        return TrainingMonitor("points", n, warmup_kimg, centres=centres, sigma=sigma, model=model)
+        return TrainingMonitor("points", n, warmup_kimg, centres=centres, sigma=sigma, model=model, defaults=defaults)
     off = "training-time coverage and the collapse alarm are off"
     if data_name not in IDX_DATASETS:  # grey 28x28 or not, the judge knows only its own dataset's classes
         log.info(f"{off}: no judge knows the classes of your images (the shipped judge knows Fashion-MNIST's); watch the "
@@ -186,4 +209,4 @@ def build_monitor(data_name: str, data: Dataset, channels: int, resolution: int,
     left_out = list(test.class_names).index(excluded) if excluded in test.class_names else None
     return TrainingMonitor("images", n, warmup_kimg, evaluator=ev, real_feats=real_feats, real_share=real_share, left_out=left_out,
                            class_names=list(test.class_names), dup_threshold=duplicate_threshold(real_feats, n), pixel_range=pixel_range,
-                           precision=precision, model=model)  # fmt: skip
+                           precision=precision, model=model, defaults=defaults)  # fmt: skip
