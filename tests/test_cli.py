@@ -103,6 +103,17 @@ def test_the_stats_lines_print_kimg_alike():
     assert [_tick_kimg(k) for k in (4.032, 8.0, 600.064, 12000.0, 0.032, 0.128)] == ["4.0", "8.0", "600.1", "12000.0", "0.032", "0.128"]
 
 
+def test_the_stats_lines_tell_apart_ticks_finer_than_a_tenth_of_a_kimg(tmp_path, capsys):
+    """--tick-kimg 0.064 printed 1.2 twice, and 1.5/1.5 at 1.472 kimg as if the run were done."""
+    from counterfeit.cli import _tick_kimg
+
+    assert [_tick_kimg(k, 0.001) for k in (1.0005, 1.0015)] == ["1.0005", "1.0015"]
+    assert [_tick_kimg(k, t) for k, t in ((4.032, 4.0), (1.536, 0.5), (1.536, 0.2), (2.0, 1000.0))] == ["4.0", "1.5", "1.5", "2.0"]
+    _train(tmp_path, "--data", "ring8", "--kimg", "1.5", "--tick-kimg", "0.064")
+    ticks = [line.split("/")[0] for line in capsys.readouterr().err.splitlines() if " kimg: D " in line]
+    assert len(ticks) == len(set(ticks)) and ticks[-2:] == ["1.47", "1.50"], " ".join(ticks)  # not 1.5 and 1.5
+
+
 def test_a_wgan_gp_run_is_not_told_to_read_its_critic_as_a_probability(tiny_folder, tmp_path, capsys):
     _train(tmp_path, "--data", tiny_folder, "--loss", "wgan-gp")
     err = capsys.readouterr().err

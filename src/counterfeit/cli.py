@@ -551,7 +551,7 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
     if bar is None and main:  # log lines instead of a bar (--no-progress, a pipe): the run must not look frozen
 
         def print_tick(s: dict) -> None:
-            print(f"{_tick_kimg(s['kimg'])}/{cfg.loop.total_kimg:g} kimg: {_postfix(s, items)}", file=sys.stderr)
+            print(f"{_tick_kimg(s['kimg'], cfg.loop.tick_kimg)}/{cfg.loop.total_kimg:g} kimg: {_postfix(s, items)}", file=sys.stderr)
 
         cbs.on_tick = print_tick
     if bar is not None:
@@ -605,9 +605,12 @@ def _launcher() -> str:
     return f"torchrun --nproc_per_node={world_size()} -m " if world_size() > 1 else ""
 
 
-def _tick_kimg(kimg: float) -> str:
+def _tick_kimg(kimg: float, tick_kimg: float = 4.0) -> str:
     """A tick's kimg as the stats lines print it: 8.0 beside 4.0 (not 8 beside 4.032), 0.032 for a tiny run, never 1e+04."""
-    return f"{kimg:.1f}" if kimg >= 1 else f"{kimg:.3g}"
+    if kimg < 1:
+        return f"{kimg:.3g}"
+    # One decimal, unless --tick-kimg is finer: 1.472 and 1.536 both printed 1.5, the first as if the run were done.
+    return f"{kimg:.{max(1, math.ceil(-math.log10(tick_kimg / 2)))}f}"
 
 
 def _postfix(s: dict, items: str = "images") -> str:
