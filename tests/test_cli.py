@@ -1037,6 +1037,16 @@ def test_eval_and_augment_eval_check_the_run_folder_is_writable_first(folder_run
     _one_line_error(capsys, ["augment-eval", str(folder_run), "--n-fakes", "16", "--seeds", "1"], f"cannot use {folder_run / 'eval'}")
 
 
+def test_eval_gives_a_toys_real_high_quality_share_for_its_own_modes():
+    """A ducks-cows run was told that real data scores 98.9%: its narrow modes' real points score 99.7%."""
+    from counterfeit.cli import _summary
+
+    toy = {"modes_covered": 2, "modes_total": 2, "high_quality_pct": 99.0, "reverse_kl": 0.01, "min_count": 1}
+    ducks = " ".join(_summary({"toy": {**toy, "dataset": "ducks-cows"}}))
+    assert "99.7% for real data" in ducks and "0.69 (ln 2)" in ducks, ducks
+    assert "98.9% for real data" in " ".join(_summary({"toy": {**toy, "modes_total": 25, "dataset": "grid25"}}))
+
+
 def test_eval_tells_k_nn_coverage_from_class_coverage():
     """PRDC's coverage (k-NN, Naeem et al. 2020) and the class coverage were both printed as 'coverage'; the saved keys stay."""
     from counterfeit.cli import _summary

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from counterfeit.data import load_toy, toy_modes
-from counterfeit.metrics.toy import toy_metrics, toy_metrics_from_centres
+from counterfeit.metrics.toy import real_high_quality_pct, toy_metrics, toy_metrics_from_centres
 
 KEYS = {"dataset", "n", "n_nonfinite", "modes_total", "modes_covered", "high_quality_pct", "reverse_kl", "mode_histogram", "rule"}
 
@@ -67,6 +67,15 @@ def test_ducks_cows_real_samples():
     r = toy_metrics(load_toy("ducks-cows", n=2500, seed=0).x, "ducks-cows")
     assert (r["modes_total"], r["modes_covered"]) == (2, 2)
     assert r["high_quality_pct"] >= 98.0  # sigma is the long-axis std, so the disc is roomy across the short axis
+
+
+@pytest.mark.parametrize("name", ["ring8", "grid25", "ducks-cows"])
+def test_the_real_high_quality_share_is_what_real_points_score(name):
+    """eval told a ducks-cows run that real data scores 98.9%, the round modes' share; its narrow ones score 99.7%."""
+    expected = 100 * (1 - math.exp(-4.5)) if name != "ducks-cows" else 99.68
+    assert real_high_quality_pct(name) == pytest.approx(expected, abs=0.01)
+    measured = toy_metrics(load_toy(name, n=200_000, seed=1).x, name)["high_quality_pct"]
+    assert real_high_quality_pct(name) == pytest.approx(measured, abs=0.1)
 
 
 def test_min_count_threshold():

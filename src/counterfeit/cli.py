@@ -866,6 +866,9 @@ def _warning(result: dict) -> list[str]:
 
 
 def _summary(results: dict) -> list[str]:
+    from .data import TOY_DATASETS
+    from .metrics.toy import real_high_quality_pct
+
     out = []
     if "fid" in results:
         out.append(f"FID {results['fid']['fid']:.3f}  ({results['fid']['provenance']['backbone']}, "
@@ -904,10 +907,9 @@ def _summary(results: dict) -> list[str]:
         out.append(f"modes {t['modes_covered']}/{t['modes_total']}  high quality {t['high_quality_pct']:.1f}%  reverse KL {kl}")
         # The toy scores mean nothing to a learner without their scale: what perfect samples would get.
         need = "a sample" if t.get("min_count", 1) == 1 else f"{t['min_count']} samples"
-        from .metrics.toy import real_high_quality_pct  # ducks-cows' long modes score 99.7%, not the round modes' 98.9%
-
+        real = f", {real_high_quality_pct(t['dataset']):.1f}% for real data" if t.get("dataset") in TOY_DATASETS else ""
         out.append(f"(modes: how many of the {t['modes_total']} have {need} within 3 sigma; high quality: the share of "
-                   f"samples that close to a mode, {real_high_quality_pct(t['dataset']) if t.get('dataset') else 98.9:.1f}% for real data; reverse KL: 0 when they fill every mode evenly, "
+                   f"samples that close to a mode{real}; reverse KL: 0 when they fill every mode evenly, "
                    f"{math.log(t['modes_total']):.2f} (ln {t['modes_total']}) when all sit on one)")  # fmt: skip
     return out
 

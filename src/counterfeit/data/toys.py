@@ -67,6 +67,12 @@ def toy_modes(name: str) -> tuple[torch.Tensor, float]:
     return torch.tensor(toy.centres, dtype=torch.float32), toy.sigma  # (M, 2) float32
 
 
+def toy_axes(name: str) -> tuple[float, float]:
+    """A mode's standard deviations along its long and short axes, in units of its sigma: (1, 1) for a round mode."""
+    long, short = torch.linalg.svdvals(torch.tensor(_toy(name).shape, dtype=torch.float64)).tolist()
+    return long, short
+
+
 def load_toy(name: str, n: int = 100_000, seed: int = 0) -> Dataset:
     """Draw n points from an equal-weight mixture; labels are the mode each point came from."""
     toy = _toy(name)
