@@ -133,10 +133,20 @@ def test_a_scatter_plot_says_which_colour_is_which():
     """The learner's audit: green and grey dots with no legend; real points only listed where they were drawn."""
     pts = torch.zeros(10, 2)  # (10, 2) all at the centre, far from the legend's corner
 
-    def legend_colours(img: Image.Image) -> set:
-        corner = np.asarray(img)[-34:, :14].reshape(-1, 3)  # the bottom-left swatches
+    def legend_colours(img: Image.Image, width: int) -> set:
+        corner = np.asarray(img)[-20:, :width].reshape(-1, 3)  # the swatches along the bottom left
         return {tuple(c) for c in corner} - {(255, 255, 255)}
 
-    assert legend_colours(scatter_image(pts, reals=pts + 0.5)) >= {(150, 150, 150), (20, 150, 60)}
-    alone = legend_colours(scatter_image(pts))
+    assert legend_colours(scatter_image(pts, reals=pts + 0.5), 100) >= {(150, 150, 150), (20, 150, 60)}
+    alone = legend_colours(scatter_image(pts), 14)  # the first swatch only: the text beside it is antialiased grey
     assert (20, 150, 60) in alone and (150, 150, 150) not in alone
+
+
+def test_a_scatter_plots_legend_stays_off_the_points():
+    """Two legend rows reached up over grid25's bottom-left mode, hiding its lowest points."""
+    size, edge = 512, 4.0
+    dot = torch.full((1, 2), 1e-3)  # at the centre, far from the legend; the plot spans +/-1.1 times the farthest point
+    img = np.asarray(scatter_image(dot, reals=dot, lim=edge * 1.1, size=size))
+    ink = (np.abs(img.astype(int) - 90).max(axis=2) < 40) & (np.arange(size)[:, None] > size // 2)  # the legend's text
+    lowest = size / 2 + (size / 2 - 4) / 1.1 + 1.5  # the lowest pixel a dot at -edge reaches
+    assert ink.any() and np.nonzero(ink)[0].min() > lowest, (np.nonzero(ink)[0].min(), lowest)

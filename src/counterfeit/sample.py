@@ -204,12 +204,14 @@ def scatter_image(points: torch.Tensor, reals: torch.Tensor | None = None, size:
         for x, y in xy:
             draw.ellipse([x - r, y - r, x + r, y + r], fill=color)
     draw.text((4, 4), f"axes: +/-{lim:.2f}", fill=(90, 90, 90))
-    # Which colour is which, bottom left: grey real points only where they were drawn.
+    # Which colour is which, grey real points only where they were drawn: one row in the bottom margin that the 1.1
+    # above leaves free of points (a second row reached up over grid25's and ducks-cows' bottom-left mode).
     legend = [(c, t) for p, c, t in ((reals, (150, 150, 150), "real"), (points, (20, 150, 60), "fakes")) if p is not None]
-    for i, (color, text) in enumerate(legend):
-        y = size - 14 * (len(legend) - i) - 2
-        draw.ellipse([6, y + 3, 12, y + 9], fill=color)
-        draw.text((16, y), text, fill=(90, 90, 90))
+    x, y = 6, size - 16
+    for color, text in legend:
+        draw.ellipse([x, y + 3, x + 6, y + 9], fill=color)
+        draw.text((x + 10, y), text, fill=(90, 90, 90))
+        x += 10 + int(draw.textlength(text)) + 12
     return img
 
 
