@@ -390,6 +390,9 @@ def test_latent_interpolation_and_arithmetic(client):
     assert out["result"].startswith("data:image/png;base64,")
     assert "files are not available" in _error(client.get(f"/api/latent/arithmetic?run={DCGAN}&expr=/etc/passwd.png"), 400)
     assert "files are not available" in _error(client.get(f"/api/latent/interpolate?run={DCGAN}&a=x.npz&b=1"), 400)
+    for a in ("%20", "1%2B2", "2*1"):  # blank, a sum, a factor: the studio offered images and latent files it refuses
+        msg = _error(client.get(f"/api/latent/interpolate?run={DCGAN}&a={a}&b=1"), 400)
+        assert "endpoint" in msg and "image" not in msg and "latent" not in msg and ".npz" not in msg, msg
     assert "'steps'" in _error(client.get(f"/api/latent/interpolate?run={DCGAN}&steps=100000"), 400)
     assert "'expr'" in _error(client.get(f"/api/latent/arithmetic?run={DCGAN}&expr=" + "x" * 300), 400)
     assert "unknown name 'Unicorn'" in _error(client.get(f"/api/latent/arithmetic?run={CDCGAN}&expr=Unicorn"), 400)

@@ -34,6 +34,7 @@ class Operand:
 
 QUOTE_HINT = "; a file path with spaces, '+' or '-' in it goes in quotes: 'my shoe-1.png'"  # the command line's, not the studio's
 FILE_CHOICES = ", .png images, .npz latents"  # the operands that name files (the command line's, not the studio's)
+ENDPOINT_FILES = " (or an image or latent file)"  # the endpoints that name files: the studio leaves this out too
 
 
 def describe_choices(class_names: list[str], what: str = "expression") -> str:
@@ -56,7 +57,7 @@ def _bad(token: str, text: str, class_names: list[str], why: str = "unknown name
 def _empty(class_names: list[str], what: str) -> ConfigError:
     if what == "endpoint":
         return ConfigError(
-            f"empty endpoint; give a seed such as 7, a class, an image or a saved latent; {describe_choices(class_names, what)}"
+            f"empty endpoint; give a seed such as 7, a seed list or a class{ENDPOINT_FILES}; {describe_choices(class_names, what)}"
         )
     return ConfigError(f'empty expression; write something like "Sneaker - Sandal + Ankle boot"; {describe_choices(class_names)}')
 
@@ -191,7 +192,7 @@ def parse_endpoint(text: str, class_names: list[str]) -> Operand:
 
 
 def _not_one(text: str) -> ConfigError:
-    return ConfigError(f"an endpoint is one seed, class, image or latent file, not an expression: '{text}'")
+    return ConfigError(f"an endpoint is one seed, seed list or class{ENDPOINT_FILES}, not an expression: '{text}'")
 
 
 def _grammar(token: str, text: str, class_names: list[str], why: str, what: str) -> ConfigError:

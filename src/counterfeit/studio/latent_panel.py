@@ -52,7 +52,7 @@ def _parsed(parse, text: str, names: list[str]):
     try:
         return parse(text, names)
     except ConfigError as e:
-        raise StudioError(str(e).replace(expr.FILE_CHOICES, "").replace(expr.QUOTE_HINT, "")) from None
+        raise StudioError(str(e).replace(expr.FILE_CHOICES, "").replace(expr.ENDPOINT_FILES, "").replace(expr.QUOTE_HINT, "")) from None
 
 
 def _image_run(cache: ModelCache, root: Path, params: Params) -> LoadedRun:
