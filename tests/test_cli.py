@@ -96,6 +96,18 @@ def test_without_a_bar_the_stats_lines_reach_the_console(tiny_folder, tmp_path, 
     assert "kimg counts the thousands of real images D has seen" in err and " img/s" in err
 
 
+def test_the_kimg_help_gives_the_readmes_time_and_counts_points_for_a_toy(capsys):
+    """README's first-run time became 6 to 9 minutes without native bf16; --kimg's help still said 2.3-7 and images."""
+    import re
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    fast, slow = re.search(r"about ([\d.]+) minutes with it .*? and \d+ to (\d+) without it", readme, re.S).groups()
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"default 600 for dcgan: {fast}-{slow} minutes" in text and "or points for a 2-D toy" in text
+
+
 def test_the_stats_lines_print_kimg_alike():
     """The default run printed '4.032/600 kimg' then '8/600 kimg'."""
     from counterfeit.cli import _tick_kimg

@@ -160,10 +160,11 @@ def _train_parser(sub, fmt) -> None:
     t.add_argument(
         "--kimg",
         type=float,
-        help="training length in thousands of real images (default 600 for dcgan: 2.3-7 minutes on 2 CPU cores; 512 for mlp; 420 for the others)",
+        help="training length in thousands of real images, or points for a 2-D toy (default 600 for dcgan: 2.3-9 minutes on 2 CPU "
+        "cores; 512 for mlp; 420 for the others)",
     )
     t.add_argument("--epochs", type=float, help="training length in passes over the data (instead of --kimg)")
-    t.add_argument("--batch-size", type=int, help="real images per step (default 64)")
+    t.add_argument("--batch-size", type=int, help="real images (or toy points) per step (default 64)")
     t.add_argument("--seed", type=int, help="seed of the weights, the data order and the noise (default 0)")
     t.add_argument("--out", help="folder for new run folders (default: runs)")
     t.add_argument("--data-dir", help="where the Fashion-MNIST/MNIST idx files are (searched first)")
