@@ -306,6 +306,7 @@ def test_a_toy_runs_report_speaks_of_points_and_modes(tmp_path, monkeypatch):
     assert "kimg (thousands of real points shown to D)" in labels and not any("images" in x for x in labels)
     assert "a 2-D toy has modes, not classes" in page and "which the judge knows" not in page
     assert "no nearest-neighbour pairs for 2-D points" in page and "memorisation check" not in page
+    assert "Nearest training points" in page and "Nearest training images" not in page  # the heading above that line
 
 
 def test_the_header_rounds_the_kimg_a_whole_last_batch_overshoots(tmp_path):

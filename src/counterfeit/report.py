@@ -761,12 +761,13 @@ def _section_samples(run_dir: Path, toy: bool = False) -> str:
             pass
         drawn = "scatter plots" if toy else "readable grids"
         parts.append(f"<h3>Timelapse</h3>\n<p>The {drawn} as an animation (samples/{GIF_NAME}, at most {MAX_FRAMES} frames).</p>")
-        parts.append(f"<figure class='timelapse'>{_img(gif, 'timelapse of the sample grids', mime='image/gif')}</figure>")
+        alt = f"timelapse of the {'scatter plots' if toy else 'sample grids'}"
+        parts.append(f"<figure class='timelapse'>{_img(gif, alt, mime='image/gif')}</figure>")
     return "\n".join(parts)
 
 
 def _section_pairs(run_dir: Path, metrics: dict[str, Any] | None, eval_hint: str, toy: bool = False) -> str:
-    parts = ["<h2 id='pairs'>Nearest training images</h2>"]
+    parts = [f"<h2 id='pairs'>Nearest training {'points' if toy else 'images'}</h2>"]
     if toy:  # counterfeit eval scores a toy's modes; it has no memorisation check to suggest
         parts.append(_missing("no nearest-neighbour pairs for 2-D points: a toy is scored by the modes it covers (Metrics)"))
         return "\n".join(parts)
