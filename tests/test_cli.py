@@ -1074,12 +1074,3 @@ def test_eval_tells_k_nn_coverage_from_class_coverage():
     assert class_line.startswith("class coverage 9/10 classes  KL to real 0.0100"), class_line
     for line in (pr_line, class_line):  # no bare "coverage" left to read as the other one
         assert line.count("coverage") == line.count("k-NN coverage") + line.count("class coverage"), line
-
-
-def test_toy_eval_gives_each_toy_its_own_real_data_score():
-    """eval told a ducks-cows learner that real data scores 98.9% high quality; its long modes score 99.7%."""
-    from counterfeit.cli import _summary
-
-    toy = {"modes_covered": 2, "modes_total": 2, "high_quality_pct": 97.3, "reverse_kl": 0.007, "min_count": 1}
-    assert "99.7% for real data" in _summary({"toy": {**toy, "dataset": "ducks-cows"}})[1]
-    assert "98.9% for real data" in _summary({"toy": {**toy, "dataset": "ring8", "modes_total": 8}})[1]

@@ -128,10 +128,3 @@ def test_bad_points_raise_value_error(bad):
 def test_bad_sigma_raises_value_error(sigma):
     with pytest.raises(ValueError, match="sigma"):
         toy_metrics_from_centres(np.zeros((3, 2)), np.zeros((1, 2)), sigma)
-
-
-def test_real_high_quality_pct_is_each_toys_own():
-    from counterfeit.metrics.toy import real_high_quality_pct
-
-    assert real_high_quality_pct("ring8") == pytest.approx(100 * (1 - math.exp(-4.5)), abs=0.1)
-    assert real_high_quality_pct("ducks-cows") == pytest.approx(99.7, abs=0.1)
