@@ -94,6 +94,7 @@ def test_without_a_bar_the_stats_lines_reach_the_console(tiny_folder, tmp_path, 
     assert "finished at" not in err and err.count("done: ") == 1  # one last line, not two
     assert err.count("reading the numbers: D and G are the police's and the forger's losses") == 1  # once, for a new GAN run
     assert "kimg counts the thousands of real images D has seen" in err and " img/s" in err
+    assert "classes N/M" not in err and "modes N/M" not in err  # a folder of images: no judge counts its classes
 
 
 def test_the_kimg_help_gives_the_readmes_time_and_counts_points_for_a_toy(capsys):
@@ -243,10 +244,13 @@ def test_toy_train_and_sample_points(tmp_path, capsys):
     assert run.name.endswith("ring8-mlp")
     err = capsys.readouterr().err  # a toy's numbers speak of points: the learner's audit found images and items
     assert "real points and the fakes" in err and "thousands of real points D has seen" in err and " points/s" in err
+    assert "modes N/M: how many of the toy's modes have fakes near them" in err
     assert "image" not in err.replace("--data", "") and "img/s" not in err and "items" not in err
     assert "ring8 (100000 points)" in (run / "log.txt").read_text()
     assert main(["sample", str(run), "--format", "npz", "--out", str(tmp_path / "all.npz")]) == 0
     assert np.load(tmp_path / "all.npz")["points"].shape == (2500, 2)  # by default enough points to see every mode, not 64
+    capsys.readouterr()  # latent pictures need images: the refusal says what draws a toy's points instead
+    _one_line_error(capsys, ["interpolate", str(run), "--from", "1", "--to", "2"], "is a 2-D toy run", f"counterfeit sample {run}")
     assert main(["sample", str(run), "-n", "50", "--format", "npz", "--out", str(tmp_path / "p.npz")]) == 0
     assert np.load(tmp_path / "p.npz")["points"].shape == (50, 2)
     grey = np.all(np.asarray(Image.open(tmp_path / "p.png").convert("RGB")) == 150, axis=-1)  # the real points' colour
@@ -321,7 +325,8 @@ def test_help_has_examples(command, capsys):
      (["sample", "r", "--sed=3"], "did you mean --seed? (see 'counterfeit sample --help')"),
      (["--bogus"], "counterfeit: error: unrecognized arguments: --bogus (see 'counterfeit --help')"),
      (["train", "--gpu"], "unrecognized arguments: --gpu (see"),  # no guess: the shared '--' made it '--out'
-     (["sample", "r", "--rows", "2"], "unrecognized arguments: --rows 2 (see")],  # not '--drs'
+     (["sample", "r", "--rows", "2"], "unrecognized arguments: --rows 2 (see"),  # not '--drs'
+     (["interpolate", "r", "--from", "1", "--to", "Ankle", "boot"], 'arguments: boot; a name with a space goes in quotes, as in "Ankle boot"')],
 )  # fmt: skip
 def test_a_mistyped_option_names_the_one_meant_and_the_command_s_help(argv, says, capsys):
     """It said only 'unrecognized arguments' and pointed to the top-level help, which lists no train options."""
@@ -1074,3 +1079,12 @@ def test_eval_tells_k_nn_coverage_from_class_coverage():
     assert class_line.startswith("class coverage 9/10 classes  KL to real 0.0100"), class_line
     for line in (pr_line, class_line):  # no bare "coverage" left to read as the other one
         assert line.count("coverage") == line.count("k-NN coverage") + line.count("class coverage"), line
+
+
+def test_the_reading_line_says_what_the_judged_counts_mean():
+    """'classes 9/10' and 'modes 8/8' appeared on the stats lines with nothing to say what they count."""
+    from counterfeit.cli import _judged_words
+    from counterfeit.config import make_config
+
+    assert "classes N/M: how many kinds of item a judge finds" in _judged_words(make_config(), "images")
+    assert _judged_words(make_config(eval_every_kimg=0), "images") == ""  # nothing judged, nothing to explain

@@ -236,7 +236,7 @@ def test_cli_on_a_fashion_mnist_gan(fashion_dir, tmp_path, capsys):
     assert _gif_frames(out / "i.gif") == 2 * 5 - 2  # forth and back
     assert main(["arithmetic", str(run), "Sneaker - Sandal + Ankle boot", "--rows", "2", "--out", str(out / "a.png")]) == 0
     text = capsys.readouterr().out
-    assert "concepts: Sneaker (" in text and "evaluator on the result rows:" in text
+    assert "concepts: Sneaker (" in text and "evaluator's most likely class for each result row, with its probability:" in text
     thin = [line for line in text.splitlines() if "samples are confidently" in line]  # a barely trained G: few confident samples
     assert thin and all(any(f"'{c}'" in line for c in ("Sneaker", "Sandal", "Ankle boot")) for line in thin), thin
     Image.open(out / "a.png").verify()
@@ -247,6 +247,7 @@ def test_cli_on_a_fashion_mnist_gan(fashion_dir, tmp_path, capsys):
     assert main(argv) == 0
     text = capsys.readouterr().out  # the unlabelled picture is named, and one image's latent is not "#0 .. #0"
     assert "p.png: each row of originals over its reconstructions" in text and "use the latents as" in text and ".. #1" in text
+    assert "with 2 starts x 10 steps, then 10 more for the best" in text  # not '2 starts x 20 steps': the best start takes half
     saved = np.load(out / "p.npz")
     assert saved["z"].shape == (2, 8) and saved["recon"].shape == (2, 28, 28, 1) and (saved["error"] < saved["error_start"]).all()
     with Image.open(out / "p.png") as im:

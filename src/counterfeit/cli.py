@@ -104,6 +104,8 @@ class _Parser(argparse.ArgumentParser):
             # Without the '--' all options share: with it, '--gpu' matched '--out' and '--rows' '--drs'.
             close = difflib.get_close_matches(flag[2:], [o[2:] for o in options], n=1) if flag else []
             hint = f"; did you mean --{close[0]}?" if close else ""
+            if not extras[0].startswith("-"):  # --to Ankle boot: the shell split a name at its space
+                hint = '; a name with a space goes in quotes, as in "Ankle boot"'
             parser.exit(2, f"{parser.prog}: error: unrecognized arguments: {' '.join(extras)}{hint} (see '{parser.prog} --help')\n")
         return ns
 
@@ -537,7 +539,7 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
                      f"; D(x) and D(G(z)) are how real D finds the real {items} and the fakes. Healthy: D(x) stays above "
                      "D(G(z)), neither runs to 1 or 0")  # fmt: skip
             print(f"reading the numbers: D and G are the police's and the forger's losses{story}; kimg counts the "
-                  f"thousands of real {items} D has seen", file=sys.stderr)  # fmt: skip
+                  f"thousands of real {items} D has seen{_judged_words(cfg, items)}", file=sys.stderr)  # fmt: skip
 
     # torchrun passes a Ctrl-C on to its workers, who also got it from the terminal: a repeat must not abort the save.
     stop = _StopFlag(repeat_aborts=world_size() == 1)
@@ -604,6 +606,19 @@ def _launcher() -> str:
     from .distributed import world_size
 
     return f"torchrun --nproc_per_node={world_size()} -m " if world_size() > 1 else ""
+
+
+def _judged_words(cfg, items: str) -> str:
+    """What the evaluations' 'classes N/M' or 'modes N/M' count, for the reading line; '' where nothing is judged."""
+    from .data import IDX_DATASETS, builtin_name
+
+    if cfg.loop.eval_every_kimg <= 0:
+        return ""
+    if items == "points":
+        return "; modes N/M: how many of the toy's modes have fakes near them"
+    if builtin_name(cfg.data.name) in IDX_DATASETS:
+        return "; classes N/M: how many kinds of item a judge finds among the fakes (all is healthy)"
+    return ""
 
 
 def _tick_kimg(kimg: float, tick_kimg: float = 4.0) -> str:

@@ -66,7 +66,7 @@ def rejection_sample(
     if getattr(G, "num_classes", 0):
         raise ValueError("rejection sampling needs an unconditional run: its D judges without labels here")
     if getattr(D, "pack", 1) > 1:
-        raise ValueError("rejection sampling needs one verdict per sample; this run's D judges packs (--pack), so it cannot")
+        raise ValueError("rejection sampling needs one verdict per sample; this run's D judges packs (--pack), so it cannot: drop --drs")
     if not 0 < percentile <= 100:
         raise ValueError(f"percentile must lie in (0, 100], got {percentile}")
     noise, coins = NoiseStream(G.z_dim, seed), torch.Generator().manual_seed(int(seed) + 1)

@@ -12,7 +12,7 @@ from ..config import ConfigError
 from ..data import IDX_DATASETS, load_dataset
 from ..data.decode import DECODE_ERRORS, decode_image
 from ..evaluator import predict
-from ..fileio import file_label
+from ..fileio import file_label, shell_word
 from ..runs import load_run
 from ..sample import from_uint8, save_grid, to_uint8
 from .concepts import class_names_for, evaluator_for
@@ -57,7 +57,8 @@ def _variant(rows: int, default_rows: int, seed: int, steps: int | None = None, 
 def _image_run(run_dir, device):
     run = load_run(run_dir, device)
     if run.spec.data_kind != "images":
-        raise ConfigError(f"{run.run_dir.name} is a 2-D toy run; latent-space pictures need a run that makes images")
+        raise ConfigError(f"{run.run_dir.name} is a 2-D toy run; latent-space pictures need a run that makes images "
+                          f"(for a toy's points: counterfeit sample {shell_word(run.run_dir)})")  # fmt: skip
     return run
 
 
@@ -154,7 +155,7 @@ def arithmetic(run_dir, expression: str, rows: int = 4, seed: int = 0, out: str 
         lines.append("class names act on the label code, seeds and images on z (each row: noise of --seed, image r)")
     verdicts = _verdicts(run, columns[-1])
     if verdicts:
-        lines.append("evaluator on the result rows: " + "; ".join(verdicts))
+        lines.append("evaluator's most likely class for each result row, with its probability: " + "; ".join(verdicts))
     return Outcome([png], lines)
 
 
@@ -205,7 +206,7 @@ def project(run_dir, specs: list[str], steps: int = 100, restarts: int = 4, seed
     how = (
         "encoder" + (f" + {steps} refinement steps" if steps else "")
         if run.spec.family == "autoencoder"
-        else f"{restarts} starts x {steps} steps"
+        else f"{restarts} starts x {steps // 2} steps, then {steps - steps // 2} more for the best"  # project_gan's two phases
     )
     lines = [f"{n}: pixel error {e:.4f} (start {s:.4f})" for n, e, s in zip(names, proj.error.tolist(), proj.error_start.tolist())]
     use = f"the latent as {npz}#0" if len(x) == 1 else f"the latents as {npz}#0 .. #{len(x) - 1}"
