@@ -239,7 +239,7 @@ def test_the_runs_table_says_what_it_counts():
     assert _covered({"toy/modes": 1, "toy/modes_total": 8}) == "1/8 modes" and _covered({}) == ""
 
 
-def test_toy_train_and_sample_points(tmp_path, capsys):
+def test_toy_train_and_sample_points(tmp_path, capsys, monkeypatch):
     run = _train(tmp_path, "--data", "ring8")
     assert run.name.endswith("ring8-mlp")
     err = capsys.readouterr().err  # a toy's numbers speak of points: the learner's audit found images and items
@@ -255,7 +255,12 @@ def test_toy_train_and_sample_points(tmp_path, capsys):
     assert np.load(tmp_path / "p.npz")["points"].shape == (50, 2)
     grey = np.all(np.asarray(Image.open(tmp_path / "p.png").convert("RGB")) == 150, axis=-1)  # the real points' colour
     assert grey.sum() > 100  # the README promised grey reals under the fakes, as in training's scatter plots; none were drawn
+    import counterfeit.export as export
+
+    titles, real_save = [], export.save_scatter
+    monkeypatch.setattr(export, "save_scatter", lambda *a, **k: titles.append(k["title"]) or real_save(*a, **k))
     assert main(["sample", str(run), "-n", "50", "--format", "npz", "--drs", "90", "--out", str(tmp_path / "d.npz")]) == 0
+    assert titles[0].startswith("50 fakes, seed 0, --drs 90 kept ") and titles[0].endswith("% of the candidates")  # on the picture
     kept = np.load(tmp_path / "d.npz")["points"]
     assert main(["sample", str(run), "-n", "1000", "--format", "npz", "--out", str(tmp_path / "c.npz")]) == 0
     candidates = {tuple(p) for p in np.load(tmp_path / "c.npz")["points"]}  # the same seed's first 1,000 draws

@@ -150,3 +150,15 @@ def test_a_scatter_plots_legend_stays_off_the_points():
     ink = (np.abs(img.astype(int) - 90).max(axis=2) < 40) & (np.arange(size)[:, None] > size // 2)  # the legend's text
     lowest = size / 2 + (size / 2 - 4) / 1.1 + 1.5  # the lowest pixel a dot at -edge reaches
     assert ink.any() and np.nonzero(ink)[0].min() > lowest, (np.nonzero(ink)[0].min(), lowest)
+
+
+def test_a_scatter_plot_names_its_axes_and_counts_the_fakes_it_cannot_show():
+    """A toy's plots had no kimg, no axis names (ducks-cows: weight, size), and left fakes beyond the axes out unsaid."""
+    pts = torch.tensor([[0.0, 0.0], [5.0, 0.0], [float("nan"), 0.0]])  # (3, 2): one inside, two that cannot be drawn
+    plain = np.asarray(scatter_image(pts[:1], lim=1.0))
+    top_right = np.asarray(scatter_image(pts[:1], lim=1.0, title="40.0 kimg"))[:16, 256:]
+    assert (top_right != plain[:16, 256:]).any()  # the title is written top right
+    counted = np.asarray(scatter_image(pts, lim=1.0, title="40.0 kimg"))[:16]
+    assert (counted != np.asarray(scatter_image(pts[:1], lim=1.0, title="40.0 kimg"))[:16]).any()  # '2 of 3 fakes off the plot'
+    named = np.asarray(scatter_image(pts[:1], lim=1.0, axes=["weight", "size"]))[:16, :256]
+    assert (named != plain[:16, :256]).any()

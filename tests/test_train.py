@@ -722,3 +722,16 @@ def test_the_monitor_is_told_which_settings_the_run_changed(tmp_path, monkeypatc
                       eval_every_kimg=0.128)  # fmt: skip
     train(cfg, create_run_dir(cfg, tmp_path))
     assert seen == ["the default --lr-d 0.0001 (this run has 0.002)"]
+
+
+def test_a_toy_runs_scatter_plots_share_one_scale_and_say_when(tmp_path, monkeypatch):
+    """Each frame took its own axes from its points, so the timelapse rescaled as it played; no frame said its kimg."""
+    import counterfeit.train as train_module
+
+    seen = []
+    monkeypatch.setattr(train_module, "save_scatter", lambda pts, path, **k: seen.append(k))
+    cfg = make_config(data="ducks-cows", g_width=16, d_width=16, kimg=0.256, batch_size=64, tick_kimg=0.128, sample_kimg=0.128,
+                      eval_every_kimg=0)  # fmt: skip
+    train(cfg, create_run_dir(cfg, tmp_path))
+    assert len(seen) >= 2 and len({k["lim"] for k in seen}) == 1 and seen[-1]["title"] == "0.3 kimg"
+    assert seen[0]["axes"] == ["weight", "size"]

@@ -14,7 +14,7 @@ from .config import ConfigError
 from .data.load import did_you_mean, find_class
 from .fileio import atomic_write_bytes, write_many
 from .runs import conditional_class_names, load_run, load_slot
-from .sample import generate, grid_by_class, png_bytes, rejection_sample, save_grid, save_scatter, to_pil, to_uint8
+from .sample import generate, grid_by_class, png_bytes, rejection_sample, save_grid, save_scatter, scatter_lim, to_pil, to_uint8
 
 log = logging.getLogger("counterfeit")
 
@@ -71,9 +71,11 @@ def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out
     default_name = f"sample-seed{seed}-n{n}{tag}" + {"grid": ".png", "folder": "", "npz": ".npz"}[fmt]
     out = Path(out) if out else run.run_dir / "samples" / default_name
     labels = sample_labels(run, n, class_name)
+    kept = ""
     if drs is not None:
         x, acceptance = drs_samples(run, n, seed, drs, device)
         log.info(f"discriminator rejection sampling kept {acceptance:.1%} of the candidates")
+        kept = f", --drs {drs:g} kept {acceptance:.1%} of the candidates"
     else:
         x = generate(run.G, None if points else run.spec.pixel_range, n, seed, device, labels)  # (n, C, H, W) uint8 or (n, 2)
     if points:
@@ -82,7 +84,8 @@ def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out
         png = out.with_suffix(".png")
         from .data.toys import load_toy
 
-        save_scatter(x, png, reals=load_toy(run.config.data.name, 2000).x)  # grey reals under the fakes, as in training's plots
+        toy = load_toy(run.config.data.name)  # training's data (seed 0): the same scale and grey reals as its plots
+        save_scatter(x, png, reals=toy.x[:2000], lim=scatter_lim(toy.x), title=f"{n} fakes, seed {seed}{kept}", axes=toy.info.get("axes"))
         if fmt == "npz":
             save_npz(out, points=x.numpy().astype(np.float32))
         return out if fmt == "npz" else png

@@ -188,10 +188,21 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, s
     return Path(path)
 
 
-def scatter_image(points: torch.Tensor, reals: torch.Tensor | None = None, size: int = 512, lim: float | None = None) -> Image.Image:
-    """Scatter plot of 2-D points (green fakes over grey reals) as a PIL image, no plotting library needed."""
+def scatter_lim(reals: torch.Tensor) -> float:
+    """The axes' half-width for a toy's scatter plots: its real points' reach and a margin, so every frame has one scale."""
+    return float(reals.abs().max()) * 1.25 + 1e-6
+
+
+def scatter_image(points: torch.Tensor, reals: torch.Tensor | None = None, size: int = 512, lim: float | None = None,
+                  title: str = "", axes: list[str] | None = None) -> Image.Image:  # fmt: skip
+    """Scatter plot of 2-D points (green fakes over grey reals) as a PIL image, no plotting library needed.
+
+    `title` goes top right (say, the kimg), `axes` names x and y (ducks-cows: weight, size); a fixed `lim` keeps a run's
+    frames on one scale, and the fakes beyond it are counted on the picture rather than silently left out.
+    """
     pts = [p for p in (reals, points) if p is not None]
     lim = lim or float(torch.cat(pts).abs().max()) * 1.1 + 1e-6
+    off = int((~(points.float().abs() <= lim).all(dim=1)).sum())  # NaN compares False: counted off the plot too
     img = Image.new("RGB", (size, size), "white")
     draw = ImageDraw.Draw(img)
     mid = size / 2
@@ -203,7 +214,10 @@ def scatter_image(points: torch.Tensor, reals: torch.Tensor | None = None, size:
         xy = ((p.float().numpy() / lim) * (size / 2 - 4)) * np.array([1, -1]) + mid
         for x, y in xy:
             draw.ellipse([x - r, y - r, x + r, y + r], fill=color)
-    draw.text((4, 4), f"axes: +/-{lim:.2f}", fill=(90, 90, 90))
+    draw.text((4, 4), f"axes: +/-{lim:.2f}" + (f" (x: {axes[0]}, y: {axes[1]})" if axes else ""), fill=(90, 90, 90))
+    corner = "; ".join(t for t in (title, f"{off} of {len(points)} fakes off the plot" if off else "") if t)
+    if corner:
+        draw.text((size - 4 - draw.textlength(corner), 4), corner, fill=(90, 90, 90))
     # Which colour is which, grey real points only where they were drawn: one row in the bottom margin that the 1.1
     # above leaves free of points (a second row reached up over grid25's and ducks-cows' bottom-left mode).
     legend = [(c, t) for p, c, t in ((reals, (150, 150, 150), "real"), (points, (20, 150, 60), "fakes")) if p is not None]
@@ -215,7 +229,8 @@ def scatter_image(points: torch.Tensor, reals: torch.Tensor | None = None, size:
     return img
 
 
-def save_scatter(points: torch.Tensor, path: str | Path, reals: torch.Tensor | None = None, lim: float | None = None) -> Path:
-    """Write a scatter-plot PNG of 2-D points atomically."""
-    atomic_write_bytes(Path(path), png_bytes(scatter_image(points, reals, lim=lim)))
+def save_scatter(points: torch.Tensor, path: str | Path, reals: torch.Tensor | None = None, lim: float | None = None,
+                 title: str = "", axes: list[str] | None = None) -> Path:  # fmt: skip
+    """Write a scatter-plot PNG of 2-D points atomically (see scatter_image)."""
+    atomic_write_bytes(Path(path), png_bytes(scatter_image(points, reals, lim=lim, title=title, axes=axes)))
     return Path(path)

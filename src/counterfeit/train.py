@@ -47,7 +47,7 @@ from .machine import cpu_has_native_bf16
 from .models import build_models, get_spec
 from .models.layers import to_channels_last
 from .runs import read_stats, remove_stale_temp_files, run_lock, write_config
-from .sample import from_uint8, make_noise, reconstruct, sample, save_grid, save_scatter, to_uint8
+from .sample import from_uint8, make_noise, reconstruct, sample, save_grid, save_scatter, scatter_lim, to_uint8
 from .timelapse import write_timelapse
 
 log = logging.getLogger("counterfeit")
@@ -506,13 +506,15 @@ def _train(cfg: RunConfig, run_dir: Path, cb: Callbacks, data: Dataset | None, d
     if images and cur_nimg == 0 and main:
         save_grid(grid_reals.cpu(), run_dir / "samples" / "reals.png", nrow=8)
 
+    lim = None if images else scatter_lim(x_all)  # one scale for every frame, or the timelapse rescales as it plays
+
     def snapshot_grid() -> None:
         fakes = sample(G_ema, grid_z, grid_labels)
         name = run_dir / "samples" / f"fakes{cur_nimg / 1000:08.1f}kimg.png"  # sorts by time
         if images:
             save_grid(to_uint8(fakes, spec.pixel_range), name, nrow=GRID_PER_CLASS if cond else 8)
         else:
-            save_scatter(fakes, name, reals=x_all[:2000].cpu())
+            save_scatter(fakes, name, reals=x_all[:2000].cpu(), lim=lim, title=f"{cur_nimg / 1000:.1f} kimg", axes=data.info.get("axes"))
         if ae:  # top half: fixed reals; bottom half: what the EMA encoder and decoder make of them
             recon = reconstruct(D_ema, G_ema, prep(grid_reals[:RECON_SIZE]))  # (32, C, H, W) in [-1, 1]
             tiles = torch.cat([grid_reals[:RECON_SIZE].cpu(), to_uint8(recon, spec.pixel_range)])  # (64, C, H, W) uint8
