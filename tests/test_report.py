@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from counterfeit.config import ConfigError, RunConfig
@@ -306,6 +307,13 @@ def test_a_toy_runs_report_speaks_of_points_and_modes(tmp_path, monkeypatch):
     assert "kimg (thousands of real points shown to D)" in labels and not any("images" in x for x in labels)
     assert "a 2-D toy has modes, not classes" in page and "which the judge knows" not in page
     assert "no nearest-neighbour pairs for 2-D points" in page and "memorisation check" not in page
+    from counterfeit.metrics.toy import toy_metrics
+
+    run = tmp_path / "00001-ring8-dcgan"  # the run _small_run made: scored the way eval scores a toy
+    toy = toy_metrics(torch.zeros(10, 2), "ring8")
+    (run / "metrics.json").write_text(json.dumps({"kimg": 8.0, "metrics": {"toy": {**toy, "provenance": {"seed": 0}}}}))
+    page = write_report(run).read_text()  # its raw keys come with the scale eval prints
+    assert "high quality: the share of samples that close to a mode, 98.9% for real data" in page and "2.08 (ln 8)" in page
     assert "Nearest training points" in page and "Nearest training images" not in page  # the heading above that line
 
 

@@ -882,8 +882,7 @@ def _warning(result: dict) -> list[str]:
 
 
 def _summary(results: dict) -> list[str]:
-    from .data import TOY_DATASETS
-    from .metrics.toy import real_high_quality_pct
+    from .metrics.toy import how_to_read
 
     out = []
     if "fid" in results:
@@ -921,12 +920,7 @@ def _summary(results: dict) -> list[str]:
         t = results["toy"]
         kl = "n/a" if t["reverse_kl"] is None else f"{t['reverse_kl']:.3f}"
         out.append(f"modes {t['modes_covered']}/{t['modes_total']}  high quality {t['high_quality_pct']:.1f}%  reverse KL {kl}")
-        # The toy scores mean nothing to a learner without their scale: what perfect samples would get.
-        need = "a sample" if t.get("min_count", 1) == 1 else f"{t['min_count']} samples"
-        real = f", {real_high_quality_pct(t['dataset']):.1f}% for real data" if t.get("dataset") in TOY_DATASETS else ""
-        out.append(f"(modes: how many of the {t['modes_total']} have {need} within 3 sigma; high quality: the share of "
-                   f"samples that close to a mode{real}; reverse KL: 0 when they fill every mode evenly, "
-                   f"{math.log(t['modes_total']):.2f} (ln {t['modes_total']}) when all sit on one)")  # fmt: skip
+        out.append(f"({how_to_read(t)})")
     return out
 
 

@@ -16,6 +16,7 @@ from .config import ConfigError
 from .data import IDX_DATASETS, TOY_DATASETS
 from .fileio import atomic_write_bytes, atomic_write_text, shell_word
 from .losses import d_output_level, extra_terms, indifference_levels
+from .metrics.toy import how_to_read
 from .runs import is_evaluation, is_run_dir, reached_nimg, read_stats, which_run
 from .timelapse import GIF_NAME, MAX_FRAMES, evenly, sample_grids, timelapse_gif
 
@@ -661,6 +662,8 @@ def _metric(name: str, values: Any, prov: dict[str, Any] | list[tuple[str, Any]]
             for k, v in rows
         )
         parts.append(f"<table>{cells}</table>")
+    if base == "toy" and isinstance(values.get("modes_total"), int):  # raw keys (high_quality_pct, reverse_kl) need a scale
+        parts.append(f"<p>{_e(how_to_read(values))}.</p>")
     items = list(prov.items()) if isinstance(prov, dict) else prov or []
     if items:
         summary = f"provenance of {_e(name)} alone (the rest is shared, above)" if shared else "provenance"

@@ -43,6 +43,20 @@ def toy_metrics(points: torch.Tensor | np.ndarray, dataset: str, min_count: int 
     return out
 
 
+def how_to_read(result: dict) -> str:
+    """One line on what a toy_metrics result's numbers mean, with what real data would score (for eval and the report)."""
+    from ..data.toys import TOY_DATASETS
+
+    m = result["modes_total"]
+    need = "a sample" if result.get("min_count", 1) == 1 else f"{result['min_count']} samples"
+    real = f", {real_high_quality_pct(result['dataset']):.1f}% for real data" if result.get("dataset") in TOY_DATASETS else ""
+    kl = f"{math.log(m):.2f} (ln {m}) when all sit on one" if m > 1 else "0 too with one mode"
+    return (
+        f"modes: how many of the {m} have {need} within 3 sigma; high quality: the share of samples that close to a "
+        f"mode{real}; reverse KL: 0 when they fill every mode evenly, {kl}"
+    )
+
+
 def real_high_quality_pct(dataset: str) -> float:
     """The % high quality that the toy's real points score: 98.9 for round modes, more for ducks-cows' narrow ones."""
     long, short = toy_axes(dataset)
