@@ -403,3 +403,20 @@ def test_a_streak_still_firing_gives_the_remedies_of_its_latest_kind(tmp_path):
             (240.0, {**toy, "alarm": "generator is collapsing: 13 of 25 modes missing"}))  # fmt: skip
     page = write_report(_small_run(tmp_path, "ns", rows=rows, data="grid25")).read_text()
     assert "still firing at the last evaluation: generator is collapsing: 13 of 25 modes missing; to try: --recall-weight 6" in page
+
+
+def test_the_coverage_chart_marks_where_the_alarm_starts_judging(tmp_path, monkeypatch):
+    """A toy's alarm said 'since 20 kimg' with nothing on the chart to show it judged only from 200 kimg."""
+    import counterfeit.report as report
+
+    legends = []
+    real_png = report._png
+    monkeypatch.setattr(report, "_png", lambda fig: legends.extend(t.get_text() for ax in fig.axes if ax.get_legend()
+                                                                    for t in ax.get_legend().get_texts()) or real_png(fig))  # fmt: skip
+    rows = [(k, {"toy/modes": 8, "toy/modes_total": 8, "toy/hq": 50.0}) for k in (20.0, 200.0, 220.0)]
+    write_report(_small_run(tmp_path, loss="ns", data="ring8", rows=rows, alarm_after_kimg=200.0, total_kimg=220.0))
+    assert "alarm judges from 200 kimg" in legends
+    legends.clear()
+    (tmp_path / "short").mkdir()  # a run that has not reached it draws no line out at 200 past its end
+    write_report(_small_run(tmp_path / "short", loss="ns", data="ring8", rows=rows[:1], alarm_after_kimg=200.0))
+    assert not any("alarm judges" in t for t in legends)

@@ -190,7 +190,7 @@ def _make_plots(
         "losses": _plot_losses(config, stats),
         "d_outputs": _plot_d_outputs(config, stats),
         "fid": _plot_fid(stats, fid_evals, alarms),
-        "coverage": _plot_coverage(stats, coverage_evals, alarms),
+        "coverage": _plot_coverage(stats, coverage_evals, alarms, _section_of(config, "loop", "alarm_after_kimg", None)),
         "classes": _plot_classes(metrics),
     }
     if _data_name(config) in TOY_DATASETS:  # a toy's D is shown 2-D points, not images
@@ -292,7 +292,8 @@ def _plot_fid(stats: list[dict[str, Any]], fid_evals: list[dict[str, Any]], alar
     return fig
 
 
-def _plot_coverage(stats: list[dict[str, Any]], coverage_evals: list[dict[str, Any]], alarms: list[tuple[float, str]]) -> Any:
+def _plot_coverage(stats: list[dict[str, Any]], coverage_evals: list[dict[str, Any]], alarms: list[tuple[float, str]],
+                   warmup_kimg: Any = None) -> Any:  # fmt: skip
     classes = _series(stats, "cov/classes")
     eval_classes = _series(coverage_evals, "classes_covered")
     modes = _series(stats, "toy/modes")
@@ -316,6 +317,9 @@ def _plot_coverage(stats: list[dict[str, Any]], coverage_evals: list[dict[str, A
             ax.axhline(total, color=color, ls="--", lw=1, alpha=0.7, label=f"all {total:g} {what}")
     ax.set_ylim(0, ax.get_ylim()[1] * 1.05)  # keep the "all N" line off the frame
     _mark_alarms(ax, alarms)
+    last = max((r["kimg"] for r in stats if isinstance(r.get("kimg"), (int, float))), default=0)
+    if isinstance(warmup_kimg, (int, float)) and 0 < warmup_kimg <= last:  # before it the alarm does not judge missing ones
+        ax.axvline(warmup_kimg, color="0.5", ls="-.", lw=1, label=f"alarm judges from {warmup_kimg:g} kimg")
     hq = _series(stats, "toy/hq")
     if hq[0]:
         ax2 = ax.twinx()
