@@ -331,7 +331,8 @@ def test_help_has_examples(command, capsys):
      (["--bogus"], "counterfeit: error: unrecognized arguments: --bogus (see 'counterfeit --help')"),
      (["train", "--gpu"], "unrecognized arguments: --gpu (see"),  # no guess: the shared '--' made it '--out'
      (["sample", "r", "--rows", "2"], "unrecognized arguments: --rows 2 (see"),  # not '--drs'
-     (["interpolate", "r", "--from", "1", "--to", "Ankle", "boot"], 'arguments: boot; a name with a space goes in quotes, as in "Ankle boot"')],
+     (["interpolate", "r", "--from", "1", "--to", "Ankle", "boot"], 'arguments: boot; a name with a space goes in quotes: --to "Ankle boot"'),
+     (["interpolate", "r", "--from", "1", "--to=Ankle", "boot"], 'arguments: boot; a name with a space goes in quotes: --to "Ankle boot"')],
 )  # fmt: skip
 def test_a_mistyped_option_names_the_one_meant_and_the_command_s_help(argv, says, capsys):
     """It said only 'unrecognized arguments' and pointed to the top-level help, which lists no train options."""
@@ -339,6 +340,15 @@ def test_a_mistyped_option_names_the_one_meant_and_the_command_s_help(argv, says
         main(argv)
     err = capsys.readouterr().err
     assert e.value.code == 2 and says in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [["train", "ring8"], ["sample", "r", "extra"], ["eval", "r", "s"]])
+def test_a_stray_word_that_splits_no_name_is_not_told_to_quote_one(argv, capsys):
+    """'counterfeit train ring8' (no --data) was told 'a name with a space goes in quotes, as in "Ankle boot"'."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"unrecognized arguments: {argv[-1]} (see" in err and "quotes" not in err
 
 
 def test_mlp_without_toy_data_says_what_it_trains_on(capsys):

@@ -104,10 +104,34 @@ class _Parser(argparse.ArgumentParser):
             # Without the '--' all options share: with it, '--gpu' matched '--out' and '--rows' '--drs'.
             close = difflib.get_close_matches(flag[2:], [o[2:] for o in options], n=1) if flag else []
             hint = f"; did you mean --{close[0]}?" if close else ""
-            if not extras[0].startswith("-"):  # --to Ankle boot: the shell split a name at its space
-                hint = '; a name with a space goes in quotes, as in "Ankle boot"'
+            split = _split_name(list(sys.argv[1:] if args is None else args), extras)
+            if split:  # --to Ankle boot: the shell split a name at its space
+                hint = f"; a name with a space goes in quotes: {split}"
             parser.exit(2, f"{parser.prog}: error: unrecognized arguments: {' '.join(extras)}{hint} (see '{parser.prog} --help')\n")
         return ns
+
+
+def _split_name(argv: list[str], extras: list[str]) -> str:
+    """'--to "Ankle boot"' where the first stray word follows an option's value (the shell split it), else ''.
+
+    A stray word after the command or a positional ('counterfeit train ring8') is no split name: it was told to quote.
+    """
+    word = extras[0]
+    if word.startswith("-") or word not in argv:
+        return ""
+    i = argv.index(word)
+    if i >= 1 and argv[i - 1].startswith("--") and "=" in argv[i - 1]:  # --to=Ankle boot
+        flag, first = argv[i - 1].split("=", 1)
+    elif i >= 2 and argv[i - 2].startswith("-") and not argv[i - 1].startswith("-"):
+        flag, first = argv[i - 2], argv[i - 1]
+    else:
+        return ""
+    words = [first]
+    for w in argv[i:]:  # the rest of the split name: the stray words that follow it
+        if w.startswith("-") or w not in extras:
+            break
+        words.append(w)
+    return f'{flag} "{" ".join(words)}"'
 
 
 def _parser() -> argparse.ArgumentParser:
