@@ -162,3 +162,15 @@ def test_a_scatter_plot_names_its_axes_and_counts_the_fakes_it_cannot_show():
     assert (counted != np.asarray(scatter_image(pts[:1], lim=1.0, title="40.0 kimg"))[:16]).any()  # '2 of 3 fakes off the plot'
     named = np.asarray(scatter_image(pts[:1], lim=1.0, axes=["weight", "size"]))[:16, :256]
     assert (named != plain[:16, :256]).any()
+
+
+def test_a_long_scatter_title_keeps_clear_of_the_axes_line():
+    """sample --drs on ducks-cows wrote '2500 fakes, seed 0, --drs 80 kept 45.3% ...' over '(x: weight, y: size)'."""
+    pts = torch.tensor([[0.0, 0.0], [5.0, 0.0]])  # (2, 2): one off the plot, so the count joins the title
+    axes, title = ["weight", "size"], "2500 fakes, seed 0, --drs 80 kept 45.3% of the candidates"
+    left = np.asarray(scatter_image(pts[:1], lim=1.0, axes=axes))  # the axes line alone
+    both = np.asarray(scatter_image(pts, lim=1.0, axes=axes, title=title))
+    left_ink = np.nonzero((left[:16] != 255).any(axis=2).any(axis=0))[0]
+    title_ink = np.nonzero((both[:16] != left[:16]).any(axis=2).any(axis=0))[0]
+    assert (both != left).any()  # the title is on the picture
+    assert len(title_ink) == 0 or title_ink.min() > left_ink.max() + 4, (title_ink.min(), left_ink.max())

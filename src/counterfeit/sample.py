@@ -214,10 +214,16 @@ def scatter_image(points: torch.Tensor, reals: torch.Tensor | None = None, size:
         xy = ((p.float().numpy() / lim) * (size / 2 - 4)) * np.array([1, -1]) + mid
         for x, y in xy:
             draw.ellipse([x - r, y - r, x + r, y + r], fill=color)
-    draw.text((4, 4), f"axes: +/-{lim:.2f}" + (f" (x: {axes[0]}, y: {axes[1]})" if axes else ""), fill=(90, 90, 90))
-    corner = "; ".join(t for t in (title, f"{off} of {len(points)} fakes off the plot" if off else "") if t)
-    if corner:
-        draw.text((size - 4 - draw.textlength(corner), 4), corner, fill=(90, 90, 90))
+    left = f"axes: +/-{lim:.2f}" + (f" (x: {axes[0]}, y: {axes[1]})" if axes else "")
+    draw.text((4, 4), left, fill=(90, 90, 90))
+    parts = [t for t in (title, f"{off} of {len(points)} fakes off the plot" if off else "") if t]
+    corner = "; ".join(parts)
+    if corner and draw.textlength(left) + 12 + draw.textlength(corner) > size - 8:
+        lines = [(t, 16 + 12 * i) for i, t in enumerate(parts)]  # too long beside the axes line (a --drs share): below it
+    else:
+        lines = [(corner, 4)] if corner else []
+    for text, y in lines:
+        draw.text((size - 4 - draw.textlength(text), y), text, fill=(90, 90, 90))
     # Which colour is which, grey real points only where they were drawn: one row in the bottom margin that the 1.1
     # above leaves free of points (a second row reached up over grid25's and ducks-cows' bottom-left mode).
     legend = [(c, t) for p, c, t in ((reals, (150, 150, 150), "real"), (points, (20, 150, 60), "fakes")) if p is not None]
