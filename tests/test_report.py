@@ -420,3 +420,16 @@ def test_the_coverage_chart_marks_where_the_alarm_starts_judging(tmp_path, monke
     (tmp_path / "short").mkdir()  # a run that has not reached it draws no line out at 200 past its end
     write_report(_small_run(tmp_path / "short", loss="ns", data="ring8", rows=rows[:1], alarm_after_kimg=200.0))
     assert not any("alarm judges" in t for t in legends)
+
+
+def test_an_image_run_s_coverage_chart_says_only_missing_classes_wait_for_the_warm_up(tmp_path, monkeypatch):
+    """'alarm judges from 40 kimg' on a Fashion-MNIST chart: a fall below the best classes is judged before it, too."""
+    import counterfeit.report as report
+
+    legends = []
+    real_png = report._png
+    monkeypatch.setattr(report, "_png", lambda fig: legends.extend(t.get_text() for ax in fig.axes if ax.get_legend()
+                                                                    for t in ax.get_legend().get_texts()) or real_png(fig))  # fmt: skip
+    rows = [(k, {"cov/classes": 10, "cov/num_classes": 10, "cov/dup": 0.0}) for k in (20.0, 40.0, 60.0)]
+    write_report(_small_run(tmp_path, rows=rows, alarm_after_kimg=40.0, total_kimg=60.0))
+    assert "alarm counts missing classes from 40 kimg" in legends

@@ -319,7 +319,9 @@ def _plot_coverage(stats: list[dict[str, Any]], coverage_evals: list[dict[str, A
     _mark_alarms(ax, alarms)
     last = max((r["kimg"] for r in stats if isinstance(r.get("kimg"), (int, float))), default=0)
     if isinstance(warmup_kimg, (int, float)) and 0 < warmup_kimg <= last:  # before it the alarm does not judge missing ones
-        ax.axvline(warmup_kimg, color="0.5", ls="-.", lw=1, label=f"alarm judges from {warmup_kimg:g} kimg")
+        # A toy is not judged at all before it; classes are, for a fall below their best (metrics.classes.CollapseAlarm).
+        judged = "judges" if modes[0] else "counts missing classes"
+        ax.axvline(warmup_kimg, color="0.5", ls="-.", lw=1, label=f"alarm {judged} from {warmup_kimg:g} kimg")
     hq = _series(stats, "toy/hq")
     if hq[0]:
         ax2 = ax.twinx()
