@@ -1103,3 +1103,5 @@ def test_the_reading_line_says_what_the_judged_counts_mean():
 
     assert "classes N/M: how many kinds of item a judge finds" in _judged_words(make_config(), "images")
     assert _judged_words(make_config(eval_every_kimg=0), "images") == ""  # nothing judged, nothing to explain
+    for off_judge in ({"resolution": 32}, {"channels": 3}):  # the judge reads grey 28x28 only: no 'classes' on the lines
+        assert _judged_words(make_config(**off_judge), "images") == ""

@@ -640,7 +640,8 @@ def _judged_words(cfg, items: str) -> str:
         return ""
     if items == "points":
         return "; modes N/M: how many of the toy's modes have fakes near them"
-    if builtin_name(cfg.data.name) in IDX_DATASETS:
+    # The judge reads grey 28x28 images only (metrics.monitor.build_monitor): --resolution 32 or --channels 3 has no classes.
+    if builtin_name(cfg.data.name) in IDX_DATASETS and (cfg.data.channels, cfg.data.resolution) == (1, 28):
         return "; classes N/M: how many kinds of item a judge finds among the fakes (all is healthy)"
     return ""
 
