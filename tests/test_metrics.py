@@ -509,10 +509,12 @@ def test_the_alarms_advice_names_the_settings_this_run_changed():
 
     default = {"loss": "ns", "lr_g": 1e-4, "lr_d": 1e-4}
     assert back_to_defaults(dict(default), default) is None
-    assert back_to_defaults({**default, "lr_d": 2e-3}, default) == "the default --lr-d 0.0001 (this run has 0.002)"
+    assert back_to_defaults({**default, "lr_d": 2e-3}, default) == "the default --lr-d 0.0001 (this run has --lr-d 0.002)"
     changed = back_to_defaults({"loss": "minimax", "lr_g": 2e-3, "lr_d": 2e-3}, default)
-    assert changed == "the defaults --loss ns, --lr-g 0.0001, --lr-d 0.0001 (this run has minimax, 0.002, 0.002)"
-    assert remedies("points", False, "mlp", lost=True, defaults=changed) == f"to try: {changed}, another --seed"
+    assert changed == (  # flag by flag: by position alone, the learner matched values to flags
+        "the defaults --loss ns, --lr-g 0.0001, --lr-d 0.0001 (this run has --loss minimax, --lr-g 0.002, --lr-d 0.002)"
+    )
+    assert remedies("points", False, "mlp", lost=True, defaults=changed) == f"to try: {changed}, or another --seed"
     assert remedies("points", False, "mlp", lost=True, defaults=None) == "to try: another --seed, or a longer --kimg"
     assert remedies("images", False, "dcgan", defaults=None) == "to try: --mbstd or --pack 2, --recall-weight 10, or another --seed"
     assert "default" not in remedies("images", False, "lecture", defaults=None)

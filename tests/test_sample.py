@@ -174,3 +174,12 @@ def test_a_long_scatter_title_keeps_clear_of_the_axes_line():
     title_ink = np.nonzero((both[:16] != left[:16]).any(axis=2).any(axis=0))[0]
     assert (both != left).any()  # the title is on the picture
     assert len(title_ink) == 0 or title_ink.min() > left_ink.max() + 4, (title_ink.min(), left_ink.max())
+
+
+def test_a_scatter_plots_words_stay_readable_over_stray_fakes():
+    """A G that strays fills the corners with green dots, which ran through the axes line and the title."""
+    g = torch.Generator().manual_seed(0)
+    stray = torch.rand(20000, 2, generator=g) * 2 - 1  # (20000, 2) covering the whole plot, corners included
+    img = np.asarray(scatter_image(stray, lim=1.0, title="40.0 kimg"))
+    words = img[5:14, 6:60]  # inside 'axes: +/-1.00'
+    assert not (words == (20, 150, 60)).all(axis=-1).any()  # no dot shows through the words' box

@@ -721,7 +721,7 @@ def test_the_monitor_is_told_which_settings_the_run_changed(tmp_path, monkeypatc
     cfg = make_config(data="ring8", g_width=16, d_width=16, kimg=0.128, batch_size=64, tick_kimg=0.128, lr_d=2e-3, eval_n=64,
                       eval_every_kimg=0.128)  # fmt: skip
     train(cfg, create_run_dir(cfg, tmp_path))
-    assert seen == ["the default --lr-d 0.0001 (this run has 0.002)"]
+    assert seen == ["the default --lr-d 0.0001 (this run has --lr-d 0.002)"]
 
 
 def test_a_toy_runs_scatter_plots_share_one_scale_and_say_when(tmp_path, monkeypatch):

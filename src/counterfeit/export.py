@@ -85,7 +85,14 @@ def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out
         from .data.toys import load_toy
 
         toy = load_toy(run.config.data.name)  # training's data (seed 0): the same scale and grey reals as its plots
-        save_scatter(x, png, reals=toy.x[:2000], lim=scatter_lim(toy.x), title=f"{n} fakes, seed {seed}{kept}", axes=toy.info.get("axes"))
+        save_scatter(
+            x,
+            png,
+            reals=toy.x[:2000],
+            lim=scatter_lim(toy.x),
+            title=f"{n} {'fake' if n == 1 else 'fakes'}, seed {seed}{kept}",
+            axes=toy.info.get("axes"),
+        )
         if fmt == "npz":
             save_npz(out, points=x.numpy().astype(np.float32))
         return out if fmt == "npz" else png

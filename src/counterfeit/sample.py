@@ -215,24 +215,31 @@ def scatter_image(points: torch.Tensor, reals: torch.Tensor | None = None, size:
         for x, y in xy:
             draw.ellipse([x - r, y - r, x + r, y + r], fill=color)
     left = f"axes: +/-{lim:.2f}" + (f" (x: {axes[0]}, y: {axes[1]})" if axes else "")
-    draw.text((4, 4), left, fill=(90, 90, 90))
-    parts = [t for t in (title, f"{off} of {len(points)} fakes off the plot" if off else "") if t]
+    _boxed_text(draw, (4, 4), left)
+    parts = [t for t in (title, f"{off} of {len(points)} {'fake' if len(points) == 1 else 'fakes'} off the plot" if off else "") if t]
     corner = "; ".join(parts)
     if corner and draw.textlength(left) + 12 + draw.textlength(corner) > size - 8:
         lines = [(t, 16 + 12 * i) for i, t in enumerate(parts)]  # too long beside the axes line (a --drs share): below it
     else:
         lines = [(corner, 4)] if corner else []
     for text, y in lines:
-        draw.text((size - 4 - draw.textlength(text), y), text, fill=(90, 90, 90))
-    # Which colour is which, grey real points only where they were drawn: one row in the bottom margin that the 1.1
-    # above leaves free of points (a second row reached up over grid25's and ducks-cows' bottom-left mode).
+        _boxed_text(draw, (size - 4 - draw.textlength(text), y), text)
+    # Which colour is which, grey real points only where they were drawn: one row in the bottom margin, which the reals
+    # leave free (a second row reached up over grid25's and ducks-cows' bottom-left mode).
     legend = [(c, t) for p, c, t in ((reals, (150, 150, 150), "real"), (points, (20, 150, 60), "fakes")) if p is not None]
     x, y = 6, size - 16
     for color, text in legend:
         draw.ellipse([x, y + 3, x + 6, y + 9], fill=color)
-        draw.text((x + 10, y), text, fill=(90, 90, 90))
+        _boxed_text(draw, (x + 10, y), text)
         x += 10 + int(draw.textlength(text)) + 12
     return img
+
+
+def _boxed_text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str) -> None:
+    # On white: a G that strays fills the corners with dots, which would run through the words.
+    left, top, right, bottom = draw.textbbox(xy, text)
+    draw.rectangle([left - 1, top - 1, right + 1, bottom + 1], fill="white")
+    draw.text(xy, text, fill=(90, 90, 90))
 
 
 def save_scatter(points: torch.Tensor, path: str | Path, reals: torch.Tensor | None = None, lim: float | None = None,

@@ -98,7 +98,7 @@ def remedies(kind: str, conditional: bool, model: str = "dcgan", lost: bool = Fa
     """
     back = f"{defaults}, " if defaults else ""
     if lost:  # no mode to keep: the anti-collapse terms have nothing to work on
-        return f"to try: {back}another --seed" + ("" if defaults else ", or a longer --kimg")
+        return f"to try: {back}or another --seed" if defaults else "to try: another --seed, or a longer --kimg"
     if model == "vae":  # its prior samples blur into a few average items when the KL term dominates
         return "to try: a smaller --beta, a longer run, or another --seed"
     if model in ("ae", "dae"):
@@ -122,7 +122,7 @@ def back_to_defaults(run: dict[str, Any], default: dict[str, Any]) -> str | None
     flag = {"loss": "--loss", "lr_g": "--lr-g", "lr_d": "--lr-d"}
     word = "the default" if len(changed) == 1 else "the defaults"
     return (f"{word} {', '.join(f'{flag[k]} {default[k]:g}' if k != 'loss' else f'--loss {default[k]}' for k in changed)} "
-            f"(this run has {', '.join(f'{run[k]:g}' if k != 'loss' else run[k] for k in changed)})")  # fmt: skip
+            f"(this run has {', '.join(f'{flag[k]} {run[k]:g}' if k != 'loss' else f'--loss {run[k]}' for k in changed)})")  # fmt: skip
 
 
 def lr_d_fix(lr_d: float, default_lr_d: float) -> str:
