@@ -257,8 +257,8 @@ def test_toy_train_and_sample_points(tmp_path, capsys, monkeypatch):
     assert grey.sum() > 100  # the README promised grey reals under the fakes, as in training's scatter plots; none were drawn
     import counterfeit.export as export
 
-    titles, real_save = [], export.save_scatter
-    monkeypatch.setattr(export, "save_scatter", lambda *a, **k: titles.append(k["title"]) or real_save(*a, **k))
+    titles, real_draw = [], export.toy_scatter
+    monkeypatch.setattr(export, "toy_scatter", lambda run, x, title: titles.append(title) or real_draw(run, x, title))
     assert main(["sample", str(run), "-n", "50", "--format", "npz", "--drs", "90", "--out", str(tmp_path / "d.npz")]) == 0
     assert titles[0].startswith("50 fakes, seed 0, --drs 90 kept ") and titles[0].endswith("% of the candidates")  # on the picture
     kept = np.load(tmp_path / "d.npz")["points"]

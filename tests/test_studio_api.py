@@ -92,6 +92,8 @@ def test_generate_options_and_zip(client):
     assert np.asarray(Image.open(zf.open("0003.png"))).shape == (28, 28)
     pts = zipfile.ZipFile(io.BytesIO(client.get(f"/api/generate?run={TOY}&n=50&format=zip").content))
     assert len(pts.read("points.csv").decode().splitlines()) == 51 and "scatter.png" in pts.namelist()
+    grey = np.all(_png(client.get(f"/api/generate?run={TOY}&n=50"))[..., :3] == 150, axis=-1)  # the real points, as sample draws
+    assert grey.sum() > 500  # the studio's scatter had the fakes alone, on a scale of their own
     assert "attachment" in client.get(base + "&download=1").headers["content-disposition"]
     assert "inline" in client.get(base + "&download=no").headers["content-disposition"]
     bad = client.get(base + "&download=maybe")

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .config import ConfigError
 from .data.load import did_you_mean, find_class
 from .fileio import atomic_write_bytes, write_many
-from .runs import conditional_class_names, load_run, load_slot
-from .sample import generate, grid_by_class, png_bytes, rejection_sample, save_grid, save_scatter, scatter_lim, to_pil, to_uint8
+from .runs import LoadedRun, conditional_class_names, load_run, load_slot
+from .sample import generate, grid_by_class, png_bytes, rejection_sample, save_grid, scatter_image, scatter_lim, to_pil, to_uint8
 
 log = logging.getLogger("counterfeit")
 
@@ -57,6 +58,14 @@ def grid_tiles(x: torch.Tensor, labels: torch.Tensor | None, class_name: str | N
     return grid_by_class(x, labels) if labels is not None and class_name is None else (x, None)
 
 
+def toy_scatter(run: LoadedRun, x: torch.Tensor, title: str) -> Image.Image:
+    """A toy run's (n, 2) points drawn as training draws them: over its grey real points, on its scale, axes named."""
+    from .data.toys import load_toy
+
+    toy = load_toy(run.config.data.name)  # training's data (seed 0): the same scale and grey reals as its plots
+    return scatter_image(x, reals=toy.x[:2000], lim=scatter_lim(toy.x), title=title, axes=toy.info.get("axes"))
+
+
 def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out: str | Path | None = None, device: str = "cpu",
                   class_name: str | None = None, drs: float | None = None) -> Path:  # fmt: skip
     """Sample n items with a seed from a run's EMA generator and write them as `grid`, `folder` or `npz`.
@@ -82,17 +91,7 @@ def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out
         if fmt == "folder":
             raise ConfigError("2-D toy runs sample points: use --format npz (points + scatter PNG) or grid (scatter PNG)")
         png = out.with_suffix(".png")
-        from .data.toys import load_toy
-
-        toy = load_toy(run.config.data.name)  # training's data (seed 0): the same scale and grey reals as its plots
-        save_scatter(
-            x,
-            png,
-            reals=toy.x[:2000],
-            lim=scatter_lim(toy.x),
-            title=f"{n} {'fake' if n == 1 else 'fakes'}, seed {seed}{kept}",
-            axes=toy.info.get("axes"),
-        )
+        atomic_write_bytes(png, png_bytes(toy_scatter(run, x, f"{n} {'fake' if n == 1 else 'fakes'}, seed {seed}{kept}")))
         if fmt == "npz":
             save_npz(out, points=x.numpy().astype(np.float32))
         return out if fmt == "npz" else png

@@ -14,9 +14,9 @@ import torch
 
 from ..checkpoints import CheckpointError, list_checkpoints
 from ..config import MAX_SEED
-from ..export import grid_tiles, resolve_class, sample_labels
+from ..export import grid_tiles, resolve_class, sample_labels, toy_scatter
 from ..runs import LoadedRun, conditional_class_names, load_run
-from ..sample import generate, image_grid, png_bytes, scatter_image, to_pil
+from ..sample import generate, image_grid, png_bytes, to_pil
 from .params import Params, StudioError, run_path
 
 MAX_COUNT = 256  # images per request: a 16x16 grid, or a zip of 256 PNGs
@@ -90,7 +90,8 @@ def render(cache: ModelCache, req: Request) -> tuple[bytes, str, str]:
     x = generate(run.G, None if points else run.spec.pixel_range, req.n, req.seed, labels=labels, truncation=req.truncation)
     tag = f"{run.run_dir.name}-seed{req.seed}-n{req.n}" + (f"-class{resolve_class(run, req.class_name)}" if req.class_name else "")
     if req.fmt == "png":
-        img = scatter_image(x) if points else image_grid(*grid_tiles(x, labels, req.class_name))  # (n, 2) points or (n, C, H, W) uint8
+        title = f"{req.n} {'fake' if req.n == 1 else 'fakes'}, seed {req.seed}"  # as counterfeit sample draws it
+        img = toy_scatter(run, x, title) if points else image_grid(*grid_tiles(x, labels, req.class_name))  # (n, 2) or (n, C, H, W)
         return png_bytes(img), "image/png", tag + ".png"
     return _zip(run, x, labels, points), "application/zip", tag + ".zip"
 
@@ -99,7 +100,7 @@ def _zip(run: LoadedRun, x: torch.Tensor, labels: torch.Tensor | None, points: b
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         if points:
-            zf.writestr("scatter.png", png_bytes(scatter_image(x)))
+            zf.writestr("scatter.png", png_bytes(toy_scatter(run, x, f"{len(x)} {'fake' if len(x) == 1 else 'fakes'}")))
             zf.writestr("points.csv", _csv(["x", "y"], x.numpy().round(6).tolist()))
         else:
             arr = x.permute(0, 2, 3, 1).numpy()  # (n, H, W, C) uint8
