@@ -397,3 +397,23 @@ def test_a_latent_file_of_several_named_without_its_index_is_refused(tmp_path):
         load_latent(tmp_path / "l.npz", G, None)
     save_latent(tmp_path / "one.npz", Latent(torch.arange(8.0).view(1, 8)))
     assert torch.equal(load_latent(tmp_path / "one.npz", G, None).z, torch.arange(8.0)[None])  # the only one needs no #0
+
+
+def test_a_label_past_ascii_is_drawn_in_a_font_that_has_its_letters():
+    """Pillow's own font drew 'café.npz' as 'caf' and a box; a system font with the letters now draws it."""
+    from PIL import ImageDraw
+
+    from counterfeit.latent import figures
+
+    if figures._font_for("é", 14) is None:
+        pytest.skip("no font with 'é' on this system (DejaVu Sans, Arial, Noto CJK, ...)")
+
+    def drawn(text: str) -> bytes:
+        img = Image.new("L", (200, 30))
+        figures._label(ImageDraw.Draw(img), 100, 30, text, figures._font(14), 200, 255)
+        return img.tobytes()
+
+    assert drawn("café.npz") != drawn("caf\U0010ffff.npz")  # the é is a letter, not the missing-glyph box
+    plain = Image.new("L", (200, 30))
+    ImageDraw.Draw(plain).text((100, 15), "cafe.npz", fill=255, font=figures._font(14), anchor="mm")
+    assert drawn("cafe.npz") == plain.tobytes()  # ASCII keeps Pillow's font: the usual pictures look alike everywhere

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -92,7 +93,36 @@ def _labelled_canvas(width: int, body_h: int, cell_h: int, pad: int, grey: bool)
 
 def _label(draw: ImageDraw.ImageDraw, x: int, label_h: int, text: str, font, width: int, ink) -> None:
     """`text` centred on x in the label band, shortened to fit `width` pixels."""
+    if not text.isascii() and hasattr(font, "size"):  # Pillow's own font draws boxes for 'é' or '猫'
+        font = _font_for(text, font.size) or font
     draw.text((x, label_h // 2), _fit(text, font, width), fill=ink, font=font, anchor="mm")
+
+
+# Fonts most systems have that go past ASCII (Linux, Windows, macOS), wider scripts first. ASCII labels keep Pillow's
+# own font, so the usual pictures look the same on every machine.
+_WIDE_FONTS = ("NotoSansCJK-Regular.ttc", "NotoSansCJKjp-Regular.otf", "msgothic.ttc", "Arial Unicode.ttf", "arialuni.ttf",
+               "DejaVuSans.ttf", "arial.ttf", "Arial.ttf")  # fmt: skip
+
+
+@functools.lru_cache(maxsize=64)
+def _font_for(text: str, size: int) -> ImageFont.FreeTypeFont | None:
+    """The first system font in _WIDE_FONTS that draws every letter of `text`, or None (Pillow's font then)."""
+    letters = {c for c in text if not c.isspace()}
+    for name in _WIDE_FONTS:
+        try:
+            font = ImageFont.truetype(name, size)
+        except OSError:  # not on this system
+            continue
+        missing = _glyph(font, "\U0010ffff")  # what the font draws for a letter it lacks
+        if all(_glyph(font, c) != missing for c in letters):
+            return font
+    return None
+
+
+def _glyph(font: ImageFont.FreeTypeFont, letter: str) -> bytes:
+    img = Image.new("L", (2 * font.size, 2 * font.size))
+    ImageDraw.Draw(img).text((0, 0), letter, font=font, fill=255)
+    return img.tobytes()
 
 
 def save_equation(columns: list[torch.Tensor], coefs: list[float], labels: list[str], path: str | Path, scale: int = 3) -> Path:
