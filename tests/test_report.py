@@ -155,6 +155,20 @@ def test_extra_loss_terms_leave_no_dashed_line_and_autoencoders_no_gan_loss(tmp_
     assert "reconstruction + 4 x KL" in page and "<td>ns</td>" not in page
 
 
+@pytest.fixture
+def drawn(monkeypatch) -> list:
+    """The matplotlib figures the report draws, kept for the test to read their labels."""
+    import counterfeit.report as report
+
+    figures, real_png = [], report._png
+    monkeypatch.setattr(report, "_png", lambda fig: figures.append(fig) or real_png(fig))
+    return figures
+
+
+def _legends(figures: list) -> list[str]:
+    return [t.get_text() for fig in figures for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+
+
 def _small_run(root, loss="hinge", rows=((4.0, {}), (8.0, {})), data="fashion-mnist", **loop):
     """A run folder with a config of `loss` and stats rows at the given kimg (each with D's curves and the extras)."""
     run = root / f"00001-{data}-dcgan"
@@ -295,15 +309,11 @@ def test_a_toy_run_is_not_told_to_compute_a_fid(tmp_path):
     assert "9000 points/s" in page and "img/s" not in page  # a toy's speed counts points
 
 
-def test_a_toy_runs_report_speaks_of_points_and_modes(tmp_path, monkeypatch):
+def test_a_toy_runs_report_speaks_of_points_and_modes(tmp_path, drawn):
     """The learner's audit: a toy's report spoke of images, classes the judge knows, and a memorisation check to run."""
-    import counterfeit.report as report
-
-    labels = []
-    real_png = report._png
-    monkeypatch.setattr(report, "_png", lambda fig: labels.extend(ax.get_xlabel() for ax in fig.axes) or real_png(fig))
     rows = [(k, {"toy/modes": 8, "toy/modes_total": 8, "toy/hq": 50.0}) for k in (4.0, 8.0)]
     page = write_report(_small_run(tmp_path, loss="ns", data="ring8", rows=rows)).read_text()
+    labels = [ax.get_xlabel() for fig in drawn for ax in fig.axes]
     assert "kimg (thousands of real points shown to D)" in labels and not any("images" in x for x in labels)
     assert "a 2-D toy has modes, not classes" in page and "which the judge knows" not in page
     assert "no nearest-neighbour pairs for 2-D points" in page and "memorisation check" not in page
@@ -405,31 +415,19 @@ def test_a_streak_still_firing_gives_the_remedies_of_its_latest_kind(tmp_path):
     assert "still firing at the last evaluation: generator is collapsing: 13 of 25 modes missing; to try: --recall-weight 6" in page
 
 
-def test_the_coverage_chart_marks_where_the_alarm_starts_judging(tmp_path, monkeypatch):
+def test_the_coverage_chart_marks_where_the_alarm_starts_judging(tmp_path, drawn):
     """A toy's alarm said 'since 20 kimg' with nothing on the chart to show it judged only from 200 kimg."""
-    import counterfeit.report as report
-
-    legends = []
-    real_png = report._png
-    monkeypatch.setattr(report, "_png", lambda fig: legends.extend(t.get_text() for ax in fig.axes if ax.get_legend()
-                                                                    for t in ax.get_legend().get_texts()) or real_png(fig))  # fmt: skip
     rows = [(k, {"toy/modes": 8, "toy/modes_total": 8, "toy/hq": 50.0}) for k in (20.0, 200.0, 220.0)]
     write_report(_small_run(tmp_path, loss="ns", data="ring8", rows=rows, alarm_after_kimg=200.0, total_kimg=220.0))
-    assert "alarm judges from 200 kimg" in legends
-    legends.clear()
+    assert "alarm judges from 200 kimg" in _legends(drawn)
+    drawn.clear()
     (tmp_path / "short").mkdir()  # a run that has not reached it draws no line out at 200 past its end
     write_report(_small_run(tmp_path / "short", loss="ns", data="ring8", rows=rows[:1], alarm_after_kimg=200.0))
-    assert not any("alarm judges" in t for t in legends)
+    assert not any("alarm judges" in t for t in _legends(drawn))
 
 
-def test_an_image_run_s_coverage_chart_says_only_missing_classes_wait_for_the_warm_up(tmp_path, monkeypatch):
+def test_an_image_run_s_coverage_chart_says_only_missing_classes_wait_for_the_warm_up(tmp_path, drawn):
     """'alarm judges from 40 kimg' on a Fashion-MNIST chart: a fall below the best classes is judged before it, too."""
-    import counterfeit.report as report
-
-    legends = []
-    real_png = report._png
-    monkeypatch.setattr(report, "_png", lambda fig: legends.extend(t.get_text() for ax in fig.axes if ax.get_legend()
-                                                                    for t in ax.get_legend().get_texts()) or real_png(fig))  # fmt: skip
     rows = [(k, {"cov/classes": 10, "cov/num_classes": 10, "cov/dup": 0.0}) for k in (20.0, 40.0, 60.0)]
     write_report(_small_run(tmp_path, rows=rows, alarm_after_kimg=40.0, total_kimg=60.0))
-    assert "alarm counts missing classes from 40 kimg" in legends
+    assert "alarm counts missing classes from 40 kimg" in _legends(drawn)
