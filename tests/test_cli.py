@@ -257,8 +257,8 @@ def test_toy_train_and_sample_points(tmp_path, capsys, monkeypatch):
     assert grey.sum() > 100  # the README promised grey reals under the fakes, as in training's scatter plots; none were drawn
     import counterfeit.export as export
 
-    titles, real_draw = [], export.toy_scatter
-    monkeypatch.setattr(export, "toy_scatter", lambda run, x, title: titles.append(title) or real_draw(run, x, title))
+    titles, real_draw = [], export.scatter_image
+    monkeypatch.setattr(export, "scatter_image", lambda *a, **k: titles.append(k["title"]) or real_draw(*a, **k))
     assert main(["sample", str(run), "-n", "50", "--format", "npz", "--drs", "90", "--out", str(tmp_path / "d.npz")]) == 0
     assert titles[0].startswith("50 fakes, seed 0, --drs 90 kept ") and titles[0].endswith("% of the candidates")  # on the picture
     kept = np.load(tmp_path / "d.npz")["points"]
@@ -551,7 +551,7 @@ def test_the_runs_hints_quote_a_path_with_spaces(folder_run, tmp_path, capsys):
 
 def test_on_windows_a_suggested_path_takes_double_quotes(monkeypatch):
     """cmd.exe keeps single quotes as part of the word: shlex.quote's 'runs\\x' would name no folder there."""
-    from counterfeit.cli import _quoted
+    from counterfeit.fileio import shell_word as _quoted
 
     spaced, plain = Path("my runs") / "00000-x", Path("runs")  # made first: pathlib refuses a Windows path here
     monkeypatch.setattr(os, "name", "nt")

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .fileio import shell_word as _quoted
+from .fileio import shell_word
 
 EXAMPLES = {
     "train": """examples:
@@ -611,15 +611,15 @@ def _train_run(args: argparse.Namespace, cfg, run_dir: Path | None, data) -> int
     # 'done:' or 'stopped' that the studio's job list reads a run's state from (studio/jobs.py).
     if "alarm" in last_evaluation(read_stats(run_dir)):
         print(f"note: the collapse alarm was firing at the last evaluation; see {run_dir / 'log.txt'} or counterfeit report "
-              f"{_quoted(run_dir)}", file=sys.stderr)  # fmt: skip
+              f"{shell_word(run_dir)}", file=sys.stderr)  # fmt: skip
     if result.status == "stopped":
         print(
-            f"stopped at {result.cur_nimg / 1000:.1f} kimg and saved; continue with: {_launcher()}counterfeit train --resume {_quoted(run_dir)}",
+            f"stopped at {result.cur_nimg / 1000:.1f} kimg and saved; continue with: {_launcher()}counterfeit train --resume {shell_word(run_dir)}",
             file=sys.stderr,
         )
     else:
         print(
-            f"done: {result.cur_nimg / 1000:.1f} kimg. Samples: {run_dir / 'samples'}. Try: counterfeit sample {_quoted(run_dir)}",
+            f"done: {result.cur_nimg / 1000:.1f} kimg. Samples: {run_dir / 'samples'}. Try: counterfeit sample {shell_word(run_dir)}",
             file=sys.stderr,
         )
     return 0
@@ -634,14 +634,13 @@ def _launcher() -> str:
 
 def _judged_words(cfg, items: str) -> str:
     """What the evaluations' 'classes N/M' or 'modes N/M' count, for the reading line; '' where nothing is judged."""
-    from .data import IDX_DATASETS, builtin_name
+    from .metrics.monitor import judges
 
     if cfg.loop.eval_every_kimg <= 0:
         return ""
     if items == "points":
         return "; modes N/M: how many of the toy's modes have fakes near them"
-    # The judge reads grey 28x28 images only (metrics.monitor.build_monitor): --resolution 32 or --channels 3 has no classes.
-    if builtin_name(cfg.data.name) in IDX_DATASETS and (cfg.data.channels, cfg.data.resolution) == (1, 28):
+    if judges(cfg.data.name, cfg.data.channels, cfg.data.resolution):  # the monitor's own rule: --resolution 32 has none
         return "; classes N/M: how many kinds of item a judge finds among the fakes (all is healthy)"
     return ""
 

@@ -58,11 +58,12 @@ def grid_tiles(x: torch.Tensor, labels: torch.Tensor | None, class_name: str | N
     return grid_by_class(x, labels) if labels is not None and class_name is None else (x, None)
 
 
-def toy_scatter(run: LoadedRun, x: torch.Tensor, title: str) -> Image.Image:
-    """A toy run's (n, 2) points drawn as training draws them: over its grey real points, on its scale, axes named."""
+def toy_scatter(run: LoadedRun, x: torch.Tensor, seed: int, note: str = "") -> Image.Image:
+    """A toy run's (n, 2) points of `seed` drawn as training draws them: over its grey reals, on its scale, axes named."""
     from .data.toys import load_toy
 
     toy = load_toy(run.config.data.name)  # training's data (seed 0): the same scale and grey reals as its plots
+    title = f"{len(x)} {'fake' if len(x) == 1 else 'fakes'}, seed {seed}{note}"
     return scatter_image(x, reals=toy.x[:2000], lim=scatter_lim(toy.x), title=title, axes=toy.info.get("axes"))
 
 
@@ -91,7 +92,7 @@ def write_samples(run_dir: str | Path, n: int, seed: int, fmt: str = "grid", out
         if fmt == "folder":
             raise ConfigError("2-D toy runs sample points: use --format npz (points + scatter PNG) or grid (scatter PNG)")
         png = out.with_suffix(".png")
-        atomic_write_bytes(png, png_bytes(toy_scatter(run, x, f"{n} {'fake' if n == 1 else 'fakes'}, seed {seed}{kept}")))
+        atomic_write_bytes(png, png_bytes(toy_scatter(run, x, seed, kept)))
         if fmt == "npz":
             save_npz(out, points=x.numpy().astype(np.float32))
         return out if fmt == "npz" else png

@@ -175,6 +175,11 @@ class FooledD:
                 f"{round(row['kimg'], 1):g} kimg): D is not learning, so G learns nothing real; try {self.lr_fix}")  # fmt: skip
 
 
+def judges(data_name: str, channels: int, resolution: int) -> bool:
+    """Whether an image run gets training-time class coverage: a built-in idx dataset, grey 28x28 (the judge's input)."""
+    return data_name in IDX_DATASETS and (channels, resolution) == (1, 28)
+
+
 def build_monitor(data_name: str, data: Dataset, channels: int, resolution: int, n: int, warmup_kimg: float, pixel_range,
                   data_dir: str | None = None, precision: str = "fp32", model: str = "dcgan",
                   defaults: str | None = DEFAULTS) -> TrainingMonitor | None:  # fmt: skip
@@ -189,7 +194,7 @@ def build_monitor(data_name: str, data: Dataset, channels: int, resolution: int,
         log.info(f"{off}: no judge knows the classes of your images (the shipped judge knows Fashion-MNIST's); watch the "
                  f"sample grids for repeats, and D(x) against D(G(z)) in the report")  # fmt: skip
         return None
-    if channels != 1 or resolution != 28:
+    if not judges(data_name, channels, resolution):
         log.info(f"{off}: the {data_name} judge reads grey 28x28 images, and this run makes {resolution}x{resolution} "
                  f"{'colour' if channels == 3 else 'grey'} ones")  # fmt: skip
         return None

@@ -26,7 +26,7 @@ import numbers
 import numpy as np
 import torch
 
-from ..data.toys import toy_axes, toy_modes
+from ..data.toys import TOY_DATASETS, toy_axes, toy_modes
 
 DEFAULT_SAMPLES = 2500  # the sample count of the VEEGAN and PacGAN tables
 QUALITY_SIGMAS = 3.0  # a sample within this many sigma of its nearest mode is high quality
@@ -45,14 +45,12 @@ def toy_metrics(points: torch.Tensor | np.ndarray, dataset: str, min_count: int 
 
 def how_to_read(result: dict) -> str:
     """One line on what a toy_metrics result's numbers mean, with what real data would score (for eval and the report)."""
-    from ..data.toys import TOY_DATASETS
-
     m = result["modes_total"]
     need = "a sample" if result.get("min_count", 1) == 1 else f"{result['min_count']} samples"
     real = f", {real_high_quality_pct(result['dataset']):.1f}% for real data" if result.get("dataset") in TOY_DATASETS else ""
     kl = f"{math.log(m):.2f} (ln {m}) when all sit on one" if m > 1 else "0 too with one mode"
     return (
-        f"modes: how many of the {m} have {need} within 3 sigma; high quality: the share of samples that close to a "
+        f"modes: how many of the {m} have {need} within {QUALITY_SIGMAS:g} sigma; high quality: the share of samples that close to a "
         f"mode{real}; reverse KL: 0 when they fill every mode evenly, {kl}"
     )
 

@@ -90,17 +90,16 @@ def render(cache: ModelCache, req: Request) -> tuple[bytes, str, str]:
     x = generate(run.G, None if points else run.spec.pixel_range, req.n, req.seed, labels=labels, truncation=req.truncation)
     tag = f"{run.run_dir.name}-seed{req.seed}-n{req.n}" + (f"-class{resolve_class(run, req.class_name)}" if req.class_name else "")
     if req.fmt == "png":
-        title = f"{req.n} {'fake' if req.n == 1 else 'fakes'}, seed {req.seed}"  # as counterfeit sample draws it
-        img = toy_scatter(run, x, title) if points else image_grid(*grid_tiles(x, labels, req.class_name))  # (n, 2) or (n, C, H, W)
+        img = toy_scatter(run, x, req.seed) if points else image_grid(*grid_tiles(x, labels, req.class_name))  # (n, 2) or (n, C, H, W)
         return png_bytes(img), "image/png", tag + ".png"
-    return _zip(run, x, labels, points), "application/zip", tag + ".zip"
+    return _zip(run, x, labels, points, req.seed), "application/zip", tag + ".zip"
 
 
-def _zip(run: LoadedRun, x: torch.Tensor, labels: torch.Tensor | None, points: bool) -> bytes:
+def _zip(run: LoadedRun, x: torch.Tensor, labels: torch.Tensor | None, points: bool, seed: int) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         if points:
-            zf.writestr("scatter.png", png_bytes(toy_scatter(run, x, f"{len(x)} {'fake' if len(x) == 1 else 'fakes'}")))
+            zf.writestr("scatter.png", png_bytes(toy_scatter(run, x, seed)))  # as counterfeit sample draws it
             zf.writestr("points.csv", _csv(["x", "y"], x.numpy().round(6).tolist()))
         else:
             arr = x.permute(0, 2, 3, 1).numpy()  # (n, H, W, C) uint8
