@@ -119,6 +119,13 @@ def test_a_mistyped_class_name_is_matched_to_the_one_meant():
     with pytest.raises(ConfigError) as e:
         parse_expression("Zebra", FASHION)
     assert "did you mean" not in str(e.value)  # nothing close: no guess
+    # A dash cut 'T-shirt' to 'T', and the error named 'T', which is close to nothing.
+    with pytest.raises(ConfigError, match="unknown name 'T-shirt' .*; did you mean 'T-shirt/top'\\?"):
+        parse_expression("T-shirt - Trouser", FASHION)
+    with pytest.raises(ConfigError, match="unknown name 'Sneakr' .*; did you mean 'Sneaker'"):
+        parse_expression("Sneakr-Sandal", FASHION)  # the cut word is the one meant: the error names it alone
+    with pytest.raises(ConfigError, match="expression ends with '-'"):
+        parse_expression(" - ", FASHION)
     from counterfeit.export import pick_class  # sample --class, and --class of interpolate and arithmetic
 
     with pytest.raises(ConfigError, match="unknown class 'Sneakr'; did you mean 'Sneaker'\\?; choose a name or index"):
@@ -137,7 +144,8 @@ def test_an_endpoint_is_not_an_expression():
      ("'Bag", "unclosed quote at ''Bag' in endpoint"), ("shoe.txt", "unknown name 'shoe.txt' in endpoint"),
      ("-3", 'seed -3 in endpoint "-3" is out of range'), ("[1, 2147483648]", 'seed 2147483648 in endpoint "[1, 2147483648]"'),
      ("  ", "empty endpoint; give a seed such as 7"), ("Sneaker Sandal", "not an expression"), ("Bag +", "not an expression"),
-     ("0.5", "not an expression"), ("1e999*Bag", "not an expression")],
+     ("0.5", "not an expression"), ("1e999*Bag", "not an expression"), ("-", "not an expression: '-'"),
+     ("T-shirt", "unknown name 'T-shirt' in endpoint \"T-shirt\"; did you mean 'T-shirt/top'?")],
 )  # fmt: skip
 def test_an_endpoints_errors_call_it_an_endpoint(text, says):
     """interpolate's --from and --to are endpoints: their errors said "in expression", and the grammar's advice

@@ -107,7 +107,9 @@ def did_you_mean(text: str, names: list[str]) -> str:
     import difflib
 
     lower = {n.lower(): n for n in names}
-    close = difflib.get_close_matches(text.lower(), list(lower), n=1, cutoff=0.6)
+    # A name's start is what it was meant as ('T-shirt' for 'T-shirt/top'), however close another name's letters are.
+    starts = [n for n in lower if text and n.startswith(text.lower())]
+    close = starts if len(starts) == 1 else difflib.get_close_matches(text.lower(), list(lower), n=1, cutoff=0.6)
     return f"; did you mean '{lower[close[0]]}'?" if close else ""
 
 

@@ -104,10 +104,16 @@ def _operand(text: str, pos: int, class_names: list[str], what: str) -> tuple[Op
     end = pos
     while end < len(text) and not text[end].isspace() and text[end] not in "+*":
         end += 1
-    word = text[pos:end]
+    whole = word = text[pos:end]
     if not _FILE.search(word) and "-" in word[1:]:
         word = word[: word.index("-", 1)]
-    return _named(word, text, class_names, what), pos + len(word)
+    try:
+        return _named(word, text, class_names, what), pos + len(word)
+    except ConfigError:
+        # 'T-shirt' cut at its dash is 'T', close to nothing: name the whole word when it is close to a class.
+        if whole != word and not did_you_mean(word, class_names) and did_you_mean(whole, class_names):
+            raise _bad(whole, text, class_names, what=what) from None
+        raise
 
 
 def _named(word: str, text: str, class_names: list[str], what: str) -> Operand:
@@ -169,9 +175,9 @@ def _terms(text: str, class_names: list[str], what: str) -> list[tuple[float, Op
         operand, pos = _operand(text, pos, class_names, what)
         terms.append((sign * coef, operand))
         sign, expect_operand = 1.0, False
-    if not terms:
+    if not text.strip():
         raise _empty(class_names, what)
-    if expect_operand:
+    if expect_operand:  # signs alone ('-') are an expression missing its operand, not an empty one
         raise _grammar(text.strip()[-1], text, class_names, "expression ends with", what)
     return terms
 
