@@ -196,19 +196,25 @@ def test_a_run_in_a_folder_named_in_another_encoding_reads(folder_run, tmp_path,
 
 
 def _columns(text):
-    """Terminal columns of `text`, counted here apart from the code under test: CJK takes 2, a combining mark 0."""
+    """Terminal columns of `text`, counted here apart from the code under test: CJK takes 2, a combining mark or a
+    zero-width space or joiner 0."""
     import unicodedata
 
-    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    def width(c):
+        return 0 if unicodedata.combining(c) or c in "\u200b\u200c\u200d" else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+
+    return sum(width(c) for c in text)
 
 
 def test_the_runs_table_lines_up_names_with_wide_characters(folder_run, tmp_path, capsys):
     """A CJK run name takes two columns a character: padded by its length, every column after it came out shifted."""
-    for name in ("00000-cats-dcgan", "00001-猫データ-cdcgan", "00002-cafe\u0301-dcgan"):  # the last: e + a combining accent
+    # e + a combining accent; a zero-width joiner (emoji sequences in folder names) took a column
+    names = ("00000-cats-dcgan", "00001-猫データ-cdcgan", "00002-cafe\u0301-dcgan", "00003-a\u200db-dcgan")
+    for name in names:
         shutil.copytree(folder_run, tmp_path / name)
     assert main(["runs", str(tmp_path)]) == 0
     header, *rows = capsys.readouterr().out.splitlines()
-    assert len(rows) == 3
+    assert len(rows) == 4
     label = rows[0].split()[1]  # the data column: the same folder for every run
     assert {_columns(row[: row.index(f" {label} ") + 1]) for row in rows} == {header.index("data")}
     assert {_columns(row[: row.rindex("done")]) for row in rows} == {header.index("status")}

@@ -338,11 +338,15 @@ def run_row(run_dir: Path, cfg: RunConfig | None = None, stats: list[dict[str, A
 
 
 def display_width(text: str) -> int:
-    """Columns `text` takes in a terminal: 2 for wide (CJK) characters, 0 for combining marks, 1 for the rest."""
-    return sum(
-        0 if unicodedata.combining(c) or unicodedata.category(c) in ("Mn", "Me") else 2 if unicodedata.east_asian_width(c) in "WF" else 1
-        for c in text
-    )
+    """Columns `text` takes in a terminal: 2 for wide (CJK) characters, 0 for combining marks and joiners, 1 for the rest."""
+    return sum(0 if _zero_width(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _zero_width(c: str) -> bool:
+    # Format characters (zero-width space and joiners, as in emoji sequences) take no column; the soft hyphen
+    # is one too, but terminals draw it.
+    category = unicodedata.category(c)
+    return bool(unicodedata.combining(c)) or category in ("Mn", "Me") or (category == "Cf" and c != "\u00ad")
 
 
 def as_printed(text: str, stream: TextIO) -> str:
