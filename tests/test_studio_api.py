@@ -77,6 +77,19 @@ def test_generate_is_the_cli_sampling_path(client, runs, tmp_path):
         assert np.array_equal(api, np.asarray(Image.open(tmp_path / f"{run}.png")))
 
 
+def test_generate_without_a_count_draws_what_sample_draws_without_n(client, runs, tmp_path):
+    """A toy's scatter is sample's 2,500 points (64 hardly show a ring of 8), up to 10,000; images keep 64, up to 256."""
+    for run, default, most in ((TOY, 2500, 10_000), (DCGAN, 64, 256)):
+        api = _png(client.get(f"/api/generate?run={run}&seed=3"))
+        assert main(["sample", str(runs / run), "--seed", "3", "--out", str(tmp_path / f"{run}.png")]) == 0
+        assert np.array_equal(api, np.asarray(Image.open(tmp_path / f"{run}.png")))
+        info = client.get(f"/api/runs/{run}/model").json()
+        assert (info["default_count"], info["max_count"]) == (default, most)
+        assert f"'n' must be from 1 to {most}" in _error(client.get(f"/api/generate?run={run}&n={most + 1}"), 400)
+    pts = zipfile.ZipFile(io.BytesIO(client.get(f"/api/generate?run={TOY}&n=10000&format=zip").content))
+    assert len(pts.read("points.csv").decode().splitlines()) == 10_001
+
+
 def test_generate_options_and_zip(client):
     base = f"/api/generate?run={CDCGAN}&seed=1&n=6"
     one_class = _png(client.get(base + "&class=squares"))

@@ -79,6 +79,21 @@ def test_generate_shows_an_image_and_a_clear_error(page, url):
     assert "'n' must be from 1 to 256" in page.inner_text("#gen-error")
 
 
+def test_the_count_follows_the_run_kind_as_sample_does(page, url):
+    _open_with_run(page, url, "generate", "#gen-form")
+    count = "document.querySelector('#gen-form [name=n]')"
+    page.wait_for_function("document.querySelector('#gen-info').textContent.startsWith('dcgan')")
+    page.wait_for_selector(f"#gen-form select[name=run] option[value='{TOY}']", state="attached")
+    page.select_option("#gen-form select[name=run]", TOY)
+    page.wait_for_function(f"{count}.value === '2500' && {count}.max === '10000'")  # sample's points: 64 hardly show a ring
+    page.select_option("#gen-form select[name=run]", DCGAN)
+    page.wait_for_function(f"{count}.value === '64' && {count}.max === '256'")
+    page.fill("#gen-form [name=n]", "16")
+    page.select_option("#gen-form select[name=run]", TOY)
+    page.wait_for_function(f"{count}.max === '10000'")
+    assert page.input_value("#gen-form [name=n]") == "16"  # a count the user chose stays
+
+
 def test_run_page_charts_and_grid_slider(page, url):
     page.goto(url + "#runs")
     page.click(f"a[href='#run/{DCGAN}']")

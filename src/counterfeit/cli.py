@@ -738,12 +738,11 @@ class _StopFlag:
 def cmd_sample(args: argparse.Namespace) -> int:
     """Write samples of a run as a grid PNG, a folder of PNGs or an .npz."""
     from .config import MAX_IMAGES, ConfigError
-    from .export import write_samples
-    from .metrics.toy import DEFAULT_SAMPLES as TOY_SAMPLES
+    from .export import default_count, write_samples
     from .runs import run_data_kind
 
     points = run_data_kind(args.run_dir) == "points"  # None for an unreadable run: write_samples says why
-    n = args.n if args.n is not None else TOY_SAMPLES if points else 64  # 64 points hardly show a ring of 8 modes
+    n = args.n if args.n is not None else default_count(points)
     if n < 1 or n > MAX_IMAGES:
         raise ConfigError(f"-n must be between 1 and {MAX_IMAGES:,}, got {n}")
     fmt = _sample_format(args.format, args.out, points)

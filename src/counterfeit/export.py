@@ -14,6 +14,7 @@ from PIL import Image
 from .config import ConfigError
 from .data.load import did_you_mean, find_class
 from .fileio import atomic_write_bytes, write_many
+from .metrics.toy import DEFAULT_SAMPLES as TOY_SAMPLES
 from .runs import LoadedRun, conditional_class_names, load_run, load_slot
 from .sample import generate, grid_by_class, png_bytes, rejection_sample, save_grid, scatter_image, scatter_lim, to_pil, to_uint8
 
@@ -51,6 +52,11 @@ def sample_labels(run, n: int, class_name: str | None = None) -> torch.Tensor | 
     if class_name is not None:
         return torch.full((n,), resolve_class(run, class_name), dtype=torch.int64)  # (n,)
     return torch.arange(n) % run.config.model.num_classes  # (n,) balanced
+
+
+def default_count(points: bool) -> int:
+    """How many samples `counterfeit sample` and the studio draw unless told: 2,500 points for a 2-D toy, else 64 images."""
+    return TOY_SAMPLES if points else 64  # 64 points hardly show a ring of 8 modes; the PacGAN count shows every one
 
 
 def grid_tiles(x: torch.Tensor, labels: torch.Tensor | None, class_name: str | None) -> tuple[torch.Tensor, int | None]:

@@ -14,12 +14,18 @@ import torch
 
 from ..checkpoints import CheckpointError, list_checkpoints
 from ..config import MAX_SEED
-from ..export import grid_tiles, resolve_class, sample_labels, toy_scatter
-from ..runs import LoadedRun, conditional_class_names, load_run
+from ..export import default_count, grid_tiles, resolve_class, sample_labels, toy_scatter
+from ..runs import LoadedRun, conditional_class_names, load_run, run_data_kind
 from ..sample import generate, image_grid, png_bytes, to_pil
 from .params import Params, StudioError, run_path
 
 MAX_COUNT = 256  # images per request: a 16x16 grid, or a zip of 256 PNGs
+MAX_POINTS = 10_000  # a 2-D toy's points per request: an MLP makes 10k in milliseconds, and 4x sample's 2,500 default
+
+
+def count_limits(points: bool) -> tuple[int, int]:
+    """(default, most) samples one Generate request draws: as `counterfeit sample` without -n, capped per kind."""
+    return default_count(points), MAX_POINTS if points else MAX_COUNT
 
 
 class ModelCache:
@@ -68,10 +74,12 @@ class Request:
 
 def parse_request(root: Path, params: Params) -> Request:
     """The Generate parameters, checked: run, seed, n, class, truncation, ema, format, download."""
+    run_dir = run_path(root, params.str("run", None, 255))
+    default, most = count_limits(run_data_kind(run_dir) == "points")  # None (a broken config) fails at loading
     req = Request(
-        run_dir=run_path(root, params.str("run", None, 255)),
+        run_dir=run_dir,
         seed=params.int("seed", 0, 0, MAX_SEED),
-        n=params.int("n", 64, 1, MAX_COUNT),
+        n=params.int("n", default, 1, most),
         class_name=params.str("class", None, 100),
         truncation=params.float("truncation", 1.0, 0.0, 1.0, lo_open=True),
         ema=params.bool("ema", True),
@@ -124,9 +132,10 @@ def _csv(header: list[str], rows: list) -> str:
 def run_info(run: LoadedRun) -> dict:
     """What the Generate and Latent panels need to know about a run's model."""
     names = conditional_class_names(run)
+    default, most = count_limits(run.spec.data_kind == "points")
     return {
         "model": run.config.model.name, "family": run.spec.family, "data_kind": run.spec.data_kind,
         "conditional": run.spec.conditional, "classes": names if run.spec.conditional else [], "z_dim": int(run.G.z_dim),
         "checkpoint": run.checkpoint.name, "kimg": round(int(run.state.get("cur_nimg", 0)) / 1000, 3),
-        "max_count": MAX_COUNT,
+        "default_count": default, "max_count": most,
     }  # fmt: skip

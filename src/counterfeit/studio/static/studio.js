@@ -299,7 +299,8 @@ const Gen = { runs: [], info: null };
 
 function genQuery(fmt) {
   const v = formValues($("#gen-form"));
-  const q = new URLSearchParams({ run: v.run || "", seed: v.seed || "0", n: v.n || "64", truncation: v.truncation || "1", ema: v.ema ? "true" : "false", format: fmt });
+  // An empty count is the server's default for the run: 64 images, or 2,500 points as `counterfeit sample` draws them
+  const q = new URLSearchParams({ run: v.run || "", seed: v.seed || "0", n: v.n || "", truncation: v.truncation || "1", ema: v.ema ? "true" : "false", format: fmt });
   if (v.class) q.set("class", v.class);
   return q;
 }
@@ -323,6 +324,11 @@ async function loadGenInfo() {
   if (!run) return;
   try {
     const info = await api(`/api/runs/${encodeURIComponent(run)}/model`);
+    if ($("#gen-form [name=run]").value !== run) return;  // another run was picked meanwhile: its reply sets the form
+    const n = $("#gen-form [name=n]"), was = Gen.info ? Gen.info.default_count : +n.defaultValue;
+    // A count the user chose stays while it fits; the last run's default becomes this one's (a toy's 2,500 points)
+    if (!n.value || +n.value === was || +n.value > info.max_count) n.value = info.default_count;
+    n.max = info.max_count;
     Gen.info = info;
     showError("#gen-error", null);
     $("#gen-class-label").hidden = !info.conditional;
