@@ -191,6 +191,22 @@ def test_encoder_projection_with_refinement_never_gets_worse():
     assert torch.equal(plain.error, plain.error_start) and (refined.error <= plain.error).all() and (refined.error < plain.error).any()
 
 
+def test_a_conditional_runs_seed_endpoints_name_the_class_they_are_drawn_as():
+    from types import SimpleNamespace
+
+    from counterfeit.latent.explore import endpoint_labels
+    from counterfeit.latent.operands import Resolver
+
+    cond, uncond = SimpleNamespace(G=_tiny("cdcgan")[0]), SimpleNamespace(G=_tiny("dcgan")[0])
+    seed, seeds, shoe = (parse_endpoint(t, FASHION) for t in ("3", "[1, 2]", "Sneaker"))
+    # A seed gives z alone: without --class one row is drawn as class 0, and "seed 3" hid that it was a T-shirt/top.
+    assert endpoint_labels(Resolver(cond), FASHION, [seed, shoe]) == (["seed 3, T-shirt/top", "Sneaker"], "")  # a class names itself
+    assert endpoint_labels(Resolver(cond, 2, class_index=7), FASHION, [seeds, seed])[0] == ["seeds 1,2, Sneaker", "seed 3, Sneaker"]
+    labels, note = endpoint_labels(Resolver(cond, 12), FASHION, [seed, shoe])  # rows of their own classes: one label cannot say
+    assert labels == ["seed 3", "Sneaker"] and "its own class (T-shirt/top, Trouser, Pullover," in note and "Ankle boot, ...;" in note
+    assert endpoint_labels(Resolver(uncond), FASHION, [seed, shoe]) == (["seed 3", "Sneaker"], "")  # no class to draw it as
+
+
 def test_latent_files_round_trip_and_refuse_another_model(tmp_path):
     G, _ = _tiny("dcgan")
     save_latent(tmp_path / "l.npz", Latent(torch.arange(16.0).view(2, 8)), error=np.zeros(2))
@@ -322,12 +338,22 @@ def test_cli_errors_are_one_line(tiny_folder, tmp_path, capsys):
         assert err.count("\n") == 0 and err.startswith("counterfeit: error:") and needle in err, err
 
 
-def test_cli_on_a_conditional_run_and_a_vae(tiny_folder, tmp_path, capsys):
+def test_cli_on_a_conditional_run_and_a_vae(tiny_folder, tmp_path, capsys, monkeypatch):
+    from counterfeit.latent import explore
+    from counterfeit.latent.figures import save_strip
+
     run = _train(tmp_path, "--model", "cdcgan", "--data", tiny_folder)
     out = tmp_path / "out"
     argv = ["interpolate", str(run), "--from", "rings", "--to", "squares", "--steps", "4", "--rows", "3", "--out", str(out / "c.png")]
     assert main(argv) == 0
     assert _gif_frames(out / "c.gif") == 6
+    drawn = []
+    monkeypatch.setattr(explore, "save_strip", lambda *a, labels, **k: drawn.append(labels) or save_strip(*a, labels=labels, **k))
+    assert main(["interpolate", str(run), "--from", "3", "--to", "squares", "--steps", "3", "--out", str(out / "s.png")]) == 0
+    assert main(["interpolate", str(run), "--from", "3", "--to", "4", "--class", "squares", "--out", str(out / "t.png")]) == 0
+    assert drawn[0] == ["seed 3, rings", "0.50", "squares"] and drawn[1][::9] == ["seed 3, squares", "seed 4, squares"]
+    text = capsys.readouterr().out
+    assert "seed 3, rings -> squares: 1 row(s) x 3 steps, slerp" in text and "seed 3, squares -> seed 4, squares: 1 row(s)" in text
     assert main(["arithmetic", str(run), "squares - rings + squares", "--out", str(out / "c2.png")]) == 0
     assert "label code" in capsys.readouterr().out
     # Without --out, different requests get different names (a second one replaced the first).

@@ -399,6 +399,8 @@ def test_latent_interpolation_and_arithmetic(client):
     walk = client.get(f"/api/latent/interpolate?run={DCGAN}&a=1&b=2&steps=5&mode=lerp").json()
     assert len(walk["frames"]) == 5 and len(set(walk["frames"])) == 5 and walk["labels"] == ["seed 1", "seed 2"]
     same = client.get(f"/api/latent/interpolate?run={DCGAN}&a=1&b=2&steps=5&mode=slerp").json()["frames"]
+    labels = client.get(f"/api/latent/interpolate?run={CDCGAN}&a=1&b=squares&steps=2").json()["labels"]
+    assert labels == ["seed 1, rings", "squares"]  # the class a conditional run's seed is drawn as, as interpolate's strip says
     assert same[0] == walk["frames"][0] and same[-1] == walk["frames"][-1]  # the same endpoints, another path
     out = client.get(f"/api/latent/arithmetic?run={CDCGAN}&expr=squares%20-%20rings%20%2B%20[3]&rows=2").json()
     assert [(t["coef"], t["label"]) for t in out["terms"]] == [(1.0, "squares"), (-1.0, "rings"), (1.0, "seeds 3")]

@@ -88,6 +88,19 @@ def _verdicts(run, images: torch.Tensor) -> list[str]:
     return [f"{ev.meta['class_names'][k]} {q:.2f}" for q, k in zip(top_p.tolist(), top_k.tolist())]
 
 
+def endpoint_labels(res, names: list[str], ops) -> tuple[list[str], str]:
+    """The endpoints' labels, where a conditional run's seeds name the class they are drawn as, and a note when rows differ."""
+    labels = [op.label for op in ops]
+    seeds = [op.kind in ("seed", "seeds") for op in ops]  # z alone: the class comes from --class or the row
+    if not res.conditional or not any(seeds):
+        return labels, ""
+    classes = [names[k] for k in res.default_classes().tolist()]  # each row's
+    if len(set(classes)) == 1:  # one class down the whole column: its label can say it
+        return [f"{label}, {classes[0]}" if seed else label for label, seed in zip(labels, seeds)], ""
+    more = ", ..." if len(classes) > len(names) else ""
+    return labels, f"; each row draws the seeds as its own class ({', '.join(classes[: len(names)])}{more}; --class picks one)"
+
+
 def walk_images(run, res, a, b, steps: int, mode: str) -> torch.Tensor:
     """uint8 frames (R * T, C, H, W) of the walk from endpoint a to endpoint b, resolved by `res` (a Resolver)."""
     walk = path(res.latent(a), res.latent(b), steps, mode)  # (R * T) rows
@@ -124,12 +137,14 @@ def interpolate(run_dir, start: str, end: str, steps: int = 10, mode: str = "sle
     a, b = parse_endpoint(start, names), parse_endpoint(end, names)
     res = Resolver(run, rows, seed, class_index=_class_option(run, class_name), steps=project_steps, device=device)
     images = walk_images(run, res, a, b, steps, mode)  # (R * T, C, H, W)
+    (a_label, b_label), rows_note = endpoint_labels(res, names, [a, b])
     name = f"interpolate-{_slug(a.label)}-to-{_slug(b.label)}-{mode}{_variant(rows, 1, seed, steps, class_name, project_steps)}"
     png = Path(out) if out else run.run_dir / "latent" / f"{name}.png"
     png.parent.mkdir(parents=True, exist_ok=True)
-    save_strip(images, rows, png, labels=walk_labels(a.label, b.label, steps))  # which end is which, and how far along
+    save_strip(images, rows, png, labels=walk_labels(a_label, b_label, steps))  # which end is which, and how far along
     gif = save_gif(images, rows, png.with_suffix(".gif"))
-    return Outcome([png, gif], [*prior_notes(run, [a, b]), *res.notes, f"{a.label} -> {b.label}: {rows} row(s) x {steps} steps, {mode}"])
+    walked = f"{a_label} -> {b_label}: {rows} row(s) x {steps} steps, {mode}{rows_note}"
+    return Outcome([png, gif], [*prior_notes(run, [a, b]), *res.notes, walked])
 
 
 def arithmetic(run_dir, expression: str, rows: int = 4, seed: int = 0, out: str | Path | None = None, device="cpu",

@@ -101,10 +101,13 @@ class Resolver:
 
     def default_code(self) -> torch.Tensor:
         """The code for rows whose operands name no class (R, code_dim): --class if given, else class r % C in row r."""
-        codes = class_codes(self.G)  # (C, code_dim)
+        return class_codes(self.G)[self.default_classes()]  # (R, code_dim)
+
+    def default_classes(self) -> torch.Tensor:
+        """The class of each row (R,) whose operands name none: --class if given, else class r % C in row r."""
         if self.class_index is not None:
-            return codes[self.class_index].expand(self.rows, -1)
-        return codes[torch.arange(self.rows) % len(codes)]
+            return torch.full((self.rows,), self.class_index)  # (R,)
+        return torch.arange(self.rows) % len(class_codes(self.G))  # (R,)
 
     def load_file(self, spec: str) -> Latent:
         """One latent (1 row) from an image (projected now) or a saved .npz (`file.npz#k` picks latent k)."""

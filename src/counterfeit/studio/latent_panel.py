@@ -93,7 +93,8 @@ def interpolate(cache: ModelCache, root: Path, params: Params) -> dict:
     res = _Resolver(run, 1, seed, class_index=class_index)
     frames = explore.walk_images(run, res, a, b, steps, mode)  # (T, C, H, W) uint8
     notes = [*explore.prior_notes(run, [a, b]), *res.notes]
-    return {"frames": [_data_url(f[None]) for f in frames], "labels": [a.label, b.label], "mode": mode, "notes": notes}
+    labels, _ = explore.endpoint_labels(res, names, [a, b])  # one row: never a per-row note
+    return {"frames": [_data_url(f[None]) for f in frames], "labels": labels, "mode": mode, "notes": notes}
 
 
 def arithmetic(cache: ModelCache, root: Path, params: Params) -> dict:
