@@ -294,6 +294,8 @@ def test_toy_train_and_sample_points(tmp_path, capsys, monkeypatch):
 def test_drs_on_images_and_its_refusals(folder_run, tmp_path, capsys):
     assert main(["sample", str(folder_run), "-n", "6", "--drs", "50", "--out", str(tmp_path / "g.png")]) == 0
     assert (tmp_path / "g.png").exists()
+    err = capsys.readouterr().err  # the share kept, then why a hinge D's logit is no log-ratio
+    assert err.index("discriminator rejection sampling (--drs 50) kept ") < err.index("trained with the hinge loss")
     _one_line_error(capsys, ["sample", str(folder_run), "--drs", "0"], "--drs", "percentile")
     _one_line_error(capsys, ["eval", str(folder_run), "--drs", "101"], "--drs", "percentile")
     _one_line_error(capsys, ["eval", "--fakes", str(tmp_path / "x.npz"), "--drs", "90"], "--drs", "RUN_DIR")

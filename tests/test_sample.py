@@ -56,6 +56,18 @@ def test_rejection_sampling_keeps_what_d_prefers_reproducibly():
     assert rejection_sample(G, D, 200, seed=3, percentile=100)[1] < acceptance  # a higher bar keeps fewer
 
 
+def test_drs_says_when_it_barely_filters_and_when_its_d_gives_no_log_ratio():
+    """A ducks-cows --drs 80 kept 97.8 % of its candidates and said nothing: the user read PCT as the share rejected."""
+    from counterfeit.export import drs_notes
+
+    [note] = drs_notes("ns", 80, 0.978)
+    assert note.startswith("--drs 80 barely filters") and "only 3% of the 80 % below M" in note
+    assert drs_notes("ns", 90, 0.58) == drs_notes("ns", 80, 0.897) == []  # ring8's D turned away 47 %; 13 % still evened out modes
+    assert drs_notes("ns", 10, 0.95) == drs_notes("minimax", 90, 0.5) == []  # a low PCT keeps most by design, not by D
+    [note] = drs_notes("hinge", 90, 0.58)
+    assert "hinge loss" in note and "does not estimate log(p_real / p_fake)" in note and "heuristic" in note
+
+
 def test_rejection_sampling_refuses_what_it_cannot_do():
     G, D = _Shift().eval(), _NearOrigin().eval()
     with pytest.raises(ValueError, match="percentile"):
