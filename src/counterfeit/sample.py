@@ -58,10 +58,12 @@ def rejection_sample(
 ) -> tuple[torch.Tensor, float]:
     """Discriminator rejection sampling: (n samples in G's range, acceptance rate), unconditional G and D in eval mode.
 
-    After Azadi et al. 2019 (DRS): a well-trained D's logit estimates log p_data(x) / p_G(x), so keeping a candidate
-    with probability min(1, exp(logit - M)) thins out what G over-produces (the bridges between a toy's modes).
+    After Azadi et al. 2019 (DRS): a well-trained cross-entropy D's logit estimates log p_data(x) / p_G(x), so keeping
+    a candidate with probability min(1, exp(logit - M)) thins out what G over-produces (the bridges between a toy's modes).
     M is the `percentile`-th percentile of the first batch's logits: the best-judged candidates are always kept, and
     a higher percentile rejects more. Candidates and coin flips come from `seed`, so the result is reproducible.
+    This is rejection sampling with its bound lowered from the highest logit to a percentile, not the paper's gamma shift
+    of each acceptance in logit space: the percentile caps the share rejected, and the spread of the logits sets it.
     """
     if getattr(G, "num_classes", 0):
         raise ValueError("rejection sampling needs an unconditional run: its D judges without labels here")
