@@ -213,3 +213,12 @@ def test_eval_anomaly_refuses_a_packed_d_by_its_pack(tiny_folder, tmp_path, caps
     assert main(["eval", str(next(out.iterdir())), "--anomaly"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "a --pack 2 D judges packs, train without --pack" in err and "conditional" not in err
+
+
+@pytest.mark.parametrize("name, says", [("00001-tiny-cdcgan", "'cdcgan' is conditional, train --model dcgan --exclude-class NAME"),
+                                        ("00002-ring8-mlp", "2-D toy runs have no classes to leave out")])  # fmt: skip
+def test_eval_anomaly_refuses_what_no_exclude_class_mends(studio_runs, name, says, capsys):
+    """A cdcgan or toy run is refused for what it is, not sent to retrain with --exclude-class (which refuses it too)."""
+    assert main(["eval", str(studio_runs / name), "--anomaly"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and says in err and "saw every class" not in err

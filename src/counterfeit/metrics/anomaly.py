@@ -72,16 +72,20 @@ def evaluate_anomaly(run_dir: str | Path, device: str = "cpu") -> dict[str, Any]
     cfg, spec = run.config, run.spec
     check_training_folder(run.run_dir, cfg)
     flag = "--exclude-class"
+    # What no --exclude-class can mend is said first: "retrain with --exclude-class" would send a cdcgan or toy run's
+    # user to a training command that refuses them.
+    if spec.data_kind != "images":
+        raise ConfigError(f"--anomaly scores images; 2-D toy runs have no classes to leave out (train --model vae {flag} NAME)")
+    if spec.family == "gan" and spec.conditional:
+        raise ConfigError(
+            f"--anomaly scores each image with an unconditional D; '{cfg.model.name}' is conditional, train --model dcgan {flag} NAME"
+        )
+    if spec.family == "gan" and cfg.model.pack != 1:
+        raise ConfigError(f"--anomaly scores each image with D on its own; a --pack {cfg.model.pack} D judges packs, train without --pack")
     if cfg.data.exclude_class is None:
         raise ConfigError(
             f"--anomaly needs a run trained with {flag} NAME (the class to call anomalous); {run.run_dir.name} saw every class"
         )
-    if spec.data_kind != "images":
-        raise ConfigError("--anomaly scores images; 2-D toy runs have no classes to leave out")
-    if spec.family == "gan" and spec.conditional:
-        raise ConfigError(f"--anomaly scores each image with an unconditional D; '{cfg.model.name}' is conditional, train --model dcgan")
-    if spec.family == "gan" and cfg.model.pack != 1:
-        raise ConfigError(f"--anomaly scores each image with D on its own; a --pack {cfg.model.pack} D judges packs, train without --pack")
     if cfg.data.name in IDX_DATASETS:
         test = load_dataset(cfg.data.name, "test", cfg.data.resolution, cfg.data.channels, cfg.data.data_dir)
         reference = f"{cfg.data.name}:test"
