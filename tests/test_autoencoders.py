@@ -1,6 +1,7 @@
 """Autoencoders (ae, dae, vae) in the GAN trainer: model contract, the ELBO's parts, exact resume, --exclude-class and eval --anomaly."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -222,3 +223,23 @@ def test_eval_anomaly_refuses_what_no_exclude_class_mends(studio_runs, name, say
     assert main(["eval", str(studio_runs / name), "--anomaly"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and says in err and "saw every class" not in err
+
+
+def test_eval_anomaly_checks_the_run_folder_is_writable_first(tiny_folder, tmp_path, monkeypatch, capsys):
+    """A read-only run folder failed only after every test image was scored, and the AUROC was never shown."""
+    import errno
+    import tempfile
+
+    out = tmp_path / "runs"
+    assert main(["train", "--model", "vae", "--data", tiny_folder, "--exclude-class", "rings", *TINY, *SHORT, "--out", str(out)]) == 0
+    run = next(out.iterdir())
+    capsys.readouterr()
+
+    def read_only(*args, dir=None, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.path.join(str(dir), ".write-check.x"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr("counterfeit.metrics.anomaly.reconstruction_scores", lambda *a, **k: pytest.fail("scored before the check"))
+    assert main(["eval", str(run), "--anomaly"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"cannot use {run} (Read-only file system)" in err

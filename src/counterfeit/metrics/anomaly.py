@@ -16,6 +16,7 @@ from torch import nn
 from .. import __version__
 from ..config import ConfigError
 from ..data import IDX_DATASETS, class_index, load_dataset
+from ..fileio import check_writable
 from ..sample import from_uint8, reconstruct
 
 SCORE_BATCH = 500
@@ -95,6 +96,7 @@ def evaluate_anomaly(run_dir: str | Path, device: str = "cpu") -> dict[str, Any]
     k = class_index(test, cfg.data.exclude_class, flag)
     is_anomaly = test.labels == k  # (N,) bool
 
+    check_writable(run.run_dir)  # metrics.json goes there: a read-only run folder is found before the scoring
     slot = "D_ema" if spec.family == "autoencoder" else "D"
     scorer = load_slot(run, slot, device)
     x = test.x.to(device)
