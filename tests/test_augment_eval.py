@@ -43,6 +43,15 @@ def test_tiny_budget_writes_table_and_json(run):
     assert f"the run has trained on since, to {rec['kimg'] + 0.064:g} kimg" in page
 
 
+def test_a_second_test_keeps_the_first_in_the_history(run):
+    """augment.json holds the latest test only: a quick look after a long test erased the long one's table."""
+    first = augment_eval(run, **TINY_BUDGET)
+    second = augment_eval(run, **{**TINY_BUDGET, "seeds": 1, "settings": ("fakes",)})
+    assert json.loads((run / "eval" / "augment.json").read_text()) == second
+    history = [json.loads(line) for line in (run / "eval" / "augment.jsonl").read_text().splitlines()]
+    assert history == [first, second]
+
+
 def test_the_same_seed_trains_the_same_classifier():
     g = torch.Generator().manual_seed(0)
     x, y = torch.randint(0, 256, (40, 1, 28, 28), dtype=torch.uint8, generator=g), torch.arange(40) % 3

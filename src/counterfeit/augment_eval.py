@@ -22,7 +22,7 @@ from . import __version__
 from .config import MAX_IMAGES, ConfigError
 from .data import IDX_DATASETS, builtin_name, load_dataset
 from .evaluator import accuracy, fit_classifier
-from .fileio import atomic_write_text, check_writable
+from .fileio import append_text, atomic_write_text, check_writable
 from .machine import cpu_name
 from .runs import load_run
 from .synthetic import labelled_fakes
@@ -44,7 +44,7 @@ MAX_SEEDS, MAX_EPOCHS = 20, 100  # a typo's guard: 20 seeds x 100 epochs x 3 set
 def augment_eval(run_dir: str | Path, n_fakes: int = 10_000, seeds: int = 3, epochs: float = 2.0, settings: tuple[str, ...] = SETTINGS,
                  n_real: int | None = None, n_test: int | None = None, fake_seed: int = 0, batch_size: int = 256,
                  device: str = "cpu", command: str | None = None) -> dict:  # fmt: skip
-    """Run the augmentation test on a run; write RUN/eval/augment.json and augment.md and return the JSON record."""
+    """Run the augmentation test on a run; write RUN/eval/augment.json and augment.md, append augment.jsonl; return the record."""
     bad = [s for s in settings if s not in SETTINGS]
     if bad or not settings:
         raise ConfigError(f"unknown --settings {', '.join(bad) or '(none)'}; choose from {', '.join(SETTINGS)}")
@@ -116,6 +116,8 @@ def augment_eval(run_dir: str | Path, n_fakes: int = 10_000, seeds: int = 3, epo
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }  # fmt: skip
     out = run.run_dir / "eval"
+    # augment.json holds the latest record only: the history keeps an earlier, longer test from a quick look's overwrite.
+    append_text(out / "augment.jsonl", json.dumps(record) + "\n")
     atomic_write_text(out / "augment.json", json.dumps(record, indent=2) + "\n")
     atomic_write_text(out / "augment.md", augment_markdown(record))
     return record

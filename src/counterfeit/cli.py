@@ -1022,14 +1022,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_augment_eval(args: argparse.Namespace) -> int:
-    """Train-on-fakes, test-on-real: write RUN/eval/augment.md and .json and print the table."""
+    """Train-on-fakes, test-on-real: write RUN/eval/augment.md and .json (appending .jsonl) and print the table."""
     from .augment_eval import augment_eval, augment_markdown
 
     settings = tuple(s.strip() for s in args.settings.split(",") if s.strip())
     rec = augment_eval(args.run_dir, args.n_fakes, args.seeds, args.epochs, settings, args.n_real, args.n_test, args.seed,
                        device=args.device, command=args.command_line)  # fmt: skip
     print(augment_markdown(rec))
-    print(f"wrote {Path(args.run_dir) / 'eval' / 'augment.md'} and augment.json")
+    print(f"wrote {Path(args.run_dir) / 'eval' / 'augment.md'} and augment.json (earlier tests: augment.jsonl)")
     return 0
 
 
