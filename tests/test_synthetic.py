@@ -132,6 +132,23 @@ def test_a_full_disk_names_the_export_folder(tiny_cond_run, tmp_path, monkeypatc
     assert err.count("\n") == 1 and str(tmp_path / "ex") in err and "No space left on device" in err and "Traceback" not in err
 
 
+def test_a_read_only_place_is_named_before_the_sampling(tiny_cond_run, tmp_path, monkeypatch, capsys):
+    """The error named the hidden staging folder (.ex.partial-<pid>) beside --out, after every fake was drawn."""
+    import errno
+    import os
+    import tempfile
+
+    def read_only(*args, dir=None, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.path.join(str(dir), ".write-check.x"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(synthetic, "labelled_fakes", lambda *a, **k: pytest.fail("sampled before the check"))
+    assert main(["export", str(tiny_cond_run), "--n", "8", "--out", str(tmp_path / "new" / "ex")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"counterfeit: error: cannot use {tmp_path} (Read-only file system); pick a path you can write to\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_conditional_class_choice_and_errors(tiny_cond_run):
     run = load_run(tiny_cond_run)
     fakes = labelled_fakes(run, 5, classes=["Squares"])
