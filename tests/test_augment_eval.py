@@ -52,6 +52,22 @@ def test_a_second_test_keeps_the_first_in_the_history(run):
     assert history == [first, second]
 
 
+def test_a_full_disk_still_shows_the_table(run, monkeypatch, capsys):
+    """The table was printed only after it was written: a full disk lost every classifier's result unseen."""
+    import errno
+    import os
+
+    def full(path, *args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr("counterfeit.augment_eval.append_text", full)
+    argv = ["augment-eval", str(run), "--n-fakes", "16", "--seeds", "1", "--epochs", "0.5", "--n-real", "32", "--settings", "fakes"]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert "| 16 fakes only | 16 |" in out and "wrote" not in out
+    assert err.splitlines()[-1].startswith("counterfeit: error: cannot use") and "No space left on device" in err
+
+
 def test_the_same_seed_trains_the_same_classifier():
     g = torch.Generator().manual_seed(0)
     x, y = torch.randint(0, 256, (40, 1, 28, 28), dtype=torch.uint8, generator=g), torch.arange(40) % 3

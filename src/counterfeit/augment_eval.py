@@ -14,6 +14,7 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -43,8 +44,11 @@ MAX_SEEDS, MAX_EPOCHS = 20, 100  # a typo's guard: 20 seeds x 100 epochs x 3 set
 
 def augment_eval(run_dir: str | Path, n_fakes: int = 10_000, seeds: int = 3, epochs: float = 2.0, settings: tuple[str, ...] = SETTINGS,
                  n_real: int | None = None, n_test: int | None = None, fake_seed: int = 0, batch_size: int = 256,
-                 device: str = "cpu", command: str | None = None) -> dict:  # fmt: skip
-    """Run the augmentation test on a run; write RUN/eval/augment.json and augment.md, append augment.jsonl; return the record."""
+                 device: str = "cpu", command: str | None = None, on_record: Callable[[dict], None] | None = None) -> dict:  # fmt: skip
+    """Run the augmentation test on a run; write RUN/eval/augment.json and augment.md, append augment.jsonl; return the record.
+
+    `on_record(record)` runs before anything is written, so a full disk loses no classifier's result unseen.
+    """
     bad = [s for s in settings if s not in SETTINGS]
     if bad or not settings:
         raise ConfigError(f"unknown --settings {', '.join(bad) or '(none)'}; choose from {', '.join(SETTINGS)}")
@@ -115,6 +119,8 @@ def augment_eval(run_dir: str | Path, n_fakes: int = 10_000, seeds: int = 3, epo
         "version": __version__, "torch": torch.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }  # fmt: skip
+    if on_record:
+        on_record(record)
     out = run.run_dir / "eval"
     # augment.json holds the latest record only: the history keeps an earlier, longer test from a quick look's overwrite.
     append_text(out / "augment.jsonl", json.dumps(record) + "\n")

@@ -1029,9 +1029,9 @@ def cmd_augment_eval(args: argparse.Namespace) -> int:
     from .augment_eval import augment_eval, augment_markdown
 
     settings = tuple(s.strip() for s in args.settings.split(",") if s.strip())
-    rec = augment_eval(args.run_dir, args.n_fakes, args.seeds, args.epochs, settings, args.n_real, args.n_test, args.seed,
-                       device=args.device, command=args.command_line)  # fmt: skip
-    print(augment_markdown(rec))
+    # The table is printed before it is written: a failed write loses no minutes (or hours) of training unseen.
+    augment_eval(args.run_dir, args.n_fakes, args.seeds, args.epochs, settings, args.n_real, args.n_test, args.seed,
+                 device=args.device, command=args.command_line, on_record=lambda rec: print(augment_markdown(rec), flush=True))  # fmt: skip
     print(f"wrote {Path(args.run_dir) / 'eval' / 'augment.md'} and augment.json (earlier tests: augment.jsonl)")
     return 0
 
