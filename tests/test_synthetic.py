@@ -202,3 +202,21 @@ def test_unconditional_runs_without_an_evaluator_are_refused(tiny_folder, tmp_pa
     run = next((tmp_path / "runs").iterdir())
     with pytest.raises(ConfigError, match="cannot be labelled.*--model cdcgan"):
         export_dataset(run, 4, tmp_path / "synth")
+
+
+def test_ae_fakes_come_with_a_warning(fashion_dir, tmp_path, capsys):
+    """An ae decoder fed N(0, I) draws noise-like grey (a fakes-only classifier: 19 %): export and augment-eval said nothing."""
+    from counterfeit.augment_eval import augment_eval
+    from counterfeit.config import make_config
+    from counterfeit.runs import create_run_dir
+    from counterfeit.train import train
+
+    cfg = make_config(model="ae", g_width=8, d_width=8, z_dim=8, batch_size=16, kimg=0.032, tick_kimg=0.032, sample_kimg=0.032,
+                      snapshot_kimg=0.032, data_dir=fashion_dir)  # fmt: skip
+    run = create_run_dir(cfg, tmp_path / "runs")
+    train(cfg, run)
+    capsys.readouterr()
+    assert main(["export", str(run), "--n", "4", "--out", str(tmp_path / "synth")]) == 0
+    assert "warning: this ae run's decoder never trained on z ~ N(0, I)" in capsys.readouterr().out
+    rec = augment_eval(run, n_fakes=16, seeds=1, epochs=0.1, settings=("fakes",), n_real=16, n_test=16)
+    assert "use a vae or a GAN run" in rec["warning"] and rec["warning"] in (run / "eval" / "augment.md").read_text()

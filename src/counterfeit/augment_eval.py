@@ -113,7 +113,7 @@ def augment_eval(run_dir: str | Path, n_fakes: int = 10_000, seeds: int = 3, epo
     record = {
         "run": str(run.run_dir), "checkpoint": run.checkpoint.name, "kimg": fakes.info["kimg"], "model": run.config.model.name,
         "classifier": CLASSIFIER, "epochs": epochs, "batch_size": batch_size, "seeds": seeds,
-        "n_fakes": n_fakes, "fake_seed": fake_seed, "label_source": fakes.label_source,
+        "n_fakes": n_fakes, "fake_seed": fake_seed, "label_source": fakes.label_source, "warning": prior_warning(run.config.model.name),
         "n_real": len(x_real), "test": {"source": f"{cfg.name}:test", "n": len(x_test), "held_out": held_out},
         "results": results, "seconds": round(time.perf_counter() - t0, 1), "machine": machine(), "command": command,
         "version": __version__, "torch": torch.__version__,
@@ -127,6 +127,14 @@ def augment_eval(run_dir: str | Path, n_fakes: int = 10_000, seeds: int = 3, epo
     atomic_write_text(out / "augment.json", json.dumps(record, indent=2) + "\n")
     atomic_write_text(out / "augment.md", augment_markdown(record))
     return record
+
+
+def prior_warning(model: str) -> str | None:
+    """What an ae/dae run's fakes are (its decoder fed noise it never trained on); None for other models."""
+    if model not in ("ae", "dae"):
+        return None
+    return (f"this {model} run's decoder never trained on z ~ N(0, I), where the fakes' noise comes from, so they are noise-like, "
+            "not what it learned to draw; use a vae or a GAN run")  # fmt: skip
 
 
 def setting_label(setting: str, n_fakes: int) -> str:
@@ -153,6 +161,8 @@ def augment_markdown(record: dict) -> str:
         )
     test = record["test"]
     warn = "" if test["held_out"] else "\n**Warning:** folder data has no held-out split; the 'test' images are the training images.\n"
+    if record.get("warning"):  # records written before it have no such key
+        warn += f"\n**Warning:** {record['warning']}.\n"
     m = record["machine"]
     return (
         f"# Augmentation test: train on fakes, test on real\n\n"

@@ -1010,7 +1010,8 @@ def cmd_evaluator(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a labelled synthetic dataset folder from a run."""
-    from .config import MAX_IMAGES, ConfigError
+    from .augment_eval import prior_warning
+    from .config import MAX_IMAGES, ConfigError, load_config
     from .fileio import check_writable
     from .synthetic import export_dataset
 
@@ -1021,6 +1022,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     m = export_dataset(args.run_dir, args.n, args.out, args.seed, args.classes, args.force, args.device, args.command_line)
     counts = ", ".join(f"{k} {v}" for k, v in m["counts"].items() if v)
     print(f"wrote {m['n']} fakes to {args.out} (labels: {m['label_source']}; {counts})")
+    warning = prior_warning(load_config(Path(args.run_dir) / "config.json").model.name)
+    if warning:
+        print(f"warning: {warning}")
     return 0
 
 
