@@ -1113,3 +1113,14 @@ def test_the_reading_line_says_what_the_judged_counts_mean():
     assert _judged_words(make_config(eval_every_kimg=0), "images") == ""  # nothing judged, nothing to explain
     for off_judge in ({"resolution": 32}, {"channels": 3}):  # the judge reads grey 28x28 only: no 'classes' on the lines
         assert _judged_words(make_config(**off_judge), "images") == ""
+
+
+def test_eval_anomaly_says_what_its_mean_scores_measure():
+    """'mean score normal -1.118' left open whether it was a pixel error or D's verdict, and in what unit."""
+    from counterfeit.cli import _summary
+
+    prov = {"excluded_class": "Bag", "n_test": 10000}
+    for score, normal in (("mean squared reconstruction error per pixel, pixels in [0, 1]", 0.01), ("-logit of D", -1.1)):
+        a = {"auroc": 0.9, "mean_score_normal": normal, "mean_score_anomalous": 0.03, "provenance": {**prov, "score": score}}
+        (line,) = _summary({"anomaly": a})
+        assert f"mean score ({score}) normal {normal:.4g}, anomalous 0.03" in line, line

@@ -937,7 +937,8 @@ def _summary(results: dict) -> list[str]:
     if "anomaly" in results:
         a, prov = results["anomaly"], results["anomaly"]["provenance"]
         out.append(f"anomaly AUROC {a['auroc']:.4f} at finding '{prov['excluded_class']}' among {prov['n_test']} images; "
-                   f"mean score normal {a['mean_score_normal']:.4g}, anomalous {a['mean_score_anomalous']:.4g} (higher = more anomalous)")  # fmt: skip
+                   f"mean score ({prov['score']}) normal {a['mean_score_normal']:.4g}, anomalous {a['mean_score_anomalous']:.4g} "
+                   "(higher = more anomalous)")  # fmt: skip
     if "toy" in results:
         t = results["toy"]
         kl = "n/a" if t["reverse_kl"] is None else f"{t['reverse_kl']:.3f}"

@@ -102,9 +102,11 @@ def evaluate_anomaly(run_dir: str | Path, device: str = "cpu") -> dict[str, Any]
     x = test.x.to(device)
     if spec.family == "autoencoder":
         scores = reconstruction_scores(scorer, run.G, x, spec.pixel_range).cpu()
+        score = "mean squared reconstruction error per pixel, pixels in [0, 1]"
         how = "per-image mean squared reconstruction error in [0, 1] pixels, EMA encoder (mu) and EMA decoder"
     else:
         scores = discriminator_scores(scorer, x, spec.pixel_range).cpu()
+        score = "-logit of D"
         how = f"-logit of D, batches of {SCORE_BATCH} in a fixed shuffled order (D normalises with batch statistics)"
     kimg = run.state["cur_nimg"] / 1000
     result = {
@@ -115,6 +117,7 @@ def evaluate_anomaly(run_dir: str | Path, device: str = "cpu") -> dict[str, Any]
         "n_anomalous": int(is_anomaly.sum()),
         "provenance": {
             "scorer": how,
+            "score": score,  # the mean scores' unit, short enough for the printed line
             "weights": slot if spec.family == "gan" else "D_ema (encoder) + G_ema (decoder)",
             "excluded_class": test.class_names[k],
             "excluded_index": k,
