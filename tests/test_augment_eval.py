@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import TINY
 
 from counterfeit.augment_eval import augment_eval
 from counterfeit.checkpoints import save_checkpoint
@@ -66,6 +67,19 @@ def test_a_full_disk_still_shows_the_table(run, monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert "| 16 fakes only | 16 |" in out and "wrote" not in out
     assert err.splitlines()[-1].startswith("counterfeit: error: cannot use") and "No space left on device" in err
+
+
+def test_a_moved_training_folder_is_named_with_the_fix(tiny_folder, tmp_path, capsys):
+    """augment-eval called a run's moved folder an unknown dataset and told to pick a built-in one, which it takes no option for."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_folder, data)
+    short = ["--kimg", "0.032", "--eval-every-kimg", "0", "--no-progress", "--out", str(tmp_path / "runs")]
+    assert main(["train", "--model", "cdcgan", "--data", str(data), *TINY, *short]) == 0
+    data.rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["augment-eval", str(next((tmp_path / "runs").iterdir())), "--n-fakes", "16", "--seeds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "which is not there; move it back, or record where it went: counterfeit train --resume" in err
 
 
 def test_the_same_seed_trains_the_same_classifier():

@@ -25,7 +25,7 @@ from .data import IDX_DATASETS, builtin_name, load_dataset
 from .evaluator import accuracy, fit_classifier
 from .fileio import append_text, atomic_write_text, check_writable
 from .machine import cpu_name
-from .runs import load_run
+from .runs import check_training_folder, load_run
 from .synthetic import labelled_fakes
 
 log = logging.getLogger("counterfeit")
@@ -75,6 +75,7 @@ def augment_eval(run_dir: str | Path, n_fakes: int = 10_000, seeds: int = 3, epo
             raise ConfigError(f"{flag} must be at most {most}, got {v:g}; {why}")
     t0 = time.perf_counter()
     run = load_run(run_dir, device)
+    check_training_folder(run.run_dir, run.config)  # a moved folder is named with the fix, not as an unknown dataset
     check_writable(run.run_dir / "eval")  # where the table goes: a read-only run folder is found before the classifiers train
     cfg = run.config.data
     if run.spec.data_kind != "images" or (cfg.channels, cfg.resolution) != (1, 28):
