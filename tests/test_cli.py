@@ -370,6 +370,18 @@ def test_a_mistyped_run_folder_names_the_run_meant(folder_run, capsys):
         _one_line_error(capsys, argv, f"did you mean {folder_run}?")
 
 
+def test_a_cut_run_name_or_the_runs_folder_names_a_run(folder_run, tmp_path, capsys):
+    """'00001-fashion-mnist' was matched to '00012-fashion-mnist-ae' by its letters; the runs folder itself was told
+    'runs/config.json not found; is this a counterfeit run folder?', naming no run."""
+    runs = tmp_path / "runs"
+    for name in ("00001-cats-cdcgan", "00012-cats-ae"):
+        shutil.copytree(folder_run, runs / name)
+    for argv in (["sample", str(runs / "00001-cats")], ["report", str(runs / "00001")], ["train", "--resume", str(runs / "00001-cats")]):
+        _one_line_error(capsys, argv, f"did you mean {runs / '00001-cats-cdcgan'}?")
+    for argv in (["sample", str(runs)], ["report", str(runs)], ["train", "--resume", str(runs)], ["eval", str(runs)]):
+        _one_line_error(capsys, argv, f"it holds runs: pass one of them, such as {runs / '00012-cats-ae'}")
+
+
 def test_bad_data_folder(tmp_path, tiny_folder, capsys):
     _one_line_error(capsys, ["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path)], "nope")
     _one_line_error(capsys, ["train", "--data", tiny_folder, "--batch-size", "128", "--out", str(tmp_path)], "96 items", "--batch-size 128")

@@ -108,12 +108,23 @@ def which_run(run_dir: Path) -> str:
     """The advice for a path that is no run folder: the run beside it with the closest name (a typo), or an example."""
     import difflib
 
-    try:
-        runs = [p.name for p in run_dir.parent.iterdir() if is_run_dir(p)]
-    except OSError:
-        runs = []
-    close = difflib.get_close_matches(run_dir.name, runs, n=1, cutoff=0.6)
+    inside = _run_names(run_dir)
+    if inside:  # the runs folder itself
+        return f"it holds runs: pass one of them, such as {run_dir / inside[-1]} (counterfeit runs {shell_word(run_dir)} lists them)"
+    runs = _run_names(run_dir.parent)
+    # A name's start is what it was meant as ('00001-fashion-mnist' for '00001-fashion-mnist-cdcgan'), however close
+    # another run's letters are.
+    starts = [name for name in runs if run_dir.name and name.startswith(run_dir.name)]
+    close = starts if len(starts) == 1 else difflib.get_close_matches(run_dir.name, runs, n=1, cutoff=0.6)
     return f"did you mean {run_dir.parent / close[0]}?" if close else "pass a run folder such as runs/00000-fashion-mnist-dcgan"
+
+
+def _run_names(folder: Path) -> list[str]:
+    """The run folders in `folder`, sorted (the newest last); none for a folder that cannot be read."""
+    try:
+        return sorted(p.name for p in folder.iterdir() if is_run_dir(p))
+    except OSError:
+        return []
 
 
 def resume_config(
@@ -216,6 +227,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} is not a folder; {which_run(run_dir)}")
+    if not (run_dir / "config.json").exists():  # say which run was meant (the runs folder itself, a cut name)
+        raise CheckpointError(f"{run_dir} is not a run folder (no config.json); {which_run(run_dir)}")
     cfg = load_config(run_dir / "config.json")
     prefix = "G_ema" if ema else "G"
     newest = (Path(checkpoint), *read_checkpoint(checkpoint, prefixes=(prefix,))) if checkpoint else read_newest(run_dir, (prefix,))
