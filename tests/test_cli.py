@@ -65,6 +65,9 @@ def test_sample_grid_folder_npz(folder_run, tmp_path):
     assert main(["sample", str(folder_run), "-n", "12", "--seed", "6", "--format", "npz", "--out", str(tmp_path / "c.npz")]) == 0
     assert not np.array_equal(a["images"], np.load(tmp_path / "c.npz")["images"])
     assert np.array_equal(a["images"][:5], _npz_first(folder_run, tmp_path, 5))  # independent of n
+    # export and eval count with --n: a user who typed it here was refused
+    assert main(["sample", str(folder_run), "--n", "12", "--seed", "5", "--format", "npz", "--out", str(tmp_path / "d.npz")]) == 0
+    assert np.array_equal(a["images"], np.load(tmp_path / "d.npz")["images"])
 
 
 def _npz_first(run, tmp_path, n):

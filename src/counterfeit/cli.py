@@ -254,7 +254,8 @@ def _reading_parsers(sub, fmt) -> None:
     """sample, runs, eval, report: commands that read a run."""
     s = sub.add_parser("sample", help="draw samples from a trained run", epilog=EXAMPLES["sample"], formatter_class=fmt)
     s.add_argument("run_dir", metavar="RUN_DIR")
-    s.add_argument("-n", type=int, help="how many samples (default 64; 2500 points for a 2-D toy run, to see every mode)")
+    # -n and --n both, on every command that counts samples: the user who typed export's --n here was refused
+    s.add_argument("-n", "--n", type=int, help="how many samples (default 64; 2500 points for a 2-D toy run, to see every mode)")
     s.add_argument("--seed", type=int, default=0, help="noise seed; the same seed draws the same images (default 0)")
     s.add_argument("--out", help="output path (default: inside RUN_DIR/samples)")
     s.add_argument("--format", choices=["grid", "folder", "npz"], help="grid (one PNG), folder (a PNG per image) or npz "
@@ -276,7 +277,7 @@ def _reading_parsers(sub, fmt) -> None:
     e = sub.add_parser("eval", help="score a run (or any images) with FID, KID, precision/recall, class coverage, memorisation",
                        epilog=EXAMPLES["eval"], formatter_class=fmt)  # fmt: skip
     e.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a run folder (or give --fakes)")
-    e.add_argument("--n", type=int, help="how many fakes (default 10000; 2500 for a 2-D toy run, the PacGAN protocol)")
+    e.add_argument("-n", "--n", type=int, help="how many fakes (default 10000; 2500 for a 2-D toy run, the PacGAN protocol)")
     e.add_argument("--metrics", help="comma list of fid,kid,pr,coverage,memorisation (default fid,kid,pr,coverage)")
     e.add_argument("--seed", type=int, help="noise seed of the fakes (default 0)")
     e.add_argument("--backbone", choices=["evaluator", "inception"], help="feature network (default: evaluator for grey 28x28)")
@@ -318,7 +319,7 @@ def _export_parsers(sub, fmt) -> None:
     x = sub.add_parser("export", help="write labelled fakes as a dataset: class folders of PNGs, labels.csv, .npz, idx .gz",
                        epilog=EXAMPLES["export"], formatter_class=fmt)  # fmt: skip
     x.add_argument("run_dir", metavar="RUN_DIR")
-    x.add_argument("--n", type=int, default=10_000, help="how many fakes (default 10000)")
+    x.add_argument("-n", "--n", type=int, default=10_000, help="how many fakes (default 10000)")
     x.add_argument("--out", required=True, help="the dataset folder to create (must be new or empty)")
     x.add_argument("--seed", type=int, default=0, help="noise seed; fake i is the i-th sample of this seed (default 0)")
     x.add_argument("--class", dest="classes", action="append", help="only this class (name or index); repeat for more")
