@@ -220,3 +220,8 @@ def test_ae_fakes_come_with_a_warning(fashion_dir, tmp_path, capsys):
     assert "warning: this ae run's decoder never trained on z ~ N(0, I)" in capsys.readouterr().out
     rec = augment_eval(run, n_fakes=16, seeds=1, epochs=0.1, settings=("fakes",), n_real=16, n_test=16)
     assert "use a vae or a GAN run" in rec["warning"] and rec["warning"] in (run / "eval" / "augment.md").read_text()
+    import html
+
+    from counterfeit.report import write_report
+
+    assert f"Warning: {html.escape(rec['warning'])}" in write_report(run).read_text()  # the report's table said nothing either

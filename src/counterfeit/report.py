@@ -825,6 +825,8 @@ def _section_augment(run_dir: Path) -> list[str]:
             f"<p>One classifier, {_e(rec['classifier'])}, {_e(_fmt(rec['epochs']))} epochs, trained on each set with "
             f"{_e(rec['seeds'])} seed{'s' if rec['seeds'] != 1 else ''} and tested on {test['n']:,} real images of {_e(test['source'])}. {_e(labels_note(rec))}{no_split}</p>"
         )
+        if rec.get("warning"):  # an ae/dae run's noise-like fakes (records written before the key have none)
+            parts.append(f"<p class='alarm'>Warning: {_e(rec['warning'])}.</p>")
         parts.append(
             f"<table><tr><th>training set</th><th>images</th><th>real-test accuracy (%)</th><th>std over seeds (pp)</th></tr>{rows}</table>"
         )
