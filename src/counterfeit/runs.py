@@ -20,6 +20,7 @@ from torch import nn
 from .checkpoints import CheckpointError, CheckpointGone, list_checkpoints, load_module, read_checkpoint
 from .config import ConfigError, RunConfig, extend_config, load_config
 from .data import builtin_name
+from .data.load import closest_name
 from .fileio import atomic_write_text, file_label, lock, shell_word, temp_glob, unlock
 from .models import ModelSpec, build_models, get_spec
 
@@ -106,17 +107,11 @@ def _changes(saved: RunConfig, option: str, value: Any) -> bool:
 
 def which_run(run_dir: Path) -> str:
     """The advice for a path that is no run folder: the run beside it with the closest name (a typo), or an example."""
-    import difflib
-
     inside = _run_names(run_dir)
     if inside:  # the runs folder itself
         return f"it holds runs: pass one of them, such as {run_dir / inside[-1]} (counterfeit runs {shell_word(run_dir)} lists them)"
-    runs = _run_names(run_dir.parent)
-    # A name's start is what it was meant as ('00001-fashion-mnist' for '00001-fashion-mnist-cdcgan'), however close
-    # another run's letters are.
-    starts = [name for name in runs if run_dir.name and name.startswith(run_dir.name)]
-    close = starts if len(starts) == 1 else difflib.get_close_matches(run_dir.name, runs, n=1, cutoff=0.6)
-    return f"did you mean {run_dir.parent / close[0]}?" if close else "pass a run folder such as runs/00000-fashion-mnist-dcgan"
+    close = closest_name(run_dir.name, _run_names(run_dir.parent))
+    return f"did you mean {run_dir.parent / close}?" if close else "pass a run folder such as runs/00000-fashion-mnist-dcgan"
 
 
 def _run_names(folder: Path) -> list[str]:

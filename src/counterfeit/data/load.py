@@ -104,13 +104,20 @@ def class_index_in(class_names: list[str] | None, dataset: str, name_or_index: s
 
 def did_you_mean(text: str, names: list[str]) -> str:
     """'; did you mean 'Trouser'?' for the name closest to a mistyped one (case aside), or ''."""
+    close = closest_name(text, names)
+    return f"; did you mean '{close}'?" if close else ""
+
+
+def closest_name(text: str, names: list[str]) -> str | None:
+    """The one of `names` a mistyped or cut `text` most likely meant (case aside), or None when none is close."""
     import difflib
 
     lower = {n.lower(): n for n in names}
-    # A name's start is what it was meant as ('T-shirt' for 'T-shirt/top'), however close another name's letters are.
+    # A name's start is what it was meant as ('T-shirt' for 'T-shirt/top', '00001-cats' for '00001-cats-cdcgan'),
+    # however close another name's letters are.
     starts = [n for n in lower if text and n.startswith(text.lower())]
     close = starts if len(starts) == 1 else difflib.get_close_matches(text.lower(), list(lower), n=1, cutoff=0.6)
-    return f"; did you mean '{lower[close[0]]}'?" if close else ""
+    return lower[close[0]] if close else None
 
 
 def drop_class(ds: Dataset, name_or_index: str) -> Dataset:
