@@ -149,6 +149,24 @@ def test_a_read_only_place_is_named_before_the_sampling(tiny_cond_run, tmp_path,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_file_in_the_way_or_a_missing_drive_is_named_before_the_sampling(tiny_cond_run, tmp_path, monkeypatch, capsys):
+    """A file above --out was skipped by the check (it looked for the nearest folder) and named the hidden staging
+    folder after every fake was drawn; a path with no folder above it at all (a missing Windows drive) crashed."""
+    import pathlib
+
+    monkeypatch.setattr(synthetic, "labelled_fakes", lambda *a, **k: pytest.fail("sampled before the check"))
+    (tmp_path / "notes.txt").write_text("")
+    assert main(["export", str(tiny_cond_run), "--n", "8", "--out", str(tmp_path / "notes.txt" / "ex")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"counterfeit: error: cannot use {tmp_path / 'notes.txt'} (Not a directory); part of the path is a file, not a folder\n"
+    # No folder above --out exists, as for Z:\synth without a Z: drive: said in one line, not a StopIteration traceback.
+    with monkeypatch.context() as m:
+        m.setattr(pathlib.Path, "exists", lambda self: False)
+        m.setattr(pathlib.Path, "is_dir", lambda self: False)
+        assert main(["export", str(tiny_cond_run), "--n", "8", "--out", str(tmp_path / "ex")]) == 2
+    assert capsys.readouterr().err == f"counterfeit: error: cannot use {tmp_path.anchor} (No such file or directory); check the path\n"
+
+
 def test_conditional_class_choice_and_errors(tiny_cond_run):
     run = load_run(tiny_cond_run)
     fakes = labelled_fakes(run, 5, classes=["Squares"])

@@ -1014,13 +1014,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Write a labelled synthetic dataset folder from a run."""
     from .augment_eval import prior_warning
     from .config import MAX_IMAGES, ConfigError, load_config
-    from .fileio import check_writable
+    from .fileio import check_creatable
     from .synthetic import export_dataset
 
     if not 1 <= args.n <= MAX_IMAGES:
         raise ConfigError(f"--n must be between 1 and {MAX_IMAGES:,}, got {args.n}")
     # The dataset is staged beside --out under a hidden name: a read-only place was named by that name, after the sampling.
-    check_writable(next(p for p in Path(args.out).absolute().parents if p.is_dir()))
+    check_creatable(args.out)
     m = export_dataset(args.run_dir, args.n, args.out, args.seed, args.classes, args.force, args.device, args.command_line)
     counts = ", ".join(f"{k} {v}" for k, v in m["counts"].items() if v)
     print(f"wrote {m['n']} fakes to {args.out} (labels: {m['label_source']}; {counts})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -119,6 +120,17 @@ def check_writable(folder: Path) -> None:
         raise OSError(e.errno, e.strerror, str(folder)) from e
     os.close(fd)
     os.unlink(name)
+
+
+def check_creatable(path: str | Path) -> None:
+    """Raise now the OSError that creating `path` (and the missing folders above it) would meet later; makes no folder."""
+    path = Path(path).absolute()
+    above = next((p for p in path.parents if p.exists()), None)  # the nearest folder that exists, or a file in the way
+    if above is None:  # not even the drive or share (Windows): nothing above it could hold the folder
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path.anchor or str(path))
+    if not above.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(above))
+    check_writable(above)
 
 
 def temp_glob(stem: str = "*", suffix: str = "*") -> str:
