@@ -70,6 +70,15 @@ def test_sample_grid_folder_npz(folder_run, tmp_path):
     assert np.array_equal(a["images"], np.load(tmp_path / "d.npz")["images"])
 
 
+def test_every_command_that_counts_samples_takes_n_both_ways():
+    """sample took only -n, eval and export only --n: each refused the other's spelling."""
+    from counterfeit.cli import _parser
+
+    for command in (["sample", "RUN"], ["eval", "RUN"], ["export", "RUN", "--out", "synth"]):
+        for flag in ("-n", "--n"):
+            assert _parser().parse_args([*command, flag, "12"]).n == 12, (command, flag)
+
+
 def _npz_first(run, tmp_path, n):
     main(["sample", str(run), "-n", str(n), "--seed", "5", "--format", "npz", "--out", str(tmp_path / "first.npz")])
     return np.load(tmp_path / "first.npz")["images"]
