@@ -215,6 +215,17 @@ def test_eval_anomaly_refuses_a_packed_d_by_its_pack(tiny_folder, tmp_path, caps
     assert main(["eval", str(next(out.iterdir())), "--anomaly"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "a --pack 2 D judges packs, train without --pack" in err and "conditional" not in err
+    assert "--exclude-class NAME" not in err  # this run has one: retraining without --pack keeps it
+
+
+def test_eval_anomaly_on_a_packed_run_without_an_excluded_class_says_both(tiny_folder, tmp_path, capsys):
+    """'train without --pack' alone led to a retrain that --anomaly refused in turn, for the missing --exclude-class."""
+    out = tmp_path / "runs"
+    assert main(["train", "--data", tiny_folder, "--pack", "2", *TINY, *SHORT, "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(next(out.iterdir())), "--anomaly"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.endswith("a --pack 2 D judges packs, train without --pack and with --exclude-class NAME")
 
 
 @pytest.mark.parametrize("name, says", [("00001-tiny-cdcgan", "'cdcgan' is conditional, train --model dcgan --exclude-class NAME"),

@@ -82,7 +82,10 @@ def evaluate_anomaly(run_dir: str | Path, device: str = "cpu") -> dict[str, Any]
             f"--anomaly scores each image with an unconditional D; '{cfg.model.name}' is conditional, train --model dcgan {flag} NAME"
         )
     if spec.family == "gan" and cfg.model.pack != 1:
-        raise ConfigError(f"--anomaly scores each image with D on its own; a --pack {cfg.model.pack} D judges packs, train without --pack")
+        also = "" if cfg.data.exclude_class is not None else f" and with {flag} NAME"  # or the retrain is refused in turn
+        raise ConfigError(
+            f"--anomaly scores each image with D on its own; a --pack {cfg.model.pack} D judges packs, train without --pack{also}"
+        )
     if cfg.data.exclude_class is None:
         raise ConfigError(
             f"--anomaly needs a run trained with {flag} NAME (the class to call anomalous); {run.run_dir.name} saw every class"
