@@ -61,7 +61,7 @@ def test_drs_says_when_it_barely_filters_and_when_its_d_gives_no_log_ratio():
     from counterfeit.export import drs_notes
 
     [note] = drs_notes("ns", 80, 0.978)
-    assert note.startswith("--drs 80 barely filters") and "turned away 2.2% of them where it could have turned away up to 80 %" in note
+    assert note.startswith("--drs 80 barely filters") and "turned away 2.2 % of them where it could have turned away up to 80 %" in note
     assert drs_notes("ns", 90, 0.58) == drs_notes("ns", 80, 0.897) == []  # ring8's D turned away 47 %; 13 % still evened out modes
     assert drs_notes("ns", 10, 0.95) == drs_notes("minimax", 90, 0.5) == []  # a low PCT keeps most by design, not by D
     [note] = drs_notes("hinge", 90, 0.58)

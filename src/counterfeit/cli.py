@@ -1015,18 +1015,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .augment_eval import prior_warning
     from .config import MAX_IMAGES, ConfigError, load_config
     from .fileio import check_creatable
+    from .runs import is_run_dir
     from .synthetic import export_dataset
 
     if not 1 <= args.n <= MAX_IMAGES:
         raise ConfigError(f"--n must be between 1 and {MAX_IMAGES:,}, got {args.n}")
     # The dataset is staged beside --out under a hidden name: a read-only place was named by that name, after the sampling.
     check_creatable(args.out)
+    if is_run_dir(Path(args.run_dir)):  # said before the drawing, so the fakes need not be made to learn they are noise
+        warning = prior_warning(load_config(Path(args.run_dir) / "config.json").model.name)
+        if warning:
+            print(f"warning: {warning}", flush=True)
     m = export_dataset(args.run_dir, args.n, args.out, args.seed, args.classes, args.force, args.device, args.command_line)
     counts = ", ".join(f"{k} {v}" for k, v in m["counts"].items() if v)
     print(f"wrote {m['n']} fakes to {args.out} (labels: {m['label_source']}; {counts})")
-    warning = prior_warning(load_config(Path(args.run_dir) / "config.json").model.name)
-    if warning:
-        print(f"warning: {warning}")
     return 0
 
 
@@ -1038,7 +1040,7 @@ def cmd_augment_eval(args: argparse.Namespace) -> int:
     # The table is printed before it is written: a failed write loses no minutes (or hours) of training unseen.
     augment_eval(args.run_dir, args.n_fakes, args.seeds, args.epochs, settings, args.n_real, args.n_test, args.seed,
                  device=args.device, command=args.command_line, on_record=lambda rec: print(augment_markdown(rec), flush=True))  # fmt: skip
-    print(f"wrote {Path(args.run_dir) / 'eval' / 'augment.md'} and augment.json (earlier tests: augment.jsonl)")
+    print(f"wrote {Path(args.run_dir) / 'eval' / 'augment.md'} and augment.json (every test so far: augment.jsonl)")
     return 0
 
 

@@ -144,10 +144,10 @@ def drs_notes(loss: str, percentile: float, acceptance: float) -> list[str]:
     # rejected, and how much of that cap is used says how far apart D's logits lie.
     turned_away = (1 - acceptance) / (percentile / 100)
     if turned_away < DRS_LITTLE:
-        notes.append(f"--drs {percentile:g} barely filters: D scores the candidates nearly alike, so it turned away {1 - acceptance:.1%} "
-                     f"of them where it could have turned away up to {percentile:g} %. Right when G is already close to the data "
-                     "(compare counterfeit eval with and without --drs); if the samples still look wrong, D cannot see what is "
-                     "wrong with them")  # fmt: skip
+        notes.append(f"--drs {percentile:g} barely filters: D scores the candidates nearly alike, so it turned away {100 * (1 - acceptance):.1f} %"
+                     f" of them where it could have turned away up to {percentile:g} %. That is right when G is already close to "
+                     "the data (compare counterfeit eval with and without --drs); if the samples still look wrong, D cannot see "
+                     "what is wrong with them")  # fmt: skip
     if loss not in LOG_RATIO_LOSSES:
         notes.append(f"this run's D was trained with the {loss} loss: its logit ranks the candidates but does not estimate "
                      "log(p_real / p_fake) as rejection sampling assumes (--loss ns does), so --drs is a heuristic filter here")  # fmt: skip

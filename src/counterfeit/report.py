@@ -17,7 +17,7 @@ from .data import IDX_DATASETS, TOY_DATASETS
 from .fileio import atomic_write_bytes, atomic_write_text, shell_word
 from .losses import d_output_level, extra_terms, indifference_levels
 from .metrics.toy import how_to_read
-from .runs import is_evaluation, is_run_dir, reached_nimg, read_stats, which_run
+from .runs import is_evaluation, is_run_dir, not_a_run, reached_nimg, read_stats
 from .timelapse import GIF_NAME, MAX_FRAMES, evenly, sample_grids, timelapse_gif
 
 MAX_GRIDS = 8  # enough to see training unfold without making the page tens of megabytes
@@ -45,7 +45,7 @@ def write_report(run_dir: str | Path, out: Path | None = None) -> Path:
     """Write RUN/report.html (every image inlined) and its plots as PNGs in RUN/report/; return the HTML path."""
     run_dir = Path(run_dir)
     if not is_run_dir(run_dir):
-        raise ConfigError(f"{run_dir} is not a run folder (no config.json); {which_run(run_dir)}")
+        raise ConfigError(not_a_run(run_dir))
     out = Path(out) if out is not None else run_dir / "report.html"
     if out.is_dir():
         out = out / "report.html"

@@ -105,11 +105,16 @@ def _changes(saved: RunConfig, option: str, value: Any) -> bool:
         return True
 
 
+def not_a_run(run_dir: Path) -> str:
+    """The one-line error for a folder without config.json, with the run it most likely meant."""
+    return f"{run_dir} is not a run folder (no config.json); {which_run(run_dir)}"
+
+
 def which_run(run_dir: Path) -> str:
     """The advice for a path that is no run folder: the run beside it with the closest name (a typo), or an example."""
     inside = _run_names(run_dir)
     if inside:  # the runs folder itself
-        return f"it holds runs: pass one of them, such as {run_dir / inside[-1]} (counterfeit runs {shell_word(run_dir)} lists them)"
+        return f"it holds runs: pass one of them, such as {shell_word(run_dir / inside[-1])} (counterfeit runs {shell_word(run_dir)} lists them)"
     close = closest_name(run_dir.name, _run_names(run_dir.parent))
     return f"did you mean {run_dir.parent / close}?" if close else "pass a run folder such as runs/00000-fashion-mnist-dcgan"
 
@@ -132,7 +137,7 @@ def resume_config(
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no config.json); {which_run(run_dir)}")
+        raise ConfigError(not_a_run(run_dir))
     saved = load_config(run_dir / "config.json")
     # A run on a folder of images may say where that folder went; a built-in dataset cannot be swapped.
     folder_run = builtin_name(saved.data.name) is None
@@ -223,7 +228,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} is not a folder; {which_run(run_dir)}")
     if not (run_dir / "config.json").exists():  # say which run was meant (the runs folder itself, a cut name)
-        raise CheckpointError(f"{run_dir} is not a run folder (no config.json); {which_run(run_dir)}")
+        raise CheckpointError(not_a_run(run_dir))
     cfg = load_config(run_dir / "config.json")
     prefix = "G_ema" if ema else "G"
     newest = (Path(checkpoint), *read_checkpoint(checkpoint, prefixes=(prefix,))) if checkpoint else read_newest(run_dir, (prefix,))

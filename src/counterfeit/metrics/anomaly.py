@@ -76,7 +76,7 @@ def evaluate_anomaly(run_dir: str | Path, device: str = "cpu") -> dict[str, Any]
     # What no --exclude-class can mend is said first: "retrain with --exclude-class" would send a cdcgan or toy run's
     # user to a training command that refuses them.
     if spec.data_kind != "images":
-        raise ConfigError(f"--anomaly scores images; 2-D toy runs have no classes to leave out (train --model vae {flag} NAME)")
+        raise ConfigError(f"--anomaly scores images; 2-D toy runs have no classes to leave out (train on images: --model vae {flag} NAME)")
     if spec.family == "gan" and spec.conditional:
         raise ConfigError(
             f"--anomaly scores each image with an unconditional D; '{cfg.model.name}' is conditional, train --model dcgan {flag} NAME"
