@@ -152,7 +152,7 @@ def test_shift_and_flip_moves_each_image_by_at_most_two_pixels():
     assert torch.equal(y, shift_and_flip(x, torch.Generator().manual_seed(0)))
 
 
-def test_evaluator_cli_refuses_train_options_for_show_and_keeps_named_files(tmp_path, capsys):
+def test_evaluator_cli_refuses_train_options_for_show_and_keeps_named_files(tmp_path, capsys, monkeypatch):
     """show ignored --out/--epochs/--seed; train --out replaced existing files silently, and took FILE.safetensors as a stem."""
     from counterfeit.cli import main
 
@@ -171,6 +171,12 @@ def test_evaluator_cli_refuses_train_options_for_show_and_keeps_named_files(tmp_
     # a folder still to be made (trailing slash), and a file where a folder should be: refused before any training
     assert main(["evaluator", "train", "--out", str(precious / "judge")]) == 2
     assert f"{precious} is a file, not a folder" in capsys.readouterr().err
+    import pathlib
+
+    with monkeypatch.context() as m:  # no folder above --out at all, as Z:\judge without a Z: drive: it raised StopIteration
+        m.setattr(pathlib.Path, "exists", lambda self: False)
+        assert main(["evaluator", "train", "--out", str(tmp_path / "judge")]) == 2
+    assert f"{tmp_path.anchor} does not exist; give --out a folder on a drive that does" in capsys.readouterr().err
 
 
 def test_evaluator_train_reads_the_data_dir_it_is_given(tmp_path, capsys, monkeypatch):

@@ -997,7 +997,9 @@ def cmd_evaluator(args: argparse.Namespace) -> int:
         out = Path(args.out)
         folder = out.is_dir() or args.out.endswith(("/", os.sep))  # a folder to be made says so with a trailing slash
         out = out / f"{args.dataset}-evaluator" if folder else out.with_suffix("") if out.suffix in (".safetensors", ".json") else out
-        above = next(p for p in out.absolute().parents if p.exists())  # the nearest folder that exists, or a file in the way
+        above = next((p for p in out.absolute().parents if p.exists()), None)  # the nearest folder that exists, or a file in the way
+        if above is None:  # not even the drive or share (Windows)
+            raise ConfigError(f"--out {args.out}: {out.absolute().anchor or out} does not exist; give --out a folder on a drive that does")
         if not above.is_dir():  # found now, not after a quarter of an hour of training
             raise ConfigError(f"--out {args.out}: {above} is a file, not a folder")
         there = [p for p in (out.with_name(out.name + ".safetensors"), out.with_name(out.name + ".json")) if p.exists()]
