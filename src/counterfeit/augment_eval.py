@@ -26,7 +26,7 @@ from .evaluator import accuracy, fit_classifier
 from .fileio import append_text, atomic_write_text, check_writable
 from .machine import cpu_name
 from .runs import check_training_folder, load_run
-from .synthetic import labelled_fakes
+from .synthetic import labelled_fakes, prior_warning
 
 log = logging.getLogger("counterfeit")
 
@@ -128,14 +128,6 @@ def augment_eval(run_dir: str | Path, n_fakes: int = 10_000, seeds: int = 3, epo
     atomic_write_text(out / "augment.json", json.dumps(record, indent=2) + "\n")
     atomic_write_text(out / "augment.md", augment_markdown(record))
     return record
-
-
-def prior_warning(model: str) -> str | None:
-    """What an ae/dae run's fakes are (its decoder fed noise it never trained on); None for other models."""
-    if model not in ("ae", "dae"):
-        return None
-    return (f"this {model} run's decoder never trained on z ~ N(0, I), where the fakes' noise comes from, so they are noise-like, "
-            "not what it learned to draw; use a vae or a GAN run")  # fmt: skip
 
 
 def setting_label(setting: str, n_fakes: int) -> str:

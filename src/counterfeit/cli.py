@@ -1014,11 +1014,10 @@ def cmd_evaluator(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a labelled synthetic dataset folder from a run."""
-    from .augment_eval import prior_warning
     from .config import MAX_IMAGES, ConfigError, load_config
     from .fileio import check_creatable
     from .runs import is_run_dir
-    from .synthetic import export_dataset
+    from .synthetic import export_dataset, prior_warning
 
     if not 1 <= args.n <= MAX_IMAGES:
         raise ConfigError(f"--n must be between 1 and {MAX_IMAGES:,}, got {args.n}")

@@ -38,6 +38,14 @@ MAX_DRAWS_PER_FAKE = 50  # unconditional --class: give up after this many draws 
 _CHUNK = 2000  # unconditional --class: fakes drawn and judged at a time
 
 
+def prior_warning(model: str) -> str | None:
+    """What an ae/dae run's fakes are (its decoder fed noise it never trained on); None for other models."""
+    if model not in ("ae", "dae"):
+        return None
+    return (f"this {model} run's decoder never trained on z ~ N(0, I), where the fakes' noise comes from, so they are noise-like, "
+            "not what it learned to draw; use a vae or a GAN run")  # fmt: skip
+
+
 @dataclass
 class LabelledFakes:
     """Fakes with one label each, and where the labels came from."""
