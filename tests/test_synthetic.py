@@ -238,6 +238,8 @@ def test_ae_fakes_come_with_a_warning(fashion_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "warning: this ae run's decoder never trained on z ~ N(0, I)" in out
     assert out.index("warning:") < out.index("wrote 4 fakes")  # before the drawing: no need to wait for noise to learn it
+    assert main(["sample", str(run), "-n", "4", "--out", str(tmp_path / "ae.png")]) == 0  # sample said nothing either
+    assert "warning: this ae run's decoder never trained on z ~ N(0, I)" in capsys.readouterr().out
     rec = augment_eval(run, n_fakes=16, seeds=1, epochs=0.1, settings=("fakes",), n_real=16, n_test=16)
     assert "use a vae or a GAN run" in rec["warning"] and rec["warning"] in (run / "eval" / "augment.md").read_text()
     import html

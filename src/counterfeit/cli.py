@@ -751,9 +751,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
     # A toy run's npz gets a scatter plot of the same name beside it: that PNG is as much the user's as --out.
     example = {"grid": "samples.png", "npz": "samples.npz"}.get(fmt, "")  # a folder of PNGs may go into a folder
     _refuse_existing(args.out, args.force, (".png",) if points and fmt == "npz" else (), file_example=example)
+    _warn_noise_like(args.run_dir)
     out = write_samples(args.run_dir, n, args.seed, fmt, args.out, args.device, args.class_name, args.drs)
     print(f"wrote {out} and its scatter plot {out.with_suffix('.png')}" if points and fmt == "npz" else f"wrote {out}")
     return 0
+
+
+def _warn_noise_like(run_dir: str) -> None:
+    # Said before the drawing: an ae/dae decoder fed N(0, I) draws noise-like grey, and nothing need be made to learn it.
+    from .config import load_config
+    from .runs import is_run_dir
+    from .synthetic import prior_warning
+
+    warning = is_run_dir(Path(run_dir)) and prior_warning(load_config(Path(run_dir) / "config.json").model.name)
+    if warning:
+        print(f"warning: {warning}", flush=True)
 
 
 def _sample_format(fmt: str | None, out: str | None, points: bool = False) -> str:
@@ -1014,19 +1026,15 @@ def cmd_evaluator(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a labelled synthetic dataset folder from a run."""
-    from .config import MAX_IMAGES, ConfigError, load_config
+    from .config import MAX_IMAGES, ConfigError
     from .fileio import check_creatable
-    from .runs import is_run_dir
-    from .synthetic import export_dataset, prior_warning
+    from .synthetic import export_dataset
 
     if not 1 <= args.n <= MAX_IMAGES:
         raise ConfigError(f"--n must be between 1 and {MAX_IMAGES:,}, got {args.n}")
     # The dataset is staged beside --out under a hidden name: a read-only place was named by that name, after the sampling.
     check_creatable(args.out)
-    if is_run_dir(Path(args.run_dir)):  # said before the drawing, so the fakes need not be made to learn they are noise
-        warning = prior_warning(load_config(Path(args.run_dir) / "config.json").model.name)
-        if warning:
-            print(f"warning: {warning}", flush=True)
+    _warn_noise_like(args.run_dir)
     m = export_dataset(args.run_dir, args.n, args.out, args.seed, args.classes, args.force, args.device, args.command_line)
     counts = ", ".join(f"{k} {v}" for k, v in m["counts"].items() if v)
     print(f"wrote {m['n']} fakes to {args.out} (labels: {m['label_source']}; {counts})")
