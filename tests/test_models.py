@@ -131,6 +131,30 @@ def test_channels_last_generator_keeps_one_layout_from_its_first_feature_map():
     assert h.is_contiguous(memory_format=torch.channels_last) and not h.is_contiguous()
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gs_one_channel_last_layer_folded_is_the_transposed_conv(channels_last):
+    """On the CPU in fp32, ToImage computes one channel as a matmul and a fold: the same function and gradients as
+    conv_transpose2d, under the same parameters; elsewhere (bf16 autocast, ONNX export, colour) the native op runs."""
+    import torch.nn.functional as F
+
+    from counterfeit.models.layers import ToImage
+
+    torch.manual_seed(0)
+    layer = to_channels_last(ToImage(32, 1)) if channels_last else ToImage(32, 1)
+    assert [k for k, _ in layer.named_parameters()] == ["weight", "bias"] and isinstance(layer, torch.nn.ConvTranspose2d)
+    x = torch.randn(8, 32, 14, 14)
+    x = (x.contiguous(memory_format=torch.channels_last) if channels_last else x).requires_grad_()
+    assert layer._folds(x)
+    y, ref = layer(x), F.conv_transpose2d(x, layer.weight, layer.bias, stride=2, padding=1)  # (8, 1, 28, 28)
+    assert y.shape == ref.shape == (8, 1, 28, 28) and torch.allclose(y, ref, atol=1e-5)
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(y, (x, layer.weight, layer.bias), g), torch.autograd.grad(ref, (x, layer.weight, layer.bias), g)):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not layer._folds(x)  # unmeasured there: oneDNN's bf16 kernels
+    assert not ToImage(32, 3)._folds(torch.randn(2, 32, 14, 14))  # colour: not measured
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_seeded_build_is_deterministic_and_checkpoint_round_trips(name, tmp_path):
     cfg = _cfg(name)

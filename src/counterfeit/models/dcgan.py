@@ -10,6 +10,7 @@ from . import register_model
 from .layers import (
     MinibatchStd,
     Reshape,
+    ToImage,
     channel_widths,
     down_block,
     flat_linear,
@@ -39,7 +40,7 @@ class Generator(nn.Module):
         )
         self.body = nn.Sequential(*[nn.Sequential(*up_block(a, b), *[same_block(b) for _ in range(depth)])
                                     for a, b in zip(widths[:-1], widths[1:])])  # fmt: skip
-        self.to_image = nn.Sequential(nn.ConvTranspose2d(widths[-1], channels, 4, stride=2, padding=1), nn.Tanh())
+        self.to_image = nn.Sequential(ToImage(widths[-1], channels), nn.Tanh())
         init_dcgan_(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
