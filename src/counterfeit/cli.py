@@ -993,6 +993,7 @@ def cmd_evaluator(args: argparse.Namespace) -> int:
 
     from .config import ConfigError
     from .evaluator import load_evaluator, train_evaluator
+    from .fileio import nearest_existing
 
     if args.action == "show":
         options = (("--epochs", args.epochs), ("--seed", args.seed), ("--out", args.out), ("--data-dir", args.data_dir))
@@ -1009,7 +1010,7 @@ def cmd_evaluator(args: argparse.Namespace) -> int:
         out = Path(args.out)
         folder = out.is_dir() or args.out.endswith(("/", os.sep))  # a folder to be made says so with a trailing slash
         out = out / f"{args.dataset}-evaluator" if folder else out.with_suffix("") if out.suffix in (".safetensors", ".json") else out
-        above = next((p for p in out.absolute().parents if p.exists()), None)  # the nearest folder that exists, or a file in the way
+        above = nearest_existing(out)  # the nearest folder that exists, or a file in the way
         if above is None:  # not even the drive or share (Windows)
             raise ConfigError(f"--out {args.out}: {out.absolute().anchor or out} does not exist; give --out a folder on a drive that does")
         if not above.is_dir():  # found now, not after a quarter of an hour of training

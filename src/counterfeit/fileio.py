@@ -122,10 +122,15 @@ def check_writable(folder: Path) -> None:
     os.unlink(name)
 
 
+def nearest_existing(path: str | Path) -> Path | None:
+    """The nearest path above `path` that exists (a folder, or a file in the way), or None when not even its drive does."""
+    return next((p for p in Path(path).absolute().parents if p.exists()), None)
+
+
 def check_creatable(path: str | Path) -> None:
     """Raise now the OSError that creating `path` (and the missing folders above it) would meet later; makes no folder."""
     path = Path(path).absolute()
-    above = next((p for p in path.parents if p.exists()), None)  # the nearest folder that exists, or a file in the way
+    above = nearest_existing(path)
     if above is None:  # not even the drive or share (Windows): nothing above it could hold the folder
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path.anchor or str(path))
     if not above.is_dir():

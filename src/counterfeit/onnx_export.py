@@ -12,6 +12,7 @@ from torch import nn
 
 from . import __version__
 from .fileio import atomic_path
+from .models import NO_PRIOR
 from .runs import load_run
 
 MIN_OPSET = 16  # the oldest the converter reached from the exporter's 18 for our generators (15 and below: no adapter)
@@ -84,7 +85,7 @@ def export_onnx(run_dir: str | Path, out: str | Path, opset: int = 18) -> Path:
     usage = ["z ~ N(0, I) of shape (N, z_dim) float32"]
     if cond:  # ONNX's Gather takes negative indices, so the graph cannot refuse one as torch does
         usage[0] += f", labels (N,) int64 class indices 0..{cfg.model.num_classes - 1} (not checked: a negative one wraps round)"
-    if cfg.model.name in ("ae", "dae"):
+    if cfg.model.name in NO_PRIOR:
         usage.append("this decoder never trained on N(0, I): feed it its encoder's codes (counterfeit project writes them)")
     usage.append("points (N, 2) float32, in the toy's own coordinates" if points else "images (N, C, H, W) float32 in pixel_range")
     meta = {

@@ -227,7 +227,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} is not a folder; {which_run(run_dir)}")
-    if not (run_dir / "config.json").exists():  # say which run was meant (the runs folder itself, a cut name)
+    if not is_run_dir(run_dir):  # say which run was meant (the runs folder itself, a cut name)
         raise CheckpointError(not_a_run(run_dir))
     cfg = load_config(run_dir / "config.json")
     prefix = "G_ema" if ema else "G"

@@ -27,6 +27,7 @@ from .data import builtin_name
 from .evaluator import CLASS_NAMES, load_evaluator, predict
 from .export import pick_class, save_npz
 from .fileio import atomic_write_bytes, atomic_write_text, errors_name, file_label
+from .models import NO_PRIOR
 from .runs import LoadedRun, conditional_class_names, load_run
 from .sample import NoiseStream, generate, png_bytes, sample, to_pil, to_uint8
 
@@ -40,7 +41,7 @@ _CHUNK = 2000  # unconditional --class: fakes drawn and judged at a time
 
 def prior_warning(model: str) -> str | None:
     """What an ae/dae run's fakes are (its decoder fed noise it never trained on); None for other models."""
-    if model not in ("ae", "dae"):
+    if model not in NO_PRIOR:
         return None
     return (f"this {model} run's decoder never trained on z ~ N(0, I), where the fakes' noise comes from, so they are noise-like, "
             "not what it learned to draw; use a vae or a GAN run")  # fmt: skip

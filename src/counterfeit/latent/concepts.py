@@ -14,6 +14,7 @@ from torch import nn
 
 from ..config import ConfigError
 from ..evaluator import CLASS_NAMES, EvaluatorWeightsError, load_evaluator, predict, weights_path
+from ..models import NO_PRIOR
 from ..runs import conditional_class_names
 from ..sample import from_uint8, make_noise, to_uint8
 from .space import Latent, decode_batched
@@ -70,7 +71,7 @@ def class_concepts(run, device="cpu", n: int = CONCEPT_N, seed: int = CONCEPT_SE
     if ev is None:
         raise ConfigError(f"class names need a run on grey 28x28 {' or '.join(CLASS_NAMES)} (the evaluator's classes); "
                           f"{run.run_dir.name} has data '{run.config.data.name}': use seed lists like [12,40,77] instead")  # fmt: skip
-    if run.config.model.name in ("ae", "dae"):
+    if run.config.model.name in NO_PRIOR:
         return _encoded_concepts(run, names, device, n)
     z = make_noise(n, run.G.z_dim, seed, device)  # (n, z_dim)
     images = to_uint8(decode_batched(run.G, Latent(z)), run.spec.pixel_range)  # (n, C, H, W)

@@ -13,6 +13,7 @@ from ..data import IDX_DATASETS, load_dataset
 from ..data.decode import DECODE_ERRORS, decode_image
 from ..evaluator import predict
 from ..fileio import file_label, shell_word
+from ..models import NO_PRIOR
 from ..runs import load_run
 from ..sample import from_uint8, save_grid, to_uint8
 from .concepts import class_names_for, evaluator_for
@@ -64,7 +65,7 @@ def _image_run(run_dir, device):
 
 def prior_notes(run, operands) -> list[str]:
     """A note for ae/dae runs given seeds: their decoders never trained on z ~ N(0, I), where seeds come from."""
-    if run.config.model.name not in ("ae", "dae") or not any(op.kind in ("seed", "seeds") for op in operands):
+    if run.config.model.name not in NO_PRIOR or not any(op.kind in ("seed", "seeds") for op in operands):
         return []  # class concepts of ae/dae runs are their encoder's codes of real images
     return [f"note: this {run.config.model.name} run's decoder never trained on z ~ N(0, I), where seeds come from; "
             "codes of real images (class names, counterfeit project, or .png operands) are what it knows, or use a vae run"]  # fmt: skip

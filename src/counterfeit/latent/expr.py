@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from ..config import MAX_SEED, ConfigError
-from ..data.load import did_you_mean
+from ..data.load import closest_name, did_you_mean
 
 _NUMBER = re.compile(r"\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?")
 _CLASS_INDEX = re.compile(r"class:(\d+)", re.IGNORECASE)
@@ -111,7 +111,7 @@ def _operand(text: str, pos: int, class_names: list[str], what: str) -> tuple[Op
         return _named(word, text, class_names, what), pos + len(word)
     except ConfigError:
         # 'T-shirt' cut at its dash is 'T', close to nothing: name the whole word when it is close to a class.
-        if whole != word and not did_you_mean(word, class_names) and did_you_mean(whole, class_names):
+        if whole != word and closest_name(word, class_names) is None and closest_name(whole, class_names):
             raise _bad(whole, text, class_names, what=what) from None
         raise
 

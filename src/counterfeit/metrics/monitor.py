@@ -11,6 +11,7 @@ from torch import nn
 from ..data import IDX_DATASETS, TOY_DATASETS, DataError, Dataset, load_dataset, toy_modes
 from ..evaluator import EvaluatorWeightsError, load_evaluator, predict
 from ..machine import cpu_has_native_bf16
+from ..models import NO_PRIOR
 from ..sample import default_labels, make_noise, sample, to_uint8
 from .classes import CollapseAlarm, class_coverage, duplicate_rate, duplicate_threshold
 from .fid import fid
@@ -101,7 +102,7 @@ def remedies(kind: str, conditional: bool, model: str = "dcgan", lost: bool = Fa
         return f"to try: {back}or another --seed" if defaults else "to try: another --seed, or a longer --kimg"
     if model == "vae":  # its prior samples blur into a few average items when the KL term dominates
         return "to try: a smaller --beta, a longer run, or another --seed"
-    if model in ("ae", "dae"):
+    if model in NO_PRIOR:
         return "an ae/dae decoder never learned to draw from random codes; to try: --model vae, whose prior is meant for sampling"
     if kind == "points":
         return f"to try: --pack 4 or --recall-weight 6, {back}or another --seed"

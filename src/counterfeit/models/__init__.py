@@ -27,6 +27,7 @@ class ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {}
+NO_PRIOR = ("ae", "dae")  # autoencoders whose decoder never trained on z ~ N(0, I): their "fakes" from noise are noise-like
 
 
 def register_model(
