@@ -10,6 +10,9 @@ start-up (and compilation) is left out. Appends one block to benchmarks/RESULTS.
 `--option adam --values foreach,fused` compares Adam's two multi-tensor implementations, which are a code path,
 not a config option: the training loop's Adam is wrapped to use the given one.
 
+`--option to_image --values fold,native` compares G's last layer computed as a matmul and a fold (what
+`models.layers.ToImage` does for one channel in fp32 on the CPU) with the native transposed conv: a code path too.
+
 `--option allocator --values system,tuned` compares glibc's malloc as it comes with the thresholds
 `counterfeit.allocator` sets. The setting is process-wide, so each run of this option trains in a child process;
 the block also gives the page faults per training step (minor faults of the whole run over its steps).
@@ -51,6 +54,25 @@ INTRO = ["`python benchmarks/ab_speed.py`: the values of one option take turns t
 
 
 ADAM_IMPLS = {"foreach": dict(fused=None, foreach=True), "fused": dict(fused=True, foreach=None)}
+
+
+TO_IMAGE = ("fold", "native")
+
+
+@contextlib.contextmanager
+def to_image_path(name: str):
+    """Within the block, G's one-channel last layer takes the named path: the fold where it applies, or always native."""
+    from counterfeit.models.layers import ToImage
+
+    if name not in TO_IMAGE:
+        raise SystemExit(f"--option to_image takes {', '.join(TO_IMAGE)}, not {name}")
+    original = ToImage._folds
+    if name == "native":
+        ToImage._folds = lambda self, x: False
+    try:
+        yield
+    finally:
+        ToImage._folds = original
 
 
 @contextlib.contextmanager
@@ -130,8 +152,8 @@ def main() -> None:
                 run_ticks, run_faults = ticks_in_child(args.model, args.kimg, common, v)
                 rates[v] += run_ticks
                 faults[v].append(run_faults)
-            elif args.option == "adam":
-                with adam_impl(v):
+            elif args.option in ("adam", "to_image"):
+                with (adam_impl if args.option == "adam" else to_image_path)(v):
                     rates[v] += ticks(args.model, args.kimg, common)
             else:
                 rates[v] += ticks(args.model, args.kimg, {**common, **parse_set([f"{args.option}={v}"])})

@@ -90,7 +90,7 @@ class ToImage(nn.ConvTranspose2d):
         n, c, h, w = x.shape
         # oneDNN makes one channel from 32 at 4 GFLOP/s on an AVX-512 CPU without bf16 (RESULTS.md, 2026-12-08): as a
         # matmul to each input pixel's 4x4 output patch and a fold that sums the overlapping patches, the default dcgan
-        # trained 7 % faster there (10 rounds of an interleaved A/B, every round faster).
+        # trained about 5 % faster there (four interleaved A/Bs, from +0.5 % to +7 %; benchmarks/ab_speed.py --option to_image).
         cols = x.permute(0, 2, 3, 1).reshape(n * h * w, c) @ self.weight.reshape(c, 16)  # (N*H*W, 16); free for NHWC x
         cols = cols.view(n, h * w, 16).transpose(1, 2)  # (N, 16, H*W)
         y = F.fold(cols, (2 * h, 2 * w), 4, stride=2, padding=1)  # (N, 1, 2H, 2W)
